@@ -1,0 +1,137 @@
+//! The command line: every command and flag of `bottle`, with the help text
+//! that teaches it.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Run AI coding agents in isolated bottles: a container (or microVM) with a
+/// copy of your workspace and only the network paths and credentials your
+/// manifest grants.
+#[derive(Debug, Parser)]
+#[command(name = "bottle", version, propagate_version = true, max_term_width = 100)]
+#[command(after_help = "Manifest discovery: --manifest, then $BOT_BOTTLE_MANIFEST, then ./bot-bottle.yaml, \
+then $XDG_CONFIG_HOME/bot-bottle/manifest.yaml, else the embedded default (one agent `shell`).\n\
+Backend selection: --backend, then $BOT_BOTTLE_BACKEND, then docker.\n\n\
+Start here: `bottle start shell` opens a shell in a fresh Docker bottle.")]
+pub(crate) struct Cli {
+    /// Manifest to use instead of the discovered one.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub(crate) manifest: Option<PathBuf>,
+    /// Backend to run bottles on (docker).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub(crate) backend: Option<String>,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Start an agent in a new bottle (shows what will run, then asks y/N).
+    #[command(after_help = "Examples:\n  bottle start shell\n  bottle start shell --yes --detach\n  \
+bottle start reviewer --copy-cwd --label 'PR 42'\n  bottle start shell --yes -- -c 'git --version'")]
+    Start(StartArgs),
+    /// Start a new bottle for an earlier bottle's agent, with its saved state (the conversation goes on).
+    Resume(ResumeArgs),
+    /// List the manifest's agents, or the bottles running now.
+    List {
+        #[arg(value_enum)]
+        what: ListWhat,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a command in a running bottle; exits with the command's exit code.
+    #[command(after_help = "Example:\n  bottle exec shell-1a2b3c4d -- id -un")]
+    Exec {
+        /// The bottle's slug (see `bottle list active`).
+        slug: String,
+        /// User to run as (default: the agent's user).
+        #[arg(long, short)]
+        user: Option<String>,
+        /// The command and its arguments.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// Stop a bottle: save the agent's state for `resume`, then remove everything it owns.
+    Stop {
+        /// The bottle's slug (see `bottle list active`).
+        slug: String,
+    },
+    /// Remove what killed or crashed runs left behind (containers, networks).
+    Cleanup {
+        /// Do not ask before removing.
+        #[arg(long, short)]
+        yes: bool,
+        /// Only show what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Check the manifest or print its JSON Schema.
+    Manifest {
+        #[command(subcommand)]
+        action: ManifestAction,
+    },
+    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StartArgs {
+    /// The agent to start (see `bottle list agents`).
+    pub(crate) agent: String,
+    #[command(flatten)]
+    pub(crate) run: RunArgs,
+    /// Copy the current directory into the bottle's workspace.
+    #[arg(long)]
+    pub(crate) copy_cwd: bool,
+    /// A label shown by `bottle list active`.
+    #[arg(long)]
+    pub(crate) label: Option<String>,
+    /// A colour shown by `bottle list active`.
+    #[arg(long)]
+    pub(crate) color: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ResumeArgs {
+    /// The identity (slug) of the earlier bottle.
+    pub(crate) identity: String,
+    #[command(flatten)]
+    pub(crate) run: RunArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// Do not ask for confirmation (required without a terminal).
+    #[arg(long, short)]
+    pub(crate) yes: bool,
+    /// Leave the bottle running and print its slug.
+    #[arg(long, short)]
+    pub(crate) detach: bool,
+    /// Do not trust the host's CA bundle ($SSL_CERT_FILE / $NODE_EXTRA_CA_CERTS) in image builds.
+    #[arg(long)]
+    pub(crate) no_host_ca: bool,
+    /// Arguments for the agent.
+    #[arg(last = true, value_name = "ARGS")]
+    pub(crate) agent_args: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum ListWhat {
+    /// The agents the manifest defines.
+    Agents,
+    /// The bottles running now, on every available backend.
+    Active,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ManifestAction {
+    /// Validate the manifest: every error with file:line:col, or a summary.
+    Check,
+    /// Print the manifest format as JSON Schema (for editors).
+    Schema,
+}

@@ -1,0 +1,317 @@
+//! One function per command, each returning the process's exit code.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result, bail};
+use bottle_core::{
+    ActiveAgent, AgentProvider, BottleSpec, DynBackend, EnvValue, GuestUser, Manifest, session, sort_active, summary,
+};
+use clap::CommandFactory;
+
+use crate::args::{Cli, Command, ListWhat, ManifestAction, RunArgs, StartArgs};
+use crate::context::Context;
+
+/// Exit code after an interrupt (128 + SIGINT).
+const INTERRUPTED: i32 = 130;
+
+pub(crate) async fn run(cli: Cli) -> Result<i32> {
+    let ctx = Context::new(cli.manifest.as_deref(), cli.backend)?;
+    match cli.command {
+        Command::Start(args) => start(&ctx, args).await,
+        Command::Resume(args) => resume(&ctx, &args.identity, args.run).await,
+        Command::List { what: ListWhat::Agents, json } => list_agents(&ctx, json),
+        Command::List { what: ListWhat::Active, json } => list_active(&ctx, json).await,
+        Command::Exec { slug, user, command } => exec(&ctx, &slug, user.as_deref(), &command).await,
+        Command::Stop { slug } => stop(&ctx, &slug).await,
+        Command::Cleanup { yes, dry_run } => cleanup(&ctx, yes, dry_run).await,
+        Command::Manifest { action: ManifestAction::Check } => manifest_check(&ctx),
+        Command::Manifest { action: ManifestAction::Schema } => {
+            println!("{}", serde_json::to_string_pretty(&Manifest::json_schema())?);
+            Ok(0)
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "bottle", &mut std::io::stdout());
+            Ok(0)
+        }
+    }
+}
+
+/// Resolves when the process is asked to stop (Ctrl-C, SIGTERM, SIGHUP).
+async fn interrupted() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+        _ = hup.recv() => {}
+    }
+}
+
+/// Ask y/N on the terminal; without one, refuse unless `yes`.
+fn confirm(question: &str, yes: bool) -> Result<bool> {
+    if yes {
+        return Ok(true);
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("refusing to go on without confirmation: stdin is not a terminal; pass --yes to confirm non-interactively");
+    }
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
+}
+
+async fn start(ctx: &Context, args: StartArgs) -> Result<i32> {
+    let spec = BottleSpec {
+        manifest: ctx.manifest()?,
+        agent: args.agent,
+        copy_cwd: args.copy_cwd,
+        user_cwd: std::env::current_dir()?,
+        identity: None,
+        label: args.label,
+        color: args.color,
+        detached: args.run.detach,
+        host_ca: !args.run.no_host_ca,
+        agent_args: args.run.agent_args.clone(),
+    };
+    run_bottle(ctx, spec, &args.run).await
+}
+
+async fn resume(ctx: &Context, identity: &str, run: RunArgs) -> Result<i32> {
+    let meta = ctx.host.state.read(identity)?;
+    let backend = ctx.registry.get(&meta.backend)?;
+    backend.is_available().await?;
+    if backend.attach(identity).await.is_ok() {
+        bail!("bottle `{identity}` is still running; attach with `bottle exec {identity} -- bash` or stop it first with `bottle stop {identity}`");
+    }
+    let spec = BottleSpec {
+        manifest: ctx.manifest()?,
+        agent: meta.agent,
+        copy_cwd: false,
+        user_cwd: std::env::current_dir()?,
+        identity: Some(identity.to_string()),
+        label: meta.label,
+        color: meta.color,
+        detached: run.detach,
+        host_ca: !run.no_host_ca,
+        agent_args: run.agent_args.clone(),
+    };
+    run_bottle(ctx, spec, &run).await
+}
+
+/// prepare → summary → y/N → launch → session → teardown.
+async fn run_bottle(ctx: &Context, spec: BottleSpec, run: &RunArgs) -> Result<i32> {
+    let backend = ctx.backend()?;
+    backend.is_available().await?;
+    let minted = spec.identity.is_none();
+    let common = bottle_core::prepare(&spec, &ctx.providers, &ctx.host, backend.name())?;
+    let slug = common.slug.clone();
+    let discard = |ctx: &Context| {
+        if minted {
+            let _ = ctx.host.state.discard(&slug);
+        }
+    };
+    let provider = ctx.providers.get(&common.provision.provider)?;
+    let plan = match backend.resolve_plan(common).await {
+        Ok(plan) => plan,
+        Err(e) => {
+            discard(ctx);
+            return Err(e.into());
+        }
+    };
+    eprintln!("bottle {slug}:\n{}", summary(&plan));
+    if !confirm("Start this bottle?", run.yes).inspect_err(|_| discard(ctx))? {
+        discard(ctx);
+        eprintln!("not started");
+        return Ok(1);
+    }
+    let common = plan.common().clone();
+    let launched = tokio::select! {
+        launched = session::launch(backend.as_ref(), plan, provider.as_ref(), &ctx.host.state) => launched,
+        _ = interrupted() => {
+            let _ = backend.remove(&slug).await;
+            eprintln!("interrupted: bottle {slug} removed");
+            return Ok(INTERRUPTED);
+        }
+    };
+    let bottle = launched?;
+    if run.detach {
+        eprintln!("bottle {slug} is running; `bottle exec {slug} -- CMD` runs commands, `bottle stop {slug}` removes it");
+        println!("{slug}");
+        return Ok(0);
+    }
+    let argv = agent_argv(provider.as_ref(), &common);
+    let outcome = tokio::select! {
+        code = bottle.exec_attached(&argv, GuestUser::Agent) => code.map_err(anyhow::Error::from),
+        _ = interrupted() => Ok(INTERRUPTED),
+    };
+    let teardown = session::teardown(bottle.as_ref(), &ctx.host.state).await;
+    let code = outcome?;
+    teardown.with_context(|| format!("while removing bottle {slug}"))?;
+    Ok(code)
+}
+
+fn agent_argv(provider: &dyn AgentProvider, common: &bottle_core::CommonPlan) -> Vec<String> {
+    provider.agent_argv(&common.provision, &common.agent_args)
+}
+
+fn list_agents(ctx: &Context, json: bool) -> Result<i32> {
+    let manifest = ctx.manifest()?;
+    let rows: Vec<serde_json::Value> = manifest
+        .agents
+        .iter()
+        .map(|(name, agent)| {
+            let template = manifest.bottles.get(&agent.bottle).map(|b| b.agent_provider.template.clone());
+            serde_json::json!({ "name": name, "bottle": agent.bottle, "template": template, "skills": agent.skills })
+        })
+        .collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        println!("{:<24} {:<16} {:<10} SKILLS", "AGENT", "BOTTLE", "TEMPLATE");
+        for r in &rows {
+            let skills: Vec<&str> = r["skills"].as_array().into_iter().flatten().filter_map(|s| s.as_str()).collect();
+            println!(
+                "{:<24} {:<16} {:<10} {}",
+                r["name"].as_str().unwrap_or_default(),
+                r["bottle"].as_str().unwrap_or_default(),
+                r["template"].as_str().unwrap_or("?"),
+                skills.join(",")
+            );
+        }
+    }
+    Ok(0)
+}
+
+/// Every available backend's bottles; an unavailable backend is skipped with a note.
+async fn all_active(ctx: &Context) -> Result<Vec<ActiveAgent>> {
+    let mut all = Vec::new();
+    for backend in ctx.registry.all() {
+        if let Err(e) = backend.is_available().await {
+            eprintln!("note: skipping backend {}: {e}", backend.name());
+            continue;
+        }
+        all.extend(backend.enumerate_active().await?);
+    }
+    sort_active(&mut all);
+    Ok(all)
+}
+
+async fn list_active(ctx: &Context, json: bool) -> Result<i32> {
+    let active = all_active(ctx).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&active)?);
+        return Ok(0);
+    }
+    if active.is_empty() {
+        eprintln!("no bottles running; `bottle start shell` starts one");
+        return Ok(0);
+    }
+    println!("{:<28} {:<16} {:<8} {:<10} {:<10} LABEL", "SLUG", "AGENT", "BACKEND", "STATUS", "UP");
+    let now = bottle_core::now_ms();
+    for a in active {
+        println!(
+            "{:<28} {:<16} {:<8} {:<10} {:<10} {}",
+            a.slug,
+            a.agent,
+            a.backend,
+            a.status,
+            age(now.saturating_sub(a.started_at_ms)),
+            a.label.unwrap_or_default()
+        );
+    }
+    Ok(0)
+}
+
+fn age(ms: u64) -> String {
+    match ms / 1000 {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m", s / 60),
+        s if s < 86400 => format!("{}h{}m", s / 3600, s % 3600 / 60),
+        s => format!("{}d", s / 86400),
+    }
+}
+
+async fn exec(ctx: &Context, slug: &str, user: Option<&str>, command: &[String]) -> Result<i32> {
+    bottle_core::validate_slug(slug)?;
+    let backend = ctx.backend_of(slug)?;
+    backend.is_available().await?;
+    let bottle = backend.attach(slug).await?;
+    let user = user.map_or(GuestUser::Agent, GuestUser::Named);
+    Ok(bottle.exec_attached(command, user).await?)
+}
+
+async fn stop(ctx: &Context, slug: &str) -> Result<i32> {
+    let backend = ctx.backend_of(slug)?;
+    backend.is_available().await?;
+    session::stop(backend.as_ref(), slug, &ctx.host.state).await?;
+    eprintln!("bottle {slug} stopped and removed; `bottle resume {slug}` starts it again with its saved state");
+    Ok(0)
+}
+
+async fn cleanup(ctx: &Context, yes: bool, dry_run: bool) -> Result<i32> {
+    let mut plans = Vec::new();
+    for backend in ctx.registry.all() {
+        if let Err(e) = backend.is_available().await {
+            eprintln!("note: skipping backend {}: {e}", backend.name());
+            continue;
+        }
+        let plan = backend.prepare_cleanup().await?;
+        for line in plan.describe() {
+            println!("{}: {line}", backend.name());
+        }
+        if !plan.describe().is_empty() {
+            plans.push((Arc::clone(backend), plan));
+        }
+    }
+    if plans.is_empty() {
+        eprintln!("nothing to clean up");
+        return Ok(0);
+    }
+    if dry_run {
+        eprintln!("dry run: nothing removed");
+        return Ok(0);
+    }
+    if !confirm("Remove these?", yes)? {
+        eprintln!("nothing removed");
+        return Ok(1);
+    }
+    for (backend, plan) in plans {
+        let removed = cleanup_one(backend.as_ref(), plan).await?;
+        eprintln!("{}: removed {} resource(s)", backend.name(), removed.len());
+    }
+    Ok(0)
+}
+
+async fn cleanup_one(backend: &dyn DynBackend, plan: bottle_core::ErasedCleanupPlan) -> Result<Vec<String>> {
+    Ok(backend.cleanup(plan).await?)
+}
+
+fn manifest_check(ctx: &Context) -> Result<i32> {
+    let manifest = ctx.manifest()?;
+    println!("manifest {}: valid", manifest.source);
+    println!("agents:");
+    for (name, agent) in &manifest.agents {
+        let template = manifest.bottles.get(&agent.bottle).map_or("?", |b| b.agent_provider.template.as_str());
+        let skills = if agent.skills.is_empty() { String::new() } else { format!(", skills {}", agent.skills.join(",")) };
+        println!("  {name} → bottle {} ({template}{skills})", agent.bottle);
+    }
+    println!("bottles:");
+    for (name, bottle) in &manifest.bottles {
+        let secrets = bottle.env.values().filter(|v| matches!(v, EnvValue::FromHost { secret: true, .. })).count();
+        println!(
+            "  {name}: template {}, {} env ({secrets} secret), {} egress route(s), {} git upstream(s), supervise {}",
+            bottle.agent_provider.template,
+            bottle.env.len(),
+            bottle.egress.len(),
+            bottle.git.len(),
+            if bottle.supervise { "on" } else { "off" }
+        );
+    }
+    Ok(0)
+}

@@ -1,0 +1,52 @@
+//! What every command needs: the host, the manifest (discovered or named),
+//! the providers and the backend registry.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use bottle_core::{DynBackend, Host, Manifest, Providers, Registry, discover_manifest};
+
+/// The loaded world of one `bottle` invocation.
+pub(crate) struct Context {
+    pub(crate) host: Host,
+    pub(crate) providers: Providers,
+    pub(crate) registry: Registry,
+    manifest_path: Option<std::path::PathBuf>,
+    explicit_backend: Option<String>,
+}
+
+impl Context {
+    pub(crate) fn new(manifest: Option<&Path>, backend: Option<String>) -> Result<Self> {
+        let host = Host::from_process().context("while reading the host environment")?;
+        let cwd = std::env::current_dir().context("while reading the current directory")?;
+        let lookup = |k: &str| host.var(k).map(str::to_string);
+        let manifest_path = discover_manifest(manifest, &lookup, &cwd);
+        let mut registry = Registry::new();
+        bottle_docker::register(&mut registry);
+        Ok(Context { providers: agent_provider::builtin(), registry, host, manifest_path, explicit_backend: backend })
+    }
+
+    /// Parse and validate the manifest (the embedded default when none was found).
+    pub(crate) fn manifest(&self) -> Result<Arc<Manifest>> {
+        let templates = self.providers.names();
+        let manifest = match &self.manifest_path {
+            Some(path) => Manifest::load(path, &templates)?,
+            None => Manifest::embedded_default(&templates),
+        };
+        Ok(Arc::new(manifest))
+    }
+
+    /// The selected backend: `--backend`, then `$BOT_BOTTLE_BACKEND`, then docker.
+    pub(crate) fn backend(&self) -> Result<Arc<dyn DynBackend>> {
+        Ok(self.registry.select(self.explicit_backend.as_deref(), self.host.var(bottle_core::BACKEND_ENV))?)
+    }
+
+    /// The backend that runs bottle `slug` (from its metadata), else the selected one.
+    pub(crate) fn backend_of(&self, slug: &str) -> Result<Arc<dyn DynBackend>> {
+        match self.host.state.read(slug) {
+            Ok(meta) => Ok(self.registry.get(&meta.backend)?),
+            Err(_) => self.backend(),
+        }
+    }
+}

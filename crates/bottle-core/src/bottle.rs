@@ -1,0 +1,91 @@
+//! A running bottle: the handle a backend returns from `launch` or `attach`,
+//! and the facts `list active` shows about it.
+
+use std::path::Path;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::Result;
+
+/// Output of a non-interactive command run inside a bottle.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ExecResult {
+    /// Exit code of the command.
+    pub exit_code: i64,
+    /// Its standard output.
+    pub stdout: String,
+    /// Its standard error.
+    pub stderr: String,
+}
+
+impl ExecResult {
+    /// Whether the command exited 0.
+    pub fn success(&self) -> bool {
+        self.exit_code == 0
+    }
+}
+
+/// Which user a command runs as inside the bottle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestUser<'a> {
+    /// The agent's own non-root user.
+    Agent,
+    /// root, for provisioning steps that need it.
+    Root,
+    /// Any other user by name.
+    Named(&'a str),
+}
+
+/// A bottle that is running: commands, copies in and out, the agent session and teardown.
+#[async_trait]
+pub trait Bottle: Send + Sync {
+    /// The bottle's slug.
+    fn slug(&self) -> &str;
+
+    /// The agent's user inside the bottle.
+    fn agent_user(&self) -> &str;
+
+    /// Run `script` with `sh -c` as `user`, capturing its output.
+    async fn exec(&self, script: &str, user: GuestUser<'_>) -> Result<ExecResult>;
+
+    /// Copy a host file or directory to `guest` (its full destination path),
+    /// owned by the agent's user.
+    async fn cp_in(&self, host: &Path, guest: &str) -> Result<()>;
+
+    /// Copy `guest` (file or directory) out to `host`; `Ok(false)` when `guest` does not exist.
+    async fn cp_out(&self, guest: &str, host: &Path) -> Result<bool>;
+
+    /// Run `argv` in the bottle attached to this process's stdio (a TTY when
+    /// stdin is one), in the agent's workdir, and return its exit code.
+    async fn exec_attached(&self, argv: &[String], user: GuestUser<'_>) -> Result<i32>;
+
+    /// Remove the bottle and everything it owns. Idempotent.
+    async fn close(&self) -> Result<()>;
+}
+
+/// A running bottle as `list active` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActiveAgent {
+    /// The bottle's slug (also its identity for `resume`).
+    pub slug: String,
+    /// Agent name.
+    pub agent: String,
+    /// Backend that runs it.
+    pub backend: String,
+    /// Start time, milliseconds since the Unix epoch.
+    pub started_at_ms: u64,
+    /// Backend-reported state (`running`, `exited`, …).
+    pub status: String,
+    /// Image the agent runs.
+    pub image: String,
+    /// Operator's label, if any.
+    pub label: Option<String>,
+    /// Operator's colour, if any.
+    pub color: Option<String>,
+}
+
+/// Sort active agents the way every listing shows them: by start time, then slug.
+pub fn sort_active(agents: &mut [ActiveAgent]) {
+    agents.sort_by(|a, b| (a.started_at_ms, &a.slug).cmp(&(b.started_at_ms, &b.slug)));
+}

@@ -1,0 +1,960 @@
+//! The validating walk over a parsed manifest: one [`Walker`] visits the
+//! `serde_yaml` value with its node path, builds the typed structs, and
+//! records every problem at the position [`Spans`] gives for that path.
+//!
+//! The rules for single values (names, hosts, methods, …) are plain functions
+//! returning a [`Problem`], so the walker only decides *where* to report.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+
+use serde_yaml::Value;
+
+use super::spans::{Pos, Seg, Spans};
+use super::{
+    AgentDef, AgentProviderDef, AuthScheme, BottleDef, EgressRoute, EnvValue, GitIdentity, GitUpstream, Manifest,
+    ManifestError, ManifestErrors, ManifestSource, PushPolicy, RouteAuth,
+};
+
+const TOP_KEYS: &[&str] = &["agents", "bottles"];
+const AGENT_KEYS: &[&str] = &["bottle", "skills", "prompt", "git_identity"];
+const IDENTITY_KEYS: &[&str] = &["name", "email"];
+const BOTTLE_KEYS: &[&str] = &["agent_provider", "env", "egress", "git", "supervise"];
+const PROVIDER_KEYS: &[&str] = &["template", "dockerfile", "forward_host_credentials", "auth_token"];
+const FROM_HOST_KEYS: &[&str] = &["from_host", "secret"];
+const ROUTE_KEYS: &[&str] = &["host", "methods", "paths", "auth"];
+const AUTH_KEYS: &[&str] = &["scheme", "from_host", "user", "header"];
+const AUTH_SCHEMES: &[&str] = &["bearer", "x-api-key", "basic", "header"];
+const GIT_KEYS: &[&str] = &["Name", "Host", "Port", "User", "Repo", "IdentityFile", "push"];
+const PUSH_KEYS: &[&str] = &["branches", "force", "delete", "tags"];
+
+/// The prefix of the environment variables bot-bottle sets itself.
+const RESERVED_ENV_PREFIX: &str = "BOT_BOTTLE_";
+const LIST_HINT: &str = "write `[a, b]` or one `- item` line per entry";
+
+/// Parses and validates `text`; the result's `source` is left at its default.
+pub(super) fn parse(text: &str, file: &Path, known_templates: &[&str]) -> Result<Manifest, ManifestErrors> {
+    let value = serde_yaml::from_str::<Value>(text).map_err(|error| ManifestErrors(yaml_errors(&error, text, file)))?;
+    let spans = Spans::index(text);
+    let dir = manifest_dir(file);
+    let home = std::env::var_os("HOME").filter(|home| !home.is_empty()).map(PathBuf::from);
+    let mut walker =
+        Walker { file, dir: &dir, home: home.as_deref(), spans: &spans, known_templates, errors: Vec::new() };
+    let manifest = walker.manifest(&value);
+    let mut errors = walker.errors;
+    if errors.is_empty() {
+        return Ok(manifest);
+    }
+    errors.sort_by_key(|error| (error.line, error.column));
+    Err(ManifestErrors(errors))
+}
+
+/// Turns a `serde_yaml` error into positioned errors. Duplicate keys and extra
+/// documents are located with the position index, which knows more than
+/// `serde_yaml` reports (it points at the mapping, not the repeated key).
+fn yaml_errors(error: &serde_yaml::Error, text: &str, file: &Path) -> Vec<ManifestError> {
+    let make = |pos: Pos, message: String, hint: String| ManifestError {
+        file: file.to_path_buf(),
+        line: pos.line,
+        column: pos.column,
+        message,
+        hint,
+    };
+    let message = error.to_string();
+    if message.contains("duplicate entry") {
+        let spans = Spans::index(text);
+        if !spans.duplicates.is_empty() {
+            return spans
+                .duplicates
+                .iter()
+                .map(|dup| {
+                    make(
+                        dup.second,
+                        format!("duplicate key `{}` in {}", dup.key, describe(&dup.parent)),
+                        format!("`{}` is already set at line {}: keep only one of them", dup.key, dup.first.line),
+                    )
+                })
+                .collect();
+        }
+    }
+    if message.contains("more than one document") {
+        let pos = Spans::index(text).second_document.unwrap_or(Pos::START);
+        return vec![make(
+            pos,
+            "the manifest holds more than one YAML document".to_string(),
+            "remove the `---` line and keep everything in one document".to_string(),
+        )];
+    }
+    let (pos, message) = match error.location() {
+        Some(location) => (
+            Pos { line: location.line(), column: location.column() },
+            message.replacen(&format!(" at line {} column {}", location.line(), location.column()), "", 1),
+        ),
+        None => (Pos::START, message),
+    };
+    let at_tab =
+        text.lines().nth(pos.line.saturating_sub(1)).and_then(|line| line.chars().nth(pos.column.saturating_sub(1)))
+            == Some('\t');
+    let hint = if at_tab {
+        "YAML does not allow tabs for indentation: use spaces"
+    } else {
+        "fix the YAML syntax here (indentation, quotes, brackets, or the `:` after a key)"
+    };
+    vec![make(pos, format!("invalid YAML: {message}"), hint.to_string())]
+}
+
+/// The manifest's folder, absolute, against which relative paths resolve.
+fn manifest_dir(file: &Path) -> PathBuf {
+    let dir = file.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf())
+}
+
+/// A node path as users read it: `` `bottles.dev.egress[0]` ``.
+fn describe(path: &[Seg]) -> String {
+    if path.is_empty() {
+        return "the top level".to_string();
+    }
+    let mut out = String::from("`");
+    for (i, seg) in path.iter().enumerate() {
+        match seg {
+            Seg::Key(key) if i == 0 => out.push_str(key),
+            Seg::Key(key) => {
+                out.push('.');
+                out.push_str(key);
+            }
+            Seg::Index(index) => {
+                let _ = write!(out, "[{index}]");
+            }
+        }
+    }
+    out.push('`');
+    out
+}
+
+fn child(path: &[Seg], seg: Seg) -> Vec<Seg> {
+    let mut path = path.to_vec();
+    path.push(seg);
+    path
+}
+
+/// What kind of YAML value `value` is, for "expected …, found …".
+fn kind(value: &Value) -> String {
+    match value {
+        Value::Null => "nothing".to_string(),
+        Value::Bool(_) => "a boolean".to_string(),
+        Value::Number(_) => "a number".to_string(),
+        Value::String(_) => "a string".to_string(),
+        Value::Sequence(_) => "a list".to_string(),
+        Value::Mapping(_) => "a mapping".to_string(),
+        Value::Tagged(tagged) => format!("a value tagged `{}`", tagged.tag),
+    }
+}
+
+/// The text of a scalar mapping key (as the position index spells it, for
+/// plain keys); other keys get a description that matches no allowed key.
+fn key_text(key: &Value) -> String {
+    match key {
+        Value::String(text) => text.clone(),
+        Value::Number(number) => number.to_string(),
+        Value::Bool(flag) => flag.to_string(),
+        Value::Null => "~".to_string(),
+        other => format!("({} used as a key)", kind(other)),
+    }
+}
+
+/// A problem with one value, before it has a position.
+struct Problem {
+    message: String,
+    hint: String,
+}
+
+fn problem(message: impl Into<String>, hint: impl Into<String>) -> Problem {
+    Problem { message: message.into(), hint: hint.into() }
+}
+
+type Check = Result<(), Problem>;
+
+/// The mapping keys the walker accepted, with their values.
+struct Fields<'v> {
+    path: Vec<Seg>,
+    values: Vec<(String, &'v Value)>,
+}
+
+impl<'v> Fields<'v> {
+    /// The value of `key` and its path, if present.
+    fn get(&self, key: &str) -> Option<(&'v Value, Vec<Seg>)> {
+        self.values
+            .iter()
+            .find(|(name, _)| name == key)
+            .map(|(name, value)| (*value, child(&self.path, Seg::Key(name.clone()))))
+    }
+
+    /// Like [`Fields::get`], but a null value (`key:` with nothing after it)
+    /// counts as absent, as it does for serde's `Option`.
+    fn get_some(&self, key: &str) -> Option<(&'v Value, Vec<Seg>)> {
+        self.get(key).filter(|(value, _)| !value.is_null())
+    }
+
+    fn has(&self, key: &str) -> bool {
+        self.values.iter().any(|(name, _)| name == key)
+    }
+}
+
+struct Walker<'a> {
+    file: &'a Path,
+    dir: &'a Path,
+    home: Option<&'a Path>,
+    spans: &'a Spans,
+    known_templates: &'a [&'a str],
+    errors: Vec<ManifestError>,
+}
+
+impl Walker<'_> {
+    fn error(&mut self, pos: Pos, problem: Problem) {
+        self.errors.push(ManifestError {
+            file: self.file.to_path_buf(),
+            line: pos.line,
+            column: pos.column,
+            message: problem.message,
+            hint: problem.hint,
+        });
+    }
+
+    fn at_value(&mut self, path: &[Seg], problem: Problem) {
+        let pos = self.spans.value(path);
+        self.error(pos, problem);
+    }
+
+    fn at_key(&mut self, path: &[Seg], problem: Problem) {
+        let pos = self.spans.key(path);
+        self.error(pos, problem);
+    }
+
+    fn wrong_type(&mut self, path: &[Seg], value: &Value, expected: &str, hint: impl Into<String>) {
+        self.at_value(path, problem(format!("expected {expected}, found {}", kind(value)), hint));
+    }
+
+    /// `value` as a mapping: reports unknown keys (at the key) and missing
+    /// required ones (at the mapping's own key).
+    fn mapping<'v>(
+        &mut self,
+        value: &'v Value,
+        path: &[Seg],
+        allowed: &[&str],
+        required: &[&str],
+    ) -> Option<Fields<'v>> {
+        let Value::Mapping(mapping) = value else {
+            let hint = format!("write `key: value` lines indented under it; allowed keys: {}", allowed.join(", "));
+            self.wrong_type(path, value, "a mapping", hint);
+            return None;
+        };
+        let mut values = Vec::new();
+        for (key, value) in mapping {
+            let name = key_text(key);
+            if allowed.contains(&name.as_str()) {
+                values.push((name, value));
+            } else {
+                let message = format!("unknown key `{name}` in {}", describe(path));
+                let hint = did_you_mean(&name, allowed, "allowed keys");
+                self.at_key(&child(path, Seg::Key(name)), problem(message, hint));
+            }
+        }
+        let fields = Fields { path: path.to_vec(), values };
+        for key in required {
+            if !fields.has(key) {
+                let message = format!("missing required key `{key}` in {}", describe(path));
+                self.at_key(path, problem(message, format!("add `{key}:` to {}", describe(path))));
+            }
+        }
+        Some(fields)
+    }
+
+    /// A mapping from names to entries (agents, bottles, env); null is empty.
+    fn entries<'v>(&mut self, value: &'v Value, path: &[Seg], expected: &str) -> Vec<(String, Vec<Seg>, &'v Value)> {
+        match value {
+            Value::Null => Vec::new(),
+            Value::Mapping(mapping) => mapping
+                .iter()
+                .map(|(key, value)| {
+                    let name = key_text(key);
+                    let path = child(path, Seg::Key(name.clone()));
+                    (name, path, value)
+                })
+                .collect(),
+            other => {
+                self.wrong_type(
+                    path,
+                    other,
+                    expected,
+                    "write one `name:` line per entry, with its keys indented under it",
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    /// A list (null is empty).
+    fn items<'v>(&mut self, value: &'v Value, path: &[Seg], expected: &str) -> Vec<(Vec<Seg>, &'v Value)> {
+        match value {
+            Value::Null => Vec::new(),
+            Value::Sequence(items) => {
+                items.iter().enumerate().map(|(index, item)| (child(path, Seg::Index(index)), item)).collect()
+            }
+            other => {
+                self.wrong_type(path, other, expected, LIST_HINT);
+                Vec::new()
+            }
+        }
+    }
+
+    fn string(&mut self, value: &Value, path: &[Seg]) -> Option<String> {
+        if let Value::String(text) = value {
+            return Some(text.clone());
+        }
+        let hint = match (value, self.spans.scalar(path)) {
+            (Value::Number(_) | Value::Bool(_), Some(text)) => format!("quote it: \"{text}\""),
+            _ => "write a single text value".to_string(),
+        };
+        self.wrong_type(path, value, "a string", hint);
+        None
+    }
+
+    /// A string that passes `check`, which is reported at the value otherwise.
+    fn checked(&mut self, value: &Value, path: &[Seg], check: impl FnOnce(&str) -> Check) -> Option<String> {
+        let text = self.string(value, path)?;
+        match check(&text) {
+            Ok(()) => Some(text),
+            Err(problem) => {
+                self.at_value(path, problem);
+                None
+            }
+        }
+    }
+
+    /// A list of strings, each passing `check`.
+    fn strings(&mut self, value: &Value, path: &[Seg], check: impl Fn(&str) -> Check) -> Vec<String> {
+        let items = match value {
+            Value::Null => return Vec::new(),
+            Value::Sequence(items) => items,
+            other => {
+                self.wrong_type(path, other, "a list of strings", LIST_HINT);
+                return Vec::new();
+            }
+        };
+        let mut out = Vec::new();
+        for (index, item) in items.iter().enumerate() {
+            if let Some(text) = self.checked(item, &child(path, Seg::Index(index)), &check) {
+                out.push(text);
+            }
+        }
+        out
+    }
+
+    fn boolean(&mut self, value: &Value, path: &[Seg]) -> bool {
+        match value {
+            Value::Bool(flag) => *flag,
+            other => {
+                let yaml_1_1 = ["yes", "no", "on", "off", "y", "n"];
+                let hint = match other {
+                    Value::String(text) if yaml_1_1.contains(&text.to_ascii_lowercase().as_str()) => {
+                        format!("YAML 1.2 reads `{text}` as text: write `true` or `false`")
+                    }
+                    _ => "write `true` or `false`".to_string(),
+                };
+                self.wrong_type(path, other, "true or false", hint);
+                false
+            }
+        }
+    }
+
+    /// A file path: `~/` expands to `$HOME`, relative paths resolve against
+    /// the manifest's folder.
+    fn path(&mut self, value: &Value, path: &[Seg]) -> Option<PathBuf> {
+        let text = self.checked(value, path, |text| {
+            if text.is_empty() {
+                Err(problem("the path is empty", "write a file path"))
+            } else if text.contains('\0') {
+                Err(problem("the path contains a NUL character", "write a file path"))
+            } else if text.starts_with('~') && !text.starts_with("~/") {
+                Err(problem(
+                    format!("`{text}`: only a leading `~/` is expanded"),
+                    "write `~/…`, an absolute path, or a path relative to the manifest's folder",
+                ))
+            } else {
+                Ok(())
+            }
+        })?;
+        let expanded = match (text.strip_prefix("~/"), self.home) {
+            (None, _) => PathBuf::from(&text),
+            (Some(rest), Some(home)) => home.join(rest),
+            (Some(_), None) => {
+                let hint = "write an absolute path, or one relative to the manifest's folder";
+                self.at_value(path, problem(format!("cannot expand `{text}`: HOME is not set"), hint));
+                return None;
+            }
+        };
+        let joined = self.dir.join(expanded);
+        Some(std::path::absolute(&joined).unwrap_or(joined))
+    }
+
+    fn manifest(&mut self, root: &Value) -> Manifest {
+        let mut manifest =
+            Manifest { agents: BTreeMap::new(), bottles: BTreeMap::new(), source: ManifestSource::default() };
+        if root.is_null() {
+            let hint = "define at least one agent under `agents:` and the bottle it runs in under `bottles:`";
+            self.error(Pos::START, problem("the manifest is empty", hint));
+            return manifest;
+        }
+        let Some(fields) = self.mapping(root, &[], TOP_KEYS, &["agents", "bottles"]) else {
+            return manifest;
+        };
+        let bottles = match fields.get("bottles") {
+            Some((value, path)) => self.entries(value, &path, "a mapping of bottle names to bottles"),
+            None => Vec::new(),
+        };
+        let bottle_names: Vec<String> = bottles.iter().map(|(name, ..)| name.clone()).collect();
+        for (name, path, value) in bottles {
+            self.name_key(&name, &path, "bottle");
+            if let Some(bottle) = self.bottle(value, &path) {
+                manifest.bottles.insert(name, bottle);
+            }
+        }
+        if let Some((value, path)) = fields.get("agents") {
+            let agents = self.entries(value, &path, "a mapping of agent names to agents");
+            if value.is_null() || value.as_mapping().is_some_and(|agents| agents.is_empty()) {
+                let hint = "add an agent, e.g. `shell: { bottle: NAME }`, under `agents:`";
+                self.at_key(&path, problem("no agents are defined", hint));
+            }
+            for (name, path, value) in agents {
+                self.name_key(&name, &path, "agent");
+                if let Some(agent) = self.agent(value, &path, &bottle_names) {
+                    manifest.agents.insert(name, agent);
+                }
+            }
+        }
+        manifest
+    }
+
+    fn name_key(&mut self, name: &str, path: &[Seg], what: &str) {
+        if let Err(problem) = check_name(name, what) {
+            self.at_key(path, problem);
+        }
+    }
+
+    fn agent(&mut self, value: &Value, path: &[Seg], bottles: &[String]) -> Option<AgentDef> {
+        let fields = self.mapping(value, path, AGENT_KEYS, &["bottle"])?;
+        let bottle = fields.get("bottle").and_then(|(value, path)| {
+            self.checked(value, &path, |name| {
+                if bottles.iter().any(|bottle| bottle == name) {
+                    return Ok(());
+                }
+                let defined: Vec<&str> = bottles.iter().map(String::as_str).collect();
+                let hint = if defined.is_empty() {
+                    "no bottles are defined: add one under `bottles:`".to_string()
+                } else {
+                    did_you_mean(name, &defined, "defined bottles")
+                };
+                Err(problem(format!("bottle `{name}` is not defined"), hint))
+            })
+        });
+        let skills = match fields.get("skills") {
+            Some((value, path)) => self.strings(value, &path, check_skill),
+            None => Vec::new(),
+        };
+        let prompt = fields.get_some("prompt").and_then(|(value, path)| self.path(value, &path));
+        let git_identity = fields.get_some("git_identity").and_then(|(value, path)| self.identity(value, &path));
+        Some(AgentDef { bottle: bottle.unwrap_or_default(), skills, prompt, git_identity })
+    }
+
+    fn identity(&mut self, value: &Value, path: &[Seg]) -> Option<GitIdentity> {
+        let fields = self.mapping(value, path, IDENTITY_KEYS, IDENTITY_KEYS)?;
+        let name = fields.get("name").and_then(|(value, path)| self.checked(value, &path, check_identity_name));
+        let email = fields.get("email").and_then(|(value, path)| self.checked(value, &path, check_email));
+        Some(GitIdentity { name: name?, email: email? })
+    }
+
+    fn bottle(&mut self, value: &Value, path: &[Seg]) -> Option<BottleDef> {
+        let fields = self.mapping(value, path, BOTTLE_KEYS, &["agent_provider"])?;
+        let provider = fields.get("agent_provider").and_then(|(value, path)| self.provider(value, &path));
+        let mut env = BTreeMap::new();
+        if let Some((value, path)) = fields.get("env") {
+            for (name, path, value) in self.entries(value, &path, "a mapping of variable names to values") {
+                if let Err(problem) = check_env_key(&name) {
+                    self.at_key(&path, problem);
+                }
+                if let Some(env_value) = self.env_value(value, &path) {
+                    env.insert(name, env_value);
+                }
+            }
+        }
+        let mut egress = Vec::new();
+        if let Some((value, path)) = fields.get("egress") {
+            for (path, value) in self.items(value, &path, "a list of routes") {
+                egress.extend(self.route(value, &path));
+            }
+        }
+        let mut git = Vec::new();
+        if let Some((value, path)) = fields.get("git") {
+            let mut names = HashMap::new();
+            for (path, value) in self.items(value, &path, "a list of git upstreams") {
+                git.extend(self.upstream(value, &path, &mut names));
+            }
+        }
+        let supervise = fields.get("supervise").is_some_and(|(value, path)| self.boolean(value, &path));
+        Some(BottleDef { agent_provider: provider?, env, egress, git, supervise })
+    }
+
+    fn provider(&mut self, value: &Value, path: &[Seg]) -> Option<AgentProviderDef> {
+        let fields = self.mapping(value, path, PROVIDER_KEYS, &["template"])?;
+        let known = self.known_templates;
+        let template = fields.get("template").and_then(|(value, path)| {
+            self.checked(value, &path, |template| {
+                if known.contains(&template) {
+                    Ok(())
+                } else {
+                    let message = format!("unknown agent provider template `{template}`");
+                    Err(problem(message, did_you_mean(template, known, "known templates")))
+                }
+            })
+        });
+        let dockerfile = fields.get_some("dockerfile").and_then(|(value, path)| self.path(value, &path));
+        let forward_host_credentials =
+            fields.get("forward_host_credentials").is_some_and(|(value, path)| self.boolean(value, &path));
+        let auth_token = fields
+            .get_some("auth_token")
+            .and_then(|(value, path)| self.checked(value, &path, |name| check_env_name(name, "host")));
+        Some(AgentProviderDef { template: template?, dockerfile, forward_host_credentials, auth_token })
+    }
+
+    fn env_value(&mut self, value: &Value, path: &[Seg]) -> Option<EnvValue> {
+        match value {
+            Value::String(_) => self
+                .checked(value, path, |text| {
+                    if text.contains('\0') {
+                        Err(problem("the value contains a NUL character", "environment values cannot hold NUL"))
+                    } else {
+                        Ok(())
+                    }
+                })
+                .map(EnvValue::Literal),
+            Value::Number(number) => {
+                let text = self.spans.scalar(path).map_or_else(|| number.to_string(), str::to_string);
+                Some(EnvValue::Literal(text))
+            }
+            Value::Bool(flag) => {
+                let text = self.spans.scalar(path).map_or_else(|| flag.to_string(), str::to_string);
+                Some(EnvValue::Literal(text))
+            }
+            Value::Mapping(_) => {
+                let fields = self.mapping(value, path, FROM_HOST_KEYS, &["from_host"])?;
+                let from_host = fields
+                    .get("from_host")
+                    .and_then(|(value, path)| self.checked(value, &path, |name| check_env_name(name, "host")));
+                let secret = fields.get("secret").is_some_and(|(value, path)| self.boolean(value, &path));
+                Some(EnvValue::FromHost { from_host: from_host?, secret })
+            }
+            other => {
+                let hint = "write a literal value, or `{ from_host: NAME }` to copy a host variable";
+                self.wrong_type(path, other, "a value or `{ from_host: NAME }`", hint);
+                None
+            }
+        }
+    }
+
+    fn route(&mut self, value: &Value, path: &[Seg]) -> Option<EgressRoute> {
+        let fields = self.mapping(value, path, ROUTE_KEYS, &["host"])?;
+        let host =
+            fields.get("host").and_then(|(value, path)| self.checked(value, &path, |host| check_host(host, true)));
+        let methods = match fields.get("methods") {
+            Some((value, path)) => {
+                self.strings(value, &path, check_method).into_iter().map(|method| method.to_uppercase()).collect()
+            }
+            None => Vec::new(),
+        };
+        let paths = match fields.get("paths") {
+            Some((value, path)) => self.strings(value, &path, check_url_path),
+            None => Vec::new(),
+        };
+        let auth = fields.get_some("auth").and_then(|(value, path)| self.auth(value, &path));
+        Some(EgressRoute { host: host?, methods, paths, auth })
+    }
+
+    fn auth(&mut self, value: &Value, path: &[Seg]) -> Option<RouteAuth> {
+        let fields = self.mapping(value, path, AUTH_KEYS, &["scheme", "from_host"])?;
+        let from_host = fields
+            .get("from_host")
+            .and_then(|(value, path)| self.checked(value, &path, |name| check_env_name(name, "host")));
+        let scheme = fields.get("scheme").and_then(|(value, path)| {
+            self.checked(value, &path, |scheme| {
+                if AUTH_SCHEMES.contains(&scheme) {
+                    Ok(())
+                } else {
+                    let message = format!("unknown auth scheme `{scheme}`");
+                    Err(problem(message, did_you_mean(scheme, AUTH_SCHEMES, "auth schemes")))
+                }
+            })
+        })?;
+        // `user` belongs to basic and `header` to header; each is required
+        // there and forbidden with every other scheme.
+        for (key, owner) in [("user", "basic"), ("header", "header")] {
+            match (fields.get(key), scheme == owner) {
+                (Some((_, key_path)), false) => {
+                    let message = format!("`{key}` is only used with `scheme: {owner}`");
+                    self.at_key(&key_path, problem(message, format!("remove `{key}`, or set `scheme: {owner}`")));
+                }
+                (None, true) => {
+                    let message = format!("missing required key `{key}` in {}", describe(path));
+                    let hint = if key == "user" {
+                        "`scheme: basic` needs `user: NAME` (the token is the password)"
+                    } else {
+                        "`scheme: header` needs `header: Header-Name`"
+                    };
+                    self.at_key(path, problem(message, hint));
+                }
+                _ => {}
+            }
+        }
+        let scheme = match scheme.as_str() {
+            "bearer" => AuthScheme::Bearer,
+            "x-api-key" => AuthScheme::XApiKey,
+            "basic" => {
+                let (value, path) = fields.get("user")?;
+                AuthScheme::Basic { user: self.checked(value, &path, check_basic_user)? }
+            }
+            _ => {
+                let (value, path) = fields.get("header")?;
+                AuthScheme::Header { name: self.checked(value, &path, check_header_name)? }
+            }
+        };
+        Some(RouteAuth { scheme, from_host: from_host? })
+    }
+
+    fn upstream(&mut self, value: &Value, path: &[Seg], names: &mut HashMap<String, Pos>) -> Option<GitUpstream> {
+        let fields = self.mapping(value, path, GIT_KEYS, &["Name", "Host", "Repo", "IdentityFile"])?;
+        let name = fields.get("Name").and_then(|(value, path)| {
+            let name = self.checked(value, &path, |name| check_name(name, "git upstream"))?;
+            let pos = self.spans.value(&path);
+            if let Some(first) = names.get(&name) {
+                let message = format!("duplicate git upstream name `{name}`");
+                let hint = format!("`{name}` is already used at line {}: each upstream needs its own Name", first.line);
+                self.error(pos, problem(message, hint));
+            } else {
+                names.insert(name.clone(), pos);
+            }
+            Some(name)
+        });
+        let host =
+            fields.get("Host").and_then(|(value, path)| self.checked(value, &path, |host| check_host(host, false)));
+        let port = fields.get("Port").map_or(Some(22), |(value, path)| self.port(value, &path));
+        let user = fields
+            .get("User")
+            .map_or(Some("git".to_string()), |(value, path)| self.checked(value, &path, check_ssh_user));
+        let repo = fields.get("Repo").and_then(|(value, path)| self.checked(value, &path, check_repo));
+        let identity_file = fields.get("IdentityFile").and_then(|(value, path)| self.path(value, &path));
+        let push = fields.get("push").and_then(|(value, path)| self.push(value, &path)).unwrap_or_default();
+        Some(GitUpstream {
+            name: name?,
+            host: host?,
+            port: port?,
+            user: user?,
+            repo: repo?,
+            identity_file: identity_file?,
+            push,
+        })
+    }
+
+    fn port(&mut self, value: &Value, path: &[Seg]) -> Option<u16> {
+        let Value::Number(number) = value else {
+            self.wrong_type(path, value, "a port number", "write a number such as 22");
+            return None;
+        };
+        let port = number.as_u64().and_then(|port| u16::try_from(port).ok()).filter(|port| *port > 0);
+        if port.is_none() {
+            self.at_value(path, problem(format!("port {number} is out of range"), "a port is between 1 and 65535"));
+        }
+        port
+    }
+
+    fn push(&mut self, value: &Value, path: &[Seg]) -> Option<PushPolicy> {
+        let fields = self.mapping(value, path, PUSH_KEYS, &[])?;
+        let branches = match fields.get("branches") {
+            Some((value, path)) => self.strings(value, &path, check_branch),
+            None => Vec::new(),
+        };
+        let mut flag = |key: &str| fields.get(key).is_some_and(|(value, path)| self.boolean(value, &path));
+        Some(PushPolicy { branches, force: flag("force"), delete: flag("delete"), tags: flag("tags") })
+    }
+}
+
+/// "did you mean `x`? LABEL: a, b, c" (without the question when nothing is close).
+fn did_you_mean(word: &str, candidates: &[&str], label: &str) -> String {
+    let list = format!("{label}: {}", candidates.join(", "));
+    match closest(word, candidates) {
+        Some(close) => format!("did you mean `{close}`? {list}"),
+        None => list,
+    }
+}
+
+/// The candidate nearest to `word` (case-insensitively), if it is near enough
+/// to be a typo: at most a third of its length away, and at least one edit.
+fn closest<'c>(word: &str, candidates: &[&'c str]) -> Option<&'c str> {
+    let word: Vec<char> = word.to_lowercase().chars().collect();
+    candidates
+        .iter()
+        .map(|candidate| {
+            let lower: Vec<char> = candidate.to_lowercase().chars().collect();
+            (edit_distance(&word, &lower), lower.len(), *candidate)
+        })
+        .filter(|(distance, len, _)| *distance <= (len / 3).max(1))
+        .min_by_key(|(distance, ..)| *distance)
+        .map(|(.., candidate)| candidate)
+}
+
+/// Optimal string alignment distance: insertions, deletions, substitutions and
+/// adjacent transpositions (`bottel` is one edit from `bottle`).
+fn edit_distance(a: &[char], b: &[char]) -> usize {
+    let width = b.len() + 1;
+    let mut rows = vec![0usize; (a.len() + 1) * width];
+    for (j, cell) in rows.iter_mut().take(width).enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        rows[i * width] = i;
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (rows[(i - 1) * width + j] + 1)
+                .min(rows[i * width + j - 1] + 1)
+                .min(rows[(i - 1) * width + j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(rows[(i - 2) * width + j - 2] + 1);
+            }
+            rows[i * width + j] = best;
+        }
+    }
+    rows[a.len() * width + b.len()]
+}
+
+fn check_name(name: &str, what: &str) -> Check {
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if first_ok && rest_ok && name.len() <= 63 {
+        return Ok(());
+    }
+    Err(problem(
+        format!("`{name}` is not a valid {what} name"),
+        "names match [a-z0-9][a-z0-9-]{0,62}: lower-case letters, digits and `-`, not starting with `-`, at most 63 characters",
+    ))
+}
+
+/// `whose` says whose variable it is, e.g. "host".
+fn check_env_name(name: &str, whose: &str) -> Check {
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    if first_ok && chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Ok(());
+    }
+    Err(problem(
+        format!("`{name}` is not a valid {whose} environment variable name"),
+        "environment variable names match [A-Za-z_][A-Za-z0-9_]*",
+    ))
+}
+
+fn check_env_key(name: &str) -> Check {
+    check_env_name(name, "bottle")?;
+    if name.starts_with(RESERVED_ENV_PREFIX) {
+        return Err(problem(
+            format!("`{name}` starts with the reserved prefix `{RESERVED_ENV_PREFIX}`"),
+            "bot-bottle sets BOT_BOTTLE_* variables itself: choose another name",
+        ));
+    }
+    Ok(())
+}
+
+fn check_skill(skill: &str) -> Check {
+    let bad = skill.is_empty() || skill == "." || skill == ".." || skill.contains(['/', '\\', '\0']);
+    if bad {
+        return Err(problem(
+            format!("`{skill}` is not a plain skill name"),
+            "a skill is the name of a directory under ~/.claude/skills/ on the host, without `/` or `..`",
+        ));
+    }
+    Ok(())
+}
+
+fn check_identity_name(name: &str) -> Check {
+    if name.trim().is_empty() || name.contains(['<', '>']) || name.chars().any(char::is_control) {
+        return Err(problem(
+            format!("`{name}` is not a usable git user name"),
+            "write a name such as `Review Bot`, without `<`, `>` or line breaks",
+        ));
+    }
+    Ok(())
+}
+
+fn check_email(email: &str) -> Check {
+    let valid = email
+        .split_once('@')
+        .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty() && !domain.contains('@'))
+        && !email.contains(['<', '>'])
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+    if valid {
+        return Ok(());
+    }
+    Err(problem(format!("`{email}` is not an email address"), "write an address such as `bot@example.com`"))
+}
+
+/// `allow_wildcard`: whether a leading `*.` is allowed (egress hosts, not git).
+fn check_host(host: &str, allow_wildcard: bool) -> Check {
+    if host.parse::<IpAddr>().is_ok()
+        || host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).is_some_and(|h| h.parse::<Ipv6Addr>().is_ok())
+    {
+        return Ok(());
+    }
+    let just_the_host = |what: &str| {
+        problem(format!("`{host}` {what}"), format!("write just the host name, e.g. `{}`", bare_host(host)))
+    };
+    if host.contains("://") {
+        return Err(just_the_host("includes a URL scheme"));
+    }
+    if host.chars().any(char::is_whitespace) {
+        return Err(just_the_host("contains whitespace"));
+    }
+    if host.contains('/') {
+        return Err(just_the_host("includes a path"));
+    }
+    if host.contains(':') {
+        return Err(just_the_host("includes a port"));
+    }
+    if host.is_empty() {
+        return Err(problem("the host is empty", "write a host name such as `api.github.com`"));
+    }
+    if host.chars().any(|c| c.is_ascii_uppercase()) {
+        return Err(problem(format!("`{host}` is not lower case"), format!("write `{}`", host.to_ascii_lowercase())));
+    }
+    let name = match host.strip_prefix("*.") {
+        Some(rest) if allow_wildcard => rest,
+        _ => host,
+    };
+    if name.contains('*') {
+        return Err(if allow_wildcard {
+            problem(
+                format!("`{host}`: only a leading `*.` wildcard is allowed"),
+                "write `*.example.com` to match every subdomain, or the full host name",
+            )
+        } else {
+            problem(format!("`{host}`: wildcards are not allowed here"), "write one host name")
+        });
+    }
+    let label_ok = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    };
+    if name.len() <= 253 && name.split('.').all(label_ok) {
+        return Ok(());
+    }
+    Err(problem(
+        format!("`{host}` is not a valid host name"),
+        "a host name is dot-separated labels of lower-case letters, digits and `-`, e.g. `api.github.com`",
+    ))
+}
+
+/// `host` without scheme, path, port or whitespace: what the user meant.
+fn bare_host(host: &str) -> String {
+    let rest = host.trim().split_once("://").map_or(host.trim(), |(_, rest)| rest);
+    let rest = rest.split('/').next().unwrap_or(rest);
+    let rest = match rest.rsplit_once(':') {
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
+        _ => rest,
+    };
+    let bare: String = rest.chars().filter(|c| !c.is_whitespace()).collect::<String>().to_ascii_lowercase();
+    if bare.is_empty() { "api.example.com".to_string() } else { bare }
+}
+
+/// An HTTP token (RFC 9110 `tchar`s): methods and header names.
+fn is_token(text: &str) -> bool {
+    !text.is_empty() && text.chars().all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c))
+}
+
+fn check_method(method: &str) -> Check {
+    if is_token(method) {
+        return Ok(());
+    }
+    Err(problem(format!("`{method}` is not an HTTP method"), "write a method name such as GET or POST"))
+}
+
+fn check_header_name(name: &str) -> Check {
+    if is_token(name) {
+        return Ok(());
+    }
+    Err(problem(format!("`{name}` is not an HTTP header name"), "write a header name such as `X-Api-Token`"))
+}
+
+fn check_basic_user(user: &str) -> Check {
+    if user.is_empty() || user.contains(':') || user.chars().any(char::is_control) {
+        return Err(problem(
+            format!("`{user}` is not a usable basic-auth user"),
+            "write a user name without `:` or control characters",
+        ));
+    }
+    Ok(())
+}
+
+fn check_url_path(path: &str) -> Check {
+    if path.starts_with('/') && !path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Ok(());
+    }
+    Err(problem(
+        format!("`{path}` is not a URL path"),
+        "write a path prefix starting with `/`, e.g. `/repos/` (`*` matches any text)",
+    ))
+}
+
+fn check_ssh_user(user: &str) -> Check {
+    let mut chars = user.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+    if first_ok && chars.all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+        return Ok(());
+    }
+    Err(problem(
+        format!("`{user}` is not a valid SSH user"),
+        "an SSH user is letters, digits, `.`, `_` and `-`, e.g. `git`",
+    ))
+}
+
+fn check_repo(repo: &str) -> Check {
+    let message = if repo.is_empty() {
+        "the repository path is empty".to_string()
+    } else if repo.contains("://") || repo.contains(':') {
+        format!("`{repo}` is a URL, not a repository path")
+    } else if repo.starts_with('/') {
+        format!("`{repo}` starts with `/`")
+    } else if repo.split('/').any(|part| part == "..") {
+        format!("`{repo}` contains `..`")
+    } else if repo.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        format!("`{repo}` contains whitespace")
+    } else {
+        return Ok(());
+    };
+    Err(problem(message, "write the repository path on the host, relative and without `..`, e.g. `org/project.git`"))
+}
+
+fn check_branch(branch: &str) -> Check {
+    let bad = branch.is_empty()
+        || branch.starts_with(['-', '/'])
+        || branch.ends_with('/')
+        || branch.contains("..")
+        || branch.chars().any(|c| c.is_whitespace() || c.is_control() || "~^:?[\\".contains(c));
+    if bad {
+        return Err(problem(
+            format!("`{branch}` is not a valid branch pattern"),
+            "write a branch name, or a pattern with `*`, e.g. `agent/*`",
+        ));
+    }
+    Ok(())
+}

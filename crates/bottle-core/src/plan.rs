@@ -1,0 +1,165 @@
+//! What `prepare` resolves a [`BottleSpec`](crate::BottleSpec) into: the
+//! backend-neutral [`CommonPlan`] with the agent's provisioning plan and the
+//! (data-only, for now) sidecar plans. Backends turn it into their own plan.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::manifest::{AuthScheme, EgressRoute, GitIdentity, GitUpstream};
+use crate::owner::Owner;
+
+/// How to build the agent's image: a Dockerfile and what goes in its context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRecipe {
+    /// Repository part of the tag, e.g. `bot-bottle/shell`; the backend appends a content hash.
+    pub repository: String,
+    /// The Dockerfile's text.
+    pub dockerfile: String,
+    /// Where the Dockerfile came from (the bundled one, or the manifest's override path).
+    pub dockerfile_origin: String,
+    /// The build context directory (the override Dockerfile's folder); `None` for a bundled Dockerfile.
+    pub context_dir: Option<PathBuf>,
+    /// The host CA bundle to trust during the build (TLS-inspecting proxies), when enabled.
+    pub host_ca_bundle: Option<PathBuf>,
+}
+
+/// File name, inside every build context, of the host CA bundle (empty when disabled).
+pub const HOST_CA_CONTEXT_FILE: &str = "bot-bottle-host-ca.pem";
+
+/// A host file or directory and where it goes inside the bottle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyIn {
+    /// Absolute host path.
+    pub host: PathBuf,
+    /// Absolute guest path.
+    pub guest: String,
+}
+
+/// How the agent is provisioned inside its bottle; built by the provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentProvisionPlan {
+    /// Name of the agent's instance (container or VM).
+    pub instance_name: String,
+    /// Provider (template) name.
+    pub provider: String,
+    /// The image to build and run.
+    pub image: ImageRecipe,
+    /// The non-root user the agent runs as.
+    pub guest_user: String,
+    /// That user's home directory.
+    pub guest_home: String,
+    /// Working directory of the agent session (the workspace copy).
+    pub workdir: String,
+    /// Environment of the bottle: literal and copied values, placeholders for hidden ones.
+    pub guest_env: BTreeMap<String, String>,
+    /// Names whose values never enter the bottle (secrets and the provider's own).
+    pub hidden_env: Vec<String>,
+    /// The prompt file to copy in, when the agent has one.
+    pub prompt: Option<CopyIn>,
+    /// Skill directories to copy in.
+    pub skills: Vec<CopyIn>,
+    /// The agent's git identity.
+    pub git_identity: Option<GitIdentity>,
+    /// Guest paths (absolute) holding the agent's own state, saved at teardown for resume.
+    pub resume_paths: Vec<String>,
+    /// Arguments the provider adds to continue a conversation on resume (empty otherwise).
+    pub continue_args: Vec<String>,
+}
+
+/// The egress proxy's routes (enforced by the egress sidecar).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EgressPlan {
+    /// Allowed routes, as the manifest lists them.
+    pub routes: Vec<EgressRoute>,
+}
+
+impl EgressPlan {
+    /// One line per route: `host [methods] [paths] [auth:scheme from $VAR]`.
+    pub fn route_lines(&self) -> Vec<String> {
+        self.routes
+            .iter()
+            .map(|r| {
+                let mut line = r.host.clone();
+                if !r.methods.is_empty() {
+                    line.push_str(&format!(" {}", r.methods.join(",")));
+                }
+                if !r.paths.is_empty() {
+                    line.push_str(&format!(" {}", r.paths.join(",")));
+                }
+                if let Some(auth) = &r.auth {
+                    let scheme = match &auth.scheme {
+                        AuthScheme::Bearer => "bearer".to_string(),
+                        AuthScheme::XApiKey => "x-api-key".to_string(),
+                        AuthScheme::Basic { user } => format!("basic user {user}"),
+                        AuthScheme::Header { name } => format!("header {name}"),
+                    };
+                    line.push_str(&format!(" [auth:{scheme} from ${}]", auth.from_host));
+                }
+                line
+            })
+            .collect()
+    }
+}
+
+/// The git gate's upstreams (served by the git-gate sidecar).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GitGatePlan {
+    /// Upstreams, as the manifest lists them.
+    pub upstreams: Vec<GitUpstream>,
+}
+
+/// Whether the supervise MCP server runs for this bottle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SupervisePlan {
+    /// The manifest's `supervise` flag.
+    pub enabled: bool,
+}
+
+/// Everything a backend needs to launch one bottle, resolved and validated.
+#[derive(Debug, Clone)]
+pub struct CommonPlan {
+    /// The bottle's slug (also its identity for `resume`).
+    pub slug: String,
+    /// Agent name from the manifest.
+    pub agent: String,
+    /// Bottle name from the manifest.
+    pub bottle: String,
+    /// Whether this run resumes a previous one (state copied back in).
+    pub resumed: bool,
+    /// `$XDG_STATE_HOME/bot-bottle/<slug>`.
+    pub state_dir: PathBuf,
+    /// Scratch files for this run (inside the state dir).
+    pub stage_dir: PathBuf,
+    /// Where the manifest came from, for the summary.
+    pub manifest_source: String,
+    /// The agent's provisioning plan.
+    pub provision: AgentProvisionPlan,
+    /// Egress routes.
+    pub egress: EgressPlan,
+    /// Git gate upstreams.
+    pub git_gate: GitGatePlan,
+    /// Supervise sidecar.
+    pub supervise: SupervisePlan,
+    /// The user's working directory, copied into the workdir when asked.
+    pub copy_cwd: Option<PathBuf>,
+    /// Free-form label shown by `list active`.
+    pub label: Option<String>,
+    /// Colour shown by `list active` and the dashboard.
+    pub color: Option<String>,
+    /// Whether the bottle outlives the `bottle start` process.
+    pub detached: bool,
+    /// The process that owns the bottle's resources.
+    pub owner: Owner,
+    /// Extra arguments for the agent (after `--`).
+    pub agent_args: Vec<String>,
+}
+
+/// A backend's plan: the common part and the lines it adds to the summary.
+pub trait BackendPlan: Send + 'static {
+    /// The backend-neutral plan it was resolved from.
+    fn common(&self) -> &CommonPlan;
+    /// Backend-specific lines for the preflight summary, as (label, value).
+    fn summary_lines(&self) -> Vec<(String, String)>;
+}

@@ -1,0 +1,86 @@
+//! The preflight summary shown before the operator's y/N: what will run, with
+//! which environment, routes and upstreams. Secrets appear by name only.
+
+use std::fmt::Write;
+
+use crate::backend::ErasedPlan;
+use crate::plan::CommonPlan;
+
+/// Render the summary of `plan` (one screen, aligned labels).
+pub fn summary(plan: &ErasedPlan) -> String {
+    render(plan.common(), plan.backend(), plan.summary_lines())
+}
+
+/// Render the summary from its parts (what [`summary`] does after erasure).
+pub fn render(common: &CommonPlan, backend: &str, backend_lines: &[(String, String)]) -> String {
+    let p = &common.provision;
+    let mut rows: Vec<(String, String)> = vec![
+        ("agent".into(), format!("{} (bottle `{}`, {})", common.agent, common.bottle, common.manifest_source)),
+        ("slug".into(), format!("{}{}", common.slug, if common.resumed { " (resumed)" } else { "" })),
+        ("provider".into(), format!("{} — Dockerfile {}", p.provider, p.image.dockerfile_origin)),
+        ("backend".into(), backend.to_string()),
+        ("user".into(), format!("{} (home {}, workdir {})", p.guest_user, p.guest_home, p.workdir)),
+    ];
+    rows.extend(backend_lines.iter().cloned());
+    let env: Vec<String> = p
+        .guest_env
+        .iter()
+        .map(|(k, v)| if p.hidden_env.contains(k) { format!("{k}=•••• (hidden)") } else { format!("{k}={v}") })
+        .collect();
+    rows.push(("env".into(), list_or_none(&env)));
+    let skills: Vec<String> = p.skills.iter().map(|s| s.guest.rsplit('/').next().unwrap_or_default().to_string()).collect();
+    rows.push(("skills".into(), list_or_none(&skills)));
+    rows.push((
+        "prompt".into(),
+        p.prompt.as_ref().map_or("none".into(), |c| format!("{} → {}", c.host.display(), c.guest)),
+    ));
+    rows.push((
+        "git identity".into(),
+        p.git_identity.as_ref().map_or("none".into(), |id| format!("{} <{}>", id.name, id.email)),
+    ));
+    let upstreams: Vec<String> = common
+        .git_gate
+        .upstreams
+        .iter()
+        .map(|u| {
+            format!(
+                "{} → {}@{}:{} {} (push branches: {}{}{}{})",
+                u.name,
+                u.user,
+                u.host,
+                u.port,
+                u.repo,
+                if u.push.branches.is_empty() { "none".to_string() } else { u.push.branches.join(",") },
+                if u.push.force { ", force" } else { "" },
+                if u.push.delete { ", delete" } else { "" },
+                if u.push.tags { ", tags" } else { "" },
+            )
+        })
+        .collect();
+    rows.push(("git upstreams".into(), list_or_none(&upstreams)));
+    rows.push(("egress".into(), list_or_none(&common.egress.route_lines())));
+    rows.push(("supervise".into(), if common.supervise.enabled { "on" } else { "off" }.into()));
+    rows.push((
+        "workspace".into(),
+        common.copy_cwd.as_ref().map_or("empty".into(), |d| format!("copy of {}", d.display())),
+    ));
+    if let Some(label) = &common.label {
+        rows.push(("label".into(), label.clone()));
+    }
+    rows.push(("mode".into(), if common.detached { "detached" } else { "attached (removed on exit)" }.into()));
+
+    let width = rows.iter().map(|(k, _)| k.chars().count()).max().unwrap_or(0);
+    let mut out = String::new();
+    for (label, value) in rows {
+        let mut lines = value.lines();
+        let _ = writeln!(out, "  {label:>width$}  {}", lines.next().unwrap_or_default());
+        for more in lines {
+            let _ = writeln!(out, "  {:>width$}  {more}", "");
+        }
+    }
+    out
+}
+
+fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() { "none".into() } else { items.join("\n") }
+}

@@ -1,0 +1,266 @@
+//! The host-side pipeline from a [`BottleSpec`] to a [`CommonPlan`]: validate
+//! everything the manifest names, resolve the environment, mint (or reuse) the
+//! slug and write its metadata. Safe to run before the operator's y/N: on
+//! error it leaves nothing behind.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::manifest::{EnvValue, Manifest};
+use crate::owner::Owner;
+use crate::plan::{CommonPlan, EgressPlan, GitGatePlan, SupervisePlan};
+use crate::provider::{AgentProvider, Providers, ProvisionInput};
+use crate::state::{BottleMetadata, StateRoot};
+use crate::{Error, ErrorKind, Result};
+
+/// The environment variable that turns off trusting the host CA bundle in image builds (`0`/`off`/`false`).
+pub const HOST_CA_ENV: &str = "BOT_BOTTLE_HOST_CA";
+
+/// What the operator asked for: which agent, from which manifest, and how.
+#[derive(Debug, Clone)]
+pub struct BottleSpec {
+    /// The parsed manifest.
+    pub manifest: Arc<Manifest>,
+    /// The agent to run.
+    pub agent: String,
+    /// Copy the user's working directory into the bottle.
+    pub copy_cwd: bool,
+    /// The user's working directory.
+    pub user_cwd: PathBuf,
+    /// Resume this identity (a previous bottle's slug) instead of minting a new one.
+    pub identity: Option<String>,
+    /// Free-form label.
+    pub label: Option<String>,
+    /// Colour for listings.
+    pub color: Option<String>,
+    /// Leave the bottle running after `start` returns.
+    pub detached: bool,
+    /// Trust the host's CA bundle while building images (TLS-inspecting proxies).
+    pub host_ca: bool,
+    /// Extra arguments for the agent.
+    pub agent_args: Vec<String>,
+}
+
+/// The host as `prepare` sees it: its environment, home and state root.
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// Environment variables.
+    pub env: BTreeMap<String, String>,
+    /// The operator's home directory.
+    pub home: PathBuf,
+    /// Where bottles' state lives.
+    pub state: StateRoot,
+}
+
+impl Host {
+    /// The current process's environment.
+    pub fn from_process() -> Result<Self> {
+        let env: BTreeMap<String, String> = std::env::vars().collect();
+        let lookup = |k: &str| env.get(k).cloned();
+        let state = StateRoot::from_env(&lookup)?;
+        let home = PathBuf::from(lookup("HOME").unwrap_or_default());
+        Ok(Host { env, home, state })
+    }
+
+    /// A variable's value, `None` when unset.
+    pub fn var(&self, name: &str) -> Option<&str> {
+        self.env.get(name).map(String::as_str)
+    }
+
+    /// The host CA bundle to trust in image builds: `SSL_CERT_FILE`, then
+    /// `NODE_EXTRA_CA_CERTS`, when it names a readable file and
+    /// [`HOST_CA_ENV`] does not turn it off.
+    pub fn ca_bundle(&self) -> Option<PathBuf> {
+        if matches!(self.var(HOST_CA_ENV).map(str::to_ascii_lowercase).as_deref(), Some("0" | "off" | "false" | "no")) {
+            return None;
+        }
+        ["SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS"]
+            .iter()
+            .filter_map(|k| self.var(k))
+            .map(PathBuf::from)
+            .find(|p| p.is_file())
+    }
+}
+
+/// The placeholder the bottle sees instead of a hidden variable's value.
+pub fn placeholder(name: &str) -> String {
+    format!("bot-bottle-hidden:{name}")
+}
+
+/// Run the prepare pipeline for `backend`. Validation happens before
+/// anything is written; the new state directory is removed again on error.
+pub fn prepare(spec: &BottleSpec, providers: &Providers, host: &Host, backend: &str) -> Result<CommonPlan> {
+    let manifest = &spec.manifest;
+    let agent = manifest.agents.get(&spec.agent).ok_or_else(|| {
+        Error::new(
+            ErrorKind::NotFound,
+            format!(
+                "no agent `{}` in the manifest ({}); defined agents: {}",
+                spec.agent,
+                manifest.source,
+                manifest.agents.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        )
+    })?;
+    let bottle = manifest.bottles.get(&agent.bottle).ok_or_else(|| {
+        Error::new(ErrorKind::NotFound, format!("agent `{}` names bottle `{}`, which the manifest lacks", spec.agent, agent.bottle))
+    })?;
+    let provider = providers.get(&bottle.agent_provider.template)?;
+
+    let skills = agent
+        .skills
+        .iter()
+        .map(|name| {
+            let dir = host.home.join(".claude/skills").join(name);
+            if dir.is_dir() {
+                Ok((name.clone(), dir))
+            } else {
+                Err(Error::new(
+                    ErrorKind::NotFound,
+                    format!(
+                        "agent `{}` lists skill `{name}`, but {} is not a directory; create it or remove the skill",
+                        spec.agent,
+                        dir.display()
+                    ),
+                ))
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
+    for upstream in &bottle.git {
+        require_file(&upstream.identity_file, &format!("git upstream `{}`'s IdentityFile", upstream.name))?;
+    }
+    if let Some(prompt) = &agent.prompt {
+        require_file(prompt, &format!("agent `{}`'s prompt", spec.agent))?;
+    }
+    let dockerfile_override = match &bottle.agent_provider.dockerfile {
+        Some(path) => {
+            require_file(path, &format!("bottle `{}`'s dockerfile", agent.bottle))?;
+            let text = std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+            Some((text, path.clone()))
+        }
+        None => None,
+    };
+    let (guest_env, hidden_env) = resolve_env(&bottle.env, provider.as_ref(), host)?;
+    if spec.copy_cwd && !spec.user_cwd.is_dir() {
+        return Err(Error::new(
+            ErrorKind::NotFound,
+            format!("--copy-cwd: {} is not a directory", spec.user_cwd.display()),
+        ));
+    }
+
+    let (slug, state_dir, resumes) = match &spec.identity {
+        Some(identity) => {
+            let previous = host.state.read(identity)?;
+            if previous.agent != spec.agent {
+                return Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    format!("identity `{identity}` belongs to agent `{}`, not `{}`", previous.agent, spec.agent),
+                ));
+            }
+            (identity.clone(), host.state.bottle_dir(identity), previous.resumes + 1)
+        }
+        None => {
+            let (slug, dir) = host.state.mint(&spec.agent)?;
+            (slug, dir, 0)
+        }
+    };
+    let minted = spec.identity.is_none();
+    let built = (|| -> Result<CommonPlan> {
+        let provision = provider.build_provision_plan(ProvisionInput {
+            slug: slug.clone(),
+            guest_env,
+            hidden_env,
+            prompt: agent.prompt.clone(),
+            skills,
+            git_identity: agent.git_identity.clone(),
+            dockerfile_override,
+            host_ca_bundle: if spec.host_ca { host.ca_bundle() } else { None },
+            resumed: !minted,
+        })?;
+        let owner = Owner::current();
+        host.state.write(&BottleMetadata {
+            slug: slug.clone(),
+            agent: spec.agent.clone(),
+            backend: backend.to_string(),
+            provider: provider.name().to_string(),
+            manifest: manifest.source.to_string(),
+            owner: owner.clone(),
+            guest_user: provision.guest_user.clone(),
+            resume_paths: provision.resume_paths.clone(),
+            label: spec.label.clone(),
+            color: spec.color.clone(),
+            detached: spec.detached,
+            ready: false,
+            resumes,
+        })?;
+        Ok(CommonPlan {
+            slug: slug.clone(),
+            agent: spec.agent.clone(),
+            bottle: agent.bottle.clone(),
+            resumed: !minted,
+            stage_dir: state_dir.join("stage"),
+            state_dir: state_dir.clone(),
+            manifest_source: manifest.source.to_string(),
+            provision,
+            egress: EgressPlan { routes: bottle.egress.clone() },
+            git_gate: GitGatePlan { upstreams: bottle.git.clone() },
+            supervise: SupervisePlan { enabled: bottle.supervise },
+            copy_cwd: spec.copy_cwd.then(|| spec.user_cwd.clone()),
+            label: spec.label.clone(),
+            color: spec.color.clone(),
+            detached: spec.detached,
+            owner,
+            agent_args: spec.agent_args.clone(),
+        })
+    })();
+    if built.is_err() && minted {
+        let _ = host.state.discard(&slug);
+    }
+    built
+}
+
+fn require_file(path: &Path, what: &str) -> Result<()> {
+    if path.is_file() {
+        Ok(())
+    } else {
+        Err(Error::new(
+            ErrorKind::NotFound,
+            format!("{what} {} does not exist or is not a file; fix the path in the manifest", path.display()),
+        ))
+    }
+}
+
+/// Resolve the bottle's env: literals as written, `from_host` copied, secrets
+/// and the provider's hidden names replaced by a placeholder.
+fn resolve_env(
+    env: &BTreeMap<String, EnvValue>,
+    provider: &dyn AgentProvider,
+    host: &Host,
+) -> Result<(BTreeMap<String, String>, Vec<String>)> {
+    let mut guest = BTreeMap::new();
+    let mut hidden = Vec::new();
+    for (name, value) in env {
+        let (value, secret) = match value {
+            EnvValue::Literal(v) => (v.as_str(), false),
+            EnvValue::FromHost { from_host, secret } => match host.var(from_host) {
+                Some(v) => (v, *secret),
+                None => {
+                    return Err(Error::new(
+                        ErrorKind::MissingHostEnv,
+                        format!(
+                            "env `{name}` copies host variable `{from_host}`, which is not set; export {from_host} or remove the entry"
+                        ),
+                    ));
+                }
+            },
+        };
+        if secret || provider.hidden_env().contains(&name.as_str()) {
+            guest.insert(name.clone(), placeholder(name));
+            hidden.push(name.clone());
+        } else {
+            guest.insert(name.clone(), value.to_string());
+        }
+    }
+    Ok((guest, hidden))
+}

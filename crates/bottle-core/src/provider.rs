@@ -1,0 +1,213 @@
+//! The [`AgentProvider`] trait: what an agent (claude, codex, shell) needs in a
+//! bottle. The provided methods are the shared behaviour; a provider overrides
+//! the steps where its agent differs.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::bottle::{Bottle, GuestUser};
+use crate::plan::{AgentProvisionPlan, CopyIn, ImageRecipe};
+use crate::{Error, ErrorKind, GitIdentity, Result};
+
+/// What `prepare` resolved for the provider to build its plan from.
+#[derive(Debug, Clone)]
+pub struct ProvisionInput {
+    /// The bottle's slug.
+    pub slug: String,
+    /// The guest environment (placeholders for hidden names already in place).
+    pub guest_env: BTreeMap<String, String>,
+    /// Names whose values never enter the bottle.
+    pub hidden_env: Vec<String>,
+    /// The prompt file on the host, if the agent has one.
+    pub prompt: Option<std::path::PathBuf>,
+    /// Skill directories on the host, by skill name.
+    pub skills: Vec<(String, std::path::PathBuf)>,
+    /// The agent's git identity.
+    pub git_identity: Option<GitIdentity>,
+    /// The manifest's Dockerfile override: (text, path).
+    pub dockerfile_override: Option<(String, std::path::PathBuf)>,
+    /// The host CA bundle to trust while building, when enabled.
+    pub host_ca_bundle: Option<std::path::PathBuf>,
+    /// Whether this run resumes an earlier one.
+    pub resumed: bool,
+}
+
+/// Quote `s` for a POSIX shell.
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:@%+,".contains(&b)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// An agent that bot-bottle can run.
+#[async_trait]
+pub trait AgentProvider: Send + Sync {
+    /// Its template name in manifests (`claude`, `codex`, `shell`).
+    fn name(&self) -> &'static str;
+
+    /// The bundled Dockerfile (used unless the manifest overrides it).
+    fn bundled_dockerfile(&self) -> &'static str;
+
+    /// The non-root user the agent runs as.
+    fn guest_user(&self) -> &'static str;
+
+    /// That user's home directory.
+    fn guest_home(&self) -> &'static str;
+
+    /// The command that starts the agent.
+    fn base_argv(&self) -> Vec<String>;
+
+    /// Host environment names this agent must never see the value of.
+    fn hidden_env(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// Paths relative to the guest home that hold the agent's own state.
+    fn resume_paths(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// Arguments that continue the last conversation on resume.
+    fn continue_args(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// Where the prompt file goes inside the bottle.
+    fn prompt_guest_path(&self) -> String {
+        format!("{}/.bot-bottle/prompt.md", self.guest_home())
+    }
+
+    /// Build the provisioning plan from what `prepare` resolved.
+    fn build_provision_plan(&self, input: ProvisionInput) -> Result<AgentProvisionPlan> {
+        let home = self.guest_home();
+        let (dockerfile, dockerfile_origin, context_dir) = match input.dockerfile_override {
+            Some((text, path)) => {
+                let origin = path.display().to_string();
+                (text, origin, path.parent().map(std::path::Path::to_path_buf))
+            }
+            None => (self.bundled_dockerfile().to_string(), format!("bundled ({})", self.name()), None),
+        };
+        Ok(AgentProvisionPlan {
+            instance_name: format!("bb-{}", input.slug),
+            provider: self.name().to_string(),
+            image: ImageRecipe {
+                repository: format!("bot-bottle/{}", self.name()),
+                dockerfile,
+                dockerfile_origin,
+                context_dir,
+                host_ca_bundle: input.host_ca_bundle,
+            },
+            guest_user: self.guest_user().to_string(),
+            guest_home: home.to_string(),
+            workdir: format!("{home}/workspace"),
+            guest_env: input.guest_env,
+            hidden_env: input.hidden_env,
+            prompt: input.prompt.map(|host| CopyIn { host, guest: self.prompt_guest_path() }),
+            skills: input
+                .skills
+                .into_iter()
+                .map(|(name, host)| CopyIn { host, guest: format!("{home}/.claude/skills/{name}") })
+                .collect(),
+            git_identity: input.git_identity,
+            resume_paths: self.resume_paths().iter().map(|p| format!("{home}/{p}")).collect(),
+            continue_args: if input.resumed { self.continue_args().iter().map(|s| s.to_string()).collect() } else { vec![] },
+        })
+    }
+
+    /// The argv of the agent session: the base command, continue arguments on resume, then `extra`.
+    fn agent_argv(&self, plan: &AgentProvisionPlan, extra: &[String]) -> Vec<String> {
+        let mut argv = self.base_argv();
+        argv.extend(plan.continue_args.iter().cloned());
+        argv.extend(extra.iter().cloned());
+        argv
+    }
+
+    /// Copy the prompt file in.
+    async fn provision_prompt(&self, bottle: &dyn Bottle, plan: &AgentProvisionPlan) -> Result<()> {
+        match &plan.prompt {
+            Some(copy) => bottle.cp_in(&copy.host, &copy.guest).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Agent-specific set-up (settings files, onboarding state). Nothing by default.
+    async fn apply(&self, _bottle: &dyn Bottle, _plan: &AgentProvisionPlan) -> Result<()> {
+        Ok(())
+    }
+
+    /// Copy the skill directories in.
+    async fn provision_skills(&self, bottle: &dyn Bottle, plan: &AgentProvisionPlan) -> Result<()> {
+        for skill in &plan.skills {
+            bottle.cp_in(&skill.host, &skill.guest).await?;
+        }
+        Ok(())
+    }
+
+    /// Write the agent's git identity into its global git config.
+    async fn provision_git(&self, bottle: &dyn Bottle, plan: &AgentProvisionPlan) -> Result<()> {
+        let Some(id) = &plan.git_identity else { return Ok(()) };
+        let script = format!(
+            "git config --global user.name {} && git config --global user.email {}",
+            shell_quote(&id.name),
+            shell_quote(&id.email)
+        );
+        run_checked(bottle, &script, GuestUser::Agent, "writing the git identity").await
+    }
+}
+
+/// Run `script` in the bottle and turn a non-zero exit into an [`ErrorKind::Provision`] error.
+pub async fn run_checked(bottle: &dyn Bottle, script: &str, user: GuestUser<'_>, what: &str) -> Result<()> {
+    let out = bottle.exec(script, user).await?;
+    if out.success() {
+        Ok(())
+    } else {
+        Err(Error::new(
+            ErrorKind::Provision,
+            format!("{what} exited {}: {}", out.exit_code, out.stderr.trim()),
+        )
+        .with_bottle(bottle.slug()))
+    }
+}
+
+/// Providers by template name.
+#[derive(Clone, Default)]
+pub struct Providers {
+    by_name: BTreeMap<&'static str, Arc<dyn AgentProvider>>,
+}
+
+impl Providers {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Add a provider under its name.
+    pub fn register(&mut self, provider: Arc<dyn AgentProvider>) {
+        self.by_name.insert(provider.name(), provider);
+    }
+
+    /// Template names, sorted.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.by_name.keys().copied().collect()
+    }
+
+    /// The provider for `template`; an unknown one lists the known ones.
+    pub fn get(&self, template: &str) -> Result<Arc<dyn AgentProvider>> {
+        self.by_name.get(template).cloned().ok_or_else(|| {
+            Error::new(
+                ErrorKind::NotFound,
+                format!("unknown agent template `{template}`; known templates: {}", self.names().join(", ")),
+            )
+        })
+    }
+}
+
+impl std::fmt::Debug for Providers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.names()).finish()
+    }
+}

@@ -1,0 +1,112 @@
+//! The life of one bottle after prepare: launch and provision (tearing down
+//! on any error), the agent's state saved at teardown and restored on resume,
+//! and `stop`.
+
+use crate::backend::{DynBackend, ErasedPlan};
+use crate::bottle::{Bottle, GuestUser};
+use crate::plan::CommonPlan;
+use crate::provider::{AgentProvider, run_checked, shell_quote};
+use crate::state::{RESUME_DIR, StateRoot};
+use crate::{Error, Result};
+
+/// A root-owned file inside every bottle that finished launching and
+/// provisioning. `cleanup` spares a detached bottle whose launcher is gone only
+/// when it has this marker: without it, the bottle was left half-made.
+pub const READY_MARKER: &str = "/var/lib/bot-bottle/ready";
+
+/// Launch `plan` on `backend`, provision it, and mark it ready in its
+/// metadata. On any error everything the launch created is removed.
+pub async fn launch(
+    backend: &dyn DynBackend,
+    plan: ErasedPlan,
+    provider: &dyn AgentProvider,
+    state: &StateRoot,
+) -> Result<Box<dyn Bottle>> {
+    let common = plan.common().clone();
+    let bottle = match backend.launch(plan).await {
+        Ok(bottle) => bottle,
+        Err(e) => {
+            let _ = backend.remove(&common.slug).await;
+            return Err(e.with_bottle(&common.slug));
+        }
+    };
+    if let Err(e) = provision(bottle.as_ref(), &common, provider).await {
+        let _ = bottle.close().await;
+        return Err(e.with_operation("provision").with_bottle(&common.slug));
+    }
+    let marked = run_checked(bottle.as_ref(), &format!("mkdir -p /var/lib/bot-bottle && touch {READY_MARKER}"), GuestUser::Root, "marking the bottle ready").await;
+    if let Err(e) = marked.and_then(|()| state.update(&common.slug, |m| m.ready = true).map(|_| ())) {
+        let _ = bottle.close().await;
+        return Err(e.with_bottle(&common.slug));
+    }
+    Ok(bottle)
+}
+
+/// The provision steps, in order: prompt, provider apply, skills, agent state
+/// (on resume), workspace, git.
+pub async fn provision(bottle: &dyn Bottle, plan: &CommonPlan, provider: &dyn AgentProvider) -> Result<()> {
+    let p = &plan.provision;
+    provider.provision_prompt(bottle, p).await?;
+    provider.apply(bottle, p).await?;
+    provider.provision_skills(bottle, p).await?;
+    if plan.resumed {
+        restore_agent_state(bottle, plan).await?;
+    }
+    run_checked(bottle, &format!("mkdir -p {}", shell_quote(&p.workdir)), GuestUser::Agent, "creating the workdir").await?;
+    if let Some(cwd) = &plan.copy_cwd {
+        bottle.cp_in(cwd, &p.workdir).await?;
+    }
+    provider.provision_git(bottle, p).await?;
+    Ok(())
+}
+
+fn saved_path(state_dir: &std::path::Path, guest: &str) -> std::path::PathBuf {
+    state_dir.join(RESUME_DIR).join(guest.trim_start_matches('/'))
+}
+
+async fn restore_agent_state(bottle: &dyn Bottle, plan: &CommonPlan) -> Result<()> {
+    for guest in &plan.provision.resume_paths {
+        let saved = saved_path(&plan.state_dir, guest);
+        if saved.exists() {
+            bottle.cp_in(&saved, guest).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Copy the agent's own state out of the bottle into its state dir, for `resume`.
+pub async fn save_agent_state(bottle: &dyn Bottle, state: &StateRoot) -> Result<()> {
+    let meta = state.read(bottle.slug())?;
+    let dir = state.bottle_dir(bottle.slug());
+    for guest in &meta.resume_paths {
+        let saved = saved_path(&dir, guest);
+        if saved.exists() {
+            let removed = if saved.is_dir() { std::fs::remove_dir_all(&saved) } else { std::fs::remove_file(&saved) };
+            removed.map_err(|e| Error::io(format!("replacing {}", saved.display()), e))?;
+        }
+        bottle.cp_out(guest, &saved).await?;
+    }
+    Ok(())
+}
+
+/// Tear a bottle down: save the agent's state (best effort when the bottle is
+/// already gone), then remove it.
+pub async fn teardown(bottle: &dyn Bottle, state: &StateRoot) -> Result<()> {
+    let saved = save_agent_state(bottle, state).await;
+    bottle.close().await?;
+    saved
+}
+
+/// `bottle stop SLUG`: attach, tear down.
+pub async fn stop(backend: &dyn DynBackend, slug: &str, state: &StateRoot) -> Result<()> {
+    crate::state::validate_slug(slug)?;
+    match backend.attach(slug).await {
+        Ok(bottle) => teardown(bottle.as_ref(), state).await,
+        Err(e) if e.kind() == crate::ErrorKind::NotFound => {
+            // Not running: remove whatever is left under that slug, then report it.
+            backend.remove(slug).await?;
+            Err(e)
+        }
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,359 @@
+//! [`DockerBackend`]: bottles as containers on a per-bottle bridge network,
+//! found again by their labels (no compose files, no local registry of ours).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::AtomicBool;
+
+use bollard::Docker;
+use bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest};
+use bollard::query_parameters::{
+    CreateContainerOptions, ListContainersOptions, ListNetworksOptions, RemoveContainerOptions, StartContainerOptions,
+};
+use bottle_core::{
+    ActiveAgent, Backend, Bottle, GuestUser, BackendPlan, CleanupPlan, CommonPlan, Error, ErrorKind, Liveness, Result,
+    sort_active,
+};
+use tokio::sync::OnceCell;
+
+use crate::bottle::DockerBottle;
+use crate::engine::{Engine, failed, is_not_found};
+use crate::image;
+use crate::labels::{self, Labels};
+
+/// Environment variable naming the OCI runtime to use (`runc`, `runsc`); by
+/// default `runsc` (gVisor) when the daemon offers it, else the daemon's default.
+pub const RUNTIME_ENV: &str = "BOT_BOTTLE_DOCKER_RUNTIME";
+
+/// The Docker backend.
+#[derive(Debug, Default)]
+pub struct DockerBackend {
+    engine: Engine,
+}
+
+impl DockerBackend {
+    /// A backend that connects to the local engine (`DOCKER_HOST` or the
+    /// default socket) on first use.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    async fn docker(&self) -> Result<&Docker> {
+        self.engine.client().await
+    }
+}
+
+/// The Docker plan: names, image and runtime resolved.
+#[derive(Debug)]
+pub struct DockerPlan {
+    common: CommonPlan,
+    /// Tag of the agent image (content-addressed).
+    pub image_tag: String,
+    /// Whether the engine has that image already.
+    pub image_cached: bool,
+    context: Vec<u8>,
+    /// The bottle's network.
+    pub network: String,
+    /// The agent container's name.
+    pub container: String,
+    /// OCI runtime, when not the daemon's default.
+    pub runtime: Option<String>,
+}
+
+impl BackendPlan for DockerPlan {
+    fn common(&self) -> &CommonPlan {
+        &self.common
+    }
+
+    fn summary_lines(&self) -> Vec<(String, String)> {
+        vec![
+            (
+                "image".into(),
+                format!("{} ({})", self.image_tag, if self.image_cached { "cached" } else { "will be built" }),
+            ),
+            ("runtime".into(), self.runtime.clone().unwrap_or_else(|| "runc (daemon default)".into())),
+            ("network".into(), self.network.clone()),
+        ]
+    }
+}
+
+/// What a killed or crashed run left behind, by slug.
+#[derive(Debug, Default)]
+pub struct DockerCleanupPlan {
+    orphans: BTreeMap<String, Vec<String>>,
+}
+
+impl CleanupPlan for DockerCleanupPlan {
+    fn describe(&self) -> Vec<String> {
+        self.orphans
+            .iter()
+            .flat_map(|(slug, what)| what.iter().map(move |w| format!("{slug}: {w}")))
+            .collect()
+    }
+}
+
+/// Remove every container and network labelled with `slug`. Idempotent.
+pub(crate) async fn remove_slug(docker: &Docker, slug: &str) -> Result<()> {
+    let containers = docker
+        .list_containers(Some(ListContainersOptions { all: true, filters: Some(labels::filter(Some(slug))), ..Default::default() }))
+        .await
+        .map_err(failed("list containers"))?;
+    for c in containers {
+        let Some(id) = c.id else { continue };
+        let options = RemoveContainerOptions { force: true, v: true, ..Default::default() };
+        match docker.remove_container(&id, Some(options)).await {
+            Ok(()) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => {} // removal already in progress
+            Err(e) => return Err(failed("remove a container")(e).with_bottle(slug)),
+        }
+    }
+    let networks = docker
+        .list_networks(Some(ListNetworksOptions { filters: Some(labels::filter(Some(slug))) }))
+        .await
+        .map_err(failed("list networks"))?;
+    for n in networks {
+        let Some(id) = n.id else { continue };
+        match docker.remove_network(&id).await {
+            Ok(()) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(failed("remove a network")(e).with_bottle(slug)),
+        }
+    }
+    Ok(())
+}
+
+impl DockerBackend {
+    async fn create(&self, docker: &Docker, plan: &DockerPlan) -> Result<DockerBottle> {
+        let common = &plan.common;
+        if !plan.image_cached && !image::exists(docker, &plan.image_tag).await? {
+            image::build(docker, image::BuildContext { tag: plan.image_tag.clone(), tar: plan.context.clone() }).await?;
+        }
+        docker
+            .create_network(NetworkCreateRequest {
+                name: plan.network.clone(),
+                driver: Some("bridge".into()),
+                labels: Some(labels::for_plan(common, "network")),
+                ..Default::default()
+            })
+            .await
+            .map_err(failed("create the bottle's network"))?;
+        let p = &common.provision;
+        let body = ContainerCreateBody {
+            image: Some(plan.image_tag.clone()),
+            user: Some(p.guest_user.clone()),
+            hostname: Some(common.agent.clone()),
+            env: Some(p.guest_env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            entrypoint: Some(vec!["sleep".into()]),
+            cmd: Some(vec!["infinity".into()]),
+            labels: Some(labels::for_plan(common, labels::ROLE_AGENT)),
+            host_config: Some(HostConfig {
+                network_mode: Some(plan.network.clone()),
+                init: Some(true),
+                privileged: Some(false),
+                cap_drop: Some(vec!["ALL".into()]),
+                cap_add: Some(["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID"].map(String::from).to_vec()),
+                security_opt: Some(vec!["no-new-privileges".into()]),
+                pids_limit: Some(4096),
+                runtime: plan.runtime.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        docker
+            .create_container(Some(CreateContainerOptions { name: Some(plan.container.clone()), platform: String::new() }), body)
+            .await
+            .map_err(failed("create the agent container"))?;
+        docker
+            .start_container(&plan.container, None::<StartContainerOptions>)
+            .await
+            .map_err(failed("start the agent container"))?;
+        Ok(self.handle(docker, plan.container.clone(), common.slug.clone(), p.guest_user.clone(), p.workdir.clone()))
+    }
+
+    async fn is_ready(&self, docker: &Docker, container: &str, slug: &str) -> bool {
+        let bottle = self.handle(docker, container.to_string(), slug.to_string(), "root".into(), "/".into());
+        let check = format!("test -e {}", bottle_core::session::READY_MARKER);
+        bottle.exec(&check, GuestUser::Root).await.is_ok_and(|r| r.success())
+    }
+
+    fn handle(&self, docker: &Docker, container: String, slug: String, user: String, workdir: String) -> DockerBottle {
+        DockerBottle { docker: docker.clone(), container, slug, user, workdir, ids: OnceCell::new(), closed: AtomicBool::new(false) }
+    }
+
+    async fn agent_containers(&self, docker: &Docker, all: bool, slug: Option<&str>) -> Result<Vec<bollard::models::ContainerSummary>> {
+        let mut filters = labels::filter(slug);
+        filters.entry("label".into()).or_default().push(format!("{}={}", labels::ROLE, labels::ROLE_AGENT));
+        docker
+            .list_containers(Some(ListContainersOptions { all, filters: Some(filters), ..Default::default() }))
+            .await
+            .map_err(failed("list containers"))
+    }
+}
+
+impl Backend for DockerBackend {
+    const NAME: &'static str = crate::NAME;
+    type Plan = DockerPlan;
+    type Bottle = DockerBottle;
+    type CleanupPlan = DockerCleanupPlan;
+
+    async fn is_available(&self) -> Result<()> {
+        let docker = self.docker().await?;
+        docker.ping().await.map(|_| ()).map_err(failed("answer a ping"))
+    }
+
+    async fn resolve_plan(&self, common: CommonPlan) -> Result<DockerPlan> {
+        let docker = self.docker().await?;
+        let recipe = common.provision.image.clone();
+        let context = tokio::task::spawn_blocking(move || image::context(&recipe))
+            .await
+            .map_err(|e| Error::new(ErrorKind::Io, format!("packing the build context: {e}")))??;
+        let image_cached = image::exists(docker, &context.tag).await?;
+        let runtime = match std::env::var(RUNTIME_ENV).ok().filter(|v| !v.is_empty()) {
+            Some(explicit) => Some(explicit),
+            None => {
+                let info = docker.info().await.map_err(failed("describe itself"))?;
+                info.runtimes.is_some_and(|r| r.contains_key("runsc")).then(|| "runsc".to_string())
+            }
+        };
+        let name = common.provision.instance_name.clone();
+        Ok(DockerPlan {
+            image_tag: context.tag,
+            image_cached,
+            context: context.tar,
+            network: format!("{name}-net"),
+            container: name,
+            runtime,
+            common,
+        })
+    }
+
+    async fn launch(&self, plan: DockerPlan) -> Result<DockerBottle> {
+        let docker = self.docker().await?;
+        let slug = plan.common.slug.clone();
+        match self.create(docker, &plan).await {
+            Ok(bottle) => Ok(bottle),
+            Err(e) => {
+                let _ = remove_slug(docker, &slug).await;
+                Err(e.with_operation("launch").with_bottle(slug))
+            }
+        }
+    }
+
+    async fn attach(&self, slug: &str) -> Result<DockerBottle> {
+        let docker = self.docker().await?;
+        let found = self.agent_containers(docker, false, Some(slug)).await?;
+        let Some(c) = found.into_iter().next() else {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("no running bottle `{slug}` on docker; `bottle list active` shows the running ones"),
+            )
+            .with_backend(crate::NAME));
+        };
+        let labels = c.labels.unwrap_or_default();
+        let l = Labels(&labels);
+        let name = c.names.and_then(|n| n.into_iter().next()).map(|n| n.trim_start_matches('/').to_string());
+        Ok(self.handle(
+            docker,
+            name.or(c.id).unwrap_or_default(),
+            slug.to_string(),
+            l.get(labels::USER).unwrap_or("root").to_string(),
+            l.get(labels::WORKDIR).unwrap_or("/").to_string(),
+        ))
+    }
+
+    async fn remove(&self, slug: &str) -> Result<()> {
+        remove_slug(self.docker().await?, slug).await
+    }
+
+    async fn enumerate_active(&self) -> Result<Vec<ActiveAgent>> {
+        let docker = self.docker().await?;
+        let mut agents: Vec<ActiveAgent> = self
+            .agent_containers(docker, true, None)
+            .await?
+            .into_iter()
+            .filter_map(|c| {
+                let labels = c.labels.unwrap_or_default();
+                let l = Labels(&labels);
+                Some(ActiveAgent {
+                    slug: l.get(labels::SLUG)?.to_string(),
+                    agent: l.get(labels::AGENT).unwrap_or_default().to_string(),
+                    backend: crate::NAME.to_string(),
+                    started_at_ms: l.created_ms(),
+                    status: c.state.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into()),
+                    image: c.image.unwrap_or_default(),
+                    label: l.get(labels::LABEL).map(str::to_string),
+                    color: l.get(labels::COLOR).map(str::to_string),
+                })
+            })
+            .collect();
+        sort_active(&mut agents);
+        Ok(agents)
+    }
+
+    async fn prepare_cleanup(&self) -> Result<DockerCleanupPlan> {
+        let docker = self.docker().await?;
+        let containers = docker
+            .list_containers(Some(ListContainersOptions { all: true, filters: Some(labels::filter(None)), ..Default::default() }))
+            .await
+            .map_err(failed("list containers"))?;
+        let networks = docker
+            .list_networks(Some(ListNetworksOptions { filters: Some(labels::filter(None)) }))
+            .await
+            .map_err(failed("list networks"))?;
+        // Every slug's resources, as seen through their labels.
+        #[derive(Default)]
+        struct Found {
+            labels: HashMap<String, String>,
+            running_agent: Option<String>,
+            what: Vec<String>,
+        }
+        let mut slugs: HashMap<String, Found> = HashMap::new();
+        for c in containers {
+            let labels = c.labels.unwrap_or_default();
+            let Some(slug) = labels.get(labels::SLUG).cloned() else { continue };
+            let running = c.state.map(|s| s.to_string()) == Some("running".into());
+            let is_agent = labels.get(labels::ROLE).map(String::as_str) == Some(labels::ROLE_AGENT);
+            let name = c.names.and_then(|n| n.into_iter().next()).unwrap_or_default();
+            let found = slugs.entry(slug).or_default();
+            if is_agent && running {
+                found.running_agent = c.id;
+            }
+            found.what.push(format!("container {} ({})", name.trim_start_matches('/'), if running { "running" } else { "stopped" }));
+            found.labels = labels;
+        }
+        for n in networks {
+            let labels = n.labels.unwrap_or_default();
+            let Some(slug) = labels.get(labels::SLUG).cloned() else { continue };
+            let found = slugs.entry(slug).or_default();
+            found.what.push(format!("network {}", n.name.unwrap_or_default()));
+            if found.labels.is_empty() {
+                found.labels = labels;
+            }
+        }
+        let mut plan = DockerCleanupPlan::default();
+        for (slug, found) in slugs {
+            let l = Labels(&found.labels);
+            let orphan = match (l.owner().map(|o| o.liveness()), &found.running_agent) {
+                (Some(Liveness::Alive), _) => false,
+                (_, None) => true,
+                // Foreign or unreadable owner labels: a running bottle is not ours to judge.
+                (Some(Liveness::OtherHost) | None, Some(_)) => false,
+                (Some(Liveness::Gone), Some(_)) if !l.detached() => true,
+                // A detached bottle outlives its launcher; it is an orphan only if it never became ready.
+                (Some(Liveness::Gone), Some(container)) => !self.is_ready(docker, container, &slug).await,
+            };
+            if orphan {
+                plan.orphans.insert(slug, found.what);
+            }
+        }
+        Ok(plan)
+    }
+
+    async fn cleanup(&self, plan: DockerCleanupPlan) -> Result<Vec<String>> {
+        let docker = self.docker().await?;
+        for slug in plan.orphans.keys() {
+            remove_slug(docker, slug).await?;
+        }
+        Ok(plan.describe())
+    }
+}

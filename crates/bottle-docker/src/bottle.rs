@@ -1,0 +1,345 @@
+//! A running Docker bottle: commands through the exec API, files in and out
+//! through the archive API, the attached agent session (a raw TTY when
+//! stdin is a terminal) and teardown.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_trait::async_trait;
+use bollard::Docker;
+use bollard::container::LogOutput;
+use bollard::exec::{CreateExecOptions, ResizeExecOptions, StartExecOptions, StartExecResults};
+use bollard::query_parameters::{DownloadFromContainerOptions, UploadToContainerOptions};
+use bottle_core::{Bottle, Error, ErrorKind, ExecResult, GuestUser, Result, shell_quote};
+use futures_util::{StreamExt, TryStreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::OnceCell;
+
+use crate::engine::{failed, is_not_found};
+
+/// A handle on one bottle's agent container.
+pub struct DockerBottle {
+    pub(crate) docker: Docker,
+    pub(crate) container: String,
+    pub(crate) slug: String,
+    pub(crate) user: String,
+    pub(crate) workdir: String,
+    pub(crate) ids: OnceCell<(u64, u64)>,
+    pub(crate) closed: AtomicBool,
+}
+
+impl std::fmt::Debug for DockerBottle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DockerBottle").field("slug", &self.slug).field("container", &self.container).finish()
+    }
+}
+
+impl DockerBottle {
+    fn user_name<'a>(&'a self, user: GuestUser<'a>) -> &'a str {
+        match user {
+            GuestUser::Agent => &self.user,
+            GuestUser::Root => "root",
+            GuestUser::Named(name) => name,
+        }
+    }
+
+    fn err(&self, e: Error) -> Error {
+        e.with_bottle(&self.slug)
+    }
+
+    /// The agent user's numeric uid and gid (asked once).
+    async fn agent_ids(&self) -> Result<(u64, u64)> {
+        self.ids
+            .get_or_try_init(|| async {
+                let out = self.exec("id -u && id -g", GuestUser::Agent).await?;
+                let mut nums = out.stdout.split_whitespace().filter_map(|n| n.parse().ok());
+                match (out.success(), nums.next(), nums.next()) {
+                    (true, Some(uid), Some(gid)) => Ok((uid, gid)),
+                    _ => Err(self.err(Error::new(
+                        ErrorKind::Provision,
+                        format!("cannot read the ids of user `{}`: {}", self.user, out.stderr.trim()),
+                    ))),
+                }
+            })
+            .await
+            .copied()
+    }
+
+    async fn start(&self, argv: Vec<String>, user: &str, tty: bool, stdin: bool, workdir: Option<&str>) -> Result<(String, StartExecResults)> {
+        let env = if tty { std::env::var("TERM").ok().map(|t| vec![format!("TERM={t}")]) } else { None };
+        let exec = self
+            .docker
+            .create_exec(
+                &self.container,
+                CreateExecOptions {
+                    cmd: Some(argv),
+                    user: Some(user.to_string()),
+                    attach_stdin: Some(stdin),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    tty: Some(tty),
+                    working_dir: workdir.map(str::to_string),
+                    env,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| self.err(failed("create an exec")(e)))?;
+        let started = self
+            .docker
+            .start_exec(&exec.id, Some(StartExecOptions { detach: false, tty, output_capacity: None }))
+            .await
+            .map_err(|e| self.err(failed("start an exec")(e)))?;
+        Ok((exec.id, started))
+    }
+
+    async fn exit_code(&self, exec_id: &str) -> Result<i64> {
+        for _ in 0..100 {
+            let info = self.docker.inspect_exec(exec_id).await.map_err(|e| self.err(failed("inspect an exec")(e)))?;
+            if info.running != Some(true) {
+                return Ok(info.exit_code.unwrap_or(-1));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        Err(self.err(Error::new(ErrorKind::Backend, "a command's output ended but it kept running for 2 s")))
+    }
+}
+
+/// Pack `host` (file, directory or symlink) as `name`, owned by uid/gid.
+fn pack(host: &Path, name: &str, uid: u64, gid: u64) -> std::io::Result<Vec<u8>> {
+    fn add(b: &mut tar::Builder<Vec<u8>>, path: &Path, name: &str, uid: u64, gid: u64) -> std::io::Result<()> {
+        let meta = std::fs::symlink_metadata(path)?;
+        let mut header = tar::Header::new_gnu();
+        header.set_metadata_in_mode(&meta, tar::HeaderMode::Deterministic);
+        header.set_uid(uid);
+        header.set_gid(gid);
+        if meta.is_dir() {
+            header.set_size(0);
+            b.append_data(&mut header, name, std::io::empty())?;
+            let mut children: Vec<_> = std::fs::read_dir(path)?.collect::<std::io::Result<_>>()?;
+            children.sort_by_key(|e| e.file_name());
+            for child in children {
+                let child_name = format!("{name}/{}", child.file_name().to_string_lossy());
+                add(b, &child.path(), &child_name, uid, gid)?;
+            }
+        } else if meta.file_type().is_symlink() {
+            header.set_size(0);
+            b.append_link(&mut header, name, std::fs::read_link(path)?)?;
+        } else {
+            b.append_data(&mut header, name, std::fs::File::open(path)?)?;
+        }
+        Ok(())
+    }
+    let mut builder = tar::Builder::new(Vec::new());
+    add(&mut builder, host, name, uid, gid)?;
+    builder.into_inner()
+}
+
+fn split_guest(guest: &str) -> Result<(&str, &str)> {
+    let trimmed = guest.trim_end_matches('/');
+    match trimmed.rsplit_once('/') {
+        Some((parent, name)) if trimmed.starts_with('/') && !name.is_empty() && name != ".." => {
+            Ok((if parent.is_empty() { "/" } else { parent }, name))
+        }
+        _ => Err(Error::new(ErrorKind::InvalidInput, format!("`{guest}` is not an absolute guest path"))),
+    }
+}
+
+#[async_trait]
+impl Bottle for DockerBottle {
+    fn slug(&self) -> &str {
+        &self.slug
+    }
+
+    fn agent_user(&self) -> &str {
+        &self.user
+    }
+
+    async fn exec(&self, script: &str, user: GuestUser<'_>) -> Result<ExecResult> {
+        let argv = vec!["sh".to_string(), "-c".to_string(), script.to_string()];
+        let (id, started) = self.start(argv, self.user_name(user), false, false, None).await?;
+        let mut result = ExecResult::default();
+        if let StartExecResults::Attached { mut output, .. } = started {
+            while let Some(chunk) = output.next().await {
+                match chunk.map_err(|e| self.err(failed("read an exec's output")(e)))? {
+                    LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                        result.stdout.push_str(&String::from_utf8_lossy(&message))
+                    }
+                    LogOutput::StdErr { message } => result.stderr.push_str(&String::from_utf8_lossy(&message)),
+                    LogOutput::StdIn { .. } => {}
+                }
+            }
+        }
+        result.exit_code = self.exit_code(&id).await?;
+        Ok(result)
+    }
+
+    async fn cp_in(&self, host: &Path, guest: &str) -> Result<()> {
+        let (parent, name) = split_guest(guest)?;
+        let (uid, gid) = self.agent_ids().await?;
+        let mkdir = format!("mkdir -p {}", shell_quote(parent));
+        if !self.exec(&mkdir, GuestUser::Agent).await?.success() {
+            bottle_core::run_checked(self, &mkdir, GuestUser::Root, "creating a folder").await?;
+        }
+        let (host_path, name_owned) = (host.to_path_buf(), name.to_string());
+        let tar = tokio::task::spawn_blocking(move || pack(&host_path, &name_owned, uid, gid))
+            .await
+            .map_err(|e| Error::new(ErrorKind::Io, format!("packing {}: {e}", host.display())))?
+            .map_err(|e| self.err(Error::io(format!("packing {}", host.display()), e)))?;
+        let options = UploadToContainerOptions { path: parent.to_string(), ..Default::default() };
+        self.docker
+            .upload_to_container(&self.container, Some(options), bollard::body_full(tar.into()))
+            .await
+            .map_err(|e| self.err(failed("copy files into the bottle")(e)))
+    }
+
+    async fn cp_out(&self, guest: &str, host: &Path) -> Result<bool> {
+        let (_, name) = split_guest(guest)?;
+        let options = DownloadFromContainerOptions { path: guest.to_string() };
+        let chunks: std::result::Result<Vec<_>, _> =
+            self.docker.download_from_container(&self.container, Some(options)).try_collect().await;
+        let bytes: Vec<u8> = match chunks {
+            Ok(chunks) => chunks.concat(),
+            Err(e) if is_not_found(&e) => return Ok(false),
+            Err(e) => return Err(self.err(failed("copy files out of the bottle")(e))),
+        };
+        let parent = host.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
+        let staging = tempfile::tempdir_in(parent).map_err(|e| Error::io(format!("staging in {}", parent.display()), e))?;
+        let mut archive = tar::Archive::new(bytes.as_slice());
+        archive.set_preserve_permissions(true);
+        archive.unpack(staging.path()).map_err(|e| Error::io(format!("unpacking {guest}"), e))?;
+        std::fs::rename(staging.path().join(name), host)
+            .map_err(|e| Error::io(format!("moving {guest} to {}", host.display()), e))?;
+        Ok(true)
+    }
+
+    async fn exec_attached(&self, argv: &[String], user: GuestUser<'_>) -> Result<i32> {
+        let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+        let (id, started) = self.start(argv.to_vec(), self.user_name(user), tty, true, Some(&self.workdir)).await?;
+        let StartExecResults::Attached { mut output, mut input } = started else {
+            return Err(self.err(Error::new(ErrorKind::Backend, "the engine detached an attached exec")));
+        };
+        let _raw = if tty { Some(RawMode::enable()?) } else { None };
+        if tty {
+            resize(&self.docker, &id).await;
+        }
+        let winch = tty.then(|| {
+            let (docker, id) = (self.docker.clone(), id.clone());
+            tokio::spawn(async move {
+                let Ok(mut sig) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change()) else {
+                    return;
+                };
+                while sig.recv().await.is_some() {
+                    resize(&docker, &id).await;
+                }
+            })
+        });
+        let pump = tokio::spawn(async move {
+            let mut stdin = tokio::io::stdin();
+            let mut buf = vec![0u8; 8192];
+            loop {
+                match stdin.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if input.write_all(&buf[..n]).await.is_err() || input.flush().await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+            let _ = input.shutdown().await;
+        });
+        let (mut stdout, mut stderr) = (tokio::io::stdout(), tokio::io::stderr());
+        while let Some(chunk) = output.next().await {
+            let Ok(chunk) = chunk else { break };
+            let written = match chunk {
+                LogOutput::StdErr { message } => stderr.write_all(&message).await.and(stderr.flush().await),
+                LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                    stdout.write_all(&message).await.and(stdout.flush().await)
+                }
+                LogOutput::StdIn { .. } => Ok(()),
+            };
+            if written.is_err() {
+                break;
+            }
+        }
+        pump.abort();
+        if let Some(winch) = winch {
+            winch.abort();
+        }
+        let code = self.exit_code(&id).await?;
+        Ok(i32::try_from(code).unwrap_or(1))
+    }
+
+    async fn close(&self) -> Result<()> {
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        crate::backend::remove_slug(&self.docker, &self.slug).await
+    }
+}
+
+async fn resize(docker: &Docker, exec_id: &str) {
+    if let Ok((width, height)) = crossterm::terminal::size() {
+        let _ = docker.resize_exec(exec_id, ResizeExecOptions { width, height }).await;
+    }
+}
+
+/// The terminal in raw mode for as long as this lives.
+struct RawMode;
+
+impl RawMode {
+    fn enable() -> Result<Self> {
+        crossterm::terminal::enable_raw_mode().map_err(|e| Error::io("switching the terminal to raw mode", e))?;
+        Ok(RawMode)
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        let _ = crossterm::terminal::disable_raw_mode();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_paths_split_into_parent_and_name() {
+        assert_eq!(split_guest("/home/agent/workspace").expect("ok"), ("/home/agent", "workspace"));
+        assert_eq!(split_guest("/home/agent/.claude/").expect("ok"), ("/home/agent", ".claude"));
+        assert_eq!(split_guest("/x").expect("ok"), ("/", "x"));
+        for bad in ["relative/path", "/", "", "/a/.."] {
+            assert_eq!(split_guest(bad).expect_err(bad).kind(), ErrorKind::InvalidInput, "{bad}");
+        }
+    }
+
+    #[test]
+    fn packed_trees_are_owned_by_the_agent() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(tmp.path().join("d/sub")).expect("mkdir");
+        std::fs::write(tmp.path().join("d/sub/f"), "data").expect("write");
+        let tar = pack(&tmp.path().join("d"), "workspace", 1000, 1001).expect("pack");
+        let mut archive = tar::Archive::new(tar.as_slice());
+        let entries: Vec<(String, u64, u64)> = archive
+            .entries()
+            .expect("entries")
+            .map(|e| {
+                let e = e.expect("entry");
+                let h = e.header();
+                (e.path().expect("path").display().to_string(), h.uid().expect("uid"), h.gid().expect("gid"))
+            })
+            .collect();
+        assert_eq!(
+            entries,
+            [
+                ("workspace".to_string(), 1000, 1001),
+                ("workspace/sub".to_string(), 1000, 1001),
+                ("workspace/sub/f".to_string(), 1000, 1001)
+            ]
+        );
+    }
+}

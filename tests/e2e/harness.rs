@@ -1,0 +1,157 @@
+//! The test harness: an isolated `bottle` environment per test, Docker
+//! queries by label, and removal of whatever a test created.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Once;
+
+/// The `bottle` binary under test.
+pub(crate) fn bottle_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_bottle")
+}
+
+/// Fail (never skip) when Docker is not reachable, saying how to get it.
+pub(crate) fn require_docker() {
+    let out = Command::new("docker").args(["version", "--format", "{{.Server.Version}}"]).output();
+    match out {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => panic!(
+            "these tests need a running Docker Engine, and `docker version` failed: {}\n\
+             run `cargo xtask setup` (installs docker.io, starts dockerd, builds the offline base image)",
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
+        Err(e) => panic!(
+            "these tests need Docker, and the `docker` command cannot run: {e}\n\
+             run `cargo xtask setup` (installs docker.io, starts dockerd, builds the offline base image)"
+        ),
+    }
+}
+
+/// One test's private world: state, config and working directory.
+pub(crate) struct World {
+    dir: tempfile::TempDir,
+    slugs: std::sync::Mutex<Vec<String>>,
+}
+
+impl World {
+    pub(crate) fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for sub in ["state", "config", "home", "work"] {
+            std::fs::create_dir_all(dir.path().join(sub)).expect("mkdir");
+        }
+        World { dir, slugs: Default::default() }
+    }
+
+    pub(crate) fn path(&self, sub: &str) -> PathBuf {
+        self.dir.path().join(sub)
+    }
+
+    /// A `bottle` command in this world (no terminal, no inherited manifest).
+    pub(crate) fn bottle(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bottle_bin());
+        cmd.args(args)
+            .current_dir(self.path("work"))
+            .env("XDG_STATE_HOME", self.path("state"))
+            .env("XDG_CONFIG_HOME", self.path("config"))
+            .env("HOME", self.path("home"))
+            .env_remove("BOT_BOTTLE_MANIFEST")
+            .env_remove("BOT_BOTTLE_BACKEND")
+            .stdin(std::process::Stdio::null());
+        cmd
+    }
+
+    /// Run `bottle args…` to completion.
+    pub(crate) fn run(&self, args: &[&str]) -> Output {
+        self.bottle(args).output().expect("run bottle")
+    }
+
+    /// Run and require success; returns stdout.
+    pub(crate) fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "bottle {args:?} failed: {}\n{}", out.status, text(&out.stderr));
+        text(&out.stdout)
+    }
+
+    /// `bottle start AGENT --yes --detach [extra]`, returning the slug.
+    pub(crate) fn start_detached(&self, extra: &[&str]) -> String {
+        warm_image();
+        let mut args = vec!["start", "shell", "--yes", "--detach"];
+        args.extend_from_slice(extra);
+        let stdout = self.ok(&args);
+        let slug = stdout.lines().last().expect("slug line").trim().to_string();
+        self.track(&slug);
+        slug
+    }
+
+    /// Remember a slug so its resources are removed when the test ends.
+    pub(crate) fn track(&self, slug: &str) {
+        self.slugs.lock().expect("lock").push(slug.to_string());
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        for slug in self.slugs.lock().map(|s| s.clone()).unwrap_or_default() {
+            remove_by_slug(&slug);
+        }
+    }
+}
+
+pub(crate) fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn docker_lines(args: &[&str]) -> Vec<String> {
+    let out = Command::new("docker").args(args).output().expect("docker");
+    assert!(out.status.success(), "docker {args:?}: {}", text(&out.stderr));
+    text(&out.stdout).lines().map(str::to_string).filter(|l| !l.is_empty()).collect()
+}
+
+/// Containers (any state) labelled with `slug`.
+pub(crate) fn containers_of(slug: &str) -> Vec<String> {
+    docker_lines(&["ps", "-a", "--filter", &format!("label=dev.bot-bottle.slug={slug}"), "--format", "{{.Names}}"])
+}
+
+/// Networks labelled with `slug`.
+pub(crate) fn networks_of(slug: &str) -> Vec<String> {
+    docker_lines(&["network", "ls", "--filter", &format!("label=dev.bot-bottle.slug={slug}"), "--format", "{{.Name}}"])
+}
+
+fn remove_by_slug(slug: &str) {
+    for c in containers_of(slug) {
+        let _ = Command::new("docker").args(["rm", "-f", &c]).output();
+    }
+    for n in networks_of(slug) {
+        let _ = Command::new("docker").args(["network", "rm", &n]).output();
+    }
+}
+
+/// Build the shell image once per test run, so parallel tests do not all build it.
+pub(crate) fn warm_image() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        require_docker();
+        let world = World::new();
+        let out = world.run(&["start", "shell", "--yes", "--", "-c", "true"]);
+        assert!(out.status.success(), "building the shell image failed:\n{}", text(&out.stderr));
+    });
+}
+
+/// Wait until `check` holds, up to `secs` seconds.
+pub(crate) fn wait_for(secs: u64, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    check()
+}
+
+/// Write `text` to `dir/name` and return the path.
+pub(crate) fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write");
+    path
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests of the `bottle` binary against the real Docker Engine.
+//! Each test works in its own state, config and working directory, and
+//! asserts only on resources it created (found by their slug labels).
+
+mod harness;
+
+mod cleanup;
+mod lifecycle;
+mod manifest;

@@ -1,0 +1,279 @@
+//! Tidy checks: the workspace's conventions that the compiler does not
+//! enforce, as tests, so `cargo test` runs them. Each failure lists every
+//! file that breaks the rule.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// The directories whose `.rs` files are checked.
+const SOURCE_DIRS: [&str; 3] = ["crates", "xtask", "tests"];
+
+/// A dependency that some crates must not have.
+struct Forbidden {
+    /// Which crates, by package name, the rule applies to.
+    crates: fn(&str) -> bool,
+    /// The dependency; a trailing `*` matches any rest of the name.
+    dep: &'static str,
+    /// Whether it is still allowed as a dev-dependency.
+    dev_ok: bool,
+    why: &'static str,
+}
+
+const FORBIDDEN: &[Forbidden] = &[
+    Forbidden {
+        crates: |krate| krate == "bottle-core",
+        dep: "bollard",
+        dev_ok: false,
+        why: "bottle-core knows no backend",
+    },
+    Forbidden {
+        crates: |krate| krate == "bottle-core",
+        dep: "tokio",
+        dev_ok: true,
+        why: "bottle-core is runtime-agnostic",
+    },
+    Forbidden {
+        crates: |krate| krate == "bottle-core",
+        dep: "bottle-*",
+        dev_ok: false,
+        why: "bottle-core is the bottom of the crate graph",
+    },
+    Forbidden {
+        crates: |krate| krate == "bottle-core",
+        dep: "agent-provider",
+        dev_ok: false,
+        why: "bottle-core is the bottom of the crate graph",
+    },
+    Forbidden {
+        crates: |krate| !matches!(krate, "bottle-cli" | "xtask"),
+        dep: "anyhow",
+        dev_ok: true,
+        why: "libraries return typed errors; anyhow is for binaries",
+    },
+];
+
+#[test]
+fn every_rust_file_starts_with_a_module_doc() {
+    let broken = rust_files()
+        .into_iter()
+        // `#![doc = include_str!("../README.md")]` is a module doc too (STYLE.md).
+        .filter(|(_, text)| !text.starts_with("//!") && !text.starts_with("#![doc"))
+        .map(|(path, _)| path);
+    check(
+        "these files do not start with a `//!` (or `#![doc = ...]`) module doc",
+        broken,
+    );
+}
+
+#[test]
+fn no_ignored_tests() {
+    // Spelled in two halves so that this file does not match itself.
+    let attribute = concat!("#[", "ignore");
+    let broken = rust_files()
+        .into_iter()
+        .filter(|(_, text)| text.contains(attribute))
+        .map(|(path, _)| path);
+    check("ignored tests (skip with a printed reason instead)", broken);
+}
+
+#[test]
+fn every_crate_uses_the_workspace_lints() {
+    let broken = manifests().into_iter().filter_map(|(path, text)| {
+        let lints = entries(&text).any(|(section, key, value)| {
+            section == "lints" && key == "workspace" && value == "true"
+        });
+        (!lints).then_some(path)
+    });
+    check("these manifests lack `[lints] workspace = true`", broken);
+}
+
+#[test]
+fn no_forbidden_dependencies() {
+    let mut broken = Vec::new();
+    for (path, text) in manifests() {
+        let krate = entries(&text)
+            .find(|(section, key, _)| *section == "package" && *key == "name")
+            .map(|(_, _, value)| value.trim_matches('"').to_owned())
+            .unwrap_or_default();
+        for (dep, dev) in
+            entries(&text).filter_map(|(section, key, value)| dependency(section, key, value))
+        {
+            for rule in FORBIDDEN
+                .iter()
+                .filter(|rule| (rule.crates)(&krate) && !(dev && rule.dev_ok))
+            {
+                let matches = match rule.dep.strip_suffix('*') {
+                    Some(prefix) => dep.starts_with(prefix),
+                    None => dep == rule.dep,
+                };
+                if matches {
+                    broken.push(format!("{path}: {krate} depends on {dep}: {}", rule.why));
+                }
+            }
+        }
+    }
+    broken.dedup();
+    check("forbidden dependencies", broken);
+}
+
+/// Fails, listing `broken`, unless it is empty.
+fn check(rule: &str, broken: impl IntoIterator<Item = String>) {
+    let broken: Vec<String> = broken.into_iter().collect();
+    assert!(broken.is_empty(), "{rule}:\n  {}", broken.join("\n  "));
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace root")
+        .to_path_buf()
+}
+
+/// Every `.rs` file under [`SOURCE_DIRS`] (outside `target` and hidden
+/// directories), by path from the root, with its text.
+fn rust_files() -> Vec<(String, String)> {
+    let root = root();
+    let mut todo: Vec<PathBuf> = SOURCE_DIRS.iter().map(|dir| root.join(dir)).collect();
+    let mut files = Vec::new();
+    while let Some(path) = todo.pop() {
+        let name = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .unwrap_or_default();
+        if path.is_dir() && name != "target" && !name.starts_with('.') {
+            let entries = fs::read_dir(&path).expect("a readable directory");
+            todo.extend(entries.map(|entry| entry.expect("a directory entry").path()));
+        } else if name.ends_with(".rs") {
+            files.push(read(&root, &path));
+        }
+    }
+    files.sort();
+    files
+}
+
+/// The manifest of every workspace member, from the root's `members`
+/// (where `dir/*` means each directory in `dir` that has a `Cargo.toml`).
+fn manifests() -> Vec<(String, String)> {
+    let root = root();
+    let workspace = fs::read_to_string(root.join("Cargo.toml")).expect("the root Cargo.toml");
+    let members: String = workspace
+        .lines()
+        .skip_while(|line| !line.trim_start().starts_with("members"))
+        .scan(false, |done, line| {
+            (!std::mem::replace(done, line.contains(']'))).then_some(line)
+        })
+        .collect();
+    let mut paths = Vec::new();
+    for member in members.split('"').skip(1).step_by(2) {
+        match member.strip_suffix("/*") {
+            Some(dir) => {
+                let entries = fs::read_dir(root.join(dir)).expect("a members directory");
+                paths.extend(
+                    entries
+                        .map(|entry| entry.expect("a directory entry").path().join("Cargo.toml")),
+                );
+            }
+            None => paths.push(root.join(member).join("Cargo.toml")),
+        }
+    }
+    let mut manifests: Vec<_> = paths
+        .iter()
+        .filter(|path| path.is_file())
+        .map(|path| read(&root, path))
+        .collect();
+    manifests.sort();
+    manifests
+}
+
+fn read(root: &Path, path: &Path) -> (String, String) {
+    let text = fs::read_to_string(path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+    let shown = path
+        .strip_prefix(root)
+        .unwrap_or(path)
+        .display()
+        .to_string();
+    (shown, text)
+}
+
+/// The `key = value` lines of a manifest, each with the `[section]` it is in
+/// (a rough reading of TOML, enough for Cargo.toml files).
+fn entries(text: &str) -> impl Iterator<Item = (&str, &str, &str)> {
+    let mut section = "";
+    text.lines().filter_map(move |line| {
+        let line = line.trim();
+        if line.starts_with('[') && !line.starts_with("[\"") {
+            section = line.trim_matches(['[', ']']).trim();
+            return None;
+        }
+        if line.starts_with('#') {
+            return None;
+        }
+        let (key, value) = line.split_once('=')?;
+        Some((section, key.trim(), value.trim()))
+    })
+}
+
+/// The dependency an entry declares, if any, and whether it is a
+/// dev-dependency. Handles `name = ...`, `name.workspace = true`,
+/// `[dependencies.name]`, target-specific tables and `package = "..."`.
+fn dependency(section: &str, key: &str, value: &str) -> Option<(String, bool)> {
+    let parts: Vec<&str> = section.split('.').collect();
+    let kind = parts
+        .iter()
+        .rposition(|part| part.ends_with("dependencies"))?;
+    let dev = parts[kind] == "dev-dependencies";
+    let renamed = value
+        .split_once("package")
+        .and_then(|(_, rest)| rest.trim_start().strip_prefix('='))
+        .and_then(|rest| rest.split('"').nth(1));
+    let name = match parts.get(kind + 1) {
+        Some(_) if key == "package" => value.trim_matches('"'),
+        Some(table) => table,
+        None => renamed.unwrap_or_else(|| key.split('.').next().unwrap_or(key)),
+    };
+    Some((name.trim_matches('"').to_owned(), dev))
+}
+
+#[test]
+fn dependency_reads_every_form() {
+    let check = |section, key, value, expect: Option<(&str, bool)>| {
+        let got = dependency(section, key, value);
+        assert_eq!(
+            got.as_ref().map(|(name, dev)| (name.as_str(), *dev)),
+            expect,
+            "[{section}] {key} = {value}"
+        );
+    };
+    check(
+        "dependencies",
+        "tokio.workspace",
+        "true",
+        Some(("tokio", false)),
+    );
+    check(
+        "dev-dependencies",
+        "tokio",
+        "{ workspace = true }",
+        Some(("tokio", true)),
+    );
+    check(
+        "dependencies",
+        "rt",
+        r#"{ package = "tokio", version = "1" }"#,
+        Some(("tokio", false)),
+    );
+    check(
+        "dependencies.bollard",
+        "version",
+        r#""0.19""#,
+        Some(("bollard", false)),
+    );
+    check(
+        "target.'cfg(unix)'.dependencies",
+        "anyhow",
+        r#""1""#,
+        Some(("anyhow", false)),
+    );
+    check("package", "name", r#""bottle-core""#, None);
+    check("lints", "workspace", "true", None);
+}
