@@ -30,9 +30,9 @@ fn cleanup_removes_what_a_killed_start_left_and_spares_live_bottles() {
         }
         !slug.is_empty()
             && std::process::Command::new("docker")
-                .args(["exec", &format!("bb-{slug}"), "pgrep", "-f", "sleep 600"])
+                .args(["top", &format!("bb-{slug}")])
                 .output()
-                .is_ok_and(|o| o.status.success())
+                .is_ok_and(|o| text(&o.stdout).contains("sleep 600"))
     });
     assert!(running, "the attached session did not start");
     world.track(&slug);

@@ -117,11 +117,20 @@ pub(crate) fn networks_of(slug: &str) -> Vec<String> {
     docker_lines(&["network", "ls", "--filter", &format!("label=dev.bot-bottle.slug={slug}"), "--format", "{{.Name}}"])
 }
 
+/// Remove a slug's resources; never panics (it runs from `Drop`).
 fn remove_by_slug(slug: &str) {
-    for c in containers_of(slug) {
+    let label = format!("label=dev.bot-bottle.slug={slug}");
+    let ids = |args: &[&str]| -> Vec<String> {
+        Command::new("docker")
+            .args(args)
+            .output()
+            .map(|o| text(&o.stdout).split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default()
+    };
+    for c in ids(&["ps", "-aq", "--filter", &label]) {
         let _ = Command::new("docker").args(["rm", "-f", &c]).output();
     }
-    for n in networks_of(slug) {
+    for n in ids(&["network", "ls", "-q", "--filter", &label]) {
         let _ = Command::new("docker").args(["network", "rm", &n]).output();
     }
 }

@@ -17,10 +17,8 @@ use serde_json::Value;
 use crate::{show, workspace_root};
 
 /// The benchmarks, by name, with what each measures.
-pub(crate) const BENCHES: &[(&str, &str)] = &[(
-    "start",
-    "start+stop vs docker run (≤ 3×), list active with 10 bottles (≤ 100 ms)",
-)];
+pub(crate) const BENCHES: &[(&str, &str)] =
+    &[("start", "start+stop vs docker run (≤ 3×), list active with 10 bottles (≤ 100 ms)")];
 
 const DEFAULT_ITERS: usize = 10;
 const START_TARGET: f64 = 3.0;
@@ -46,46 +44,28 @@ fn start() -> Result<()> {
         Err(_) => DEFAULT_ITERS,
     };
     crate::setup::run()?;
-    let mut bottles = Bottles {
-        bin: crate::build_bottle()?,
-        active: Vec::new(),
-    };
+    let mut bottles = Bottles { bin: crate::build_bottle()?, active: Vec::new() };
 
     println!("warm-up: one start + stop (builds the image if it is not cached)");
-    let slug = bottles
-        .start(false)
-        .context("while starting the warm-up bottle")?;
-    let image = bottles
-        .image(&slug)
-        .context("while reading the warm-up bottle's image from `bottle list active --json`")?;
-    bottles
-        .stop(&slug)
-        .context("while stopping the warm-up bottle")?;
+    let slug = bottles.start(false).context("while starting the warm-up bottle")?;
+    let image =
+        bottles.image(&slug).context("while reading the warm-up bottle's image from `bottle list active --json`")?;
+    bottles.stop(&slug).context("while stopping the warm-up bottle")?;
     println!("warm-up: bottle {slug} ran {image}");
 
     let mut start_stop = Vec::with_capacity(iters);
     let mut baseline = Vec::with_capacity(iters);
     let mut docker = Command::new("docker");
-    docker
-        .args(["run", "--rm", &image, "true"])
-        .stdout(Stdio::null());
+    docker.args(["run", "--rm", &image, "true"]).stdout(Stdio::null());
     for i in 1..=iters {
         let timer = Instant::now();
-        let slug = bottles
-            .start(true)
-            .with_context(|| format!("while starting bottle {i} of {iters}"))?;
-        bottles
-            .stop(&slug)
-            .with_context(|| format!("while stopping bottle {i} of {iters}"))?;
+        let slug = bottles.start(true).with_context(|| format!("while starting bottle {i} of {iters}"))?;
+        bottles.stop(&slug).with_context(|| format!("while stopping bottle {i} of {iters}"))?;
         start_stop.push(timer.elapsed());
         let timer = Instant::now();
         crate::run(&mut docker).context("while running the baseline container")?;
         baseline.push(timer.elapsed());
-        println!(
-            "run {i}/{iters}: start+stop {}, docker run {}",
-            secs(start_stop[i - 1]),
-            secs(baseline[i - 1])
-        );
+        println!("run {i}/{iters}: start+stop {}, docker run {}", secs(start_stop[i - 1]), secs(baseline[i - 1]));
     }
     let start_stop = Stats::of(start_stop);
     let baseline = Stats::of(baseline);
@@ -99,14 +79,10 @@ fn start() -> Result<()> {
 
     println!("starting {LIST_BOTTLES} bottles for `bottle list active`");
     for i in 1..=LIST_BOTTLES {
-        bottles
-            .start(true)
-            .with_context(|| format!("while starting bottle {i} of {LIST_BOTTLES}"))?;
+        bottles.start(true).with_context(|| format!("while starting bottle {i} of {LIST_BOTTLES}"))?;
     }
     let mut list = Command::new(&bottles.bin);
-    list.args(["list", "active"])
-        .current_dir(workspace_root())
-        .stdout(Stdio::null());
+    list.args(["list", "active"]).current_dir(workspace_root()).stdout(Stdio::null());
     let mut times = Vec::with_capacity(LIST_RUNS);
     for _ in 0..LIST_RUNS {
         let timer = Instant::now();
@@ -136,15 +112,11 @@ impl Bottles {
     /// `quiet` its stderr too is held back and shown only if it fails.
     fn bottle(&self, args: &[&str], quiet: bool) -> Result<String> {
         let mut cmd = Command::new(&self.bin);
-        cmd.args(args)
-            .current_dir(workspace_root())
-            .stdin(Stdio::null());
+        cmd.args(args).current_dir(workspace_root()).stdin(Stdio::null());
         if !quiet {
             return crate::output(&mut cmd);
         }
-        let out = cmd
-            .output()
-            .with_context(|| format!("could not run `{}`", show(&cmd)))?;
+        let out = cmd.output().with_context(|| format!("could not run `{}`", show(&cmd)))?;
         ensure!(
             out.status.success(),
             "`{}` failed ({})\n{}",
@@ -239,13 +211,7 @@ impl Stats {
     }
 
     fn show(&self, unit: fn(Duration) -> String) -> String {
-        format!(
-            "median {}, min {}, max {} ({} runs)",
-            unit(self.median),
-            unit(self.min),
-            unit(self.max),
-            self.runs
-        )
+        format!("median {}, min {}, max {} ({} runs)", unit(self.median), unit(self.min), unit(self.max), self.runs)
     }
 }
 
@@ -272,14 +238,8 @@ mod tests {
 
     #[test]
     fn image_of_the_bottle_with_the_slug() {
-        check(
-            r#"[{"slug":"a","image":"x"},{"slug":"calm-otter","image":"bottle/shell:1"}]"#,
-            Some("bottle/shell:1"),
-        );
-        check(
-            r#"{"bottles":[{"slug":"calm-otter","image":"y"}]}"#,
-            Some("y"),
-        );
+        check(r#"[{"slug":"a","image":"x"},{"slug":"calm-otter","image":"bottle/shell:1"}]"#, Some("bottle/shell:1"));
+        check(r#"{"bottles":[{"slug":"calm-otter","image":"y"}]}"#, Some("y"));
         check(r#"[{"slug":"a","image":"x"}]"#, None);
         check(r#"[]"#, None);
     }
@@ -288,10 +248,7 @@ mod tests {
     fn stats_median_min_max() {
         let ms = Duration::from_millis;
         let stats = Stats::of(vec![ms(30), ms(10), ms(20), ms(40)]);
-        assert_eq!(
-            (stats.median, stats.min, stats.max, stats.runs),
-            (ms(25), ms(10), ms(40), 4)
-        );
+        assert_eq!((stats.median, stats.min, stats.max, stats.runs), (ms(25), ms(10), ms(40), 4));
         assert_eq!(Stats::of(vec![ms(5), ms(1), ms(9)]).median, ms(5));
     }
 }

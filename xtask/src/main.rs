@@ -71,10 +71,7 @@ fn main() -> ExitCode {
 }
 
 fn usage() -> String {
-    let benches: String = bench::BENCHES
-        .iter()
-        .map(|(name, what)| format!("    {name:<14} {what}\n"))
-        .collect();
+    let benches: String = bench::BENCHES.iter().map(|(name, what)| format!("    {name:<14} {what}\n")).collect();
     format!("{USAGE}{benches}{ENVIRONMENT}")
 }
 
@@ -94,13 +91,9 @@ fn passthrough<'a>(rest: &[&'a str]) -> Vec<&'a str> {
 fn test(args: Vec<&str>) -> Result<ExitCode> {
     setup::run()?;
     let mut cmd = cargo();
-    cmd.args(["test", "--workspace"])
-        .args(args)
-        .current_dir(workspace_root());
+    cmd.args(["test", "--workspace"]).args(args).current_dir(workspace_root());
     println!("$ {}", show(&cmd));
-    let status = cmd
-        .status()
-        .context("while running cargo test --workspace")?;
+    let status = cmd.status().context("while running cargo test --workspace")?;
     // cargo has already printed why it failed: pass its code on and add nothing.
     Ok(match status.code() {
         Some(0) => ExitCode::SUCCESS,
@@ -123,12 +116,10 @@ fn try_bottle(args: Vec<&str>) -> Result<ExitCode> {
 /// Builds `bottle` in release mode and returns the path of the binary.
 fn build_bottle() -> Result<PathBuf> {
     let mut cmd = cargo();
-    cmd.args(["build", "-p", "bottle-cli", "--release"])
-        .current_dir(workspace_root());
+    cmd.args(["build", "-p", "bottle-cli", "--release"]).current_dir(workspace_root());
     run(&mut cmd).context("while building bottle in release mode")?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"));
     Ok(target.join("release").join("bottle"))
 }
 
@@ -145,9 +136,7 @@ fn cargo() -> Command {
 
 /// Runs `cmd` with inherited stdio and fails unless it exits with 0.
 fn run(cmd: &mut Command) -> Result<()> {
-    let status = cmd
-        .status()
-        .with_context(|| format!("could not run `{}`", show(cmd)))?;
+    let status = cmd.status().with_context(|| format!("could not run `{}`", show(cmd)))?;
     ensure!(status.success(), "`{}` failed ({status})", show(cmd));
     Ok(())
 }
@@ -158,12 +147,7 @@ fn output(cmd: &mut Command) -> Result<String> {
         .stderr(std::process::Stdio::inherit())
         .output()
         .with_context(|| format!("could not run `{}`", show(cmd)))?;
-    ensure!(
-        out.status.success(),
-        "`{}` failed ({})",
-        show(cmd),
-        out.status
-    );
+    ensure!(out.status.success(), "`{}` failed ({})", show(cmd), out.status);
     String::from_utf8(out.stdout).with_context(|| format!("`{}` printed no UTF-8", show(cmd)))
 }
 

@@ -35,16 +35,10 @@ const SBIN: [&str; 3] = ["/usr/local/sbin", "/usr/sbin", "/sbin"];
 
 /// Runs every step of `cargo xtask setup`.
 pub(crate) fn run() -> Result<()> {
-    let mut host = Host {
-        root: is_root(),
-        apt_updated: false,
-    };
-    host.ensure_docker()
-        .context("while making sure Docker is installed")?;
-    host.ensure_daemon()
-        .context("while making sure dockerd answers")?;
-    host.ensure_base_image()
-        .context("while making sure the base image exists")?;
+    let mut host = Host { root: is_root(), apt_updated: false };
+    host.ensure_docker().context("while making sure Docker is installed")?;
+    host.ensure_daemon().context("while making sure dockerd answers")?;
+    host.ensure_base_image().context("while making sure the base image exists")?;
     Ok(())
 }
 
@@ -70,7 +64,7 @@ impl Host {
         Ok(())
     }
 
-    fn ensure_daemon(&mut self) -> Result<()> {
+    fn ensure_daemon(&self) -> Result<()> {
         let why = match server_version(Duration::from_secs(5)) {
             Ok(version) => {
                 println!("dockerd: running ({version})");
@@ -84,28 +78,21 @@ impl Host {
                  (`sudo usermod -aG docker $USER`) and log in again"
             );
         }
-        if let Some(host) = std::env::var("DOCKER_HOST")
-            .ok()
-            .filter(|host| !host.is_empty() && host != "unix:///var/run/docker.sock")
+        if let Some(host) =
+            std::env::var("DOCKER_HOST").ok().filter(|host| !host.is_empty() && host != "unix:///var/run/docker.sock")
         {
             bail!("DOCKER_HOST={host} does not answer ({why}); unset it to use a local dockerd");
         }
         if let Some(pid) = live_process("dockerd") {
-            println!(
-                "dockerd: pid {pid} is up but does not answer yet; waiting up to {} s",
-                DAEMON_TIMEOUT.as_secs()
-            );
-            let version = wait_for_daemon(None)
-                .with_context(|| format!("while waiting for dockerd (pid {pid})"))?;
+            println!("dockerd: pid {pid} is up but does not answer yet; waiting up to {} s", DAEMON_TIMEOUT.as_secs());
+            let version = wait_for_daemon(None).with_context(|| format!("while waiting for dockerd (pid {pid})"))?;
             println!("dockerd: running (pid {pid}, {version})");
             return Ok(());
         }
-        self.clear_stale_files()
-            .context("while removing what a dead dockerd left behind")?;
+        self.clear_stale_files().context("while removing what a dead dockerd left behind")?;
         let started = Instant::now();
         let mut child = self.spawn_dockerd().context("while starting dockerd")?;
-        let version = wait_for_daemon(Some(&mut child))
-            .context("while waiting for the dockerd that setup started")?;
+        let version = wait_for_daemon(Some(&mut child)).context("while waiting for the dockerd that setup started")?;
         let pid = read_pid(Path::new(DOCKERD_PID)).unwrap_or(child.id());
         println!(
             "dockerd: started (pid {pid}, {version}) in {:.1} s, log in {DOCKERD_LOG}",
@@ -155,8 +142,7 @@ exec "$0""#;
             .process_group(0);
         let sudo = if self.root { "" } else { "sudo " };
         println!("  $ {sudo}{} >>{DOCKERD_LOG} 2>&1 &", dockerd.display());
-        cmd.spawn()
-            .with_context(|| format!("could not run `{}`", show(&cmd)))
+        cmd.spawn().with_context(|| format!("could not run `{}`", show(&cmd)))
     }
 
     fn ensure_base_image(&mut self) -> Result<()> {
@@ -185,13 +171,8 @@ exec "$0""#;
         };
         let started = Instant::now();
         let rootfs = Rootfs::create(self.root)?;
-        run_quietly(
-            self.privileged(&debootstrap)
-                .args(["--variant=minbase", SUITE])
-                .arg(&rootfs.path)
-                .arg(&mirror),
-        )
-        .context("while running debootstrap")?;
+        run_quietly(self.privileged(&debootstrap).args(["--variant=minbase", SUITE]).arg(&rootfs.path).arg(&mirror))
+            .context("while running debootstrap")?;
         // Like Debian's own image: no downloaded packages, no package lists
         // (a Dockerfile runs `apt-get update` before it installs).
         run_quietly(
@@ -204,10 +185,7 @@ exec "$0""#;
         self.import(&rootfs.path, &image)
             .with_context(|| format!("while importing {} as {image}", rootfs.path.display()))?;
         drop(rootfs);
-        println!(
-            "base image {image}: built in {} s",
-            started.elapsed().as_secs()
-        );
+        println!("base image {image}: built in {} s", started.elapsed().as_secs());
         Ok(())
     }
 
@@ -215,15 +193,9 @@ exec "$0""#;
     /// Debian's own image has.
     fn import(&self, rootfs: &Path, image: &str) -> Result<()> {
         let mut tar = self.privileged("tar");
-        tar.arg("-C")
-            .arg(rootfs)
-            .args(["-c", "."])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped());
+        tar.arg("-C").arg(rootfs).args(["-c", "."]).stdin(Stdio::null()).stdout(Stdio::piped());
         let mut docker = Command::new("docker");
-        docker
-            .args(["import", "--change", r#"CMD ["bash"]"#, "-", image])
-            .stdout(Stdio::null());
+        docker.args(["import", "--change", r#"CMD ["bash"]"#, "-", image]).stdout(Stdio::null());
         println!("  $ {} | {}", show(&tar), show(&docker));
         let mut tar = tar.spawn().context("could not run tar")?;
         let pipe = tar.stdout.take().context("tar has no stdout")?;
@@ -280,13 +252,8 @@ struct Rootfs {
 
 impl Rootfs {
     fn create(root: bool) -> Result<Self> {
-        let stamp = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| since.as_millis());
-        let path = PathBuf::from(format!(
-            "/var/tmp/bot-bottle-rootfs-{}-{stamp}",
-            std::process::id()
-        ));
+        let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_millis());
+        let path = PathBuf::from(format!("/var/tmp/bot-bottle-rootfs-{}-{stamp}", std::process::id()));
         fs::create_dir(&path).with_context(|| format!("could not create {}", path.display()))?;
         Ok(Self { path, root })
     }
@@ -304,11 +271,7 @@ impl Rootfs {
         for point in under {
             run_quietly(privileged(self.root, "umount").args(["-l", point]))?;
         }
-        run_quietly(
-            privileged(self.root, "rm")
-                .args(["-rf", "--one-file-system"])
-                .arg(&self.path),
-        )
+        run_quietly(privileged(self.root, "rm").args(["-rf", "--one-file-system"]).arg(&self.path))
     }
 }
 
@@ -324,19 +287,11 @@ impl Drop for Rootfs {
 /// that output only if it fails.
 fn run_quietly(cmd: &mut Command) -> Result<()> {
     println!("  $ {}", show(cmd));
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("could not run `{}`", show(cmd)))?;
+    let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("could not run `{}`", show(cmd)))?;
     if !out.status.success() {
         let text = [out.stdout, out.stderr].concat();
         let text = String::from_utf8_lossy(&text);
-        bail!(
-            "`{}` failed ({})\n{}",
-            show(cmd),
-            out.status,
-            last_lines(&text, 30)
-        );
+        bail!("`{}` failed ({})\n{}", show(cmd), out.status, last_lines(&text, 30));
     }
     Ok(())
 }
@@ -378,23 +333,11 @@ fn wait_for_daemon(mut child: Option<&mut Child>) -> Result<String> {
             Ok(version) => return Ok(version),
             Err(why) => why,
         };
-        if let Some(status) = child
-            .as_mut()
-            .map(|child| child.try_wait())
-            .transpose()?
-            .flatten()
-        {
-            bail!(
-                "dockerd exited ({status}) before it answered\n{}",
-                log_tail()
-            );
+        if let Some(status) = child.as_mut().map(|child| child.try_wait()).transpose()?.flatten() {
+            bail!("dockerd exited ({status}) before it answered\n{}", log_tail());
         }
         if Instant::now() >= deadline {
-            bail!(
-                "dockerd did not answer within {} s ({why})\n{}",
-                DAEMON_TIMEOUT.as_secs(),
-                log_tail()
-            );
+            bail!("dockerd did not answer within {} s ({why})\n{}", DAEMON_TIMEOUT.as_secs(), log_tail());
         }
         sleep(Duration::from_millis(250));
     }
@@ -444,13 +387,9 @@ fn is_root() -> bool {
 
 /// `PATH` with the sbin directories added: a user's `PATH` often lacks them.
 fn search_path() -> std::ffi::OsString {
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|path| std::env::split_paths(&path).collect())
-        .unwrap_or_default();
-    for dir in SBIN
-        .into_iter()
-        .chain(["/usr/local/bin", "/usr/bin", "/bin"])
-    {
+    let mut dirs: Vec<PathBuf> =
+        std::env::var_os("PATH").map(|path| std::env::split_paths(&path).collect()).unwrap_or_default();
+    for dir in SBIN.into_iter().chain(["/usr/local/bin", "/usr/bin", "/bin"]) {
         if !dirs.iter().any(|known| known == Path::new(dir)) {
             dirs.push(dir.into());
         }
@@ -461,28 +400,18 @@ fn search_path() -> std::ffi::OsString {
 fn find_program(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&search_path())
         .map(|dir| dir.join(name))
-        .find(|path| {
-            fs::metadata(path)
-                .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
-        })
+        .find(|path| fs::metadata(path).is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0))
 }
 
 /// The Debian mirror for debootstrap: `BOT_BOTTLE_DEBIAN_MIRROR`, else the
 /// first Debian archive in the host's apt sources, else [`DEFAULT_MIRROR`].
 fn mirror() -> String {
-    if let Some(mirror) = std::env::var("BOT_BOTTLE_DEBIAN_MIRROR")
-        .ok()
-        .filter(|mirror| !mirror.is_empty())
-    {
+    if let Some(mirror) = std::env::var("BOT_BOTTLE_DEBIAN_MIRROR").ok().filter(|mirror| !mirror.is_empty()) {
         return mirror;
     }
     let mut files = vec![PathBuf::from("/etc/apt/sources.list")];
-    let mut listed: Vec<PathBuf> = fs::read_dir("/etc/apt/sources.list.d")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|entry| entry.path())
-        .collect();
+    let mut listed: Vec<PathBuf> =
+        fs::read_dir("/etc/apt/sources.list.d").into_iter().flatten().flatten().map(|entry| entry.path()).collect();
     listed.sort();
     files.extend(listed);
     files
@@ -506,8 +435,7 @@ fn debian_mirror(file: &Path, text: &str) -> Option<String> {
                     })
                 };
                 !field("Enabled").is_some_and(|on| on.eq_ignore_ascii_case("no"))
-                    && field("Types")
-                        .is_some_and(|types| types.split_whitespace().any(|t| t == "deb"))
+                    && field("Types").is_some_and(|types| types.split_whitespace().any(|t| t == "deb"))
             })
             .flat_map(|stanza| {
                 stanza.lines().filter_map(|line| {
@@ -536,10 +464,7 @@ fn debian_mirror(file: &Path, text: &str) -> Option<String> {
             .collect(),
         _ => return None,
     };
-    uris.into_iter()
-        .map(|uri| uri.trim_end_matches('/'))
-        .find(|uri| uri.ends_with("/debian"))
-        .map(str::to_owned)
+    uris.into_iter().map(|uri| uri.trim_end_matches('/')).find(|uri| uri.ends_with("/debian")).map(str::to_owned)
 }
 
 #[cfg(test)]
@@ -547,11 +472,7 @@ mod tests {
     use super::*;
 
     fn check(file: &str, text: &str, expect: Option<&str>) {
-        assert_eq!(
-            debian_mirror(Path::new(file), text).as_deref(),
-            expect,
-            "{file}:\n{text}"
-        );
+        assert_eq!(debian_mirror(Path::new(file), text).as_deref(), expect, "{file}:\n{text}");
     }
 
     #[test]
@@ -559,16 +480,8 @@ mod tests {
         let bookworm = "Types: deb\n# http://snapshot.debian.org/archive/debian/20250520T000000Z\n\
                         URIs: http://deb.debian.org/debian\nSuites: bookworm\nComponents: main\n\n\
                         Types: deb\nURIs: http://deb.debian.org/debian-security\nSuites: bookworm-security\n";
-        check(
-            "debian.sources",
-            bookworm,
-            Some("http://deb.debian.org/debian"),
-        );
-        check(
-            "a.sources",
-            "Types: deb\nURIs: https://deb.nodesource.com/node_20.x\n",
-            None,
-        );
+        check("debian.sources", bookworm, Some("http://deb.debian.org/debian"));
+        check("a.sources", "Types: deb\nURIs: https://deb.nodesource.com/node_20.x\n", None);
         check(
             "a.sources",
             "Types: deb\nEnabled: no\nURIs: http://a/debian\n\nTypes: deb\nURIs: http://b/debian/\n",
@@ -590,10 +503,6 @@ mod tests {
             "deb [arch=amd64] http://security.debian.org/debian-security bookworm-security main\n",
             None,
         );
-        check(
-            "debian.sources.disabled",
-            "Types: deb\nURIs: http://a/debian\n",
-            None,
-        );
+        check("debian.sources.disabled", "Types: deb\nURIs: http://a/debian\n", None);
     }
 }

@@ -59,29 +59,22 @@ fn every_rust_file_starts_with_a_module_doc() {
         // `#![doc = include_str!("../README.md")]` is a module doc too (STYLE.md).
         .filter(|(_, text)| !text.starts_with("//!") && !text.starts_with("#![doc"))
         .map(|(path, _)| path);
-    check(
-        "these files do not start with a `//!` (or `#![doc = ...]`) module doc",
-        broken,
-    );
+    check("these files do not start with a `//!` (or `#![doc = ...]`) module doc", broken);
 }
 
 #[test]
 fn no_ignored_tests() {
     // Spelled in two halves so that this file does not match itself.
     let attribute = concat!("#[", "ignore");
-    let broken = rust_files()
-        .into_iter()
-        .filter(|(_, text)| text.contains(attribute))
-        .map(|(path, _)| path);
+    let broken = rust_files().into_iter().filter(|(_, text)| text.contains(attribute)).map(|(path, _)| path);
     check("ignored tests (skip with a printed reason instead)", broken);
 }
 
 #[test]
 fn every_crate_uses_the_workspace_lints() {
     let broken = manifests().into_iter().filter_map(|(path, text)| {
-        let lints = entries(&text).any(|(section, key, value)| {
-            section == "lints" && key == "workspace" && value == "true"
-        });
+        let lints =
+            entries(&text).any(|(section, key, value)| section == "lints" && key == "workspace" && value == "true");
         (!lints).then_some(path)
     });
     check("these manifests lack `[lints] workspace = true`", broken);
@@ -95,13 +88,8 @@ fn no_forbidden_dependencies() {
             .find(|(section, key, _)| *section == "package" && *key == "name")
             .map(|(_, _, value)| value.trim_matches('"').to_owned())
             .unwrap_or_default();
-        for (dep, dev) in
-            entries(&text).filter_map(|(section, key, value)| dependency(section, key, value))
-        {
-            for rule in FORBIDDEN
-                .iter()
-                .filter(|rule| (rule.crates)(&krate) && !(dev && rule.dev_ok))
-            {
+        for (dep, dev) in entries(&text).filter_map(|(section, key, value)| dependency(section, key, value)) {
+            for rule in FORBIDDEN.iter().filter(|rule| (rule.crates)(&krate) && !(dev && rule.dev_ok)) {
                 let matches = match rule.dep.strip_suffix('*') {
                     Some(prefix) => dep.starts_with(prefix),
                     None => dep == rule.dep,
@@ -123,10 +111,7 @@ fn check(rule: &str, broken: impl IntoIterator<Item = String>) {
 }
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace root")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace root").to_path_buf()
 }
 
 /// Every `.rs` file under [`SOURCE_DIRS`] (outside `target` and hidden
@@ -136,10 +121,7 @@ fn rust_files() -> Vec<(String, String)> {
     let mut todo: Vec<PathBuf> = SOURCE_DIRS.iter().map(|dir| root.join(dir)).collect();
     let mut files = Vec::new();
     while let Some(path) = todo.pop() {
-        let name = path
-            .file_name()
-            .and_then(|name| name.to_str())
-            .unwrap_or_default();
+        let name = path.file_name().and_then(|name| name.to_str()).unwrap_or_default();
         if path.is_dir() && name != "target" && !name.starts_with('.') {
             let entries = fs::read_dir(&path).expect("a readable directory");
             todo.extend(entries.map(|entry| entry.expect("a directory entry").path()));
@@ -159,39 +141,26 @@ fn manifests() -> Vec<(String, String)> {
     let members: String = workspace
         .lines()
         .skip_while(|line| !line.trim_start().starts_with("members"))
-        .scan(false, |done, line| {
-            (!std::mem::replace(done, line.contains(']'))).then_some(line)
-        })
+        .scan(false, |done, line| (!std::mem::replace(done, line.contains(']'))).then_some(line))
         .collect();
     let mut paths = Vec::new();
     for member in members.split('"').skip(1).step_by(2) {
         match member.strip_suffix("/*") {
             Some(dir) => {
                 let entries = fs::read_dir(root.join(dir)).expect("a members directory");
-                paths.extend(
-                    entries
-                        .map(|entry| entry.expect("a directory entry").path().join("Cargo.toml")),
-                );
+                paths.extend(entries.map(|entry| entry.expect("a directory entry").path().join("Cargo.toml")));
             }
             None => paths.push(root.join(member).join("Cargo.toml")),
         }
     }
-    let mut manifests: Vec<_> = paths
-        .iter()
-        .filter(|path| path.is_file())
-        .map(|path| read(&root, path))
-        .collect();
+    let mut manifests: Vec<_> = paths.iter().filter(|path| path.is_file()).map(|path| read(&root, path)).collect();
     manifests.sort();
     manifests
 }
 
 fn read(root: &Path, path: &Path) -> (String, String) {
     let text = fs::read_to_string(path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
-    let shown = path
-        .strip_prefix(root)
-        .unwrap_or(path)
-        .display()
-        .to_string();
+    let shown = path.strip_prefix(root).unwrap_or(path).display().to_string();
     (shown, text)
 }
 
@@ -218,9 +187,7 @@ fn entries(text: &str) -> impl Iterator<Item = (&str, &str, &str)> {
 /// `[dependencies.name]`, target-specific tables and `package = "..."`.
 fn dependency(section: &str, key: &str, value: &str) -> Option<(String, bool)> {
     let parts: Vec<&str> = section.split('.').collect();
-    let kind = parts
-        .iter()
-        .rposition(|part| part.ends_with("dependencies"))?;
+    let kind = parts.iter().rposition(|part| part.ends_with("dependencies"))?;
     let dev = parts[kind] == "dev-dependencies";
     let renamed = value
         .split_once("package")
@@ -238,42 +205,13 @@ fn dependency(section: &str, key: &str, value: &str) -> Option<(String, bool)> {
 fn dependency_reads_every_form() {
     let check = |section, key, value, expect: Option<(&str, bool)>| {
         let got = dependency(section, key, value);
-        assert_eq!(
-            got.as_ref().map(|(name, dev)| (name.as_str(), *dev)),
-            expect,
-            "[{section}] {key} = {value}"
-        );
+        assert_eq!(got.as_ref().map(|(name, dev)| (name.as_str(), *dev)), expect, "[{section}] {key} = {value}");
     };
-    check(
-        "dependencies",
-        "tokio.workspace",
-        "true",
-        Some(("tokio", false)),
-    );
-    check(
-        "dev-dependencies",
-        "tokio",
-        "{ workspace = true }",
-        Some(("tokio", true)),
-    );
-    check(
-        "dependencies",
-        "rt",
-        r#"{ package = "tokio", version = "1" }"#,
-        Some(("tokio", false)),
-    );
-    check(
-        "dependencies.bollard",
-        "version",
-        r#""0.19""#,
-        Some(("bollard", false)),
-    );
-    check(
-        "target.'cfg(unix)'.dependencies",
-        "anyhow",
-        r#""1""#,
-        Some(("anyhow", false)),
-    );
+    check("dependencies", "tokio.workspace", "true", Some(("tokio", false)));
+    check("dev-dependencies", "tokio", "{ workspace = true }", Some(("tokio", true)));
+    check("dependencies", "rt", r#"{ package = "tokio", version = "1" }"#, Some(("tokio", false)));
+    check("dependencies.bollard", "version", r#""0.19""#, Some(("bollard", false)));
+    check("target.'cfg(unix)'.dependencies", "anyhow", r#""1""#, Some(("anyhow", false)));
     check("package", "name", r#""bottle-core""#, None);
     check("lints", "workspace", "true", None);
 }

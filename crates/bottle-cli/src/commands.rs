@@ -57,7 +57,9 @@ fn confirm(question: &str, yes: bool) -> Result<bool> {
         return Ok(true);
     }
     if !std::io::stdin().is_terminal() {
-        bail!("refusing to go on without confirmation: stdin is not a terminal; pass --yes to confirm non-interactively");
+        bail!(
+            "refusing to go on without confirmation: stdin is not a terminal; pass --yes to confirm non-interactively"
+        );
     }
     eprint!("{question} [y/N] ");
     std::io::stderr().flush()?;
@@ -87,7 +89,9 @@ async fn resume(ctx: &Context, identity: &str, run: RunArgs) -> Result<i32> {
     let backend = ctx.registry.get(&meta.backend)?;
     backend.is_available().await?;
     if backend.attach(identity).await.is_ok() {
-        bail!("bottle `{identity}` is still running; attach with `bottle exec {identity} -- bash` or stop it first with `bottle stop {identity}`");
+        bail!(
+            "bottle `{identity}` is still running; attach with `bottle exec {identity} -- bash` or stop it first with `bottle stop {identity}`"
+        );
     }
     let spec = BottleSpec {
         manifest: ctx.manifest()?,
@@ -141,7 +145,9 @@ async fn run_bottle(ctx: &Context, spec: BottleSpec, run: &RunArgs) -> Result<i3
     };
     let bottle = launched?;
     if run.detach {
-        eprintln!("bottle {slug} is running; `bottle exec {slug} -- CMD` runs commands, `bottle stop {slug}` removes it");
+        eprintln!(
+            "bottle {slug} is running; `bottle exec {slug} -- CMD` runs commands, `bottle stop {slug}` removes it"
+        );
         println!("{slug}");
         return Ok(0);
     }
@@ -298,7 +304,8 @@ fn manifest_check(ctx: &Context) -> Result<i32> {
     println!("agents:");
     for (name, agent) in &manifest.agents {
         let template = manifest.bottles.get(&agent.bottle).map_or("?", |b| b.agent_provider.template.as_str());
-        let skills = if agent.skills.is_empty() { String::new() } else { format!(", skills {}", agent.skills.join(",")) };
+        let skills =
+            if agent.skills.is_empty() { String::new() } else { format!(", skills {}", agent.skills.join(",")) };
         println!("  {name} → bottle {} ({template}{skills})", agent.bottle);
     }
     println!("bottles:");

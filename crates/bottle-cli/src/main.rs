@@ -20,7 +20,7 @@ fn main() {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", one_line(&e));
-            if std::env::var_os("RUST_BACKTRACE").is_some() {
+            if e.backtrace().status() == std::backtrace::BacktraceStatus::Captured {
                 eprintln!("{}", e.backtrace());
             }
             1

@@ -28,7 +28,8 @@ pub fn render(common: &CommonPlan, backend: &str, backend_lines: &[(String, Stri
         .map(|(k, v)| if p.hidden_env.contains(k) { format!("{k}=•••• (hidden)") } else { format!("{k}={v}") })
         .collect();
     rows.push(("env".into(), list_or_none(&env)));
-    let skills: Vec<String> = p.skills.iter().map(|s| s.guest.rsplit('/').next().unwrap_or_default().to_string()).collect();
+    let skills: Vec<String> =
+        p.skills.iter().map(|s| s.guest.rsplit('/').next().unwrap_or_default().to_string()).collect();
     rows.push(("skills".into(), list_or_none(&skills)));
     rows.push((
         "prompt".into(),

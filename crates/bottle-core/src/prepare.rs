@@ -104,7 +104,10 @@ pub fn prepare(spec: &BottleSpec, providers: &Providers, host: &Host, backend: &
         )
     })?;
     let bottle = manifest.bottles.get(&agent.bottle).ok_or_else(|| {
-        Error::new(ErrorKind::NotFound, format!("agent `{}` names bottle `{}`, which the manifest lacks", spec.agent, agent.bottle))
+        Error::new(
+            ErrorKind::NotFound,
+            format!("agent `{}` names bottle `{}`, which the manifest lacks", spec.agent, agent.bottle),
+        )
     })?;
     let provider = providers.get(&bottle.agent_provider.template)?;
 
@@ -136,7 +139,8 @@ pub fn prepare(spec: &BottleSpec, providers: &Providers, host: &Host, backend: &
     let dockerfile_override = match &bottle.agent_provider.dockerfile {
         Some(path) => {
             require_file(path, &format!("bottle `{}`'s dockerfile", agent.bottle))?;
-            let text = std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+            let text =
+                std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
             Some((text, path.clone()))
         }
         None => None,

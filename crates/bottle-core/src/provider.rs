@@ -114,7 +114,11 @@ pub trait AgentProvider: Send + Sync {
                 .collect(),
             git_identity: input.git_identity,
             resume_paths: self.resume_paths().iter().map(|p| format!("{home}/{p}")).collect(),
-            continue_args: if input.resumed { self.continue_args().iter().map(|s| s.to_string()).collect() } else { vec![] },
+            continue_args: if input.resumed {
+                self.continue_args().iter().map(|s| s.to_string()).collect()
+            } else {
+                vec![]
+            },
         })
     }
 
@@ -165,11 +169,8 @@ pub async fn run_checked(bottle: &dyn Bottle, script: &str, user: GuestUser<'_>,
     if out.success() {
         Ok(())
     } else {
-        Err(Error::new(
-            ErrorKind::Provision,
-            format!("{what} exited {}: {}", out.exit_code, out.stderr.trim()),
-        )
-        .with_bottle(bottle.slug()))
+        Err(Error::new(ErrorKind::Provision, format!("{what} exited {}: {}", out.exit_code, out.stderr.trim()))
+            .with_bottle(bottle.slug()))
     }
 }
 

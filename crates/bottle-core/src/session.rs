@@ -34,7 +34,13 @@ pub async fn launch(
         let _ = bottle.close().await;
         return Err(e.with_operation("provision").with_bottle(&common.slug));
     }
-    let marked = run_checked(bottle.as_ref(), &format!("mkdir -p /var/lib/bot-bottle && touch {READY_MARKER}"), GuestUser::Root, "marking the bottle ready").await;
+    let marked = run_checked(
+        bottle.as_ref(),
+        &format!("mkdir -p /var/lib/bot-bottle && touch {READY_MARKER}"),
+        GuestUser::Root,
+        "marking the bottle ready",
+    )
+    .await;
     if let Err(e) = marked.and_then(|()| state.update(&common.slug, |m| m.ready = true).map(|_| ())) {
         let _ = bottle.close().await;
         return Err(e.with_bottle(&common.slug));
@@ -52,7 +58,8 @@ pub async fn provision(bottle: &dyn Bottle, plan: &CommonPlan, provider: &dyn Ag
     if plan.resumed {
         restore_agent_state(bottle, plan).await?;
     }
-    run_checked(bottle, &format!("mkdir -p {}", shell_quote(&p.workdir)), GuestUser::Agent, "creating the workdir").await?;
+    run_checked(bottle, &format!("mkdir -p {}", shell_quote(&p.workdir)), GuestUser::Agent, "creating the workdir")
+        .await?;
     if let Some(cwd) = &plan.copy_cwd {
         bottle.cp_in(cwd, &p.workdir).await?;
     }

@@ -126,7 +126,8 @@ impl StateRoot {
         let dir = self.bottle_dir(&meta.slug);
         let path = dir.join(METADATA_FILE);
         let tmp = dir.join(format!(".{METADATA_FILE}.{}.tmp", std::process::id()));
-        let json = serde_json::to_vec_pretty(meta).map_err(|e| Error::new(ErrorKind::Io, "encoding metadata").with_source(e))?;
+        let json = serde_json::to_vec_pretty(meta)
+            .map_err(|e| Error::new(ErrorKind::Io, "encoding metadata").with_source(e))?;
         let write = || -> std::io::Result<()> {
             let mut file = std::fs::File::create(&tmp)?;
             file.write_all(&json)?;
@@ -178,7 +179,9 @@ pub fn validate_slug(slug: &str) -> Result<()> {
     } else {
         Err(Error::new(
             ErrorKind::InvalidInput,
-            format!("`{slug}` is not a bottle slug (lower-case letters, digits and '-'); `bottle list active` shows them"),
+            format!(
+                "`{slug}` is not a bottle slug (lower-case letters, digits and '-'); `bottle list active` shows them"
+            ),
         ))
     }
 }

@@ -10,7 +10,7 @@ use bollard::query_parameters::{
     CreateContainerOptions, ListContainersOptions, ListNetworksOptions, RemoveContainerOptions, StartContainerOptions,
 };
 use bottle_core::{
-    ActiveAgent, Backend, Bottle, GuestUser, BackendPlan, CleanupPlan, CommonPlan, Error, ErrorKind, Liveness, Result,
+    ActiveAgent, Backend, BackendPlan, Bottle, CleanupPlan, CommonPlan, Error, ErrorKind, GuestUser, Liveness, Result,
     sort_active,
 };
 use tokio::sync::OnceCell;
@@ -84,17 +84,18 @@ pub struct DockerCleanupPlan {
 
 impl CleanupPlan for DockerCleanupPlan {
     fn describe(&self) -> Vec<String> {
-        self.orphans
-            .iter()
-            .flat_map(|(slug, what)| what.iter().map(move |w| format!("{slug}: {w}")))
-            .collect()
+        self.orphans.iter().flat_map(|(slug, what)| what.iter().map(move |w| format!("{slug}: {w}"))).collect()
     }
 }
 
 /// Remove every container and network labelled with `slug`. Idempotent.
 pub(crate) async fn remove_slug(docker: &Docker, slug: &str) -> Result<()> {
     let containers = docker
-        .list_containers(Some(ListContainersOptions { all: true, filters: Some(labels::filter(Some(slug))), ..Default::default() }))
+        .list_containers(Some(ListContainersOptions {
+            all: true,
+            filters: Some(labels::filter(Some(slug))),
+            ..Default::default()
+        }))
         .await
         .map_err(failed("list containers"))?;
     for c in containers {
@@ -126,7 +127,8 @@ impl DockerBackend {
     async fn create(&self, docker: &Docker, plan: &DockerPlan) -> Result<DockerBottle> {
         let common = &plan.common;
         if !plan.image_cached && !image::exists(docker, &plan.image_tag).await? {
-            image::build(docker, image::BuildContext { tag: plan.image_tag.clone(), tar: plan.context.clone() }).await?;
+            image::build(docker, image::BuildContext { tag: plan.image_tag.clone(), tar: plan.context.clone() })
+                .await?;
         }
         docker
             .create_network(NetworkCreateRequest {
@@ -151,7 +153,11 @@ impl DockerBackend {
                 init: Some(true),
                 privileged: Some(false),
                 cap_drop: Some(vec!["ALL".into()]),
-                cap_add: Some(["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID"].map(String::from).to_vec()),
+                cap_add: Some(
+                    ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID"]
+                        .map(String::from)
+                        .to_vec(),
+                ),
                 security_opt: Some(vec!["no-new-privileges".into()]),
                 pids_limit: Some(4096),
                 runtime: plan.runtime.clone(),
@@ -160,7 +166,10 @@ impl DockerBackend {
             ..Default::default()
         };
         docker
-            .create_container(Some(CreateContainerOptions { name: Some(plan.container.clone()), platform: String::new() }), body)
+            .create_container(
+                Some(CreateContainerOptions { name: Some(plan.container.clone()), platform: String::new() }),
+                body,
+            )
             .await
             .map_err(failed("create the agent container"))?;
         docker
@@ -177,10 +186,23 @@ impl DockerBackend {
     }
 
     fn handle(&self, docker: &Docker, container: String, slug: String, user: String, workdir: String) -> DockerBottle {
-        DockerBottle { docker: docker.clone(), container, slug, user, workdir, ids: OnceCell::new(), closed: AtomicBool::new(false) }
+        DockerBottle {
+            docker: docker.clone(),
+            container,
+            slug,
+            user,
+            workdir,
+            ids: OnceCell::new(),
+            closed: AtomicBool::new(false),
+        }
     }
 
-    async fn agent_containers(&self, docker: &Docker, all: bool, slug: Option<&str>) -> Result<Vec<bollard::models::ContainerSummary>> {
+    async fn agent_containers(
+        &self,
+        docker: &Docker,
+        all: bool,
+        slug: Option<&str>,
+    ) -> Result<Vec<bollard::models::ContainerSummary>> {
         let mut filters = labels::filter(slug);
         filters.entry("label".into()).or_default().push(format!("{}={}", labels::ROLE, labels::ROLE_AGENT));
         docker
@@ -293,7 +315,11 @@ impl Backend for DockerBackend {
     async fn prepare_cleanup(&self) -> Result<DockerCleanupPlan> {
         let docker = self.docker().await?;
         let containers = docker
-            .list_containers(Some(ListContainersOptions { all: true, filters: Some(labels::filter(None)), ..Default::default() }))
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(labels::filter(None)),
+                ..Default::default()
+            }))
             .await
             .map_err(failed("list containers"))?;
         let networks = docker
@@ -318,7 +344,11 @@ impl Backend for DockerBackend {
             if is_agent && running {
                 found.running_agent = c.id;
             }
-            found.what.push(format!("container {} ({})", name.trim_start_matches('/'), if running { "running" } else { "stopped" }));
+            found.what.push(format!(
+                "container {} ({})",
+                name.trim_start_matches('/'),
+                if running { "running" } else { "stopped" }
+            ));
             found.labels = labels;
         }
         for n in networks {

@@ -66,7 +66,14 @@ impl DockerBottle {
             .copied()
     }
 
-    async fn start(&self, argv: Vec<String>, user: &str, tty: bool, stdin: bool, workdir: Option<&str>) -> Result<(String, StartExecResults)> {
+    async fn start(
+        &self,
+        argv: Vec<String>,
+        user: &str,
+        tty: bool,
+        stdin: bool,
+        workdir: Option<&str>,
+    ) -> Result<(String, StartExecResults)> {
         let env = if tty { std::env::var("TERM").ok().map(|t| vec![format!("TERM={t}")]) } else { None };
         let exec = self
             .docker
@@ -206,7 +213,8 @@ impl Bottle for DockerBottle {
         };
         let parent = host.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(parent).map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
-        let staging = tempfile::tempdir_in(parent).map_err(|e| Error::io(format!("staging in {}", parent.display()), e))?;
+        let staging =
+            tempfile::tempdir_in(parent).map_err(|e| Error::io(format!("staging in {}", parent.display()), e))?;
         let mut archive = tar::Archive::new(bytes.as_slice());
         archive.set_preserve_permissions(true);
         archive.unpack(staging.path()).map_err(|e| Error::io(format!("unpacking {guest}"), e))?;

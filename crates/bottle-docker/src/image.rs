@@ -29,7 +29,8 @@ pub(crate) fn context(recipe: &ImageRecipe) -> Result<BuildContext> {
     builder.follow_symlinks(false);
     if let Some(dir) = &recipe.context_dir {
         let mut entries = Vec::new();
-        collect(dir, dir, &mut entries).map_err(|e| Error::io(format!("reading build context {}", dir.display()), e))?;
+        collect(dir, dir, &mut entries)
+            .map_err(|e| Error::io(format!("reading build context {}", dir.display()), e))?;
         entries.sort();
         for rel in entries {
             builder
@@ -38,7 +39,9 @@ pub(crate) fn context(recipe: &ImageRecipe) -> Result<BuildContext> {
         }
     }
     let ca = match &recipe.host_ca_bundle {
-        Some(path) => std::fs::read(path).map_err(|e| Error::io(format!("reading host CA bundle {}", path.display()), e))?,
+        Some(path) => {
+            std::fs::read(path).map_err(|e| Error::io(format!("reading host CA bundle {}", path.display()), e))?
+        }
         None => Vec::new(),
     };
     let mut append = |name: &str, data: &[u8]| {
