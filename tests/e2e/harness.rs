@@ -56,6 +56,8 @@ impl World {
             .env("HOME", self.path("home"))
             .env_remove("BOT_BOTTLE_MANIFEST")
             .env_remove("BOT_BOTTLE_BACKEND")
+            .env_remove("RUST_BACKTRACE")
+            .env_remove("RUST_LIB_BACKTRACE")
             .stdin(std::process::Stdio::null());
         cmd
     }

@@ -91,7 +91,7 @@ fn passthrough<'a>(rest: &[&'a str]) -> Vec<&'a str> {
 fn test(args: Vec<&str>) -> Result<ExitCode> {
     setup::run()?;
     let mut cmd = cargo();
-    cmd.args(["test", "--workspace"]).args(args).current_dir(workspace_root());
+    cmd.args(["test", "--workspace", "--no-fail-fast"]).args(args).current_dir(workspace_root());
     println!("$ {}", show(&cmd));
     let status = cmd.status().context("while running cargo test --workspace")?;
     // cargo has already printed why it failed: pass its code on and add nothing.

@@ -244,18 +244,15 @@ fn resolve_env(
 ) -> Result<(BTreeMap<String, String>, Vec<String>)> {
     let mut guest = BTreeMap::new();
     let mut hidden = Vec::new();
+    let mut missing = Vec::new();
     for (name, value) in env {
         let (value, secret) = match value {
             EnvValue::Literal(v) => (v.as_str(), false),
             EnvValue::FromHost { from_host, secret } => match host.var(from_host) {
                 Some(v) => (v, *secret),
                 None => {
-                    return Err(Error::new(
-                        ErrorKind::MissingHostEnv,
-                        format!(
-                            "env `{name}` copies host variable `{from_host}`, which is not set; export {from_host} or remove the entry"
-                        ),
-                    ));
+                    missing.push(format!("env `{name}` copies host variable `{from_host}`"));
+                    continue;
                 }
             },
         };
@@ -265,6 +262,12 @@ fn resolve_env(
         } else {
             guest.insert(name.clone(), value.to_string());
         }
+    }
+    if !missing.is_empty() {
+        return Err(Error::new(
+            ErrorKind::MissingHostEnv,
+            format!("{}, which is not set; export it or remove the entry from the manifest", missing.join("; ")),
+        ));
     }
     Ok((guest, hidden))
 }

@@ -1,0 +1,109 @@
+//! The prepare pipeline: environment resolution, validation that leaves
+//! nothing behind, resume, and a summary that never shows a secret.
+
+use std::sync::Arc;
+
+use bottle_core::{BottleSpec, ErrorKind, Manifest, placeholder, prepare, render_summary};
+use proptest::prelude::*;
+
+use crate::fixtures::{host, providers};
+
+fn manifest(dir: &std::path::Path, text: &str) -> Arc<Manifest> {
+    let path = dir.join("bot-bottle.yaml");
+    std::fs::write(&path, text).expect("write");
+    Arc::new(Manifest::load(&path, &["shell"]).expect("valid manifest"))
+}
+
+fn spec(manifest: Arc<Manifest>, dir: &std::path::Path) -> BottleSpec {
+    BottleSpec {
+        manifest,
+        agent: "dev".into(),
+        copy_cwd: false,
+        user_cwd: dir.into(),
+        identity: None,
+        label: None,
+        color: None,
+        detached: false,
+        host_ca: true,
+        agent_args: vec![],
+    }
+}
+
+const ENV_MANIFEST: &str = "agents:\n  dev:\n    bottle: b\nbottles:\n  b:\n    agent_provider:\n      template: shell\n    env:\n      \
+LITERAL: plain\n      COPIED: { from_host: HOST_EDITOR }\n      TOKEN: { from_host: HOST_TOKEN, secret: true }\n      \
+PROVIDER_KEY: { from_host: HOST_KEY }\n";
+
+#[test]
+fn env_is_literal_copied_or_hidden() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let host = host(tmp.path(), &[("HOST_EDITOR", "vim"), ("HOST_TOKEN", "tok-123"), ("HOST_KEY", "key-456")]);
+    let plan =
+        prepare(&spec(manifest(tmp.path(), ENV_MANIFEST), tmp.path()), &providers(), &host, "docker").expect("prepare");
+    let env = &plan.provision.guest_env;
+    assert_eq!(env["LITERAL"], "plain");
+    assert_eq!(env["COPIED"], "vim");
+    assert_eq!(env["TOKEN"], placeholder("TOKEN"), "a secret becomes a placeholder");
+    assert_eq!(env["PROVIDER_KEY"], placeholder("PROVIDER_KEY"), "the provider's hidden names too");
+    assert_eq!(plan.provision.hidden_env, ["PROVIDER_KEY", "TOKEN"]);
+    assert!(!format!("{plan:?}").contains("tok-123") && !format!("{plan:?}").contains("key-456"));
+    let meta = host.state.read(&plan.slug).expect("metadata written");
+    assert_eq!((meta.backend.as_str(), meta.agent.as_str(), meta.ready), ("docker", "dev", false));
+}
+
+#[test]
+fn invalid_input_is_refused_before_anything_is_written() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let host = host(tmp.path(), &[("HOST_EDITOR", "vim")]);
+    let err = prepare(&spec(manifest(tmp.path(), ENV_MANIFEST), tmp.path()), &providers(), &host, "docker")
+        .expect_err("HOST_TOKEN is missing");
+    assert_eq!(err.kind(), ErrorKind::MissingHostEnv);
+    assert!(err.to_string().contains("`HOST_TOKEN`") && err.to_string().contains("`HOST_KEY`"), "all missing: {err}");
+
+    let skills = "agents:\n  dev:\n    bottle: b\n    skills: [review]\nbottles:\n  b:\n    agent_provider:\n      template: shell\n";
+    let m = manifest(tmp.path(), skills);
+    let err = prepare(&spec(m.clone(), tmp.path()), &providers(), &host, "docker").expect_err("skill missing");
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert!(err.to_string().contains("skills/review"), "{err}");
+    let mut unknown = spec(m.clone(), tmp.path());
+    unknown.agent = "nobody".into();
+    let err = prepare(&unknown, &providers(), &host, "docker").expect_err("no such agent");
+    assert!(err.to_string().contains("defined agents: dev"), "{err}");
+    assert!(host.state.list().is_empty(), "no state left behind");
+    assert!(!host.state.dir().exists() || std::fs::read_dir(host.state.dir()).expect("dir").count() == 0);
+
+    std::fs::create_dir_all(tmp.path().join("home/.claude/skills/review")).expect("mkdir");
+    let plan = prepare(&spec(m, tmp.path()), &providers(), &host, "docker").expect("skill exists now");
+    assert_eq!(plan.provision.skills[0].guest, "/home/agent/.claude/skills/review");
+}
+
+#[test]
+fn resume_reuses_the_identity() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let host = host(tmp.path(), &[]);
+    let text = "agents:\n  dev:\n    bottle: b\nbottles:\n  b:\n    agent_provider:\n      template: shell\n";
+    let m = manifest(tmp.path(), text);
+    let first = prepare(&spec(m.clone(), tmp.path()), &providers(), &host, "docker").expect("prepare");
+    let mut again = spec(m, tmp.path());
+    again.identity = Some(first.slug.clone());
+    let resumed = prepare(&again, &providers(), &host, "docker").expect("resume");
+    assert_eq!(resumed.slug, first.slug);
+    assert!(resumed.resumed && !first.resumed);
+    assert_eq!(host.state.read(&first.slug).expect("meta").resumes, 1);
+    again.identity = Some("dev-00000000".into());
+    assert_eq!(prepare(&again, &providers(), &host, "docker").expect_err("unknown").kind(), ErrorKind::NotFound);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn the_summary_never_shows_a_secret(secret in "[A-Za-z0-9+/=_.-]{8,40}", plain in "[a-z]{3,10}") {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let host = host(tmp.path(), &[("HOST_EDITOR", &plain), ("HOST_TOKEN", &secret), ("HOST_KEY", &secret)]);
+        let plan = prepare(&spec(manifest(tmp.path(), ENV_MANIFEST), tmp.path()), &providers(), &host, "docker")
+            .expect("prepare");
+        let summary = render_summary(&plan, "docker", &[]);
+        prop_assert!(!summary.contains(&secret), "secret shown:\n{}", summary);
+        prop_assert!(summary.contains("TOKEN=•••• (hidden)"), "{}", summary);
+        prop_assert!(summary.contains(&format!("COPIED={plain}")), "{}", summary);
+    }
+}

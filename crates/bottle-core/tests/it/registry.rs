@@ -1,0 +1,65 @@
+//! Registry selection order and the typed error for a plan handed to the
+//! wrong backend.
+
+use std::sync::Arc;
+
+use bottle_core::{BottleSpec, DynBackend, ErrorKind, Manifest, Registry, prepare};
+
+use crate::fixtures::{Named, host, providers};
+
+fn registry() -> Registry {
+    let mut r = Registry::new();
+    r.register(Arc::new(Named::<0>));
+    r.register(Arc::new(Named::<1>));
+    r
+}
+
+#[test]
+fn selection_is_explicit_then_env_then_docker() {
+    let r = registry();
+    let check = |explicit: Option<&str>, env: Option<&str>, expect: &str| {
+        assert_eq!(r.select(explicit, env).expect("selects").name(), expect, "{explicit:?} {env:?}");
+    };
+    check(None, None, "docker");
+    check(None, Some("smolmachines"), "smolmachines");
+    check(Some("docker"), Some("smolmachines"), "docker");
+    check(Some("smolmachines"), None, "smolmachines");
+    check(Some(""), Some("smolmachines"), "smolmachines");
+    check(None, Some("  "), "docker");
+    let err = r.select(Some("podman"), None).err().expect("unknown");
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert!(err.to_string().contains("podman") && err.to_string().contains("docker, smolmachines"), "{err}");
+    assert_eq!(r.names(), ["docker", "smolmachines"]);
+}
+
+#[tokio::test]
+async fn a_plan_for_another_backend_is_a_typed_error() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let host = host(tmp.path(), &[]);
+    let manifest = Arc::new(Manifest::embedded_default(&["shell"]));
+    let spec = BottleSpec {
+        manifest,
+        agent: "shell".into(),
+        copy_cwd: false,
+        user_cwd: tmp.path().into(),
+        identity: None,
+        label: None,
+        color: None,
+        detached: true,
+        host_ca: false,
+        agent_args: vec![],
+    };
+    let common = prepare(&spec, &providers(), &host, "smolmachines").expect("prepare");
+    let r = registry();
+    let smol = r.get("smolmachines").expect("smol");
+    let plan = smol.resolve_plan(common).await.expect("plan");
+    assert_eq!(plan.backend(), "smolmachines");
+    assert_eq!(plan.summary_lines(), [("fixture".to_string(), "yes".to_string())]);
+    let docker: Arc<dyn DynBackend> = r.get("docker").expect("docker");
+    let err = docker.launch(plan).await.err().expect("mismatch");
+    assert_eq!(err.kind(), ErrorKind::PlanMismatch);
+    assert!(err.to_string().contains("smolmachines") && err.to_string().contains("docker"), "{err}");
+    let cleanup = smol.prepare_cleanup().await.expect("cleanup plan");
+    let err = docker.cleanup(cleanup).await.err().expect("mismatch");
+    assert_eq!(err.kind(), ErrorKind::PlanMismatch);
+}
