@@ -60,6 +60,6 @@ async fn a_plan_for_another_backend_is_a_typed_error() {
     assert_eq!(err.kind(), ErrorKind::PlanMismatch);
     assert!(err.to_string().contains("smolmachines") && err.to_string().contains("docker"), "{err}");
     let cleanup = smol.prepare_cleanup().await.expect("cleanup plan");
-    let err = docker.cleanup(cleanup).await.err().expect("mismatch");
+    let err = docker.cleanup(cleanup).await.expect_err("mismatch");
     assert_eq!(err.kind(), ErrorKind::PlanMismatch);
 }
