@@ -10,6 +10,7 @@ mod preflight;
 mod prepare;
 mod provider;
 mod registry;
+mod sidecar;
 pub mod session;
 mod state;
 
@@ -26,4 +27,5 @@ pub use preflight::{render as render_summary, summary};
 pub use prepare::{BottleSpec, HOST_CA_ENV, Host, placeholder, prepare};
 pub use provider::{AgentProvider, Providers, ProvisionInput, run_checked, shell_quote};
 pub use registry::{BACKEND_ENV, DEFAULT_BACKEND, Registry};
+pub use sidecar::{EgressConfig, EgressRule, GateUpstream, GitGateConfig, InjectedHeader, Secret};
 pub use state::{BottleMetadata, METADATA_FILE, RESUME_DIR, StateRoot, validate_slug};
