@@ -39,18 +39,18 @@ fn cleanup_removes_what_a_killed_start_left_and_spares_live_bottles() {
     child.kill().expect("SIGKILL");
     child.wait().expect("reap");
     std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(containers_of(&slug).len(), 1, "SIGKILL leaves the container behind");
-    assert_eq!(networks_of(&slug).len(), 1, "and the network");
+    assert_eq!(containers_of(&slug).len(), 2, "SIGKILL leaves the agent and proxy containers behind");
+    assert_eq!(networks_of(&slug).len(), 2, "and both networks");
 
     let dry = world.run(&["cleanup", "--dry-run"]);
     assert!(dry.status.success());
     assert!(text(&dry.stdout).contains(&slug), "dry run names the orphan: {}", text(&dry.stdout));
     assert!(!text(&dry.stdout).contains(&live), "a live detached bottle is not an orphan");
-    assert_eq!(containers_of(&slug).len(), 1, "dry run removes nothing");
+    assert_eq!(containers_of(&slug).len(), 2, "dry run removes nothing");
 
     world.ok(&["cleanup", "--yes"]);
     assert!(containers_of(&slug).is_empty(), "cleanup removed the container");
     assert!(networks_of(&slug).is_empty(), "cleanup removed the network");
-    assert_eq!(containers_of(&live).len(), 1, "the live bottle still runs");
+    assert_eq!(containers_of(&live).len(), 2, "the live bottle still runs");
     world.ok(&["stop", &live]);
 }

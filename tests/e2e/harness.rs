@@ -12,6 +12,12 @@ pub(crate) fn bottle_bin() -> &'static str {
 
 /// Fail (never skip) when Docker is not reachable, saying how to get it.
 pub(crate) fn require_docker() {
+    let sidecar = std::path::Path::new(bottle_bin()).with_file_name("bottle-sidecar");
+    assert!(
+        sidecar.is_file(),
+        "{} is missing: `cargo test --workspace` builds it, or run `cargo build -p bottle-sidecar`",
+        sidecar.display()
+    );
     let out = Command::new("docker").args(["version", "--format", "{{.Server.Version}}"]).output();
     match out {
         Ok(o) if o.status.success() => {}

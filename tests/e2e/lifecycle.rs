@@ -9,8 +9,10 @@ fn detached_bottle_runs_commands_lists_and_stops_without_leftovers() {
     let world = World::new();
     let slug = world.start_detached(&["--label", "e2e lifecycle"]);
     assert!(slug.starts_with("shell-"), "slug {slug}");
-    assert_eq!(containers_of(&slug).len(), 1, "one agent container");
-    assert_eq!(networks_of(&slug).len(), 1, "one network");
+    let mut containers = containers_of(&slug);
+    containers.sort();
+    assert_eq!(containers, [format!("bb-{slug}"), format!("bb-{slug}-egress")], "the agent and its egress proxy");
+    assert_eq!(networks_of(&slug).len(), 2, "the internal network and the proxy's way out");
 
     assert_eq!(world.ok(&["exec", &slug, "--", "id", "-un"]).trim(), "agent", "runs as the non-root agent user");
     assert_eq!(world.ok(&["exec", &slug, "--user", "root", "--", "id", "-u"]).trim(), "0");

@@ -3,7 +3,10 @@
 //! asserts only on resources it created (found by their slug labels).
 
 mod harness;
+mod upstream;
 
 mod cleanup;
+mod egress;
+mod gate;
 mod lifecycle;
 mod manifest;

@@ -16,9 +16,17 @@ use serde_json::Value;
 
 use crate::{show, workspace_root};
 
+#[path = "bench_egress.rs"]
+mod egress;
+#[path = "bench_gitgate.rs"]
+mod gitgate;
+
 /// The benchmarks, by name, with what each measures.
-pub(crate) const BENCHES: &[(&str, &str)] =
-    &[("start", "start+stop vs docker run (≤ 3×), list active with 10 bottles (≤ 100 ms)")];
+pub(crate) const BENCHES: &[(&str, &str)] = &[
+    ("start", "start+stop vs docker run (≤ 3×), list active with 10 bottles (≤ 100 ms)"),
+    ("egress", "egress proxy vs direct: 1000 × 1 KiB (≤ 2×), 100 MiB (≥ 70%), idle RSS (≤ 20 MiB)"),
+    ("gitgate", "50 MB push and clone through the git gate vs straight over ssh (≤ 1.5×)"),
+];
 
 const DEFAULT_ITERS: usize = 10;
 const START_TARGET: f64 = 3.0;
@@ -30,6 +38,8 @@ const LIST_TARGET: Duration = Duration::from_millis(100);
 pub(crate) fn run(name: &str) -> Result<()> {
     match name {
         "start" => start(),
+        "egress" => egress::run(),
+        "gitgate" => gitgate::run(),
         _ => bail!("unknown benchmark `{name}`"),
     }
 }

@@ -2,7 +2,18 @@
 //! to its system prompt and `--continue` on resume.
 
 use async_trait::async_trait;
-use bottle_core::{AgentProvider, AgentProvisionPlan, Bottle, GuestUser, Result, run_checked};
+use bottle_core::{
+    AgentProvider, AgentProviderDef, AgentProvisionPlan, AgentRoutes, Bottle, Error, ErrorKind, GuestUser, Host,
+    Result, run_checked,
+};
+
+use crate::credentials::{Api, api_key_route, json_string, key_rule};
+
+/// Anthropic's API, as Claude Code uses it with an API key.
+const API: Api = Api { host: "api.anthropic.com", key_header: ("x-api-key", "{}"), key_env: "ANTHROPIC_API_KEY" };
+/// The same API with the operator's OAuth token (`claude login`).
+const OAUTH: Api =
+    Api { host: "api.anthropic.com", key_header: ("authorization", "Bearer {}"), key_env: "CLAUDE_CODE_OAUTH_TOKEN" };
 
 /// Anthropic's Claude Code CLI.
 #[derive(Debug, Clone, Copy, Default)]
@@ -33,6 +44,32 @@ impl AgentProvider for Claude {
     }
     fn continue_args(&self) -> &'static [&'static str] {
         &["--continue"]
+    }
+
+    /// `api.anthropic.com`, with the operator's OAuth token (`claude login`,
+    /// `~/.claude/.credentials.json`) under `forward_host_credentials`, or the
+    /// API key from `auth_token`'s variable. Non-essential traffic is off.
+    fn agent_routes(&self, def: &AgentProviderDef, host: &Host) -> Result<AgentRoutes> {
+        let mut routes = AgentRoutes::default();
+        routes.env.insert("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC".into(), "1".into());
+        if !def.forward_host_credentials {
+            api_key_route(&API, def, host, &mut routes)?;
+            return Ok(routes);
+        }
+        let file = host.home.join(".claude/.credentials.json");
+        let token = json_string(&file, "/claudeAiOauth/accessToken").ok_or_else(|| {
+            Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "forward_host_credentials: {} holds no Claude login (claudeAiOauth.accessToken); run `claude login` \
+                     on the host (on macOS the login is in the Keychain: use auth_token with an API key instead)",
+                    file.display()
+                ),
+            )
+        })?;
+        routes.rules.push(key_rule(&OAUTH, &token, "~/.claude/.credentials.json".into()));
+        routes.hidden_env.push(OAUTH.key_env.into());
+        Ok(routes)
     }
 
     fn agent_argv(&self, plan: &AgentProvisionPlan, extra: &[String]) -> Vec<String> {

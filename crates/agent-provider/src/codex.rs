@@ -2,7 +2,12 @@
 //! its global `AGENTS.md` and resume runs `codex resume --last`.
 
 use async_trait::async_trait;
-use bottle_core::AgentProvider;
+use bottle_core::{AgentProvider, AgentProviderDef, AgentRoutes, Error, ErrorKind, Host, Result};
+
+use crate::credentials::{Api, api_key_route, json_string, key_rule};
+
+/// OpenAI's API, as Codex uses it with an API key.
+const API: Api = Api { host: "api.openai.com", key_header: ("authorization", "Bearer {}"), key_env: "OPENAI_API_KEY" };
 
 /// OpenAI's Codex CLI.
 #[derive(Debug, Clone, Copy, Default)]
@@ -34,6 +39,31 @@ impl AgentProvider for Codex {
     fn continue_args(&self) -> &'static [&'static str] {
         &["resume", "--last"]
     }
+    /// `api.openai.com`, with the API key from `auth_token`'s variable, or
+    /// under `forward_host_credentials` the key of the operator's
+    /// `codex login --api-key` (`~/.codex/auth.json`).
+    fn agent_routes(&self, def: &AgentProviderDef, host: &Host) -> Result<AgentRoutes> {
+        let mut routes = AgentRoutes::default();
+        if !def.forward_host_credentials {
+            api_key_route(&API, def, host, &mut routes)?;
+            return Ok(routes);
+        }
+        let file = host.home.join(".codex/auth.json");
+        let key = json_string(&file, "/OPENAI_API_KEY").ok_or_else(|| {
+            Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "forward_host_credentials: {} holds no API key login; run `codex login --api-key` on the host \
+                     (ChatGPT logins cannot be forwarded yet), or use auth_token",
+                    file.display()
+                ),
+            )
+        })?;
+        routes.rules.push(key_rule(&API, &key, "~/.codex/auth.json".into()));
+        routes.hidden_env.push(API.key_env.into());
+        Ok(routes)
+    }
+
     fn prompt_guest_path(&self) -> String {
         format!("{}/.codex/AGENTS.md", self.guest_home())
     }

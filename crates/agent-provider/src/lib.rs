@@ -2,6 +2,7 @@
 
 mod claude;
 mod codex;
+mod credentials;
 mod shell;
 
 use std::sync::Arc;
@@ -76,5 +77,59 @@ mod tests {
         assert_eq!(Shell.agent_argv(&shell, &["-c".into(), "id".into()]), ["bash", "-l", "-c", "id"]);
         assert_eq!(shell.workdir, "/home/agent/workspace");
         assert_eq!(shell.instance_name, "bb-a-1");
+    }
+
+    fn host(home: &std::path::Path, env: &[(&str, &str)]) -> bottle_core::Host {
+        bottle_core::Host {
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            home: home.to_path_buf(),
+            state: bottle_core::StateRoot::at(home.join("state")),
+        }
+    }
+
+    fn def(forward: bool, auth_token: Option<&str>) -> bottle_core::AgentProviderDef {
+        bottle_core::AgentProviderDef {
+            template: "claude".into(),
+            dockerfile: None,
+            forward_host_credentials: forward,
+            auth_token: auth_token.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn agent_credentials_go_to_the_proxy_and_the_agent_sees_a_sentinel() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let with_key = host(tmp.path(), &[("MY_KEY", "sk-ant-123")]);
+        let routes = Claude.agent_routes(&def(false, Some("MY_KEY")), &with_key).expect("routes");
+        let rule = &routes.rules[0];
+        assert_eq!(rule.host, "api.anthropic.com");
+        let inject = rule.inject.as_ref().expect("injects");
+        assert_eq!(
+            (inject.name.as_str(), inject.value.expose(), inject.source.as_str()),
+            ("x-api-key", "sk-ant-123", "$MY_KEY")
+        );
+        assert_eq!(routes.hidden_env, ["ANTHROPIC_API_KEY"]);
+        let missing = Claude.agent_routes(&def(false, Some("NOPE")), &with_key).expect_err("unset");
+        assert!(missing.to_string().contains("NOPE"), "{missing}");
+        let open = Claude.agent_routes(&def(false, None), &with_key).expect("routes");
+        assert!(open.rules[0].inject.is_none() && open.hidden_env.is_empty());
+
+        let err = Claude.agent_routes(&def(true, None), &with_key).expect_err("no login file");
+        assert!(err.to_string().contains("claude login"), "{err}");
+        std::fs::create_dir_all(tmp.path().join(".claude")).expect("mkdir");
+        std::fs::write(tmp.path().join(".claude/.credentials.json"), r#"{"claudeAiOauth":{"accessToken":"oat-9"}}"#)
+            .expect("write");
+        let routes = Claude.agent_routes(&def(true, None), &with_key).expect("routes");
+        let inject = routes.rules[0].inject.as_ref().expect("injects");
+        assert_eq!((inject.name.as_str(), inject.value.expose()), ("authorization", "Bearer oat-9"));
+        assert_eq!(routes.hidden_env, ["CLAUDE_CODE_OAUTH_TOKEN"]);
+
+        std::fs::create_dir_all(tmp.path().join(".codex")).expect("mkdir");
+        std::fs::write(tmp.path().join(".codex/auth.json"), r#"{"OPENAI_API_KEY":"sk-oa-1"}"#).expect("write");
+        let routes = Codex.agent_routes(&def(true, None), &with_key).expect("routes");
+        let inject = routes.rules[0].inject.as_ref().expect("injects");
+        assert_eq!((routes.rules[0].host.as_str(), inject.value.expose()), ("api.openai.com", "Bearer sk-oa-1"));
+        assert_eq!(routes.hidden_env, ["OPENAI_API_KEY"]);
+        assert!(Shell.agent_routes(&def(true, None), &with_key).expect("none").rules.is_empty());
     }
 }

@@ -67,6 +67,16 @@ bottle start reviewer --copy-cwd --label 'PR 42'\n  bottle start shell --yes -- 
         #[arg(long)]
         dry_run: bool,
     },
+    /// The egress proxy's audit log: one JSON line per request, allowed or denied.
+    Egress {
+        #[command(subcommand)]
+        action: LogAction,
+    },
+    /// The git gate's audit log: one JSON line per push.
+    Gate {
+        #[command(subcommand)]
+        action: LogAction,
+    },
     /// Check the manifest or print its JSON Schema.
     Manifest {
         #[command(subcommand)]
@@ -134,4 +144,16 @@ pub(crate) enum ManifestAction {
     Check,
     /// Print the manifest format as JSON Schema (for editors).
     Schema,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum LogAction {
+    /// Print the audit log of a bottle's sidecar.
+    Log {
+        /// The bottle's slug (see `bottle list active`).
+        slug: String,
+        /// Keep printing new lines until the bottle stops.
+        #[arg(long, short)]
+        follow: bool,
+    },
 }

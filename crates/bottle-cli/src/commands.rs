@@ -5,11 +5,12 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result, bail};
 use bottle_core::{
-    ActiveAgent, AgentProvider, BottleSpec, DynBackend, EnvValue, GuestUser, Manifest, session, sort_active, summary,
+    ActiveAgent, AgentProvider, BottleSpec, DynBackend, EnvValue, GuestUser, Manifest, Sidecar, session, sort_active,
+    summary,
 };
 use clap::CommandFactory;
 
-use crate::args::{Cli, Command, ListWhat, ManifestAction, RunArgs, StartArgs};
+use crate::args::{Cli, Command, ListWhat, LogAction, ManifestAction, RunArgs, StartArgs};
 use crate::context::Context;
 
 /// Exit code after an interrupt (128 + SIGINT).
@@ -25,6 +26,12 @@ pub(crate) async fn run(cli: Cli) -> Result<i32> {
         Command::Exec { slug, user, command } => exec(&ctx, &slug, user.as_deref(), &command).await,
         Command::Stop { slug } => stop(&ctx, &slug).await,
         Command::Cleanup { yes, dry_run } => cleanup(&ctx, yes, dry_run).await,
+        Command::Egress { action: LogAction::Log { slug, follow } } => {
+            sidecar_log(&ctx, &slug, Sidecar::Egress, follow).await
+        }
+        Command::Gate { action: LogAction::Log { slug, follow } } => {
+            sidecar_log(&ctx, &slug, Sidecar::GitGate, follow).await
+        }
         Command::Manifest { action: ManifestAction::Check } => manifest_check(&ctx),
         Command::Manifest { action: ManifestAction::Schema } => {
             println!("{}", serde_json::to_string_pretty(&Manifest::json_schema())?);
@@ -250,6 +257,19 @@ async fn exec(ctx: &Context, slug: &str, user: Option<&str>, command: &[String])
     let bottle = backend.attach(slug).await?;
     let user = user.map_or(GuestUser::Agent, GuestUser::Named);
     Ok(bottle.exec_attached(command, user).await?)
+}
+
+async fn sidecar_log(ctx: &Context, slug: &str, sidecar: Sidecar, follow: bool) -> Result<i32> {
+    bottle_core::validate_slug(slug)?;
+    let backend = ctx.backend_of(slug)?;
+    backend.is_available().await?;
+    let bottle = backend.attach(slug).await?;
+    let mut stdout = std::io::stdout();
+    tokio::select! {
+        done = bottle.sidecar_log(sidecar, follow, &mut stdout) => done?,
+        _ = interrupted() => {}
+    }
+    Ok(0)
 }
 
 async fn stop(ctx: &Context, slug: &str) -> Result<i32> {

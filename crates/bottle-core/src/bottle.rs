@@ -37,6 +37,25 @@ pub enum GuestUser<'a> {
     Named(&'a str),
 }
 
+/// The sidecars beside a bottle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Sidecar {
+    /// The egress proxy.
+    Egress,
+    /// The git gate.
+    GitGate,
+}
+
+impl Sidecar {
+    /// Its short name (`egress`, `gate`): role label, DNS alias, log name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Sidecar::Egress => "egress",
+            Sidecar::GitGate => "gate",
+        }
+    }
+}
+
 /// A bottle that is running: commands, copies in and out, the agent session and teardown.
 #[async_trait]
 pub trait Bottle: Send + Sync {
@@ -59,6 +78,10 @@ pub trait Bottle: Send + Sync {
     /// Run `argv` in the bottle attached to this process's stdio (a TTY when
     /// stdin is one), in the agent's workdir, and return its exit code.
     async fn exec_attached(&self, argv: &[String], user: GuestUser<'_>) -> Result<i32>;
+
+    /// Copy a sidecar's audit log (one JSON line per request or push) to
+    /// `sink`; with `follow`, keep copying until the sidecar stops.
+    async fn sidecar_log(&self, sidecar: Sidecar, follow: bool, sink: &mut (dyn std::io::Write + Send)) -> Result<()>;
 
     /// Remove the bottle and everything it owns. Idempotent.
     async fn close(&self) -> Result<()>;

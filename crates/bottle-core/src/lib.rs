@@ -2,6 +2,7 @@
 
 mod backend;
 mod bottle;
+mod ca;
 mod error;
 mod manifest;
 mod owner;
@@ -10,12 +11,14 @@ mod preflight;
 mod prepare;
 mod provider;
 mod registry;
-mod sidecar;
+mod routes;
 pub mod session;
+mod sidecar;
 mod state;
 
 pub use backend::{Backend, BoxFuture, CleanupPlan, DynBackend, ErasedCleanupPlan, ErasedPlan};
-pub use bottle::{ActiveAgent, Bottle, ExecResult, GuestUser, sort_active};
+pub use bottle::{ActiveAgent, Bottle, ExecResult, GuestUser, Sidecar, sort_active};
+pub use ca::mint_ca;
 pub use error::{Error, ErrorKind, Result};
 pub use manifest::*;
 pub use owner::{Liveness, Owner, host_name, now_ms};
@@ -25,7 +28,13 @@ pub use plan::{
 };
 pub use preflight::{render as render_summary, summary};
 pub use prepare::{BottleSpec, HOST_CA_ENV, Host, placeholder, prepare};
-pub use provider::{AgentProvider, Providers, ProvisionInput, run_checked, shell_quote};
+pub use provider::{AgentProvider, AgentRoutes, Providers, ProvisionInput, run_checked, shell_quote};
 pub use registry::{BACKEND_ENV, DEFAULT_BACKEND, Registry};
-pub use sidecar::{EgressConfig, EgressRule, GateUpstream, GitGateConfig, InjectedHeader, Secret};
+pub use routes::{
+    EGRESS_PORT, GATE_PORT, GUEST_CA_BUNDLE, GUEST_CA_FILE, HostKeyCheck, UPSTREAM_CA_ENV, proxy_env,
+    upstream_url_forms,
+};
+pub use sidecar::{
+    EgressConfig, EgressRule, GateUpstream, GitGateConfig, InjectedHeader, SIDECAR_ENV, Secret, sidecar_binary,
+};
 pub use state::{BottleMetadata, METADATA_FILE, RESUME_DIR, StateRoot, validate_slug};

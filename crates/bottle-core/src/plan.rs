@@ -7,8 +7,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::manifest::{AuthScheme, EgressRoute, GitIdentity, GitUpstream};
+use crate::manifest::{EgressRoute, GitIdentity, GitUpstream};
 use crate::owner::Owner;
+use crate::sidecar::{EgressConfig, GitGateConfig};
 
 /// How to build the agent's image: a Dockerfile and what goes in its context.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +24,8 @@ pub struct ImageRecipe {
     pub context_dir: Option<PathBuf>,
     /// The host CA bundle to trust during the build (TLS-inspecting proxies), when enabled.
     pub host_ca_bundle: Option<PathBuf>,
+    /// More host files to put in the context: (name in the context, host path).
+    pub extra_files: Vec<(String, PathBuf)>,
 }
 
 /// File name, inside every build context, of the host CA bundle (empty when disabled).
@@ -68,17 +71,25 @@ pub struct AgentProvisionPlan {
     pub continue_args: Vec<String>,
 }
 
-/// The egress proxy's routes (enforced by the egress sidecar).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// The egress proxy: the manifest's routes and the sidecar's resolved configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EgressPlan {
     /// Allowed routes, as the manifest lists them.
     pub routes: Vec<EgressRoute>,
+    /// The proxy's configuration (credentials and the CA key inside: it goes only to the sidecar).
+    pub config: EgressConfig,
+    /// The bottle's CA certificate on the host (public; installed in the bottle's trust store).
+    pub ca_cert_file: PathBuf,
+    /// The proxy's URL as the bottle reaches it; set by the backend.
+    pub proxy_url: Option<String>,
 }
 
 impl EgressPlan {
-    /// One line per route: `host [methods] [paths] [auth:scheme from $VAR]`.
+    /// One line per route the proxy allows (the agent's own first):
+    /// `host [methods] [paths] [auth:scheme from SOURCE]`. Never a credential.
     pub fn route_lines(&self) -> Vec<String> {
-        self.routes
+        self.config
+            .rules
             .iter()
             .map(|r| {
                 let mut line = r.host.clone();
@@ -88,14 +99,15 @@ impl EgressPlan {
                 if !r.paths.is_empty() {
                     line.push_str(&format!(" {}", r.paths.join(",")));
                 }
-                if let Some(auth) = &r.auth {
-                    let scheme = match &auth.scheme {
-                        AuthScheme::Bearer => "bearer".to_string(),
-                        AuthScheme::XApiKey => "x-api-key".to_string(),
-                        AuthScheme::Basic { user } => format!("basic user {user}"),
-                        AuthScheme::Header { name } => format!("header {name}"),
+                if let Some(inject) = &r.inject {
+                    let value = inject.value.expose();
+                    let scheme = match inject.name.as_str() {
+                        "authorization" if value.starts_with("Bearer ") => "bearer".to_string(),
+                        "authorization" if value.starts_with("Basic ") => "basic".to_string(),
+                        "x-api-key" => "x-api-key".to_string(),
+                        other => format!("header {other}"),
                     };
-                    line.push_str(&format!(" [auth:{scheme} from ${}]", auth.from_host));
+                    line.push_str(&format!(" [auth:{scheme} from {}]", inject.source));
                 }
                 line
             })
@@ -103,11 +115,22 @@ impl EgressPlan {
     }
 }
 
-/// The git gate's upstreams (served by the git-gate sidecar).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// The git gate: the manifest's upstreams and the sidecar's resolved configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GitGatePlan {
     /// Upstreams, as the manifest lists them.
     pub upstreams: Vec<GitUpstream>,
+    /// The gate's configuration (the push keys inside: it goes only to the sidecar).
+    pub config: GitGateConfig,
+    /// The gate's base URL as the bottle reaches it (`http://gate:8080`); set by the backend.
+    pub url: Option<String>,
+}
+
+impl GitGatePlan {
+    /// Whether the bottle has any upstream (and so needs a gate).
+    pub fn is_needed(&self) -> bool {
+        !self.upstreams.is_empty()
+    }
 }
 
 /// Whether the supervise MCP server runs for this bottle.

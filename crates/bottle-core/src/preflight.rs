@@ -5,6 +5,7 @@ use std::fmt::Write;
 
 use crate::backend::ErasedPlan;
 use crate::plan::CommonPlan;
+use crate::routes::HostKeyCheck;
 
 /// Render the summary of `plan` (one screen, aligned labels).
 pub fn summary(plan: &ErasedPlan) -> String {
@@ -43,9 +44,10 @@ pub fn render(common: &CommonPlan, backend: &str, backend_lines: &[(String, Stri
         .git_gate
         .upstreams
         .iter()
-        .map(|u| {
+        .zip(&common.git_gate.config.upstreams)
+        .map(|(u, gate)| {
             format!(
-                "{} → {}@{}:{} {} (push branches: {}{}{}{})",
+                "{} → {}@{}:{} {} (push branches: {}{}{}{}; host key {})",
                 u.name,
                 u.user,
                 u.host,
@@ -55,11 +57,25 @@ pub fn render(common: &CommonPlan, backend: &str, backend_lines: &[(String, Stri
                 if u.push.force { ", force" } else { "" },
                 if u.push.delete { ", delete" } else { "" },
                 if u.push.tags { ", tags" } else { "" },
+                match gate.host_key_check() {
+                    HostKeyCheck::Pinned(_) => "pinned from ~/.ssh/known_hosts",
+                    HostKeyCheck::FirstUse => "trusted on first use",
+                },
             )
         })
         .collect();
     rows.push(("git upstreams".into(), list_or_none(&upstreams)));
-    rows.push(("egress".into(), list_or_none(&common.egress.route_lines())));
+    let routes = common.egress.route_lines();
+    rows.push((
+        "egress".into(),
+        if routes.is_empty() { "none (every request is denied)".into() } else { routes.join("\n") },
+    ));
+    if let Some(proxy) = &common.egress.proxy_url {
+        rows.push(("egress proxy".into(), format!("{proxy} (TLS intercepted with this bottle's own CA)")));
+    }
+    if let Some(gate) = &common.git_gate.url {
+        rows.push(("git gate".into(), gate.clone()));
+    }
     rows.push(("supervise".into(), if common.supervise.enabled { "on" } else { "off" }.into()));
     rows.push((
         "workspace".into(),

@@ -11,6 +11,7 @@ use crate::manifest::{EnvValue, Manifest};
 use crate::owner::Owner;
 use crate::plan::{CommonPlan, EgressPlan, GitGatePlan, SupervisePlan};
 use crate::provider::{AgentProvider, Providers, ProvisionInput};
+use crate::routes;
 use crate::state::{BottleMetadata, StateRoot};
 use crate::{Error, ErrorKind, Result};
 
@@ -145,7 +146,15 @@ pub fn prepare(spec: &BottleSpec, providers: &Providers, host: &Host, backend: &
         }
         None => None,
     };
-    let (guest_env, hidden_env) = resolve_env(&bottle.env, provider.as_ref(), host)?;
+    let (mut guest_env, mut hidden_env) = resolve_env(&bottle.env, provider.as_ref(), host)?;
+    let agent_routes = provider.agent_routes(&bottle.agent_provider, host)?;
+    guest_env.extend(agent_routes.env.clone());
+    for name in &agent_routes.hidden_env {
+        guest_env.insert(name.clone(), placeholder(name));
+        if !hidden_env.contains(name) {
+            hidden_env.push(name.clone());
+        }
+    }
     if spec.copy_cwd && !spec.user_cwd.is_dir() {
         return Err(Error::new(
             ErrorKind::NotFound,
@@ -182,6 +191,13 @@ pub fn prepare(spec: &BottleSpec, providers: &Providers, host: &Host, backend: &
             host_ca_bundle: if spec.host_ca { host.ca_bundle() } else { None },
             resumed: !minted,
         })?;
+        let egress = routes::egress_config(&slug, agent_routes.rules, &bottle.egress, &provision.hidden_env, host)?;
+        let gate = routes::gate_config(&slug, &bottle.git, host)?;
+        let stage_dir = state_dir.join("stage");
+        std::fs::create_dir_all(&stage_dir).map_err(|e| Error::io(format!("creating {}", stage_dir.display()), e))?;
+        let ca_cert_file = stage_dir.join("bottle-ca.pem");
+        std::fs::write(&ca_cert_file, &egress.ca_cert_pem)
+            .map_err(|e| Error::io(format!("writing {}", ca_cert_file.display()), e))?;
         let owner = Owner::current();
         host.state.write(&BottleMetadata {
             slug: slug.clone(),
@@ -203,12 +219,17 @@ pub fn prepare(spec: &BottleSpec, providers: &Providers, host: &Host, backend: &
             agent: spec.agent.clone(),
             bottle: agent.bottle.clone(),
             resumed: !minted,
-            stage_dir: state_dir.join("stage"),
+            stage_dir,
             state_dir: state_dir.clone(),
             manifest_source: manifest.source.to_string(),
             provision,
-            egress: EgressPlan { routes: bottle.egress.clone() },
-            git_gate: GitGatePlan { upstreams: bottle.git.clone() },
+            egress: EgressPlan {
+                routes: bottle.egress.clone(),
+                config: egress,
+                ca_cert_file: ca_cert_file.clone(),
+                proxy_url: None,
+            },
+            git_gate: GitGatePlan { upstreams: bottle.git.clone(), config: gate, url: None },
             supervise: SupervisePlan { enabled: bottle.supervise },
             copy_cwd: spec.copy_cwd.then(|| spec.user_cwd.clone()),
             label: spec.label.clone(),

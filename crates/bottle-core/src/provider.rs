@@ -8,8 +8,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::bottle::{Bottle, GuestUser};
-use crate::plan::{AgentProvisionPlan, CopyIn, ImageRecipe};
-use crate::{Error, ErrorKind, GitIdentity, Result};
+use crate::plan::{AgentProvisionPlan, CommonPlan, CopyIn, ImageRecipe};
+use crate::prepare::Host;
+use crate::sidecar::EgressRule;
+use crate::{AgentProviderDef, Error, ErrorKind, GitIdentity, Result};
 
 /// What `prepare` resolved for the provider to build its plan from.
 #[derive(Debug, Clone)]
@@ -32,6 +34,19 @@ pub struct ProvisionInput {
     pub host_ca_bundle: Option<std::path::PathBuf>,
     /// Whether this run resumes an earlier one.
     pub resumed: bool,
+}
+
+/// What an agent needs of the egress proxy for itself: its API's routes
+/// (with the credential the proxy injects), and the variables the agent sees
+/// (sentinels in place of the credentials, settings).
+#[derive(Debug, Clone, Default)]
+pub struct AgentRoutes {
+    /// Routes to the agent's own API, enforced before the manifest's.
+    pub rules: Vec<EgressRule>,
+    /// Variables whose real value stays on the host; the agent sees a sentinel.
+    pub hidden_env: Vec<String>,
+    /// Plain variables for the agent (settings).
+    pub env: BTreeMap<String, String>,
 }
 
 /// Quote `s` for a POSIX shell.
@@ -76,6 +91,12 @@ pub trait AgentProvider: Send + Sync {
         &[]
     }
 
+    /// The routes and credentials the agent itself needs (its API), from the
+    /// manifest's `agent_provider` settings and the host. None by default.
+    fn agent_routes(&self, _def: &AgentProviderDef, _host: &Host) -> Result<AgentRoutes> {
+        Ok(AgentRoutes::default())
+    }
+
     /// Where the prompt file goes inside the bottle.
     fn prompt_guest_path(&self) -> String {
         format!("{}/.bot-bottle/prompt.md", self.guest_home())
@@ -100,6 +121,7 @@ pub trait AgentProvider: Send + Sync {
                 dockerfile_origin,
                 context_dir,
                 host_ca_bundle: input.host_ca_bundle,
+                extra_files: Vec::new(),
             },
             guest_user: self.guest_user().to_string(),
             guest_home: home.to_string(),
@@ -151,15 +173,25 @@ pub trait AgentProvider: Send + Sync {
         Ok(())
     }
 
-    /// Write the agent's git identity into its global git config.
-    async fn provision_git(&self, bottle: &dyn Bottle, plan: &AgentProvisionPlan) -> Result<()> {
-        let Some(id) = &plan.git_identity else { return Ok(()) };
-        let script = format!(
-            "git config --global user.name {} && git config --global user.email {}",
-            shell_quote(&id.name),
-            shell_quote(&id.email)
-        );
-        run_checked(bottle, &script, GuestUser::Agent, "writing the git identity").await
+    /// Write the agent's git identity, and rewrite every upstream URL form to the git gate.
+    async fn provision_git(&self, bottle: &dyn Bottle, plan: &CommonPlan) -> Result<()> {
+        let mut script = Vec::new();
+        if let Some(id) = &plan.provision.git_identity {
+            script.push(format!("git config --global user.name {}", shell_quote(&id.name)));
+            script.push(format!("git config --global user.email {}", shell_quote(&id.email)));
+        }
+        if let Some(gate) = &plan.git_gate.url {
+            for upstream in &plan.git_gate.upstreams {
+                let key = format!("url.{gate}/{}.git.insteadOf", upstream.name);
+                for form in crate::routes::upstream_url_forms(upstream) {
+                    script.push(format!("git config --global --add {} {}", shell_quote(&key), shell_quote(&form)));
+                }
+            }
+        }
+        if script.is_empty() {
+            return Ok(());
+        }
+        run_checked(bottle, &script.join(" && "), GuestUser::Agent, "writing the git configuration").await
     }
 }
 

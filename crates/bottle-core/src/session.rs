@@ -6,6 +6,7 @@ use crate::backend::{DynBackend, ErasedPlan};
 use crate::bottle::{Bottle, GuestUser};
 use crate::plan::CommonPlan;
 use crate::provider::{AgentProvider, run_checked, shell_quote};
+use crate::routes::{GUEST_CA_BUNDLE, GUEST_CA_FILE};
 use crate::state::{RESUME_DIR, StateRoot};
 use crate::{Error, Result};
 
@@ -52,6 +53,9 @@ pub async fn launch(
 /// (on resume), workspace, git.
 pub async fn provision(bottle: &dyn Bottle, plan: &CommonPlan, provider: &dyn AgentProvider) -> Result<()> {
     let p = &plan.provision;
+    if plan.egress.proxy_url.is_some() {
+        install_ca(bottle, plan).await?;
+    }
     provider.provision_prompt(bottle, p).await?;
     provider.apply(bottle, p).await?;
     provider.provision_skills(bottle, p).await?;
@@ -63,8 +67,23 @@ pub async fn provision(bottle: &dyn Bottle, plan: &CommonPlan, provider: &dyn Ag
     if let Some(cwd) = &plan.copy_cwd {
         bottle.cp_in(cwd, &p.workdir).await?;
     }
-    provider.provision_git(bottle, p).await?;
+    provider.provision_git(bottle, plan).await?;
     Ok(())
+}
+
+/// Put the bottle's CA into the bottle's system trust store. Written by root
+/// through the shell (the bottle runs with `no-new-privileges`, so root there
+/// has no capabilities: it can write root-owned places but chown nothing).
+async fn install_ca(bottle: &dyn Bottle, plan: &CommonPlan) -> Result<()> {
+    let pem = &plan.egress.config.ca_cert_pem;
+    let script = format!(
+        "mkdir -p {dir} && printf '%s' {pem} > {GUEST_CA_FILE} && chmod 644 {GUEST_CA_FILE} && \
+         if command -v update-ca-certificates >/dev/null; then update-ca-certificates >/dev/null 2>&1; \
+         else mkdir -p /etc/ssl/certs && cat {GUEST_CA_FILE} >> {GUEST_CA_BUNDLE}; fi",
+        dir = GUEST_CA_FILE.rsplit_once('/').map_or("/", |(d, _)| d),
+        pem = shell_quote(pem),
+    );
+    run_checked(bottle, &script, GuestUser::Root, "installing the bottle's CA certificate").await
 }
 
 fn saved_path(state_dir: &std::path::Path, guest: &str) -> std::path::PathBuf {

@@ -116,13 +116,46 @@ pub struct GitGateConfig {
     pub audit_log: String,
 }
 
+/// Environment variable naming the `bottle-sidecar` binary to use.
+pub const SIDECAR_ENV: &str = "BOT_BOTTLE_SIDECAR";
+
+/// Find the `bottle-sidecar` binary: `$BOT_BOTTLE_SIDECAR`, then next to the
+/// running executable (as cargo and packages install it), then `PATH`.
+pub fn sidecar_binary() -> crate::Result<std::path::PathBuf> {
+    if let Some(path) = std::env::var_os(SIDECAR_ENV).filter(|p| !p.is_empty()) {
+        let path = std::path::PathBuf::from(path);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(crate::Error::new(
+                crate::ErrorKind::NotFound,
+                format!("{SIDECAR_ENV} names {}, which is not a file", path.display()),
+            ))
+        };
+    }
+    let sibling = std::env::current_exe().ok().and_then(|exe| Some(exe.parent()?.join("bottle-sidecar")));
+    if let Some(path) = sibling.filter(|p| p.is_file()) {
+        return Ok(path);
+    }
+    which::which("bottle-sidecar").map_err(|_| {
+        crate::Error::new(
+            crate::ErrorKind::NotFound,
+            format!(
+                "cannot find the `bottle-sidecar` binary (next to `bottle`, or on PATH); build it with \
+                 `cargo build -p bottle-sidecar` or set {SIDECAR_ENV}"
+            ),
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn secrets_serialise_for_the_sidecar_but_never_debug_print() {
-        let h = InjectedHeader { name: "authorization".into(), value: Secret::new("Bearer tok-1"), source: "GH".into() };
+        let h =
+            InjectedHeader { name: "authorization".into(), value: Secret::new("Bearer tok-1"), source: "GH".into() };
         assert!(!format!("{h:?}").contains("tok-1"));
         let json = serde_json::to_string(&h).expect("json");
         assert!(json.contains("Bearer tok-1"));

@@ -19,6 +19,7 @@ use crate::bottle::DockerBottle;
 use crate::engine::{Engine, failed, is_not_found};
 use crate::image;
 use crate::labels::{self, Labels};
+use crate::sidecar::{self, Kind};
 
 /// Environment variable naming the OCI runtime to use (`runc`, `runsc`); by
 /// default `runsc` (gVisor) when the daemon offers it, else the daemon's default.
@@ -51,10 +52,16 @@ pub struct DockerPlan {
     /// Whether the engine has that image already.
     pub image_cached: bool,
     context: Vec<u8>,
-    /// The bottle's network.
+    /// The bottle's internal network (no route out): the agent and the sidecars.
     pub network: String,
+    /// The sidecars' network with outside access.
+    pub outside: String,
     /// The agent container's name.
     pub container: String,
+    /// Tag of the sidecar image (content-addressed).
+    pub sidecar_tag: String,
+    sidecar_cached: bool,
+    sidecar_context: Vec<u8>,
     /// OCI runtime, when not the daemon's default.
     pub runtime: Option<String>,
 }
@@ -71,7 +78,11 @@ impl BackendPlan for DockerPlan {
                 format!("{} ({})", self.image_tag, if self.image_cached { "cached" } else { "will be built" }),
             ),
             ("runtime".into(), self.runtime.clone().unwrap_or_else(|| "runc (daemon default)".into())),
-            ("network".into(), self.network.clone()),
+            ("network".into(), format!("{} (internal: no route out but the sidecars)", self.network)),
+            (
+                "sidecars".into(),
+                format!("{} ({})", self.sidecar_tag, if self.sidecar_cached { "cached" } else { "will be built" }),
+            ),
         ]
     }
 }
@@ -126,19 +137,48 @@ pub(crate) async fn remove_slug(docker: &Docker, slug: &str) -> Result<()> {
 impl DockerBackend {
     async fn create(&self, docker: &Docker, plan: &DockerPlan) -> Result<DockerBottle> {
         let common = &plan.common;
-        if !plan.image_cached && !image::exists(docker, &plan.image_tag).await? {
-            image::build(docker, image::BuildContext { tag: plan.image_tag.clone(), tar: plan.context.clone() })
-                .await?;
+        let agent_image = async {
+            if plan.image_cached || image::exists(docker, &plan.image_tag).await? {
+                return Ok(());
+            }
+            image::build(docker, image::BuildContext { tag: plan.image_tag.clone(), tar: plan.context.clone() }).await
+        };
+        let sidecar_image = async {
+            if plan.sidecar_cached || image::exists(docker, &plan.sidecar_tag).await? {
+                return Ok(());
+            }
+            let context = image::BuildContext { tag: plan.sidecar_tag.clone(), tar: plan.sidecar_context.clone() };
+            image::build(docker, context).await
+        };
+        let (agent, sidecar) = tokio::join!(agent_image, sidecar_image);
+        agent?;
+        sidecar?;
+        for (name, internal) in [(&plan.network, true), (&plan.outside, false)] {
+            docker
+                .create_network(NetworkCreateRequest {
+                    name: name.clone(),
+                    driver: Some("bridge".into()),
+                    internal: Some(internal),
+                    labels: Some(labels::for_plan(common, "network")),
+                    ..Default::default()
+                })
+                .await
+                .map_err(failed("create the bottle's networks"))?;
         }
-        docker
-            .create_network(NetworkCreateRequest {
-                name: plan.network.clone(),
-                driver: Some("bridge".into()),
-                labels: Some(labels::for_plan(common, "network")),
-                ..Default::default()
-            })
-            .await
-            .map_err(failed("create the bottle's network"))?;
+        let networks = (plan.outside.as_str(), plan.network.as_str());
+        let encode =
+            |e: serde_json::Error| Error::new(ErrorKind::Io, "encoding a sidecar configuration").with_source(e);
+        let egress_json = serde_json::to_vec(&common.egress.config).map_err(encode)?;
+        let egress = sidecar::launch(docker, common, Kind::Egress, &plan.sidecar_tag, networks, egress_json);
+        if common.git_gate.is_needed() {
+            let gate_json = serde_json::to_vec(&common.git_gate.config).map_err(encode)?;
+            let gate = sidecar::launch(docker, common, Kind::GitGate, &plan.sidecar_tag, networks, gate_json);
+            let (egress, gate) = tokio::join!(egress, gate);
+            egress?;
+            gate?;
+        } else {
+            egress.await?;
+        }
         let p = &common.provision;
         let body = ContainerCreateBody {
             image: Some(plan.image_tag.clone()),
@@ -237,13 +277,31 @@ impl Backend for DockerBackend {
                 info.runtimes.is_some_and(|r| r.contains_key("runsc")).then(|| "runsc".to_string())
             }
         };
+        let sidecar_recipe = sidecar::recipe(common.provision.image.host_ca_bundle.clone())?;
+        let sidecar_context = tokio::task::spawn_blocking(move || image::context(&sidecar_recipe))
+            .await
+            .map_err(|e| Error::new(ErrorKind::Io, format!("packing the sidecar build context: {e}")))??;
+        let sidecar_cached = image::exists(docker, &sidecar_context.tag).await?;
+        let mut common = common;
+        let proxy_url = format!("http://{}:{}", Kind::Egress.name(), bottle_core::EGRESS_PORT);
+        let mut no_proxy = vec!["localhost", "127.0.0.1", "::1"];
+        if common.git_gate.is_needed() {
+            no_proxy.push(Kind::GitGate.name());
+            common.git_gate.url = Some(format!("http://{}:{}", Kind::GitGate.name(), bottle_core::GATE_PORT));
+        }
+        common.provision.guest_env.extend(bottle_core::proxy_env(&proxy_url, &no_proxy));
+        common.egress.proxy_url = Some(proxy_url);
         let name = common.provision.instance_name.clone();
         Ok(DockerPlan {
             image_tag: context.tag,
             image_cached,
             context: context.tar,
             network: format!("{name}-net"),
+            outside: format!("{name}-out"),
             container: name,
+            sidecar_tag: sidecar_context.tag,
+            sidecar_cached,
+            sidecar_context: sidecar_context.tar,
             runtime,
             common,
         })

@@ -281,6 +281,16 @@ impl Bottle for DockerBottle {
         Ok(i32::try_from(code).unwrap_or(1))
     }
 
+    async fn sidecar_log(
+        &self,
+        sidecar: bottle_core::Sidecar,
+        follow: bool,
+        sink: &mut (dyn std::io::Write + Send),
+    ) -> Result<()> {
+        let name = crate::sidecar::container_name(&self.container, sidecar);
+        crate::sidecar::audit_log(&self.docker, &name, follow, sink).await.map_err(|e| self.err(e))
+    }
+
     async fn close(&self) -> Result<()> {
         if self.closed.swap(true, Ordering::SeqCst) {
             return Ok(());

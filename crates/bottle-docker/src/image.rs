@@ -44,16 +44,20 @@ pub(crate) fn context(recipe: &ImageRecipe) -> Result<BuildContext> {
         }
         None => Vec::new(),
     };
-    let mut append = |name: &str, data: &[u8]| {
+    let mut append = |name: &str, data: &[u8], mode: u32| {
         let mut header = tar::Header::new_gnu();
         header.set_size(data.len() as u64);
-        header.set_mode(0o644);
+        header.set_mode(mode);
         header.set_mtime(0);
         header.set_cksum();
         builder.append_data(&mut header, name, data).map_err(|e| Error::io("writing the build context", e))
     };
-    append(DOCKERFILE_IN_CONTEXT, recipe.dockerfile.as_bytes())?;
-    append(HOST_CA_CONTEXT_FILE, &ca)?;
+    append(DOCKERFILE_IN_CONTEXT, recipe.dockerfile.as_bytes(), 0o644)?;
+    append(HOST_CA_CONTEXT_FILE, &ca, 0o644)?;
+    for (name, path) in &recipe.extra_files {
+        let data = std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        append(name, &data, 0o755)?;
+    }
     let tar = builder.into_inner().map_err(|e| Error::io("finishing the build context", e))?;
     let digest = Sha256::digest(&tar);
     let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
@@ -161,6 +165,7 @@ mod tests {
             dockerfile_origin: "test".into(),
             context_dir: dir,
             host_ca_bundle: ca,
+            extra_files: Vec::new(),
         }
     }
 

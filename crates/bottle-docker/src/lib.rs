@@ -5,6 +5,7 @@ mod bottle;
 mod engine;
 mod image;
 mod labels;
+mod sidecar;
 
 use std::sync::Arc;
 

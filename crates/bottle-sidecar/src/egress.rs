@@ -1,6 +1,174 @@
-//! The egress proxy (filled by its author).
+//! The egress proxy: the bottle's only route out.
+//!
+//! `bottle-sidecar egress --config FILE.json` reads an [`EgressConfig`],
+//! listens on its `listen` address, prints `egress: listening on ADDR` to
+//! stderr once it accepts connections, and serves until SIGTERM or SIGINT
+//! (exit 0). [`serve`] is the same proxy as a library call.
+//!
+//! What it does with each request:
+//!
+//! - `CONNECT host:port` is refused with `403` before any TLS unless a route
+//!   covers the host and the host resolves to an address the route may reach;
+//!   otherwise the tunnel is TLS-intercepted with a leaf minted from the
+//!   bottle's CA (h2 or http/1.1 by ALPN). Absolute-form `http://` requests
+//!   take the same path over plain TCP.
+//! - Each request inside is checked against the route's methods and paths;
+//!   a denial is a `403` whose one-sentence body and `x-bot-bottle-denied`
+//!   header say which route denied what and how to allow it.
+//! - Header values carrying a sentinel (the placeholder the bottle sees
+//!   instead of a secret) are removed; the route's credential, if any, is set
+//!   in its header, replacing whatever the agent sent there.
+//! - Upstream TLS is verified against the system roots plus
+//!   `extra_upstream_ca_pem`; upstream connections are pooled, h2 or
+//!   http/1.1 by ALPN; HTTP/1.1 upgrades (WebSocket) pass through.
+//! - Bodies stream both ways; one JSON line per request goes to the audit log.
+//!
+//! Timeouts: a connection with no byte moving either way for 5 minutes is
+//! closed; a TLS handshake, an upstream connect and a request head (from its
+//! first byte) each get 30 seconds.
 
-/// Run the egress proxy with the configuration at `path`; returns the exit code.
-pub fn main(_path: &str) -> i32 {
-    2
+mod audit;
+mod body;
+mod io;
+mod policy;
+mod proxy;
+mod tls;
+mod upstream;
+
+use std::time::Duration;
+
+use bottle_core::EgressConfig;
+use tokio::net::TcpListener;
+
+pub use policy::{host_matches, path_matches};
+
+/// A connection with no byte moving for this long is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// Limit for a TLS handshake, an upstream connect or a name lookup.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Limit for a request head, from its first byte.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Read buffer under each TLS session: rustls reads 4 KiB at a time, this
+/// turns four or more `recv` calls per record into one per 32 KiB.
+const TLS_READ_BUFFER_DEFAULT: usize = 32 * 1024;
+#[allow(non_snake_case, missing_docs, unreachable_pub)]
+pub(crate) fn TLS_READ_BUFFER_fn() -> usize {
+    std::env::var("EXPERIMENT_BUF").ok().and_then(|v| v.parse().ok()).unwrap_or(TLS_READ_BUFFER_DEFAULT)
+}
+
+/// Why the egress proxy could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EgressError {
+    /// The configuration file could not be read or is no valid configuration.
+    #[error("cannot read the egress configuration {path}: {message}")]
+    ReadConfig {
+        /// The configuration file.
+        path: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The configuration is inconsistent (a bad header name, an unusable extra CA).
+    #[error("invalid egress configuration: {0}")]
+    Config(String),
+    /// The bottle's CA certificate or key cannot be used.
+    #[error("the bottle CA is unusable: {0}")]
+    Ca(String),
+    /// TLS could not be set up.
+    #[error("TLS setup failed: {0}")]
+    Tls(#[from] rustls::Error),
+    /// The audit log cannot be opened for appending.
+    #[error("cannot open the audit log {path}: {source}")]
+    AuditLog {
+        /// The audit log's path.
+        path: String,
+        /// Why it cannot be opened.
+        source: std::io::Error,
+    },
+    /// The listen address cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The configured address.
+        addr: String,
+        /// Why it cannot be bound.
+        source: std::io::Error,
+    },
+}
+
+/// Runs the egress proxy on `listener` with `config` until the future is
+/// dropped; returns early only when the configuration is unusable.
+pub async fn serve(config: EgressConfig, listener: TcpListener) -> Result<(), EgressError> {
+    proxy::Proxy::new(config)?.run(listener).await
+}
+
+/// Runs the egress proxy with the configuration at `path`; returns the exit code.
+pub fn main(path: &str) -> i32 {
+    let config = match read_config(path) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("egress: {err}");
+            return 1;
+        }
+    };
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
+    let flavour = std::env::var("EXPERIMENT_THREADS").unwrap_or_default();
+    let mut builder = if flavour == "current" {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    if let Ok(n) = flavour.parse::<usize>() {
+        builder.worker_threads(n);
+    } else if flavour != "current" {
+        builder.worker_threads(workers);
+    }
+    let runtime = match builder.max_blocking_threads(16).enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("egress: cannot start the runtime: {err}");
+            return 1;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => 0,
+        Err(err) => {
+            eprintln!("egress: {err}");
+            1
+        }
+    }
+}
+
+fn read_config(path: &str) -> Result<EgressConfig, EgressError> {
+    let failed = |message: String| EgressError::ReadConfig { path: path.to_owned(), message };
+    let text = std::fs::read_to_string(path).map_err(|err| failed(err.to_string()))?;
+    serde_json::from_str(&text).map_err(|err| failed(err.to_string()))
+}
+
+async fn run(config: EgressConfig) -> Result<(), EgressError> {
+    let listen = config.listen.clone();
+    let bind_failed = |source| EgressError::Listen { addr: listen.clone(), source };
+    let listener = TcpListener::bind(&listen).await.map_err(bind_failed)?;
+    let addr = listener.local_addr().map_err(bind_failed)?;
+    let proxy = proxy::Proxy::new(config)?;
+    eprintln!("egress: listening on {addr}");
+    tokio::select! {
+        result = proxy.run(listener) => result,
+        () = shutdown() => Ok(()),
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

@@ -1,6 +1,188 @@
-//! The git gate (filled by its author).
+//! The git gate: holds the upstreams' SSH keys, mirrors each upstream and
+//! serves the mirrors to the bottle over git's smart HTTP (`/NAME.git`), and
+//! forwards a push upstream only when the push policy allows it.
+//!
+//! - Fetch and clone: the mirror is fetched from its upstream before each
+//!   ref advertisement, so the agent sees fresh refs; an unreachable upstream
+//!   leaves the mirror as it is, with a warning on stderr.
+//! - Push: the mirror's `pre-receive` hook (this binary again, in hook mode,
+//!   see the `hook` module) checks each ref update against [`PushPolicy`]
+//!   (the `policy` module documents the branch patterns), pushes the allowed
+//!   updates to the upstream from the quarantine, and lets the mirror take
+//!   them only when the upstream did. Each push leaves one JSON line in the
+//!   audit log.
+//!
+//! `git` does the git work: `git http-backend` as a CGI, `git fetch` and
+//! `git push` over `ssh`.
+//!
+//! [`PushPolicy`]: bottle_core::PushPolicy
 
-/// Run the git gate with the configuration at `path`; returns the exit code.
-pub fn main(_path: &str) -> i32 {
-    2
+mod audit;
+mod hook;
+mod http;
+mod mirror;
+mod policy;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use bottle_core::GitGateConfig;
+use tokio::net::TcpListener;
+
+use self::audit::AuditLog;
+use self::mirror::{Layout, Mirror};
+
+/// What went wrong starting the gate.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GateError {
+    /// The configuration cannot be used.
+    #[error("invalid git gate configuration: {0}")]
+    Config(String),
+    /// A file or socket operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What the gate was doing.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A git command failed.
+    #[error("{context}: {stderr}")]
+    Git {
+        /// What the gate was doing.
+        context: String,
+        /// What git said.
+        stderr: String,
+    },
+}
+
+impl GateError {
+    fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io { context: context.into(), source }
+    }
+}
+
+/// The running gate: its mirrors by name and where it writes.
+struct Gate {
+    bottle: String,
+    layout: Layout,
+    mirrors: BTreeMap<String, Mirror>,
+    audit: AuditLog,
+    /// Pushes so far, to name each one's audit spool file.
+    pushes: AtomicU64,
+}
+
+impl Gate {
+    /// Prepares the work directory and every mirror (fetching each upstream).
+    async fn prepare(config: GitGateConfig, hook_program: &Path) -> Result<Self, GateError> {
+        let mut seen = std::collections::BTreeSet::new();
+        for upstream in &config.upstreams {
+            let name = &upstream.name;
+            let valid = !name.is_empty()
+                && !name.starts_with('.')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if !valid {
+                return Err(GateError::Config(format!(
+                    "upstream name `{name}` is not usable in a URL path; use letters, digits, `-`, `_` and `.`"
+                )));
+            }
+            if !seen.insert(name.clone()) {
+                return Err(GateError::Config(format!("upstream name `{name}` appears twice")));
+            }
+        }
+        let layout = Layout::create(Path::new(&config.work_dir))?;
+        let audit = AuditLog::open(&config.audit_log)?;
+        let mut mirrors = BTreeMap::new();
+        for upstream in &config.upstreams {
+            let mirror = Mirror::prepare(&layout, &config.bottle, upstream, hook_program).await?;
+            mirrors.insert(upstream.name.clone(), mirror);
+        }
+        Ok(Self { bottle: config.bottle, layout, mirrors, audit, pushes: AtomicU64::new(0) })
+    }
+}
+
+/// Serves the gate described by `config` on `listener` until the future is
+/// dropped: prepares the work directory and the mirrors first (a client that
+/// connects meanwhile waits), then answers git's smart HTTP.
+///
+/// The mirrors' `pre-receive` hook runs the `bottle-sidecar` binary: the
+/// running executable when it is that binary, else a `bottle-sidecar` next to
+/// it or one directory up (where cargo puts it for a test binary in `deps/`).
+pub async fn serve(config: GitGateConfig, listener: TcpListener) -> Result<(), GateError> {
+    let gate = Gate::prepare(config, &hook_program()?).await?;
+    http::run(Arc::new(gate), listener).await;
+    Ok(())
+}
+
+/// The `bottle-sidecar` binary the hooks run (see [`serve`]).
+fn hook_program() -> Result<PathBuf, GateError> {
+    const NAME: &str = "bottle-sidecar";
+    let exe = std::env::current_exe().map_err(|source| GateError::io("finding the running executable", source))?;
+    if exe.file_name().is_some_and(|name| name == NAME) {
+        return Ok(exe);
+    }
+    exe.ancestors().skip(1).take(2).map(|dir| dir.join(NAME)).find(|candidate| candidate.is_file()).ok_or_else(|| {
+        GateError::Config(format!(
+            "the push hook needs the `{NAME}` binary, and there is none next to {}; build it with \
+                 `cargo build -p bottle-sidecar`",
+            exe.display()
+        ))
+    })
+}
+
+/// Runs the git gate with the configuration at `path`; returns the exit code.
+///
+/// With `BOTTLE_GIT_GATE_HOOK=pre-receive` in the environment this is the
+/// mirrors' `pre-receive` hook instead, and `path` is the hook's own
+/// configuration (`WORK/hooks/NAME.json`).
+pub fn main(path: &str) -> i32 {
+    if std::env::var_os(hook::HOOK_ENV).is_some_and(|mode| mode == "pre-receive") {
+        return hook::main(path);
+    }
+    let config = match std::fs::read(path)
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| serde_json::from_slice::<GitGateConfig>(&bytes).map_err(|e| e.to_string()))
+    {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("git-gate: error: cannot read the configuration {path}: {err}");
+            return 2;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("git-gate: error: cannot start the async runtime: {err}");
+            return 1;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => 0,
+        Err(err) => {
+            eprintln!("git-gate: error: {err}");
+            1
+        }
+    }
+}
+
+/// Binds, prepares, says where it listens, serves until SIGTERM or SIGINT.
+async fn run(config: GitGateConfig) -> Result<(), GateError> {
+    let listen = config.listen.clone();
+    let listener =
+        TcpListener::bind(&listen).await.map_err(|source| GateError::io(format!("listening on {listen}"), source))?;
+    let addr = listener.local_addr().map_err(|source| GateError::io("reading the listening address", source))?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|source| GateError::io("installing the SIGTERM handler", source))?;
+    let gate = Gate::prepare(config, &hook_program()?).await?;
+    eprintln!("git-gate: listening on {addr}");
+    tokio::select! {
+        () = http::run(Arc::new(gate), listener) => {}
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    Ok(())
 }

@@ -12,7 +12,9 @@ fn main() {
             0
         }
         _ => {
-            eprintln!("usage: bottle-sidecar egress --config FILE.json\n       bottle-sidecar git-gate --config FILE.json");
+            eprintln!(
+                "usage: bottle-sidecar egress --config FILE.json\n       bottle-sidecar git-gate --config FILE.json"
+            );
             2
         }
     };

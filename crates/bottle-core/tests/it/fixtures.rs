@@ -94,6 +94,9 @@ impl Bottle for NoBottle {
     async fn exec_attached(&self, _: &[String], _: bottle_core::GuestUser<'_>) -> Result<i32> {
         match *self {}
     }
+    async fn sidecar_log(&self, _: bottle_core::Sidecar, _: bool, _: &mut (dyn std::io::Write + Send)) -> Result<()> {
+        match *self {}
+    }
     async fn close(&self) -> Result<()> {
         match *self {}
     }

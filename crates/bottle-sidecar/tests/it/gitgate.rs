@@ -1,1 +1,548 @@
-//! Git gate tests.
+//! Git gate tests: real `git` clients talk smart HTTP to the gate (in-process
+//! through `serve`, or the `bottle-sidecar git-gate` binary), and the gate
+//! talks ssh to a real `sshd` serving bare upstream repositories.
+
+mod sshd;
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use bottle_core::{GateUpstream, GitGateConfig, PushPolicy, Secret};
+use serde_json::Value;
+use tempfile::TempDir;
+
+use self::sshd::Sshd;
+
+const BOTTLE: &str = "test-bottle";
+
+/// Runs git in `dir` with no user or system configuration and a fixed identity.
+fn git(dir: &Path, args: &[&str]) -> Output {
+    git_with(dir, args, None)
+}
+
+/// [`git`], reaching ssh upstreams with `ssh_command` when given.
+fn git_with(dir: &Path, args: &[&str], ssh_command: Option<&str>) -> Output {
+    let mut cmd = Command::new("git");
+    match ssh_command {
+        Some(ssh) => cmd.env("GIT_SSH_COMMAND", ssh),
+        None => cmd.env_remove("GIT_SSH_COMMAND"),
+    };
+    cmd.current_dir(dir)
+        .args(args)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_AUTHOR_NAME", "agent")
+        .env("GIT_AUTHOR_EMAIL", "agent@bottle.test")
+        .env("GIT_COMMITTER_NAME", "agent")
+        .env("GIT_COMMITTER_EMAIL", "agent@bottle.test")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null())
+        .output()
+        .expect("running git")
+}
+
+/// git that must succeed; returns its trimmed stdout.
+fn git_ok(dir: &Path, args: &[&str]) -> String {
+    let out = git(dir, args);
+    assert!(out.status.success(), "git {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// git that must fail; returns its stderr.
+fn git_err(dir: &Path, args: &[&str]) -> String {
+    let out = git(dir, args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "git {args:?} succeeded but should not have:\n{stderr}");
+    stderr
+}
+
+/// The `bot-bottle:` lines of a push's output, without git's `remote:` prefix and padding.
+fn gate_lines(output: &str) -> Vec<String> {
+    output
+        .lines()
+        .filter_map(|line| line.strip_prefix("remote: "))
+        .map(str::trim)
+        .filter(|line| line.starts_with("bot-bottle:"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Makes a file of `bytes` random (incompressible) bytes.
+fn random_file(path: &Path, bytes: usize) {
+    let mut data = vec![0u8; bytes];
+    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut data)).expect("reading /dev/urandom");
+    std::fs::write(path, data).expect("writing a random file");
+}
+
+fn agent_policy() -> PushPolicy {
+    PushPolicy { branches: vec!["agent/*".into()], force: false, delete: false, tags: false }
+}
+
+/// One test's surroundings: sshd with bare upstreams, and a scratch dir for
+/// clients, the gate's work dir and its audit log.
+struct World {
+    sshd: Sshd,
+    scratch: TempDir,
+}
+
+impl World {
+    fn new() -> Self {
+        Self { sshd: Sshd::start(), scratch: tempfile::tempdir().expect("a scratch dir") }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.scratch.path().join(name)
+    }
+
+    /// A bare upstream `NAME.git` with one commit on `main`.
+    fn upstream(&self, name: &str) -> PathBuf {
+        let repo = self.sshd.dir().join(format!("{name}.git"));
+        let seed = self.sshd.dir().join(format!("{name}-seed"));
+        let top = self.sshd.dir();
+        git_ok(top, &["init", "-q", "--bare", "-b", "main", &repo.to_string_lossy()]);
+        git_ok(top, &["init", "-q", "-b", "main", &seed.to_string_lossy()]);
+        std::fs::write(seed.join("README"), format!("{name}\n")).expect("README");
+        git_ok(&seed, &["add", "README"]);
+        git_ok(&seed, &["commit", "-q", "-m", "initial"]);
+        git_ok(&seed, &["push", "-q", &repo.to_string_lossy(), "main"]);
+        repo
+    }
+
+    /// A commit made straight on the upstream (not through the gate); returns its id.
+    fn commit_upstream(&self, repo: &Path, branch: &str, file: &str) -> String {
+        let seed = repo.with_extension("direct");
+        if !seed.exists() {
+            git_ok(self.sshd.dir(), &["clone", "-q", &repo.to_string_lossy(), &seed.to_string_lossy()]);
+        }
+        git_ok(&seed, &["fetch", "-q", "origin"]);
+        git_ok(&seed, &["checkout", "-q", "-B", branch, "origin/main"]);
+        std::fs::write(seed.join(file), file).expect("a file");
+        git_ok(&seed, &["add", file]);
+        git_ok(&seed, &["commit", "-q", "-m", file]);
+        git_ok(&seed, &["push", "-q", "origin", &format!("{branch}:{branch}")]);
+        git_ok(&seed, &["rev-parse", "HEAD"])
+    }
+
+    fn gate_upstream(&self, name: &str, repo: &Path, push: PushPolicy) -> GateUpstream {
+        GateUpstream {
+            name: name.into(),
+            host: self.sshd.host().into(),
+            port: self.sshd.port(),
+            user: self.sshd.user().into(),
+            repo: repo.to_string_lossy().into_owned(),
+            identity_key: Secret::new(self.sshd.client_key()),
+            known_hosts: Some(self.sshd.known_hosts_line()),
+            push,
+        }
+    }
+
+    fn config(&self, upstreams: Vec<GateUpstream>) -> GitGateConfig {
+        GitGateConfig {
+            bottle: BOTTLE.into(),
+            listen: "127.0.0.1:0".into(),
+            work_dir: self.path("gate").to_string_lossy().into_owned(),
+            upstreams,
+            audit_log: self.path("audit.jsonl").to_string_lossy().into_owned(),
+        }
+    }
+
+    /// Clones `form` (an upstream URL as the agent knows it) into `dir`
+    /// through the gate at `gate/NAME.git`, keeping the `insteadOf` rewrite
+    /// in the clone so fetch and push go through the gate too.
+    fn clone(&self, gate: &str, name: &str, form: &str, dir: &str) -> PathBuf {
+        let rewrite = format!("url.{gate}/{name}.git.insteadOf={form}");
+        git_ok(self.scratch.path(), &["clone", "-q", "-c", &rewrite, form, dir]);
+        self.path(dir)
+    }
+
+    /// The audit log's records.
+    fn audit(&self) -> Vec<Value> {
+        let log = std::fs::read_to_string(self.path("audit.jsonl")).unwrap_or_default();
+        log.lines().map(|line| serde_json::from_str(line).expect("an audit line is JSON")).collect()
+    }
+}
+
+/// The gate served in-process on 127.0.0.1:0; stopped when dropped.
+struct InProcessGate {
+    /// `http://127.0.0.1:PORT`.
+    url: String,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl InProcessGate {
+    fn start(config: GitGateConfig) -> Self {
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a runtime");
+        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("binding the gate");
+        let url = format!("http://{}", listener.local_addr().expect("the gate's address"));
+        runtime.spawn(async move {
+            if let Err(err) = bottle_sidecar::gitgate::serve(config, listener).await {
+                eprintln!("the gate failed: {err}");
+            }
+        });
+        Self { url, _runtime: runtime }
+    }
+}
+
+#[test]
+fn clones_through_the_gate_by_every_url_form() {
+    let world = World::new();
+    let repo = world.upstream("project");
+    let gate = InProcessGate::start(world.config(vec![world.gate_upstream("project", &repo, agent_policy())]));
+    let upstream_main = git_ok(&repo, &["rev-parse", "main"]);
+    let ssh_form = world.sshd.ssh_url(&repo);
+    // The scp-like form names port 22, where no sshd listens: only the rewrite makes it work.
+    let scp_form = format!("{}@{}:{}", world.sshd.user(), world.sshd.host(), repo.display());
+    for (form, dir) in [(ssh_form.as_str(), "by-ssh-url"), (scp_form.as_str(), "by-scp-form")] {
+        let clone = world.clone(&gate.url, "project", form, dir);
+        assert_eq!(std::fs::read_to_string(clone.join("README")).expect("README"), "project\n");
+        assert_eq!(git_ok(&clone, &["rev-parse", "HEAD"]), upstream_main, "{form}");
+        assert_eq!(git_ok(&clone, &["symbolic-ref", "--short", "HEAD"]), "main", "{form}");
+        assert_eq!(git_ok(&clone, &["config", "remote.origin.url"]), form);
+    }
+}
+
+#[test]
+fn an_allowed_push_lands_upstream_and_is_audited() {
+    let world = World::new();
+    let repo = world.upstream("project");
+    let gate = InProcessGate::start(world.config(vec![world.gate_upstream("project", &repo, agent_policy())]));
+    let clone = world.clone(&gate.url, "project", &world.sshd.ssh_url(&repo), "agent");
+
+    git_ok(&clone, &["checkout", "-q", "-b", "agent/x"]);
+    std::fs::write(clone.join("work.txt"), "one\n").expect("a file");
+    git_ok(&clone, &["add", "work.txt"]);
+    git_ok(&clone, &["commit", "-q", "-m", "work"]);
+    let first = git_ok(&clone, &["rev-parse", "HEAD"]);
+    let out = git(&clone, &["push", "origin", "agent/x"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(gate_lines(&stderr), ["bot-bottle: pushed refs/heads/agent/x to upstream project"], "{stderr}");
+    assert_eq!(git_ok(&repo, &["rev-parse", "refs/heads/agent/x"]), first);
+
+    // A fast-forward on top.
+    std::fs::write(clone.join("work.txt"), "two\n").expect("a file");
+    git_ok(&clone, &["commit", "-q", "-am", "more work"]);
+    let second = git_ok(&clone, &["rev-parse", "HEAD"]);
+    git_ok(&clone, &["push", "-q", "origin", "agent/x"]);
+    assert_eq!(git_ok(&repo, &["rev-parse", "refs/heads/agent/x"]), second);
+
+    let audit = world.audit();
+    assert_eq!(audit.len(), 2, "{audit:?}");
+    let record = &audit[1];
+    assert_eq!(record["bottle"], BOTTLE);
+    assert_eq!(record["upstream"], "project");
+    assert_eq!(record["verdict"], "allow");
+    assert_eq!(record["upstream_result"], "ok");
+    assert_eq!(record["refs"][0]["ref"], "refs/heads/agent/x");
+    assert_eq!(record["refs"][0]["old"], first.as_str());
+    assert_eq!(record["refs"][0]["new"], second.as_str());
+    assert!(record["duration_ms"].is_u64() && record["time"].as_str().is_some_and(|t| t.ends_with('Z')));
+}
+
+#[test]
+fn refused_pushes_say_why_in_one_line_and_leave_the_upstream_alone() {
+    let world = World::new();
+    let repo = world.upstream("project");
+    let gate = InProcessGate::start(world.config(vec![world.gate_upstream("project", &repo, agent_policy())]));
+    let clone = world.clone(&gate.url, "project", &world.sshd.ssh_url(&repo), "agent");
+    git_ok(&clone, &["checkout", "-q", "-b", "agent/x"]);
+    git_ok(&clone, &["commit", "-q", "--allow-empty", "-m", "allowed"]);
+    git_ok(&clone, &["push", "-q", "origin", "agent/x"]);
+    let upstream_refs = || git_ok(&repo, &["for-each-ref"]);
+    let before = upstream_refs();
+
+    // A branch outside push.branches.
+    git_ok(&clone, &["commit", "-q", "--allow-empty", "-m", "on main"]);
+    let stderr = git_err(&clone, &["push", "origin", "HEAD:main"]);
+    assert_eq!(
+        gate_lines(&stderr),
+        ["bot-bottle: push to refs/heads/main refused: branch not in [agent/*]; ask the operator to add it to \
+          push.branches"],
+        "{stderr}"
+    );
+    assert!(stderr.contains("pre-receive hook declined"), "{stderr}");
+
+    // A force-push (non-fast-forward) to an allowed branch.
+    git_ok(&clone, &["reset", "-q", "--hard", "HEAD~2"]);
+    git_ok(&clone, &["commit", "-q", "--allow-empty", "-m", "rewritten"]);
+    let stderr = git_err(&clone, &["push", "--force", "origin", "HEAD:agent/x"]);
+    let lines = gate_lines(&stderr);
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(lines[0].starts_with("bot-bottle: push to refs/heads/agent/x refused: not a fast-forward"), "{stderr}");
+    assert!(lines[0].contains("push.force"), "{stderr}");
+
+    // A delete.
+    let stderr = git_err(&clone, &["push", "origin", ":agent/x"]);
+    let lines = gate_lines(&stderr);
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(lines[0].starts_with("bot-bottle: delete of refs/heads/agent/x refused"), "{stderr}");
+
+    // A tag, with tags: false.
+    git_ok(&clone, &["tag", "v1"]);
+    let stderr = git_err(&clone, &["push", "origin", "v1"]);
+    let lines = gate_lines(&stderr);
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(lines[0].starts_with("bot-bottle: push to refs/tags/v1 refused: tags are not allowed"), "{stderr}");
+
+    // One refused ref refuses the whole push: the allowed one does not go either.
+    let stderr = git_err(&clone, &["push", "origin", "HEAD:agent/y", "HEAD:main"]);
+    assert_eq!(gate_lines(&stderr).len(), 1, "{stderr}");
+
+    assert_eq!(upstream_refs(), before);
+    let audit = world.audit();
+    let verdicts: Vec<&str> = audit.iter().filter_map(|r| r["verdict"].as_str()).collect();
+    assert_eq!(verdicts, ["allow", "deny", "deny", "deny", "deny", "deny"], "{audit:?}");
+    assert!(audit[1..].iter().all(|r| r["upstream_result"].is_null()), "{audit:?}");
+    assert!(audit[1]["reason"].as_str().is_some_and(|r| r.contains("branch not in [agent/*]")), "{audit:?}");
+    assert_eq!(audit[5]["refs"].as_array().map(Vec::len), Some(2), "{audit:?}");
+}
+
+#[test]
+fn a_permissive_policy_forwards_force_pushes_deletes_and_tags() {
+    let world = World::new();
+    let repo = world.upstream("project");
+    let open = PushPolicy { branches: vec!["**".into()], force: true, delete: true, tags: true };
+    let gate = InProcessGate::start(world.config(vec![world.gate_upstream("project", &repo, open)]));
+    let clone = world.clone(&gate.url, "project", &world.sshd.ssh_url(&repo), "agent");
+    git_ok(&clone, &["commit", "-q", "--allow-empty", "-m", "second"]);
+    git_ok(&clone, &["push", "-q", "origin", "main", "main:topic/a"]);
+    git_ok(&clone, &["reset", "-q", "--hard", "HEAD~1"]);
+    git_ok(&clone, &["commit", "-q", "--allow-empty", "-m", "rewritten"]);
+    git_ok(&clone, &["tag", "v1"]);
+    git_ok(&clone, &["push", "-q", "--force", "origin", "main", "v1", ":topic/a"]);
+    let head = git_ok(&clone, &["rev-parse", "HEAD"]);
+    assert_eq!(git_ok(&repo, &["rev-parse", "main"]), head);
+    assert_eq!(git_ok(&repo, &["rev-parse", "v1"]), head);
+    assert_eq!(git_ok(&repo, &["for-each-ref", "--format=%(refname)", "refs/heads/topic"]), "");
+}
+
+#[test]
+fn a_push_the_upstream_refuses_fails_for_the_agent_with_the_upstream_message() {
+    let world = World::new();
+    let repo = world.upstream("guarded");
+    let hook = repo.join("hooks/pre-receive");
+    std::fs::write(&hook, "#!/bin/sh\necho 'upstream says no' >&2\nexit 1\n").expect("the upstream's hook");
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let gate = InProcessGate::start(world.config(vec![world.gate_upstream("guarded", &repo, agent_policy())]));
+    let clone = world.clone(&gate.url, "guarded", &world.sshd.ssh_url(&repo), "agent");
+    git_ok(&clone, &["commit", "-q", "--allow-empty", "-m", "work"]);
+
+    let stderr = git_err(&clone, &["push", "origin", "HEAD:agent/x"]);
+    assert!(stderr.contains("bot-bottle: upstream guarded refused the push"), "{stderr}");
+    assert!(stderr.contains("upstream says no"), "{stderr}");
+    assert!(git(&repo, &["rev-parse", "--verify", "-q", "refs/heads/agent/x"]).stdout.is_empty());
+    // The mirror did not take it either.
+    assert!(!git_ok(&clone, &["ls-remote", "origin"]).contains("agent/x"));
+    let audit = world.audit();
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_eq!(audit[0]["verdict"], "allow");
+    let result = audit[0]["upstream_result"].as_str().unwrap_or_default();
+    assert!(result.starts_with("error:") && result.contains("upstream says no"), "{result}");
+}
+
+#[test]
+fn fetch_sees_what_happened_upstream_after_the_clone() {
+    let world = World::new();
+    let repo = world.upstream("project");
+    world.commit_upstream(&repo, "feature", "feature.txt");
+    let gate = InProcessGate::start(world.config(vec![world.gate_upstream("project", &repo, agent_policy())]));
+    let clone = world.clone(&gate.url, "project", &world.sshd.ssh_url(&repo), "agent");
+    assert!(git_ok(&clone, &["ls-remote", "origin"]).contains("refs/heads/feature"));
+
+    let fresh = world.commit_upstream(&repo, "main", "fresh.txt");
+    git_ok(&repo, &["branch", "-D", "feature"]);
+    git_ok(&clone, &["fetch", "-q", "--prune", "origin"]);
+    assert_eq!(git_ok(&clone, &["rev-parse", "origin/main"]), fresh);
+    assert!(!git_ok(&clone, &["ls-remote", "origin"]).contains("refs/heads/feature"));
+    git_ok(&clone, &["pull", "-q", "--ff-only"]);
+    assert!(clone.join("fresh.txt").is_file());
+}
+
+#[test]
+fn a_pinned_host_key_that_does_not_match_stops_the_push() {
+    let world = World::new();
+    let repo = world.upstream("project");
+    let before = git_ok(&repo, &["for-each-ref"]);
+    let mut upstream = world.gate_upstream("project", &repo, agent_policy());
+    // The client's own public key stands in for a host key that is not sshd's.
+    let impostor = std::fs::read_to_string(world.sshd.dir().join("client_ed25519.pub")).expect("a public key");
+    let impostor: Vec<&str> = impostor.split_whitespace().take(2).collect();
+    upstream.known_hosts = Some(format!("[{}]:{} {}\n", world.sshd.host(), world.sshd.port(), impostor.join(" ")));
+    let gate = InProcessGate::start(world.config(vec![upstream]));
+
+    let local = world.path("local");
+    git_ok(world.scratch.path(), &["init", "-q", "-b", "agent/x", &local.to_string_lossy()]);
+    git_ok(&local, &["commit", "-q", "--allow-empty", "-m", "work"]);
+    let stderr = git_err(&local, &["push", &format!("{}/project.git", gate.url), "agent/x"]);
+    assert!(stderr.contains("Host key verification failed"), "{stderr}");
+    assert_eq!(git_ok(&repo, &["for-each-ref"]), before);
+}
+
+#[test]
+fn an_unknown_repository_is_a_404_naming_the_served_ones() {
+    let world = World::new();
+    let repo = world.upstream("project");
+    let gate = InProcessGate::start(world.config(vec![world.gate_upstream("project", &repo, agent_policy())]));
+    let addr = gate.url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).expect("connecting to the gate");
+    write!(
+        stream,
+        "GET /nope.git/info/refs?service=git-upload-pack HTTP/1.1\r\nHost: gate\r\nConnection: close\r\n\r\n"
+    )
+    .expect("a request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("a response");
+    assert!(response.starts_with("HTTP/1.1 404"), "{response}");
+    assert!(response.contains("no repository `nope.git` here; this gate serves: project.git"), "{response}");
+}
+
+#[test]
+fn a_50_mb_push_goes_through() {
+    let world = World::new();
+    let repo = world.upstream("project");
+    let gate = InProcessGate::start(world.config(vec![world.gate_upstream("project", &repo, agent_policy())]));
+    let clone = world.clone(&gate.url, "project", &world.sshd.ssh_url(&repo), "agent");
+    git_ok(&clone, &["checkout", "-q", "-b", "agent/big"]);
+    for i in 0..5 {
+        random_file(&clone.join(format!("blob-{i}.bin")), 10 << 20);
+    }
+    git_ok(&clone, &["add", "."]);
+    git_ok(&clone, &["commit", "-q", "-m", "50 MB"]);
+    let timer = Instant::now();
+    git_ok(&clone, &["push", "-q", "origin", "agent/big"]);
+    let through_gate = timer.elapsed();
+    assert_eq!(git_ok(&repo, &["rev-parse", "agent/big"]), git_ok(&clone, &["rev-parse", "HEAD"]));
+
+    // The same push straight to a twin upstream over ssh, for comparison.
+    let twin = world.upstream("twin");
+    let timer = Instant::now();
+    let out =
+        git_with(&clone, &["push", "-q", &world.sshd.ssh_url(&twin), "agent/big"], Some(&world.sshd.ssh_command()));
+    let direct = timer.elapsed();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    println!(
+        "50 MB push: through the gate {:.2} s, straight over ssh {:.2} s",
+        through_gate.as_secs_f64(),
+        direct.as_secs_f64()
+    );
+}
+
+/// The `bottle-sidecar git-gate` process, its stderr and stdout collected.
+struct GateProcess {
+    child: std::process::Child,
+    url: String,
+    stderr: mpsc::Receiver<String>,
+    /// The stderr lines read so far.
+    seen: Vec<String>,
+    stdout: std::thread::JoinHandle<String>,
+}
+
+impl GateProcess {
+    fn start(config_path: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_bottle-sidecar"))
+            .arg("git-gate")
+            .arg("--config")
+            .arg(config_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting bottle-sidecar git-gate");
+        let (lines, stderr) = mpsc::channel();
+        let reader = BufReader::new(child.stderr.take().expect("stderr"));
+        std::thread::spawn(move || {
+            for line in reader.lines().map_while(Result::ok) {
+                let _ = lines.send(line);
+            }
+        });
+        let mut out = child.stdout.take().expect("stdout");
+        let stdout = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = out.read_to_string(&mut text);
+            text
+        });
+        let mut gate = Self { child, url: String::new(), stderr, seen: Vec::new(), stdout };
+        let line = gate.wait_for("git-gate: listening on ");
+        gate.url = format!("http://{}", line.trim_start_matches("git-gate: listening on "));
+        gate
+    }
+
+    /// The next stderr line containing `needle` (every line read is kept in `seen`); panics after 30 s.
+    fn wait_for(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            let Ok(line) = self.stderr.recv_timeout(left) else { break };
+            self.seen.push(line.clone());
+            if line.contains(needle) {
+                return line;
+            }
+        }
+        panic!("the gate never printed `{needle}`");
+    }
+
+    /// SIGTERM; returns the exit status, stdout and the rest of stderr.
+    fn terminate(mut self) -> (std::process::ExitStatus, String, String) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+        let status = self.child.wait().expect("the gate exits");
+        // The reader thread ends with the gate's stderr; take what it has.
+        let mut stderr = self.seen;
+        stderr.extend(self.stderr.iter());
+        (status, self.stdout.join().expect("stdout"), stderr.join("\n"))
+    }
+}
+
+#[test]
+fn the_gate_process_keeps_the_key_to_itself_and_serves_its_mirror_when_the_upstream_is_gone() {
+    let mut world = World::new();
+    let repo = world.upstream("project");
+    let mut upstream = world.gate_upstream("project", &repo, agent_policy());
+    upstream.known_hosts = None; // trust on first use
+    let mut config = world.config(vec![upstream]);
+    config.audit_log = "-".into();
+    let config_path = world.path("gate.json");
+    std::fs::write(&config_path, serde_json::to_vec(&config).expect("config JSON")).expect("writing the config");
+
+    let mut gate = GateProcess::start(&config_path);
+    assert!(!gate.url.ends_with(":0"), "{}", gate.url);
+    let work = world.path("gate");
+    let key_mode = std::fs::metadata(work.join("ssh/project.key")).expect("the key file").permissions().mode();
+    assert_eq!(key_mode & 0o777, 0o600);
+    let recorded = std::fs::read_to_string(work.join("ssh/project.known_hosts")).expect("known_hosts");
+    let host_key = world.sshd.known_hosts_line();
+    let host_key = host_key.split_whitespace().nth(2).expect("the key");
+    assert!(recorded.contains(host_key), "the host key was not recorded on first use: {recorded}");
+
+    let clone = world.clone(&gate.url, "project", &world.sshd.ssh_url(&repo), "agent");
+    git_ok(&clone, &["checkout", "-q", "-b", "agent/x"]);
+    git_ok(&clone, &["commit", "-q", "--allow-empty", "-m", "work"]);
+    git_ok(&clone, &["push", "-q", "origin", "agent/x"]);
+    git_err(&clone, &["push", "-q", "origin", "HEAD:main"]);
+
+    // With the upstream gone, fetches serve the mirror as it is, with a warning.
+    world.sshd.stop();
+    let again = world.clone(&gate.url, "project", &world.sshd.ssh_url(&repo), "after");
+    assert_eq!(git_ok(&again, &["rev-parse", "origin/agent/x"]), git_ok(&clone, &["rev-parse", "HEAD"]));
+    gate.wait_for("git-gate: warning: could not fetch project from its upstream");
+
+    let (status, stdout, stderr) = gate.terminate();
+    assert!(status.success(), "SIGTERM should end the gate with 0: {status}\n{stderr}");
+    let audit: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).expect("an audit line")).collect();
+    let verdicts: Vec<&str> = audit.iter().filter_map(|r| r["verdict"].as_str()).collect();
+    assert_eq!(verdicts, ["allow", "deny"], "{stdout}");
+
+    let key = world.sshd.client_key();
+    let secret_lines: Vec<&str> = key.lines().filter(|line| !line.starts_with("-----")).collect();
+    assert!(!secret_lines.is_empty());
+    for output in [&stdout, &stderr] {
+        for line in &secret_lines {
+            assert!(!output.contains(line), "the key leaked into the gate's output:\n{output}");
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! The audit log: one JSON line per request, appended and flushed as the
+//! request ends. A line holds what was asked (method, host, path without the
+//! query), what the policy decided and why, the status, byte counts and
+//! duration — never a header value.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use super::EgressError;
+
+/// Where audit lines go.
+pub(crate) enum AuditLog {
+    Stdout,
+    File(Mutex<File>),
+}
+
+impl AuditLog {
+    /// Opens `target` for appending; `-` is stdout.
+    pub(crate) fn open(target: &str) -> Result<Self, EgressError> {
+        if target == "-" {
+            return Ok(AuditLog::Stdout);
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(target)
+            .map_err(|source| EgressError::AuditLog { path: target.to_owned(), source })?;
+        Ok(AuditLog::File(Mutex::new(file)))
+    }
+
+    /// Appends `line` and a newline in one write, and flushes.
+    fn write_line(&self, mut line: Vec<u8>) {
+        line.push(b'\n');
+        let result = match self {
+            AuditLog::Stdout => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(&line).and_then(|()| out.flush())
+            }
+            AuditLog::File(file) => {
+                let mut file = file.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                file.write_all(&line).and_then(|()| file.flush())
+            }
+        };
+        if let Err(err) = result {
+            eprintln!("egress: cannot write the audit log: {err}");
+        }
+    }
+}
+
+/// The decision on a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Decision {
+    Allow,
+    Deny,
+}
+
+/// One request in flight; [`Entry::finish`] writes its line.
+pub(crate) struct Entry {
+    log: Arc<AuditLog>,
+    bottle: Arc<str>,
+    time: SystemTime,
+    start: Instant,
+    method: String,
+    host: String,
+    path: String,
+    status: u16,
+    rule: Option<String>,
+    decision: Decision,
+    reason: Option<String>,
+    /// Request body bytes sent upstream so far (shared with the request body).
+    bytes_up: Arc<AtomicU64>,
+}
+
+/// The line as written.
+#[derive(Serialize)]
+struct Line<'a> {
+    time: String,
+    bottle: &'a str,
+    method: &'a str,
+    host: &'a str,
+    path: &'a str,
+    status: u16,
+    bytes_up: u64,
+    bytes_down: u64,
+    rule: Option<&'a str>,
+    decision: Decision,
+    reason: Option<&'a str>,
+    duration_ms: u64,
+}
+
+impl Entry {
+    /// Starts the entry for a request now; `path` must not carry the query.
+    pub(crate) fn start(log: Arc<AuditLog>, bottle: Arc<str>, method: &str, host: &str, path: &str) -> Self {
+        Entry {
+            log,
+            bottle,
+            time: SystemTime::now(),
+            start: Instant::now(),
+            method: method.to_owned(),
+            host: host.to_owned(),
+            path: path.to_owned(),
+            status: 0,
+            rule: None,
+            decision: Decision::Allow,
+            reason: None,
+            bytes_up: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// The counter of request body bytes, for the body that forwards it.
+    pub(crate) fn bytes_up(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.bytes_up)
+    }
+
+    pub(crate) fn set_rule(&mut self, rule: Option<&str>) {
+        self.rule = rule.map(str::to_owned);
+    }
+
+    pub(crate) fn set_status(&mut self, status: u16) {
+        self.status = status;
+    }
+
+    /// Marks the request denied (or failed, for upstream errors) with `reason`.
+    pub(crate) fn set_reason(&mut self, decision: Decision, reason: &str) {
+        self.decision = decision;
+        self.reason = Some(reason.to_owned());
+    }
+
+    /// Writes the line, with `bytes_down` response body bytes delivered.
+    pub(crate) fn finish(self, bytes_down: u64) {
+        let line = Line {
+            time: rfc3339(self.time),
+            bottle: &self.bottle,
+            method: &self.method,
+            host: &self.host,
+            path: &self.path,
+            status: self.status,
+            bytes_up: self.bytes_up.load(Ordering::Relaxed),
+            bytes_down,
+            rule: self.rule.as_deref(),
+            decision: self.decision,
+            reason: self.reason.as_deref(),
+            duration_ms: u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX),
+        };
+        match serde_json::to_vec(&line) {
+            Ok(json) => self.log.write_line(json),
+            Err(err) => eprintln!("egress: cannot encode an audit line: {err}"),
+        }
+    }
+}
+
+/// `time` as RFC 3339 UTC with milliseconds, e.g. `2026-05-01T12:00:00.123Z`.
+pub(crate) fn rfc3339(time: SystemTime) -> String {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_from_days(i64::try_from(days).unwrap_or(i64::MAX));
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60,
+        since.subsec_millis()
+    )
+}
+
+/// The proleptic Gregorian date `days` after 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, u32::try_from(month).unwrap_or(1), u32::try_from(day).unwrap_or(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn rfc3339_dates() {
+        fn check(secs: u64, millis: u64, expect: &str) {
+            let time = UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(millis);
+            assert_eq!(rfc3339(time), expect);
+        }
+        check(0, 0, "1970-01-01T00:00:00.000Z");
+        check(951_782_400, 5, "2000-02-29T00:00:00.005Z");
+        check(1_709_251_199, 999, "2024-02-29T23:59:59.999Z");
+        check(4_102_444_800, 0, "2100-01-01T00:00:00.000Z");
+    }
+}

@@ -1,0 +1,328 @@
+//! The egress policy: which route a host falls under, whether that route
+//! allows a method and path, and which resolved addresses the proxy may
+//! connect to. Every denial carries one sentence saying what was denied, by
+//! which route, and how the operator can allow it.
+//!
+//! - A route's host is an exact name or a leading `*.` wildcard (`*.crates.io`
+//!   matches `index.crates.io` and `a.b.crates.io`, not `crates.io`);
+//!   comparisons ignore case and a trailing dot. The first route whose host
+//!   matches decides; later routes are not consulted.
+//! - A path pattern without `*` is a prefix of the path; a pattern with `*` must
+//!   match the whole path, each `*` standing for any run of characters
+//!   (including `/`). Paths are matched without their query string. A route
+//!   with paths refuses paths with `.` or `..` segments (also percent-encoded),
+//!   which the upstream could resolve to a path the route does not allow.
+//! - Private, loopback, link-local, unspecified, CGNAT, multicast and
+//!   unique-local addresses (also IPv4-mapped) are refused unless the route's
+//!   host is that address literally, or `localhost` for loopback addresses.
+
+use std::net::IpAddr;
+
+use bottle_core::EgressRule;
+
+/// Whether the route host `pattern` (exact, or `*.suffix`) covers `host`;
+/// case-insensitive, ignoring a trailing dot and IPv6 brackets.
+pub fn host_matches(pattern: &str, host: &str) -> bool {
+    let pattern = normalize_host(pattern);
+    let host = normalize_host(host);
+    if let Some(suffix) = pattern.strip_prefix("*.") {
+        return host
+            .strip_suffix(suffix)
+            .and_then(|rest| rest.strip_suffix('.'))
+            .is_some_and(|label| !label.is_empty() && !label.ends_with('.'));
+    }
+    match (pattern.parse::<IpAddr>(), host.parse::<IpAddr>()) {
+        (Ok(a), Ok(b)) => a.to_canonical() == b.to_canonical(),
+        _ => pattern == host,
+    }
+}
+
+/// Whether the route path `pattern` allows `path` (without its query): a
+/// prefix when `pattern` has no `*`, else a whole-path glob whose `*` matches
+/// any run of characters, `/` included.
+pub fn path_matches(pattern: &str, path: &str) -> bool {
+    if !pattern.contains('*') {
+        return path.starts_with(pattern);
+    }
+    // Iterative wildcard matching with one backtrack point: linear in
+    // practice, O(pattern × path) at worst, no recursion.
+    let (p, s) = (pattern.as_bytes(), path.as_bytes());
+    let (mut pi, mut si) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while si < s.len() {
+        if pi < p.len() && p[pi] == b'*' {
+            star = Some((pi, si));
+            pi += 1;
+        } else if pi < p.len() && p[pi] == s[si] {
+            pi += 1;
+            si += 1;
+        } else if let Some((star_pi, star_si)) = star {
+            pi = star_pi + 1;
+            si = star_si + 1;
+            star = Some((star_pi, star_si + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == b'*')
+}
+
+/// Lower-case, without a trailing dot or IPv6 brackets.
+pub(crate) fn normalize_host(host: &str) -> String {
+    let host = host.trim_end_matches('.');
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    host.to_ascii_lowercase()
+}
+
+/// Why a request was refused: the one-sentence reason and the route that
+/// refused it (`None` when no route matched).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Denial {
+    pub(crate) reason: String,
+    pub(crate) route: Option<usize>,
+}
+
+/// The bottle's routes, in manifest order.
+#[derive(Debug)]
+pub(crate) struct Policy {
+    bottle: String,
+    rules: Vec<EgressRule>,
+}
+
+impl Policy {
+    pub(crate) fn new(bottle: &str, rules: Vec<EgressRule>) -> Self {
+        Policy { bottle: bottle.to_owned(), rules }
+    }
+
+    /// The first route whose host covers `host`, or the denial saying how to add one.
+    pub(crate) fn route(&self, host: &str) -> Result<usize, Denial> {
+        self.rules.iter().position(|rule| host_matches(&rule.host, host)).ok_or_else(|| Denial {
+            reason: sanitize(&format!(
+                "egress denied: host {host} is not in bottle {}'s egress routes; add `- host: {host}` to the \
+                 bottle's egress in the manifest",
+                self.bottle
+            )),
+            route: None,
+        })
+    }
+
+    pub(crate) fn rule(&self, route: usize) -> &EgressRule {
+        &self.rules[route]
+    }
+
+    /// Whether route `route` allows `method` on `path` (no query string).
+    pub(crate) fn check_request(&self, route: usize, method: &str, path: &str) -> Result<(), Denial> {
+        let rule = &self.rules[route];
+        let deny = |reason: String| Err(Denial { reason: sanitize(&reason), route: Some(route) });
+        if !rule.methods.is_empty() && !rule.methods.iter().any(|m| m.eq_ignore_ascii_case(method)) {
+            return deny(format!(
+                "egress denied: method {method} is not allowed by route {} of bottle {} (methods: {}); add {method} \
+                 to that route's methods in the manifest",
+                rule.host,
+                self.bottle,
+                rule.methods.join(", ")
+            ));
+        }
+        if rule.paths.is_empty() {
+            return Ok(());
+        }
+        if has_dot_segment(path) {
+            return deny(format!(
+                "egress denied: path {path} has a `.` or `..` segment, which route {} of bottle {} does not allow \
+                 because it restricts paths; send the path without dot-segments",
+                rule.host, self.bottle
+            ));
+        }
+        if !rule.paths.iter().any(|pattern| path_matches(pattern, path)) {
+            return deny(format!(
+                "egress denied: path {path} is not allowed by route {} of bottle {} (paths: {}); add a pattern \
+                 matching it to that route's paths in the manifest",
+                rule.host,
+                self.bottle,
+                rule.paths.join(", ")
+            ));
+        }
+        Ok(())
+    }
+
+    /// The addresses among `addrs` (which `host` resolved to) that route
+    /// `route` may reach, or why none may.
+    pub(crate) fn screen(&self, route: usize, host: &str, addrs: &[IpAddr]) -> Result<Vec<IpAddr>, Denial> {
+        let rule = &self.rules[route];
+        let named_ip = normalize_host(&rule.host).parse::<IpAddr>().ok().map(|ip| ip.to_canonical());
+        let names_loopback = normalize_host(&rule.host) == "localhost";
+        let allowed = |ip: IpAddr| {
+            let ip = ip.to_canonical();
+            match restricted(ip) {
+                None => true,
+                Some(_) if named_ip == Some(ip) => true,
+                Some(_) => names_loopback && ip.is_loopback(),
+            }
+        };
+        let reachable: Vec<IpAddr> = addrs.iter().copied().filter(|&ip| allowed(ip)).collect();
+        if !reachable.is_empty() {
+            return Ok(reachable);
+        }
+        let reason = match addrs.first() {
+            None => format!("egress denied: host {host} resolves to no address"),
+            Some(&ip) => {
+                let kind = restricted(ip.to_canonical()).unwrap_or("restricted");
+                format!(
+                    "egress denied: host {host} resolves to {ip}, a {kind} address, which bottle {} may reach only \
+                     through a route whose host is that address (or localhost, for loopback); add `- host: {ip}` \
+                     to the bottle's egress in the manifest and use the address",
+                    self.bottle
+                )
+            }
+        };
+        Err(Denial { reason: sanitize(&reason), route: Some(route) })
+    }
+}
+
+/// What kind of non-public address `ip` is, or `None` for a public one.
+pub(crate) fn restricted(ip: IpAddr) -> Option<&'static str> {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            if v4.is_loopback() {
+                Some("loopback")
+            } else if v4.is_private() {
+                Some("private")
+            } else if v4.is_link_local() {
+                Some("link-local")
+            } else if a == 0 {
+                Some("unspecified")
+            } else if a == 100 && (64..128).contains(&b) {
+                Some("CGNAT (100.64.0.0/10)")
+            } else if v4.is_multicast() {
+                Some("multicast")
+            } else if v4.is_broadcast() {
+                Some("broadcast")
+            } else {
+                None
+            }
+        }
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            if v6.is_loopback() {
+                Some("loopback")
+            } else if v6.is_unspecified() {
+                Some("unspecified")
+            } else if v6.is_multicast() {
+                Some("multicast")
+            } else if first & 0xffc0 == 0xfe80 {
+                Some("link-local")
+            } else if first & 0xfe00 == 0xfc00 {
+                Some("unique-local (fc00::/7)")
+            } else {
+                None
+            }
+        }
+    }
+}
+
+/// Whether `path` has a `.` or `..` segment, also percent-encoded.
+fn has_dot_segment(path: &str) -> bool {
+    path.split('/').any(|segment| {
+        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
+        decoded == "." || decoded == ".."
+    })
+}
+
+/// `text` with every character a header value cannot carry replaced by `?`.
+pub(crate) fn sanitize(text: &str) -> String {
+    text.chars().map(|c| if (' '..='~').contains(&c) { c } else { '?' }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(host: &str, methods: &[&str], paths: &[&str]) -> EgressRule {
+        EgressRule {
+            host: host.into(),
+            methods: methods.iter().map(|m| (*m).into()).collect(),
+            paths: paths.iter().map(|p| (*p).into()).collect(),
+            inject: None,
+        }
+    }
+
+    #[test]
+    fn address_kinds() {
+        fn check(ip: &str, expect: Option<&str>) {
+            let ip: IpAddr = ip.parse().expect("test address");
+            assert_eq!(restricted(ip).map(|kind| kind.split(' ').next().unwrap_or(kind)), expect, "{ip}");
+        }
+        check("127.0.0.1", Some("loopback"));
+        check("10.1.2.3", Some("private"));
+        check("172.16.0.1", Some("private"));
+        check("192.168.1.1", Some("private"));
+        check("169.254.169.254", Some("link-local"));
+        check("0.0.0.0", Some("unspecified"));
+        check("100.64.0.1", Some("CGNAT"));
+        check("100.127.255.255", Some("CGNAT"));
+        check("100.128.0.1", None);
+        check("224.0.0.1", Some("multicast"));
+        check("255.255.255.255", Some("broadcast"));
+        check("8.8.8.8", None);
+        check("::1", Some("loopback"));
+        check("::", Some("unspecified"));
+        check("fe80::1", Some("link-local"));
+        check("fd00::1", Some("unique-local"));
+        check("fc00::1", Some("unique-local"));
+        check("ff02::1", Some("multicast"));
+        check("::ffff:10.0.0.1", Some("private"));
+        check("::ffff:169.254.169.254", Some("link-local"));
+        check("2606:4700::1111", None);
+    }
+
+    #[test]
+    fn first_matching_route_decides() {
+        let policy = Policy::new("b", vec![rule("*.example.com", &["GET"], &[]), rule("api.example.com", &[], &[])]);
+        assert_eq!(policy.route("API.example.com."), Ok(0));
+        assert!(policy.check_request(0, "POST", "/").is_err(), "the first route's methods decide");
+        let denial = policy.route("example.com").expect_err("the bare domain is not covered");
+        assert_eq!(denial.route, None);
+        assert!(denial.reason.contains("add `- host: example.com`"), "{}", denial.reason);
+    }
+
+    #[test]
+    fn methods_and_paths() {
+        let policy = Policy::new("b", vec![rule("h", &["GET", "HEAD"], &["/v1/", "/repos/*/pulls"])]);
+        let check = |method: &str, path: &str| policy.check_request(0, method, path).is_ok();
+        assert!(check("GET", "/v1/messages"));
+        assert!(check("get", "/v1/"));
+        assert!(!check("DELETE", "/v1/messages"));
+        assert!(check("HEAD", "/repos/a/pulls"));
+        assert!(!check("GET", "/repos/a/pulls/1"));
+        assert!(!check("GET", "/v2/"));
+        assert!(!check("GET", "/v1/../admin"));
+        assert!(!check("GET", "/v1/%2E%2e/admin"));
+        assert!(!check("GET", "/v1/./x"));
+        assert!(check("GET", "/v1/..x"));
+    }
+
+    #[test]
+    fn screening_addresses() {
+        let ips = |list: &[&str]| list.iter().map(|ip| ip.parse().expect("ip")).collect::<Vec<IpAddr>>();
+        let policy = Policy::new(
+            "b",
+            vec![rule("internal.test", &[], &[]), rule("localhost", &[], &[]), rule("10.0.0.5", &[], &[])],
+        );
+        let denial = policy.screen(0, "internal.test", &ips(&["127.0.0.1"])).expect_err("loopback by another name");
+        assert!(denial.reason.contains("127.0.0.1, a loopback address"), "{}", denial.reason);
+        assert!(policy.screen(0, "internal.test", &ips(&["169.254.169.254"])).is_err());
+        assert!(policy.screen(0, "internal.test", &ips(&["::ffff:192.168.0.1"])).is_err());
+        assert_eq!(policy.screen(0, "internal.test", &ips(&["10.0.0.1", "1.2.3.4"])), Ok(ips(&["1.2.3.4"])));
+        assert!(policy.screen(0, "internal.test", &[]).is_err());
+        assert_eq!(policy.screen(1, "localhost", &ips(&["127.0.0.1", "::1"])), Ok(ips(&["127.0.0.1", "::1"])));
+        assert!(policy.screen(1, "localhost", &ips(&["10.0.0.1"])).is_err(), "localhost names loopback only");
+        assert_eq!(policy.screen(2, "10.0.0.5", &ips(&["10.0.0.5"])), Ok(ips(&["10.0.0.5"])));
+        assert!(policy.screen(2, "10.0.0.5", &ips(&["10.0.0.6"])).is_err());
+    }
+
+    #[test]
+    fn sanitized_reasons_fit_in_a_header() {
+        assert_eq!(sanitize("host é\r\nx"), "host ???x");
+    }
+}

@@ -1,0 +1,161 @@
+//! The mirror's `pre-receive` hook: `bottle-sidecar git-gate --config
+//! WORK/hooks/NAME.json` run with `BOTTLE_GIT_GATE_HOOK=pre-receive` by the
+//! script the gate writes into each mirror. It checks every ref update
+//! against the push policy, forwards an allowed push to the upstream before
+//! the mirror takes it (from the quarantine: the pushed objects are reachable
+//! through the hook's environment), and leaves one audit record in the spool
+//! file the gate named in `BOTTLE_GIT_GATE_AUDIT`.
+//!
+//! What it prints on stderr reaches the agent's `git push` as `remote:`
+//! lines: one line per refused update, or the upstream's own lines when the
+//! upstream refuses.
+
+use std::io::Read as _;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Instant, SystemTime};
+
+use bottle_core::PushPolicy;
+use serde::{Deserialize, Serialize};
+
+use super::audit::{PushRecord, rfc3339};
+use super::policy::{self, RefUpdate};
+
+/// The environment variable that puts `bottle-sidecar git-gate` in hook mode.
+pub(crate) const HOOK_ENV: &str = "BOTTLE_GIT_GATE_HOOK";
+/// The environment variable naming the spool file for this push's audit record.
+pub(crate) const AUDIT_ENV: &str = "BOTTLE_GIT_GATE_AUDIT";
+
+/// What the hook of one mirror needs to know; written by the gate next to
+/// the mirrors. It names the key file, never holds the key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct HookConfig {
+    /// The bottle's slug.
+    pub(crate) bottle: String,
+    /// The upstream's name.
+    pub(crate) upstream: String,
+    /// The upstream, as git's scp-like `USER@HOST:REPO`.
+    pub(crate) url: String,
+    /// `GIT_SSH_COMMAND` for the upstream (key, port, known hosts).
+    pub(crate) ssh_command: String,
+    /// What pushes are allowed.
+    pub(crate) policy: PushPolicy,
+}
+
+/// Runs the hook with the configuration at `path`; returns its exit code
+/// (non-zero refuses the whole push).
+pub(crate) fn main(path: &str) -> i32 {
+    let started = Instant::now();
+    let time = rfc3339(SystemTime::now());
+    let config: HookConfig = match std::fs::read(path)
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| e.to_string()))
+    {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("bot-bottle: push refused: the gate cannot read its hook configuration {path}: {err}");
+            return 1;
+        }
+    };
+    let mut input = String::new();
+    if let Err(err) = std::io::stdin().read_to_string(&mut input) {
+        eprintln!("bot-bottle: push refused: the gate cannot read the ref updates: {err}");
+        return 1;
+    }
+    let updates: Vec<RefUpdate> = input.lines().filter_map(RefUpdate::parse).collect();
+
+    let mut refspecs = Vec::new();
+    let mut refusals = Vec::new();
+    for update in &updates {
+        match policy::check(&config.policy, update, || is_ancestor(&update.old, &update.new)) {
+            Ok(refspec) => refspecs.push(refspec),
+            Err(reason) => refusals.push(reason),
+        }
+    }
+    let (code, verdict, reason, upstream_result) = if !refusals.is_empty() {
+        for reason in &refusals {
+            eprintln!("bot-bottle: {reason}");
+        }
+        (1, "deny", refusals.join("; "), None)
+    } else {
+        let reason = format!("allowed: {}", refspecs.join(" "));
+        match forward(&config, &refspecs) {
+            Ok(remote_lines) => {
+                for line in remote_lines {
+                    eprintln!("{line}");
+                }
+                let names: Vec<&str> = updates.iter().map(|u| u.name.as_str()).collect();
+                eprintln!("bot-bottle: pushed {} to upstream {}", names.join(", "), config.upstream);
+                (0, "allow", reason, Some("ok".to_owned()))
+            }
+            Err(message) => {
+                eprintln!("bot-bottle: upstream {} refused the push:", config.upstream);
+                for line in message.lines() {
+                    eprintln!("  {line}");
+                }
+                let summary = message.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ");
+                (1, "allow", reason, Some(format!("error: {summary}")))
+            }
+        }
+    };
+    let record = PushRecord {
+        time,
+        bottle: config.bottle,
+        upstream: config.upstream,
+        refs: updates,
+        verdict: verdict.to_owned(),
+        reason,
+        upstream_result,
+        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    };
+    if let Some(spool) = std::env::var_os(AUDIT_ENV).map(PathBuf::from) {
+        let written = serde_json::to_string(&record)
+            .map_err(std::io::Error::other)
+            .and_then(|line| std::fs::write(&spool, line + "\n"));
+        if let Err(err) = written {
+            eprintln!("bot-bottle: warning: the gate could not record this push: {err}");
+        }
+    }
+    code
+}
+
+/// Whether `new` descends from `old` (the objects of the push in progress
+/// are visible: the hook runs inside receive-pack's quarantine).
+fn is_ancestor(old: &str, new: &str) -> bool {
+    Command::new("git")
+        .args(["merge-base", "--is-ancestor", old, new])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// Pushes `refspecs` to the upstream; on success returns the upstream's own
+/// `remote:` lines (a pull-request link, say), on failure everything it said.
+fn forward(config: &HookConfig, refspecs: &[String]) -> Result<Vec<String>, String> {
+    let mut cmd = Command::new("git");
+    cmd.arg("push").arg("--no-verify");
+    if refspecs.len() > 1 {
+        // All or nothing, as the mirror's receive-pack takes the push.
+        cmd.arg("--atomic");
+    }
+    // Pushing to the URL rather than a remote updates no tracking ref, which
+    // the quarantine would forbid; the upstream must not see the quarantine.
+    cmd.arg(&config.url)
+        .args(refspecs)
+        .env_remove("GIT_QUARANTINE_PATH")
+        .env_remove("GIT_PROTOCOL")
+        .env("GIT_SSH_COMMAND", &config.ssh_command)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null());
+    let out = cmd.output().map_err(|err| format!("could not run git push: {err}"))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        Ok(stderr.lines().filter(|line| line.starts_with("remote:")).map(str::to_owned).collect())
+    } else {
+        let message = stderr.trim_end();
+        Err(if message.is_empty() { format!("git push failed ({})", out.status) } else { message.to_owned() })
+    }
+}

@@ -1,0 +1,262 @@
+//! The gate's HTTP side: git's smart HTTP protocol at `/NAME.git`, each
+//! request answered by `git http-backend` run as a CGI, with the request body
+//! streamed in and its response streamed out. A fetch or clone first fetches
+//! the mirror from its upstream; a push holds the mirror while its
+//! `pre-receive` hook forwards it, and its audit record is taken afterwards.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper::body::{Body, Bytes, Frame, Incoming};
+use hyper::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncBufReadExt as _, AsyncRead, AsyncReadExt as _, AsyncWriteExt as _, BufReader, ReadBuf};
+use tokio::net::TcpListener;
+use tokio::process::ChildStdout;
+use tokio::sync::OwnedMutexGuard;
+
+use super::Gate;
+use super::hook::AUDIT_ENV;
+use super::mirror::{Mirror, git_command};
+
+/// The smart HTTP endpoints under `/NAME.git`.
+const ENDPOINTS: [&str; 3] = ["/info/refs", "/git-upload-pack", "/git-receive-pack"];
+/// The most a CGI response's header may take.
+const MAX_CGI_HEADER: usize = 64 * 1024;
+
+/// Accepts connections on `listener` and serves each one, forever.
+pub(crate) async fn run(gate: Arc<Gate>, listener: TcpListener) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(connection) => connection,
+            Err(err) => {
+                // Out of file descriptors, say: wait a little rather than spin.
+                eprintln!("git-gate: warning: accepting a connection failed: {err}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let gate = Arc::clone(&gate);
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let gate = Arc::clone(&gate);
+                async move { Ok::<_, Infallible>(handle(gate, req, peer).await) }
+            });
+            // A client that goes away mid-request is no concern of the gate's.
+            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}
+
+async fn handle(gate: Arc<Gate>, req: Request<Incoming>, peer: SocketAddr) -> Response<GateBody> {
+    let path = req.uri().path();
+    let Some((repo, endpoint)) =
+        ENDPOINTS.iter().find_map(|endpoint| Some((path.strip_suffix(endpoint)?.strip_prefix('/')?, *endpoint)))
+    else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "this is a git gate: it speaks git's smart HTTP protocol at /NAME.git only",
+        );
+    };
+    let name = repo.strip_suffix(".git").unwrap_or(repo);
+    let Some(mirror) = gate.mirrors.get(name) else {
+        let served: Vec<String> = gate.mirrors.keys().map(|name| format!("{name}.git")).collect();
+        return text(
+            StatusCode::NOT_FOUND,
+            &format!("no repository `{repo}` here; this gate serves: {}", served.join(", ")),
+        );
+    };
+    let service = req.uri().query().unwrap_or("").split('&').find_map(|pair| pair.strip_prefix("service="));
+    let (guard, spool) = match (req.method(), endpoint, service) {
+        (&Method::GET, "/info/refs", Some("git-upload-pack" | "git-receive-pack")) => {
+            // Fresh refs for every fetch, and for every push to be checked against.
+            mirror.refresh().await;
+            (None, None)
+        }
+        (&Method::POST, "/git-upload-pack", _) => (None, None),
+        (&Method::POST, "/git-receive-pack", _) => {
+            let guard = Arc::clone(&mirror.lock).lock_owned().await;
+            let n = gate.pushes.fetch_add(1, Ordering::Relaxed);
+            (Some(guard), Some(gate.layout.spool.join(format!("push-{}-{n}.json", std::process::id()))))
+        }
+        (_, "/info/refs", _) => {
+            return text(StatusCode::FORBIDDEN, "this gate speaks git's smart HTTP protocol only (no dumb HTTP)");
+        }
+        _ => return text(StatusCode::METHOD_NOT_ALLOWED, "use GET for /info/refs and POST for the git services"),
+    };
+    let path_info = format!("/{name}.git{endpoint}");
+    cgi(&gate, mirror, req, peer, &path_info, guard, spool).await
+}
+
+/// Runs `git http-backend` for one request.
+async fn cgi(
+    gate: &Arc<Gate>,
+    mirror: &Mirror,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    path_info: &str,
+    guard: Option<OwnedMutexGuard<()>>,
+    spool: Option<PathBuf>,
+) -> Response<GateBody> {
+    let (parts, mut body) = req.into_parts();
+    let mut cmd = git_command(&gate.layout.home);
+    cmd.arg("http-backend")
+        .env("GIT_PROJECT_ROOT", &gate.layout.repos)
+        .env("GIT_HTTP_EXPORT_ALL", "1")
+        .env("GATEWAY_INTERFACE", "CGI/1.1")
+        .env("SERVER_PROTOCOL", "HTTP/1.1")
+        .env("REQUEST_METHOD", parts.method.as_str())
+        .env("PATH_INFO", path_info)
+        .env("QUERY_STRING", parts.uri.query().unwrap_or(""))
+        .env("REMOTE_USER", &gate.bottle)
+        .env("REMOTE_ADDR", peer.ip().to_string());
+    for (header, var) in [
+        (CONTENT_TYPE, "CONTENT_TYPE"),
+        (CONTENT_LENGTH, "CONTENT_LENGTH"),
+        // http-backend inflates a gzip'd request itself.
+        (CONTENT_ENCODING, "HTTP_CONTENT_ENCODING"),
+        (HeaderName::from_static("git-protocol"), "HTTP_GIT_PROTOCOL"),
+    ] {
+        if let Some(value) = parts.headers.get(header).and_then(|v| v.to_str().ok()) {
+            cmd.env(var, value);
+        }
+    }
+    if let Some(spool) = &spool {
+        cmd.env(AUDIT_ENV, spool);
+    }
+    cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut child = match cmd.spawn() {
+        Ok(child) => child,
+        Err(err) => return text(StatusCode::INTERNAL_SERVER_ERROR, &format!("could not run git http-backend: {err}")),
+    };
+    let (Some(mut stdin), Some(mut stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return text(StatusCode::INTERNAL_SERVER_ERROR, "git http-backend has no pipes");
+    };
+    tokio::spawn(async move {
+        while let Some(Ok(frame)) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+            if let Ok(data) = frame.into_data()
+                && stdin.write_all(&data).await.is_err()
+            {
+                break;
+            }
+        }
+        // Dropping stdin ends the request for http-backend.
+    });
+    let name = mirror.name.clone();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            eprintln!("git-gate: {name}: {line}");
+        }
+    });
+    let gate = Arc::clone(gate);
+    tokio::spawn(async move {
+        let _ = child.wait().await;
+        if let Some(spool) = spool {
+            gate.audit.drain(&spool);
+        }
+        // The mirror is free again only once the push is over.
+        drop(guard);
+    });
+
+    let (head, rest) = match read_cgi_header(&mut stdout).await {
+        Ok(split) => split,
+        Err(err) => return text(StatusCode::BAD_GATEWAY, &format!("git http-backend answered badly: {err}")),
+    };
+    let mut response = Response::new(GateBody::Cgi { head: Some(rest), stdout: Some(stdout), buf: vec![0; 64 * 1024] });
+    for line in head.lines().map(str::trim_end).filter(|line| !line.is_empty()) {
+        let Some((key, value)) = line.split_once(':') else { continue };
+        let value = value.trim();
+        if key.eq_ignore_ascii_case("status") {
+            let code = value.split_whitespace().next().and_then(|code| code.parse::<u16>().ok());
+            if let Some(status) = code.and_then(|code| StatusCode::from_u16(code).ok()) {
+                *response.status_mut() = status;
+            }
+        } else if let (Ok(key), Ok(value)) = (HeaderName::try_from(key), HeaderValue::try_from(value)) {
+            response.headers_mut().append(key, value);
+        }
+    }
+    response
+}
+
+/// Reads the CGI response header; returns it and what was read past it.
+async fn read_cgi_header(stdout: &mut ChildStdout) -> std::io::Result<(String, Bytes)> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = stdout.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "no response header"));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        // http-backend ends its header with CRLF CRLF; a bare LF LF is CGI too.
+        let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|at| at + 4);
+        let lf = buf.windows(2).position(|w| w == b"\n\n").map(|at| at + 2);
+        let end = match (crlf, lf) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(end) = end {
+            let rest = Bytes::copy_from_slice(&buf[end..]);
+            buf.truncate(end);
+            return Ok((String::from_utf8_lossy(&buf).into_owned(), rest));
+        }
+        if buf.len() > MAX_CGI_HEADER {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "response header too long"));
+        }
+    }
+}
+
+/// A response body: a short text of the gate's own, or a CGI response.
+enum GateBody {
+    /// The whole body at once.
+    Text(Option<Bytes>),
+    /// What was read with the CGI header, then the rest of the CGI's stdout.
+    Cgi { head: Option<Bytes>, stdout: Option<ChildStdout>, buf: Vec<u8> },
+}
+
+impl Body for GateBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        let (head, stdout, buf) = match self.get_mut() {
+            GateBody::Text(text) => return Poll::Ready(text.take().map(|text| Ok(Frame::data(text)))),
+            GateBody::Cgi { head, stdout, buf } => (head, stdout, buf),
+        };
+        if let Some(head) = head.take().filter(|head| !head.is_empty()) {
+            return Poll::Ready(Some(Ok(Frame::data(head))));
+        }
+        let Some(out) = stdout.as_mut() else { return Poll::Ready(None) };
+        let mut read = ReadBuf::new(buf);
+        match Pin::new(out).poll_read(cx, &mut read) {
+            Poll::Ready(Ok(())) if read.filled().is_empty() => {
+                *stdout = None;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Ok(())) => Poll::Ready(Some(Ok(Frame::data(Bytes::copy_from_slice(read.filled()))))),
+            Poll::Ready(Err(err)) => Poll::Ready(Some(Err(err))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// A plain-text answer (a newline is added).
+fn text(status: StatusCode, message: &str) -> Response<GateBody> {
+    let mut response = Response::new(GateBody::Text(Some(Bytes::from(format!("git-gate: {message}\n")))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}

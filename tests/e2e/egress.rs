@@ -1,0 +1,94 @@
+//! Egress on Docker: the bottle reaches an allowed upstream only through the
+//! proxy, which injects the credential the bottle never sees; everything
+//! else is denied or unreachable, and every request is in the audit log.
+
+use crate::harness::{World, containers_of, networks_of, require_docker, text, warm_image, write};
+use crate::upstream::Upstream;
+
+const TOKEN: &str = "e2e-upstream-token-91c3";
+
+fn manifest(world: &World, up: &Upstream) -> String {
+    let text = format!(
+        "agents:\n  shell:\n    bottle: b\nbottles:\n  b:\n    agent_provider:\n      template: shell\n    env:\n      \
+         UP_TOKEN: {{ from_host: E2E_UP_TOKEN, secret: true }}\n    egress:\n      - host: \"{ip}\"\n        \
+         methods: [GET]\n        paths: [\"/allowed/\"]\n        auth: {{ scheme: bearer, from_host: E2E_UP_TOKEN }}\n",
+        ip = up.ip
+    );
+    write(&world.path("work"), "bot-bottle.yaml", &text).to_string_lossy().into_owned()
+}
+
+/// Run `curl ARGS` in the bottle as the agent; (exit code, stdout, stderr).
+fn curl(world: &World, slug: &str, args: &[&str]) -> (i32, String, String) {
+    let mut argv = vec!["exec", slug, "--", "curl", "-sS", "--max-time", "10"];
+    argv.extend_from_slice(args);
+    let out = world.run(&argv);
+    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+}
+
+#[test]
+fn the_proxy_is_the_only_way_out_and_injects_credentials() {
+    require_docker();
+    warm_image();
+    let world = World::new();
+    let up = Upstream::start(&world.path("work"));
+    let manifest = manifest(&world, &up);
+    let out = world
+        .bottle(&["--manifest", &manifest, "start", "shell", "--yes", "--detach"])
+        .env("E2E_UP_TOKEN", TOKEN)
+        .env("BOT_BOTTLE_UPSTREAM_CA", &up.ca)
+        .output()
+        .expect("start");
+    assert!(out.status.success(), "start failed: {}", text(&out.stderr));
+    let slug = text(&out.stdout).trim().to_string();
+    world.track(&slug);
+    let summary = text(&out.stderr);
+    assert!(summary.contains("[auth:bearer from $E2E_UP_TOKEN]"), "{summary}");
+    assert!(!summary.contains(TOKEN), "no secret in the summary");
+
+    // Allowed: the upstream sees the real credential in place of the sentinel the bottle holds.
+    let (code, body, err) =
+        curl(&world, &slug, &["-H", "Authorization: Bearer bot-bottle-hidden:UP_TOKEN", &up.url("/allowed/x")]);
+    assert_eq!(code, 0, "allowed request failed: {err}");
+    let echoed: serde_json::Value = serde_json::from_str(&body).expect("upstream JSON");
+    assert_eq!(echoed["headers"]["authorization"], format!("Bearer {TOKEN}"), "{body}");
+    assert_eq!(echoed["path"], "/allowed/x");
+
+    // Denied: another host (refused before TLS), a method and a path outside the route.
+    let (code, _, err) = curl(&world, &slug, &["https://example.com/"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("403"), "CONNECT to an unlisted host is refused with 403: {err}");
+    let (_, body, _) = curl(&world, &slug, &["-w", "\n%{http_code}", "-X", "POST", &up.url("/allowed/x")]);
+    assert!(body.ends_with("403"), "POST is not in the route's methods: {body}");
+    let (_, body, _) = curl(&world, &slug, &["-i", &up.url("/elsewhere")]);
+    // `-i` shows the proxy's CONNECT answer (200) first, then the intercepted response.
+    assert!(body.contains("\nHTTP/2 403") || body.contains("\nHTTP/1.1 403"), "path outside the route: {body}");
+    assert!(body.to_ascii_lowercase().contains("x-bot-bottle-denied"), "the reason is in a header: {body}");
+
+    // No way around the proxy: direct connections and outside DNS fail.
+    let (code, _, _) = curl(&world, &slug, &["--noproxy", "*", "--max-time", "5", &up.url("/allowed/x")]);
+    assert_ne!(code, 0, "a direct connection must fail");
+    let dns = world.run(&["exec", &slug, "--", "getent", "hosts", "example.com"]);
+    assert!(!dns.status.success(), "outside names must not resolve: {}", text(&dns.stdout));
+
+    // The audit log has both the allowed and the denied requests, and no secret.
+    let log = world.ok(&["egress", "log", &slug]);
+    let lines: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+    assert!(lines.iter().any(|l| l["decision"] == "allow" && l["path"] == "/allowed/x"), "{log}");
+    assert!(lines.iter().any(|l| l["decision"] == "deny" && l["host"] == "example.com"), "{log}");
+    assert!(!log.contains(TOKEN), "the audit log holds no secret");
+
+    // The secret is nowhere in the bottle.
+    let env = world.ok(&["exec", &slug, "--", "env"]);
+    assert!(!env.contains(TOKEN) && env.contains("UP_TOKEN=bot-bottle-hidden:UP_TOKEN"), "{env}");
+    assert!(env.contains("HTTPS_PROXY=http://egress:3128"), "{env}");
+
+    // Kill the proxy: the bottle fails closed; stop still removes everything.
+    let killed =
+        std::process::Command::new("docker").args(["kill", &format!("bb-{slug}-egress")]).output().expect("kill");
+    assert!(killed.status.success());
+    let (code, _, _) = curl(&world, &slug, &["--max-time", "5", &up.url("/allowed/x")]);
+    assert_ne!(code, 0, "without its proxy the bottle has no network");
+    world.ok(&["stop", &slug]);
+    assert!(containers_of(&slug).is_empty(), "no container left (sidecar included)");
+    assert!(networks_of(&slug).is_empty(), "no network left (both)");
+}
