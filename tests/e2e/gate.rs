@@ -43,6 +43,16 @@ fn pushes_leave_only_through_the_gate_and_only_where_allowed() {
     git(&seed, &["add", "."]);
     git(&seed, &["commit", "-qm", "initial"]);
     git(&seed, &["push", "-q", upstream.to_str().expect("utf8"), "main"]);
+    // The upstream itself refuses one branch, whatever the gate allows.
+    let hook = upstream.join("hooks/pre-receive");
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\nwhile read old new ref; do\n  if [ \"$ref\" = refs/heads/agent/blocked ]; then echo 'upstream says no' >&2; exit 1; fi\ndone\n",
+    )
+    .expect("hook");
+    let mut perms = std::fs::metadata(&hook).expect("meta").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&hook, perms).expect("chmod");
 
     // The operator's key and known_hosts, and a manifest naming the upstream.
     let key = sshd.client_key();
@@ -94,6 +104,15 @@ fn pushes_leave_only_through_the_gate_and_only_where_allowed() {
     let forced = sh("cd ~/work && git commit -q --amend -m rewritten && git push origin +HEAD:agent/one");
     assert!(!forced.status.success(), "force-push refused");
     assert_eq!(git(&upstream, &["log", "--format=%s", "-1", "agent/one"]), "agent-work");
+    let deleted = sh("cd ~/work && git push origin :agent/one");
+    assert!(!deleted.status.success(), "delete refused");
+    assert_eq!(git(&upstream, &["log", "--format=%s", "-1", "agent/one"]), "agent-work");
+    let rejected = sh("cd ~/work && git push origin HEAD:agent/blocked");
+    assert!(!rejected.status.success(), "a push the upstream rejects fails for the agent");
+    assert!(text(&rejected.stderr).contains("upstream says no"), "{}", text(&rejected.stderr));
+    let blocked =
+        Command::new("git").args(["rev-parse", "--verify", "-q", "agent/blocked"]).current_dir(&upstream).output();
+    assert!(!blocked.expect("git").status.success(), "the upstream did not take it");
 
     // The key is nowhere in the bottle, and the audit log has both pushes.
     let key_line = key.lines().nth(1).expect("a key body line");

@@ -7,7 +7,7 @@
 //! workloads — 1,000 sequential keep-alive requests of 1 KiB, and one 100 MiB
 //! download — directly, through the release `bottle-sidecar egress` (TLS
 //! intercepted), and, when installed, through squid (a plain `CONNECT`
-//! tunnel) and mitmproxy (TLS intercepted). Each workload runs three rounds,
+//! tunnel) and mitmproxy (TLS intercepted). Each workload runs five rounds,
 //! interleaved; the medians are compared. Targets: small requests ≤ 2× direct,
 //! the download ≥ 70% of direct throughput, and the proxy's idle RSS ≤ 20 MiB.
 //!
@@ -43,7 +43,7 @@ use crate::{show, workspace_root};
 const SMALL: usize = 1024;
 const SMALL_REQUESTS: usize = 1000;
 const BIG: u64 = 100 * 1024 * 1024;
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 const SMALL_TARGET: f64 = 2.0;
 const BIG_TARGET: f64 = 0.70;
 const RSS_TARGET_KIB: u64 = 20 * 1024;
@@ -75,15 +75,19 @@ fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"))
 }
 
-/// One way from the client to the upstream.
+/// One way from the client to the upstream, and what it measured.
 struct Setup {
     name: &'static str,
     /// The proxy's port, or `None` for the direct connection.
     proxy: Option<u16>,
+    /// The proxy process, whose CPU time is measured too.
+    pid: Option<u32>,
     /// The client's TLS configuration (trusting whoever presents the certificate).
     tls: Arc<rustls::ClientConfig>,
     small: Vec<Duration>,
     big: Vec<Duration>,
+    small_cpu: Vec<Duration>,
+    big_cpu: Vec<Duration>,
 }
 
 async fn bench(sidecar: &Path) -> Result<()> {
@@ -98,13 +102,13 @@ async fn bench(sidecar: &Path) -> Result<()> {
     let (egress, bottle_ca) = start_egress(sidecar, &scratch, &upstream.ca_pem)?;
     let egress_pid = egress.pid();
     let idle_rss = rss_kib(egress_pid, "VmRSS")?;
-    setups.push(Setup::new("bottle egress (TLS intercept)", Some(egress.port), &bottle_ca)?);
+    setups.push(Setup::new("bottle egress (TLS intercept)", Some(&egress), &bottle_ca)?);
     processes.push(egress);
 
     match which("squid") {
         Some(squid) => {
             let proxy = start_squid(&squid, &scratch)?;
-            setups.push(Setup::new("squid (CONNECT tunnel)", Some(proxy.port), &upstream.ca_pem)?);
+            setups.push(Setup::new("squid (CONNECT tunnel)", Some(&proxy), &upstream.ca_pem)?);
             processes.push(proxy);
         }
         None => println!("squid: skipped (not installed; `apt-get install squid` adds it)"),
@@ -112,7 +116,7 @@ async fn bench(sidecar: &Path) -> Result<()> {
     match which("mitmdump") {
         Some(mitmdump) => {
             let (proxy, ca) = start_mitmproxy(&mitmdump, &scratch, &upstream.ca_pem)?;
-            setups.push(Setup::new("mitmproxy (TLS intercept)", Some(proxy.port), &ca)?);
+            setups.push(Setup::new("mitmproxy (TLS intercept)", Some(&proxy), &ca)?);
             processes.push(proxy);
         }
         None => println!("mitmproxy: skipped (mitmdump not installed; `pip install mitmproxy` adds it)"),
@@ -128,32 +132,40 @@ async fn bench(sidecar: &Path) -> Result<()> {
     for round in 1..=ROUNDS {
         for setup in &mut setups {
             let before = UPSTREAM_CONNECTIONS.load(Ordering::Relaxed);
-            let (small, big) =
-                workloads(setup, port).await.with_context(|| format!("while measuring {}", setup.name))?;
+            workloads(setup, port).await.with_context(|| format!("while measuring {}", setup.name))?;
             let opened = UPSTREAM_CONNECTIONS.load(Ordering::Relaxed) - before;
             println!(
                 "round {round}/{ROUNDS}: {:<30} {SMALL_REQUESTS} × 1 KiB {}, 100 MiB {} ({opened} upstream connections)",
                 setup.name,
-                secs(small),
-                secs(big)
+                secs(setup.small[round - 1]),
+                secs(setup.big[round - 1])
             );
-            setup.small.push(small);
-            setup.big.push(big);
         }
     }
 
     let direct_small = Stats::of(setups[0].small.clone()).median;
     let direct_big = Stats::of(setups[0].big.clone()).median;
+    let requests = u32::try_from(SMALL_REQUESTS).unwrap_or(u32::MAX);
     println!("\n{SMALL_REQUESTS} sequential keep-alive HTTPS requests of 1 KiB (median of {ROUNDS}):");
     for (i, setup) in setups.iter().enumerate() {
         let median = Stats::of(setup.small.clone()).median;
-        let per = median / u32::try_from(SMALL_REQUESTS).unwrap_or(u32::MAX);
         let ratio = median.as_secs_f64() / direct_small.as_secs_f64();
         let target = match i {
             1 => format!(" (target ≤ {SMALL_TARGET}×): {}", verdict(ratio <= SMALL_TARGET)),
             _ => String::new(),
         };
-        println!("  {:<30} {} ({} per request), {ratio:.2}× direct{target}", setup.name, secs(median), micros(per));
+        let cpu = match setup.pid {
+            Some(_) => {
+                format!("; proxy CPU {} per request", micros(Stats::of(setup.small_cpu.clone()).median / requests))
+            }
+            None => String::new(),
+        };
+        println!(
+            "  {:<30} {} ({} per request), {ratio:.2}× direct{target}{cpu}",
+            setup.name,
+            secs(median),
+            micros(median / requests)
+        );
     }
     println!("\none 100 MiB download (median of {ROUNDS}):");
     for (i, setup) in setups.iter().enumerate() {
@@ -163,8 +175,12 @@ async fn bench(sidecar: &Path) -> Result<()> {
             1 => format!(" (target ≥ {:.0}%): {}", BIG_TARGET * 100.0, verdict(share >= BIG_TARGET)),
             _ => String::new(),
         };
+        let cpu = match setup.pid {
+            Some(_) => format!("; proxy CPU {}", secs(Stats::of(setup.big_cpu.clone()).median)),
+            None => String::new(),
+        };
         println!(
-            "  {:<30} {} ({:.0} MiB/s), {:.0}% of direct throughput{target}",
+            "  {:<30} {} ({:.0} MiB/s), {:.0}% of direct throughput{target}{cpu}",
             setup.name,
             secs(median),
             100.0 / median.as_secs_f64(),
@@ -189,7 +205,7 @@ async fn bench(sidecar: &Path) -> Result<()> {
 }
 
 impl Setup {
-    fn new(name: &'static str, proxy: Option<u16>, ca_pem: &str) -> Result<Self> {
+    fn new(name: &'static str, proxy: Option<&Proxy>, ca_pem: &str) -> Result<Self> {
         let mut roots = rustls::RootCertStore::empty();
         for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
             roots.add(cert.context("a CA certificate is no PEM")?).context("an unusable CA certificate")?;
@@ -199,24 +215,52 @@ impl Setup {
             .with_root_certificates(roots)
             .with_no_client_auth();
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(Setup { name, proxy, tls: Arc::new(tls), small: Vec::new(), big: Vec::new() })
+        Ok(Setup {
+            name,
+            proxy: proxy.map(|proxy| proxy.port),
+            pid: proxy.map(Proxy::pid),
+            tls: Arc::new(tls),
+            small: Vec::new(),
+            big: Vec::new(),
+            small_cpu: Vec::new(),
+            big_cpu: Vec::new(),
+        })
+    }
+
+    /// CPU time the proxy process has used so far (zero for the direct setup).
+    fn cpu(&self) -> Duration {
+        self.pid.and_then(cpu_time).unwrap_or_default()
     }
 }
 
-/// The two workloads, each on a connection of its own: (small, big).
-async fn workloads(setup: &Setup, port: u16) -> Result<(Duration, Duration)> {
-    let timer = Instant::now();
+/// Runs the two workloads, each on a connection of its own, and records
+/// their times and the proxy's CPU time.
+async fn workloads(setup: &mut Setup, port: u16) -> Result<()> {
+    let (timer, cpu) = (Instant::now(), setup.cpu());
     let mut sender = open(setup, port).await?;
     for _ in 0..SMALL_REQUESTS {
         let n = get(&mut sender, port, "/small").await?;
         ensure!(n == SMALL as u64, "a small response had {n} bytes");
     }
-    let small = timer.elapsed();
-    let timer = Instant::now();
+    setup.small.push(timer.elapsed());
+    setup.small_cpu.push(setup.cpu().saturating_sub(cpu));
+    let (timer, cpu) = (Instant::now(), setup.cpu());
     let mut sender = open(setup, port).await?;
     let n = get(&mut sender, port, "/big").await?;
     ensure!(n == BIG, "the download had {n} bytes, not {BIG}");
-    Ok((small, timer.elapsed()))
+    setup.big.push(timer.elapsed());
+    setup.big_cpu.push(setup.cpu().saturating_sub(cpu));
+    Ok(())
+}
+
+/// The CPU time all threads of process `pid` have used, from `/proc/PID/task/*/schedstat`.
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let mut total = 0u64;
+    for task in fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let stat = fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_nanos(total))
 }
 
 /// A keep-alive HTTP/1.1 connection over TLS to the upstream, directly or
