@@ -7,14 +7,14 @@ use crate::upstream::Upstream;
 
 const TOKEN: &str = "e2e-upstream-token-91c3";
 
-fn manifest(world: &World, up: &Upstream) -> String {
+fn manifest(world: &World, up: &Upstream) -> std::path::PathBuf {
     let text = format!(
         "agents:\n  shell:\n    bottle: b\nbottles:\n  b:\n    agent_provider:\n      template: shell\n    env:\n      \
          UP_TOKEN: {{ from_host: E2E_UP_TOKEN, secret: true }}\n    egress:\n      - host: \"{ip}\"\n        \
          methods: [GET]\n        paths: [\"/allowed/\"]\n        auth: {{ scheme: bearer, from_host: E2E_UP_TOKEN }}\n",
         ip = up.ip
     );
-    write(&world.path("work"), "bot-bottle.yaml", &text).to_string_lossy().into_owned()
+    write(&world.path("work"), "bot-bottle.yaml", &text)
 }
 
 /// Run `curl ARGS` in the bottle as the agent; (exit code, stdout, stderr).
@@ -32,16 +32,8 @@ fn the_proxy_is_the_only_way_out_and_injects_credentials() {
     let world = World::new();
     let up = Upstream::start(&world.path("work"));
     let manifest = manifest(&world, &up);
-    let out = world
-        .bottle(&["--manifest", &manifest, "start", "shell", "--yes", "--detach"])
-        .env("E2E_UP_TOKEN", TOKEN)
-        .env("BOT_BOTTLE_UPSTREAM_CA", &up.ca)
-        .output()
-        .expect("start");
-    assert!(out.status.success(), "start failed: {}", text(&out.stderr));
-    let slug = text(&out.stdout).trim().to_string();
-    world.track(&slug);
-    let summary = text(&out.stderr);
+    let ca = up.ca.to_str().expect("utf8");
+    let (slug, summary) = world.start_manifest(&manifest, &[("E2E_UP_TOKEN", TOKEN), ("BOT_BOTTLE_UPSTREAM_CA", ca)]);
     assert!(summary.contains("[auth:bearer from $E2E_UP_TOKEN]"), "{summary}");
     assert!(!summary.contains(TOKEN), "no secret in the summary");
 

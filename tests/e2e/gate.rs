@@ -72,14 +72,7 @@ fn pushes_leave_only_through_the_gate_and_only_where_allowed() {
             key = key_path.display(),
         ),
     );
-    let out = world
-        .bottle(&["--manifest", manifest.to_str().expect("utf8"), "start", "shell", "--yes", "--detach"])
-        .output()
-        .expect("start");
-    assert!(out.status.success(), "start failed: {}", text(&out.stderr));
-    let slug = text(&out.stdout).trim().to_string();
-    world.track(&slug);
-    let summary = text(&out.stderr);
+    let (slug, summary) = world.start_manifest(&manifest, &[]);
     assert!(summary.contains("project →") && summary.contains("pinned from ~/.ssh/known_hosts"), "{summary}");
     assert_eq!(containers_of(&slug).len(), 3, "agent, egress and gate containers");
 

@@ -91,6 +91,20 @@ impl World {
         slug
     }
 
+    /// `bottle --manifest M start shell --yes --detach` with extra host `env`;
+    /// returns the slug and the preflight summary (stderr).
+    pub(crate) fn start_manifest(&self, manifest: &Path, env: &[(&str, &str)]) -> (String, String) {
+        warm_image();
+        let manifest = manifest.to_str().expect("utf8 path");
+        let mut cmd = self.bottle(&["--manifest", manifest, "start", "shell", "--yes", "--detach"]);
+        cmd.envs(env.iter().copied());
+        let out = cmd.output().expect("run bottle start");
+        assert!(out.status.success(), "start failed: {}", text(&out.stderr));
+        let slug = text(&out.stdout).trim().to_string();
+        self.track(&slug);
+        (slug, text(&out.stderr))
+    }
+
     /// Remember a slug so its resources are removed when the test ends.
     pub(crate) fn track(&self, slug: &str) {
         self.slugs.lock().expect("lock").push(slug.to_string());

@@ -96,16 +96,9 @@ fn secrets_stay_on_the_host() {
         "agents:\n  shell:\n    bottle: b\nbottles:\n  b:\n    agent_provider:\n      template: shell\n    env:\n      \
          TOKEN: { from_host: E2E_TOKEN, secret: true }\n      PLAIN: hello\n",
     );
-    let out = world
-        .bottle(&["--manifest", manifest.to_str().expect("utf8"), "start", "shell", "--yes", "--detach"])
-        .env("E2E_TOKEN", secret)
-        .output()
-        .expect("run");
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let slug = text(&out.stdout).trim().to_string();
-    world.track(&slug);
-    assert!(!text(&out.stderr).contains(secret), "the summary never shows a secret");
-    assert!(text(&out.stderr).contains("TOKEN=•••• (hidden)"), "{}", text(&out.stderr));
+    let (slug, summary) = world.start_manifest(&manifest, &[("E2E_TOKEN", secret)]);
+    assert!(!summary.contains(secret), "the summary never shows a secret");
+    assert!(summary.contains("TOKEN=•••• (hidden)"), "{summary}");
     let env = world.ok(&["exec", &slug, "--", "env"]);
     assert!(env.contains("PLAIN=hello") && env.contains("TOKEN=bot-bottle-hidden:TOKEN"), "{env}");
     // Search every process's environment and argv and the whole filesystem,
