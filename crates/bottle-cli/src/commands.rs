@@ -255,7 +255,7 @@ async fn exec(ctx: &Context, slug: &str, user: Option<&str>, command: &[String])
     let backend = ctx.backend_of(slug)?;
     backend.is_available().await?;
     let bottle = backend.attach(slug).await?;
-    let user = user.map_or(GuestUser::Agent, GuestUser::Named);
+    let user = user.map_or(GuestUser::Agent, |u| GuestUser::Named(u.to_string()));
     Ok(bottle.exec_attached(command, user).await?)
 }
 

@@ -27,14 +27,14 @@ impl ExecResult {
 }
 
 /// Which user a command runs as inside the bottle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GuestUser<'a> {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GuestUser {
     /// The agent's own non-root user.
     Agent,
     /// root, for provisioning steps that need it.
     Root,
     /// Any other user by name.
-    Named(&'a str),
+    Named(String),
 }
 
 /// The sidecars beside a bottle.
@@ -66,7 +66,7 @@ pub trait Bottle: Send + Sync {
     fn agent_user(&self) -> &str;
 
     /// Run `script` with `sh -c` as `user`, capturing its output.
-    async fn exec(&self, script: &str, user: GuestUser<'_>) -> Result<ExecResult>;
+    async fn exec(&self, script: &str, user: GuestUser) -> Result<ExecResult>;
 
     /// Copy a host file or directory to `guest` (its full destination path),
     /// owned by the agent's user.
@@ -77,7 +77,7 @@ pub trait Bottle: Send + Sync {
 
     /// Run `argv` in the bottle attached to this process's stdio (a TTY when
     /// stdin is one), in the agent's workdir, and return its exit code.
-    async fn exec_attached(&self, argv: &[String], user: GuestUser<'_>) -> Result<i32>;
+    async fn exec_attached(&self, argv: &[String], user: GuestUser) -> Result<i32>;
 
     /// Copy a sidecar's audit log (one JSON line per request or push) to
     /// `sink`; with `follow`, keep copying until the sidecar stops.

@@ -196,7 +196,7 @@ pub trait AgentProvider: Send + Sync {
 }
 
 /// Run `script` in the bottle and turn a non-zero exit into an [`ErrorKind::Provision`] error.
-pub async fn run_checked(bottle: &dyn Bottle, script: &str, user: GuestUser<'_>, what: &str) -> Result<()> {
+pub async fn run_checked(bottle: &dyn Bottle, script: &str, user: GuestUser, what: &str) -> Result<()> {
     let out = bottle.exec(script, user).await?;
     if out.success() {
         Ok(())

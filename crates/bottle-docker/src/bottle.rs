@@ -36,10 +36,10 @@ impl std::fmt::Debug for DockerBottle {
 }
 
 impl DockerBottle {
-    fn user_name<'a>(&'a self, user: GuestUser<'a>) -> &'a str {
+    fn user_name(&self, user: GuestUser) -> String {
         match user {
-            GuestUser::Agent => &self.user,
-            GuestUser::Root => "root",
+            GuestUser::Agent => self.user.clone(),
+            GuestUser::Root => "root".into(),
             GuestUser::Named(name) => name,
         }
     }
@@ -163,9 +163,9 @@ impl Bottle for DockerBottle {
         &self.user
     }
 
-    async fn exec(&self, script: &str, user: GuestUser<'_>) -> Result<ExecResult> {
+    async fn exec(&self, script: &str, user: GuestUser) -> Result<ExecResult> {
         let argv = vec!["sh".to_string(), "-c".to_string(), script.to_string()];
-        let (id, started) = self.start(argv, self.user_name(user), false, false, None).await?;
+        let (id, started) = self.start(argv, &self.user_name(user), false, false, None).await?;
         let mut result = ExecResult::default();
         if let StartExecResults::Attached { mut output, .. } = started {
             while let Some(chunk) = output.next().await {
@@ -223,9 +223,9 @@ impl Bottle for DockerBottle {
         Ok(true)
     }
 
-    async fn exec_attached(&self, argv: &[String], user: GuestUser<'_>) -> Result<i32> {
+    async fn exec_attached(&self, argv: &[String], user: GuestUser) -> Result<i32> {
         let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
-        let (id, started) = self.start(argv.to_vec(), self.user_name(user), tty, true, Some(&self.workdir)).await?;
+        let (id, started) = self.start(argv.to_vec(), &self.user_name(user), tty, true, Some(&self.workdir)).await?;
         let StartExecResults::Attached { mut output, mut input } = started else {
             return Err(self.err(Error::new(ErrorKind::Backend, "the engine detached an attached exec")));
         };

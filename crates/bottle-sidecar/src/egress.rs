@@ -48,13 +48,6 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Limit for a request head, from its first byte.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
-/// Read buffer under each TLS session: rustls reads 4 KiB at a time, this
-/// turns four or more `recv` calls per record into one per 32 KiB.
-const TLS_READ_BUFFER_DEFAULT: usize = 32 * 1024;
-#[allow(non_snake_case, missing_docs, unreachable_pub)]
-pub(crate) fn TLS_READ_BUFFER_fn() -> usize {
-    std::env::var("EXPERIMENT_BUF").ok().and_then(|v| v.parse().ok()).unwrap_or(TLS_READ_BUFFER_DEFAULT)
-}
 
 /// Why the egress proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -111,18 +104,12 @@ pub fn main(path: &str) -> i32 {
         }
     };
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
-    let flavour = std::env::var("EXPERIMENT_THREADS").unwrap_or_default();
-    let mut builder = if flavour == "current" {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-    };
-    if let Ok(n) = flavour.parse::<usize>() {
-        builder.worker_threads(n);
-    } else if flavour != "current" {
-        builder.worker_threads(workers);
-    }
-    let runtime = match builder.max_blocking_threads(16).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .max_blocking_threads(16)
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("egress: cannot start the runtime: {err}");

@@ -2,3 +2,4 @@
 
 pub mod egress;
 pub mod gitgate;
+mod time;

@@ -82,7 +82,7 @@ impl Bottle for NoBottle {
     fn agent_user(&self) -> &str {
         match *self {}
     }
-    async fn exec(&self, _: &str, _: bottle_core::GuestUser<'_>) -> Result<bottle_core::ExecResult> {
+    async fn exec(&self, _: &str, _: bottle_core::GuestUser) -> Result<bottle_core::ExecResult> {
         match *self {}
     }
     async fn cp_in(&self, _: &std::path::Path, _: &str) -> Result<()> {
@@ -91,7 +91,7 @@ impl Bottle for NoBottle {
     async fn cp_out(&self, _: &str, _: &std::path::Path) -> Result<bool> {
         match *self {}
     }
-    async fn exec_attached(&self, _: &[String], _: bottle_core::GuestUser<'_>) -> Result<i32> {
+    async fn exec_attached(&self, _: &[String], _: bottle_core::GuestUser) -> Result<i32> {
         match *self {}
     }
     async fn sidecar_log(&self, _: bottle_core::Sidecar, _: bool, _: &mut (dyn std::io::Write + Send)) -> Result<()> {

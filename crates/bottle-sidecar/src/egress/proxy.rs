@@ -17,7 +17,7 @@ use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
@@ -230,7 +230,6 @@ impl Proxy {
                 return;
             }
         };
-        let io = BufReader::with_capacity(super::TLS_READ_BUFFER_fn(), io);
         let Ok(stream) = within(HANDSHAKE_TIMEOUT, "TLS handshake", TlsAcceptor::from(config).accept(io)).await else {
             return;
         };

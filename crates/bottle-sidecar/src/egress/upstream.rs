@@ -16,7 +16,7 @@ use hyper::header::{HOST, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite, BufReader};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -96,10 +96,14 @@ impl Pool {
         let list = idle.get_mut(target)?;
         list.retain(|(since, sender)| !sender.is_closed() && since.elapsed() < POOL_IDLE);
         let found = match list.iter().position(|(_, sender)| matches!(sender, Sender::H2(_))) {
-            Some(h2) => match &list[h2].1 {
-                Sender::H2(shared) => Some(Sender::H2(shared.clone())),
-                Sender::H1(_) => None,
-            },
+            Some(h2) => {
+                // Shared and in use: it stays pooled, its idle clock restarts.
+                list[h2].0 = Instant::now();
+                match &list[h2].1 {
+                    Sender::H2(shared) => Some(Sender::H2(shared.clone())),
+                    Sender::H1(_) => None,
+                }
+            }
             None => list
                 .iter()
                 .position(|(_, sender)| matches!(sender, Sender::H1(h1) if h1.is_ready()))
@@ -244,7 +248,6 @@ impl Upstreams {
             SendError::Failed(StatusCode::BAD_GATEWAY, format!("{} is no valid TLS server name: {err}", target.host))
         })?;
         let what = format!("TLS handshake with {}", target.authority());
-        let io = BufReader::with_capacity(super::TLS_READ_BUFFER_fn(), io);
         let stream = within(HANDSHAKE_TIMEOUT, &what, TlsConnector::from(Arc::clone(config)).connect(name, io)).await?;
         let h2 = is_h2(stream.get_ref().1.alpn_protocol());
         handshake(stream, h2).await

@@ -555,6 +555,33 @@ fn http2_keep_alive_and_a_streamed_10_mib_download() {
 }
 
 #[test]
+fn http1_upstream_connections_are_pooled_and_never_shared_while_busy() {
+    let proxy = start_proxy(vec![route("localhost", &[], &[], None)], &[]);
+    let plain = |path: &str| format!("http://localhost:{}{path}", upstream().plain_port);
+    let out = curl(&proxy, &["-w", "\n", &plain("/a"), &plain("/b")]);
+    let conns: Vec<Value> =
+        stdout(&out).lines().map(|line| serde_json::from_str::<Value>(line).expect("echo")["conn"].clone()).collect();
+    assert_eq!(conns.len(), 2);
+    assert_eq!(conns[0], conns[1], "the second request reuses the pooled HTTP/1.1 connection");
+
+    // A slow download keeps its upstream connection busy for seconds (more than socket buffers hold).
+    let mut slow = Command::new("curl")
+        .args(["-sS", "-x", &proxy_url(proxy.port), "--limit-rate", "8M", "-o", "/dev/null"])
+        .arg(plain("/bytes/33554432"))
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("curl");
+    std::thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
+    let got = echo(&curl(&proxy, &[&plain("/while-busy")]));
+    assert!(start.elapsed() < Duration::from_secs(2), "waited for the busy connection: {:?}", start.elapsed());
+    assert_eq!(got["uri"], "/while-busy");
+    assert!(slow.try_wait().expect("slow curl").is_none(), "the download was still running meanwhile");
+    let status = slow.wait().expect("slow curl");
+    assert!(status.success());
+}
+
+#[test]
 fn an_upgrade_passes_through_the_tunnel() {
     let proxy = start_proxy(vec![route("localhost", &[], &[], None)], &[]);
     let port = upstream().tls_port;
