@@ -2,7 +2,7 @@
 //! proxy, which injects the credential the bottle never sees; everything
 //! else is denied or unreachable, and every request is in the audit log.
 
-use crate::harness::{World, containers_of, networks_of, require_docker, text, warm_image, write};
+use crate::harness::{World, containers_of, find_in_bottle, networks_of, require_docker, text, warm_image, write};
 use crate::upstream::Upstream;
 
 const TOKEN: &str = "e2e-upstream-token-91c3";
@@ -69,7 +69,8 @@ fn the_proxy_is_the_only_way_out_and_injects_credentials() {
     assert!(lines.iter().any(|l| l["decision"] == "deny" && l["host"] == "example.com"), "{log}");
     assert!(!log.contains(TOKEN), "the audit log holds no secret");
 
-    // The secret is nowhere in the bottle.
+    // The secret is nowhere in the bottle: not in env, /proc, argv or files.
+    assert_eq!(find_in_bottle(&world, &slug, TOKEN), Vec::<String>::new(), "the credential is nowhere in the bottle");
     let env = world.ok(&["exec", &slug, "--", "env"]);
     assert!(!env.contains(TOKEN) && env.contains("UP_TOKEN=bot-bottle-hidden:UP_TOKEN"), "{env}");
     assert!(env.contains("HTTPS_PROXY=http://egress:3128"), "{env}");

@@ -186,3 +186,22 @@ pub(crate) fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     std::fs::write(&path, text).expect("write");
     path
 }
+
+/// Where `value` appears in bottle `slug`: every process's environment and
+/// argv, and every file (as root). The value never appears whole in the
+/// searching commands' own argv. Returns the places found (empty: nowhere).
+pub(crate) fn find_in_bottle(world: &World, slug: &str, value: &str) -> Vec<String> {
+    let (head, tail) = value.split_at(value.len() / 2);
+    let script = format!(
+        "a='{head}'; b='{tail}'; s=\"$a$b\"\n\
+         for f in /proc/[0-9]*/environ /proc/[0-9]*/cmdline; do\n\
+           c=$(tr '\\0' ' ' < \"$f\" 2>/dev/null)\n\
+           case \"$c\" in *\"$s\"*) echo \"$f\";; esac\n\
+         done\n\
+         grep -rlsF --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev -f - / <<EOF\n$s\nEOF\n\
+         echo searched"
+    );
+    let out = world.ok(&["exec", slug, "--user", "root", "--", "sh", "-c", &script]);
+    assert!(out.trim_end().ends_with("searched"), "the search did not finish: {out}");
+    out.lines().filter(|l| *l != "searched").map(str::to_string).collect()
+}
