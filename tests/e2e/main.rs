@@ -10,3 +10,4 @@ mod egress;
 mod gate;
 mod lifecycle;
 mod manifest;
+mod smolvm;

@@ -24,6 +24,7 @@ impl Context {
         let manifest_path = discover_manifest(manifest, &lookup, &cwd);
         let mut registry = Registry::new();
         bottle_docker::register(&mut registry);
+        bottle_smolvm::register(&mut registry);
         Ok(Context { providers: agent_provider::builtin(), registry, host, manifest_path, explicit_backend: backend })
     }
 

@@ -3,7 +3,10 @@
 mod backend;
 mod bottle;
 mod ca;
+mod copy;
 mod error;
+mod image;
+pub mod labels;
 mod manifest;
 mod owner;
 mod plan;
@@ -19,7 +22,9 @@ mod state;
 pub use backend::{Backend, BoxFuture, CleanupPlan, DynBackend, ErasedCleanupPlan, ErasedPlan};
 pub use bottle::{ActiveAgent, Bottle, ExecResult, GuestUser, Sidecar, sort_active};
 pub use ca::mint_ca;
+pub use copy::{pack_tree, split_guest_path, unpack_tree};
 pub use error::{Error, ErrorKind, Result};
+pub use image::{BuildContext, DOCKERFILE_IN_CONTEXT, build_context};
 pub use manifest::*;
 pub use owner::{Liveness, Owner, host_name, now_ms};
 pub use plan::{

@@ -10,7 +10,7 @@ use bollard::query_parameters::{
     CreateContainerOptions, ListContainersOptions, ListNetworksOptions, RemoveContainerOptions, StartContainerOptions,
 };
 use bottle_core::{
-    ActiveAgent, Backend, BackendPlan, Bottle, CleanupPlan, CommonPlan, Error, ErrorKind, GuestUser, Liveness, Result,
+    ActiveAgent, Backend, BackendPlan, Bottle, CleanupPlan, CommonPlan, Error, ErrorKind, GuestUser, Result,
     sort_active,
 };
 use tokio::sync::OnceCell;
@@ -141,13 +141,15 @@ impl DockerBackend {
             if plan.image_cached || image::exists(docker, &plan.image_tag).await? {
                 return Ok(());
             }
-            image::build(docker, image::BuildContext { tag: plan.image_tag.clone(), tar: plan.context.clone() }).await
+            image::build(docker, bottle_core::BuildContext { tag: plan.image_tag.clone(), tar: plan.context.clone() })
+                .await
         };
         let sidecar_image = async {
             if plan.sidecar_cached || image::exists(docker, &plan.sidecar_tag).await? {
                 return Ok(());
             }
-            let context = image::BuildContext { tag: plan.sidecar_tag.clone(), tar: plan.sidecar_context.clone() };
+            let context =
+                bottle_core::BuildContext { tag: plan.sidecar_tag.clone(), tar: plan.sidecar_context.clone() };
             image::build(docker, context).await
         };
         let (agent, sidecar) = tokio::join!(agent_image, sidecar_image);
@@ -266,7 +268,7 @@ impl Backend for DockerBackend {
     async fn resolve_plan(&self, common: CommonPlan) -> Result<DockerPlan> {
         let docker = self.docker().await?;
         let recipe = common.provision.image.clone();
-        let context = tokio::task::spawn_blocking(move || image::context(&recipe))
+        let context = tokio::task::spawn_blocking(move || bottle_core::build_context(&recipe))
             .await
             .map_err(|e| Error::new(ErrorKind::Io, format!("packing the build context: {e}")))??;
         let image_cached = image::exists(docker, &context.tag).await?;
@@ -278,9 +280,10 @@ impl Backend for DockerBackend {
             }
         };
         let sidecar_recipe = sidecar::recipe(common.provision.image.host_ca_bundle.clone())?;
-        let sidecar_context = tokio::task::spawn_blocking(move || image::context(&sidecar_recipe))
-            .await
-            .map_err(|e| Error::new(ErrorKind::Io, format!("packing the sidecar build context: {e}")))??;
+        let sidecar_context =
+            tokio::task::spawn_blocking(move || bottle_core::build_context(&sidecar_recipe))
+                .await
+                .map_err(|e| Error::new(ErrorKind::Io, format!("packing the sidecar build context: {e}")))??;
         let sidecar_cached = image::exists(docker, &sidecar_context.tag).await?;
         let mut common = common;
         let proxy_url = format!("http://{}:{}", Kind::Egress.name(), bottle_core::EGRESS_PORT);
@@ -421,14 +424,14 @@ impl Backend for DockerBackend {
         let mut plan = DockerCleanupPlan::default();
         for (slug, found) in slugs {
             let l = Labels(&found.labels);
-            let orphan = match (l.owner().map(|o| o.liveness()), &found.running_agent) {
-                (Some(Liveness::Alive), _) => false,
-                (_, None) => true,
-                // Foreign or unreadable owner labels: a running bottle is not ours to judge.
-                (Some(Liveness::OtherHost) | None, Some(_)) => false,
-                (Some(Liveness::Gone), Some(_)) if !l.detached() => true,
-                // A detached bottle outlives its launcher; it is an orphan only if it never became ready.
-                (Some(Liveness::Gone), Some(container)) => !self.is_ready(docker, container, &slug).await,
+            let running = found.running_agent.is_some();
+            let orphan = match labels::judge(l.owner().map(|o| o.liveness()), running, l.detached()) {
+                labels::Verdict::Keep => false,
+                labels::Verdict::Remove => true,
+                labels::Verdict::RemoveUnlessReady => match &found.running_agent {
+                    Some(container) => !self.is_ready(docker, container, &slug).await,
+                    None => true,
+                },
             };
             if orphan {
                 plan.orphans.insert(slug, found.what);

@@ -11,7 +11,9 @@ use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, ResizeExecOptions, StartExecOptions, StartExecResults};
 use bollard::query_parameters::{DownloadFromContainerOptions, UploadToContainerOptions};
-use bottle_core::{Bottle, Error, ErrorKind, ExecResult, GuestUser, Result, shell_quote};
+use bottle_core::{
+    Bottle, Error, ErrorKind, ExecResult, GuestUser, Result, pack_tree, shell_quote, split_guest_path, unpack_tree,
+};
 use futures_util::{StreamExt, TryStreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::OnceCell;
@@ -113,46 +115,6 @@ impl DockerBottle {
     }
 }
 
-/// Pack `host` (file, directory or symlink) as `name`, owned by uid/gid.
-fn pack(host: &Path, name: &str, uid: u64, gid: u64) -> std::io::Result<Vec<u8>> {
-    fn add(b: &mut tar::Builder<Vec<u8>>, path: &Path, name: &str, uid: u64, gid: u64) -> std::io::Result<()> {
-        let meta = std::fs::symlink_metadata(path)?;
-        let mut header = tar::Header::new_gnu();
-        header.set_metadata_in_mode(&meta, tar::HeaderMode::Deterministic);
-        header.set_uid(uid);
-        header.set_gid(gid);
-        if meta.is_dir() {
-            header.set_size(0);
-            b.append_data(&mut header, name, std::io::empty())?;
-            let mut children: Vec<_> = std::fs::read_dir(path)?.collect::<std::io::Result<_>>()?;
-            children.sort_by_key(|e| e.file_name());
-            for child in children {
-                let child_name = format!("{name}/{}", child.file_name().to_string_lossy());
-                add(b, &child.path(), &child_name, uid, gid)?;
-            }
-        } else if meta.file_type().is_symlink() {
-            header.set_size(0);
-            b.append_link(&mut header, name, std::fs::read_link(path)?)?;
-        } else {
-            b.append_data(&mut header, name, std::fs::File::open(path)?)?;
-        }
-        Ok(())
-    }
-    let mut builder = tar::Builder::new(Vec::new());
-    add(&mut builder, host, name, uid, gid)?;
-    builder.into_inner()
-}
-
-fn split_guest(guest: &str) -> Result<(&str, &str)> {
-    let trimmed = guest.trim_end_matches('/');
-    match trimmed.rsplit_once('/') {
-        Some((parent, name)) if trimmed.starts_with('/') && !name.is_empty() && name != ".." => {
-            Ok((if parent.is_empty() { "/" } else { parent }, name))
-        }
-        _ => Err(Error::new(ErrorKind::InvalidInput, format!("`{guest}` is not an absolute guest path"))),
-    }
-}
-
 #[async_trait]
 impl Bottle for DockerBottle {
     fn slug(&self) -> &str {
@@ -183,14 +145,14 @@ impl Bottle for DockerBottle {
     }
 
     async fn cp_in(&self, host: &Path, guest: &str) -> Result<()> {
-        let (parent, name) = split_guest(guest)?;
+        let (parent, name) = split_guest_path(guest)?;
         let (uid, gid) = self.agent_ids().await?;
         let mkdir = format!("mkdir -p {}", shell_quote(parent));
         if !self.exec(&mkdir, GuestUser::Agent).await?.success() {
             bottle_core::run_checked(self, &mkdir, GuestUser::Root, "creating a folder").await?;
         }
         let (host_path, name_owned) = (host.to_path_buf(), name.to_string());
-        let tar = tokio::task::spawn_blocking(move || pack(&host_path, &name_owned, uid, gid))
+        let tar = tokio::task::spawn_blocking(move || pack_tree(&host_path, &name_owned, uid, gid))
             .await
             .map_err(|e| Error::new(ErrorKind::Io, format!("packing {}: {e}", host.display())))?
             .map_err(|e| self.err(Error::io(format!("packing {}", host.display()), e)))?;
@@ -202,7 +164,7 @@ impl Bottle for DockerBottle {
     }
 
     async fn cp_out(&self, guest: &str, host: &Path) -> Result<bool> {
-        let (_, name) = split_guest(guest)?;
+        let (_, name) = split_guest_path(guest)?;
         let options = DownloadFromContainerOptions { path: guest.to_string() };
         let chunks: std::result::Result<Vec<_>, _> =
             self.docker.download_from_container(&self.container, Some(options)).try_collect().await;
@@ -211,15 +173,7 @@ impl Bottle for DockerBottle {
             Err(e) if is_not_found(&e) => return Ok(false),
             Err(e) => return Err(self.err(failed("copy files out of the bottle")(e))),
         };
-        let parent = host.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(parent).map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
-        let staging =
-            tempfile::tempdir_in(parent).map_err(|e| Error::io(format!("staging in {}", parent.display()), e))?;
-        let mut archive = tar::Archive::new(bytes.as_slice());
-        archive.set_preserve_permissions(true);
-        archive.unpack(staging.path()).map_err(|e| Error::io(format!("unpacking {guest}"), e))?;
-        std::fs::rename(staging.path().join(name), host)
-            .map_err(|e| Error::io(format!("moving {guest} to {}", host.display()), e))?;
+        unpack_tree(&bytes, name, host)?;
         Ok(true)
     }
 
@@ -318,46 +272,5 @@ impl RawMode {
 impl Drop for RawMode {
     fn drop(&mut self) {
         let _ = crossterm::terminal::disable_raw_mode();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn guest_paths_split_into_parent_and_name() {
-        assert_eq!(split_guest("/home/agent/workspace").expect("ok"), ("/home/agent", "workspace"));
-        assert_eq!(split_guest("/home/agent/.claude/").expect("ok"), ("/home/agent", ".claude"));
-        assert_eq!(split_guest("/x").expect("ok"), ("/", "x"));
-        for bad in ["relative/path", "/", "", "/a/.."] {
-            assert_eq!(split_guest(bad).expect_err(bad).kind(), ErrorKind::InvalidInput, "{bad}");
-        }
-    }
-
-    #[test]
-    fn packed_trees_are_owned_by_the_agent() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        std::fs::create_dir_all(tmp.path().join("d/sub")).expect("mkdir");
-        std::fs::write(tmp.path().join("d/sub/f"), "data").expect("write");
-        let tar = pack(&tmp.path().join("d"), "workspace", 1000, 1001).expect("pack");
-        let mut archive = tar::Archive::new(tar.as_slice());
-        let entries: Vec<(String, u64, u64)> = archive
-            .entries()
-            .expect("entries")
-            .map(|e| {
-                let e = e.expect("entry");
-                let h = e.header();
-                (e.path().expect("path").display().to_string(), h.uid().expect("uid"), h.gid().expect("gid"))
-            })
-            .collect();
-        assert_eq!(
-            entries,
-            [
-                ("workspace".to_string(), 1000, 1001),
-                ("workspace/sub".to_string(), 1000, 1001),
-                ("workspace/sub/f".to_string(), 1000, 1001)
-            ]
-        );
     }
 }

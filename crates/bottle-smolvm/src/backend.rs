@@ -1,0 +1,384 @@
+//! [`SmolvmBackend`]: bottles as smolvm microVMs created from a `docker save`
+//! archive with `--outbound-localhost-only`, beside `bottle-sidecar`
+//! processes on the host's loopback; found again by the machines' labels and
+//! the sidecars' pid files in each bottle's state folder.
+//!
+//! The sidecars' ports are reserved when the plan is resolved (a listening
+//! socket held by the plan, released just before the sidecar binds the same
+//! address): so the plan is complete before launch — the summary shows the
+//! real addresses, the guest's proxy variables go to `machine create`, and
+//! the git gate's URL is known to provisioning, which runs on the plan as
+//! resolved.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
+
+use bottle_core::labels::{self, Labels, Verdict};
+use bottle_core::{
+    ActiveAgent, Backend, BackendPlan, Bottle, CleanupPlan, CommonPlan, Error, ErrorKind, GuestUser, Liveness, Result,
+    Sidecar, StateRoot, sort_active,
+};
+use tokio::sync::OnceCell;
+
+use crate::bottle::SmolvmBottle;
+use crate::cli::{self, CreateSpec, Machine, Smolvm};
+use crate::image;
+use crate::sidecar::{self, Reservation};
+
+/// A machine label naming the agent image's tag (the machine's own `image` is the archive path).
+pub const IMAGE_LABEL: &str = "dev.bot-bottle.image-tag";
+
+/// The smolvm backend.
+#[derive(Debug, Default)]
+pub struct SmolvmBackend {
+    state: Option<StateRoot>,
+}
+
+impl SmolvmBackend {
+    /// A backend that finds bottles' state under `$XDG_STATE_HOME/bot-bottle`
+    /// (as the CLI does) and `smolvm` on `PATH`.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A backend whose bottles' state lives under `root`.
+    pub fn with_state_root(root: StateRoot) -> Self {
+        SmolvmBackend { state: Some(root) }
+    }
+
+    fn state_root(&self) -> Result<StateRoot> {
+        match &self.state {
+            Some(root) => Ok(root.clone()),
+            None => StateRoot::from_env(&|k| std::env::var(k).ok()),
+        }
+    }
+
+    fn handle(&self, smolvm: Smolvm, machine: &Machine, state: &StateRoot, slug: &str) -> SmolvmBottle {
+        let l = Labels(&machine.labels);
+        SmolvmBottle {
+            smolvm,
+            machine: machine.name.clone(),
+            slug: slug.to_string(),
+            user: l.get(labels::USER).unwrap_or("root").to_string(),
+            workdir: l.get(labels::WORKDIR).unwrap_or("/").to_string(),
+            sidecars: sidecar::dir(&state.bottle_dir(slug)),
+            children: Mutex::new(Vec::new()),
+            ids: OnceCell::new(),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// This backend's machines, optionally of one slug.
+    async fn machines(&self, smolvm: &Smolvm, slug: Option<&str>) -> Result<Vec<Machine>> {
+        Ok(smolvm
+            .list()
+            .await?
+            .into_iter()
+            .filter(|m| {
+                let l = Labels(&m.labels);
+                l.get(labels::BACKEND) == Some(crate::NAME) && slug.is_none_or(|s| l.get(labels::SLUG) == Some(s))
+            })
+            .collect())
+    }
+
+    async fn remove_slug(&self, smolvm: &Smolvm, slug: &str) -> Result<()> {
+        bottle_core::validate_slug(slug)?;
+        let state = self.state_root()?;
+        let machines = self.machines(smolvm, Some(slug)).await?;
+        let dir = sidecar::dir(&state.bottle_dir(slug));
+        if machines.is_empty() {
+            return SmolvmBottle::remove_everything(smolvm, None, &dir).await.map_err(|e| e.with_bottle(slug));
+        }
+        for m in &machines {
+            SmolvmBottle::remove_everything(smolvm, Some(m), &dir).await.map_err(|e| e.with_bottle(slug))?;
+        }
+        Ok(())
+    }
+
+    async fn create(&self, smolvm: &Smolvm, plan: SmolvmPlan) -> Result<SmolvmBottle> {
+        let common = &plan.common;
+        let id = match &plan.image_id {
+            Some(id) => id.clone(),
+            None => {
+                let context = bottle_core::BuildContext { tag: plan.image_tag.clone(), tar: plan.context };
+                image::build(&context).await?
+            }
+        };
+        let archive = image::archive(&plan.image_tag, &id, &plan.image_cache).await?;
+        let dir = sidecar::dir(&common.state_dir);
+        let mut bottle = SmolvmBottle {
+            smolvm: smolvm.clone(),
+            machine: plan.machine.clone(),
+            slug: common.slug.clone(),
+            user: common.provision.guest_user.clone(),
+            workdir: common.provision.workdir.clone(),
+            sidecars: dir.clone(),
+            children: Mutex::new(Vec::new()),
+            ids: OnceCell::new(),
+            closed: AtomicBool::new(false),
+        };
+        let encode =
+            |e: serde_json::Error| Error::new(ErrorKind::Io, "encoding a sidecar configuration").with_source(e);
+        if let Some(reserved) = plan.gate_port {
+            let json = serde_json::to_vec(&common.git_gate.config).map_err(encode)?;
+            let child = sidecar::start(&dir, Sidecar::GitGate, reserved, &json).await?;
+            bottle.children.get_mut().unwrap_or_else(|e| e.into_inner()).push(child);
+        }
+        let json = serde_json::to_vec(&common.egress.config).map_err(encode)?;
+        let child = sidecar::start(&dir, Sidecar::Egress, plan.egress_port, &json).await?;
+        bottle.children.get_mut().unwrap_or_else(|e| e.into_inner()).push(child);
+        let spec =
+            CreateSpec { name: &plan.machine, image: &archive, labels: &plan.labels, env: &common.provision.guest_env };
+        smolvm.checked(&cli::create_args(&spec), "create the machine").await?;
+        smolvm.checked(&cli::lifecycle_args("start", &plan.machine), "start the machine").await?;
+        Ok(bottle)
+    }
+}
+
+/// The smolvm plan: machine, image and the sidecars' reserved addresses.
+#[derive(Debug)]
+pub struct SmolvmPlan {
+    common: CommonPlan,
+    /// The machine's name (`bb-<slug>`).
+    pub machine: String,
+    /// Tag of the agent image (content-addressed, shared with the Docker backend).
+    pub image_tag: String,
+    image_id: Option<String>,
+    image_cache: PathBuf,
+    archive_cached: bool,
+    context: Vec<u8>,
+    /// The machine's labels.
+    pub labels: BTreeMap<String, String>,
+    egress_port: Reservation,
+    gate_port: Option<Reservation>,
+}
+
+impl BackendPlan for SmolvmPlan {
+    fn common(&self) -> &CommonPlan {
+        &self.common
+    }
+
+    fn summary_lines(&self) -> Vec<(String, String)> {
+        let image = match (&self.image_id, self.archive_cached) {
+            (Some(_), true) => "cached archive",
+            (Some(_), false) => "built; will be saved as an archive",
+            (None, _) => "will be built and saved as an archive",
+        };
+        let mut sidecars = vec![format!("egress on {}", self.egress_port.addr())];
+        if let Some(gate) = &self.gate_port {
+            sidecars.push(format!("git gate on {}", gate.addr()));
+        }
+        vec![
+            ("image".into(), format!("{} ({image})", self.image_tag)),
+            ("machine".into(), format!("{} (smolvm microVM)", self.machine)),
+            ("network".into(), "outbound to the host's 127.0.0.1 only (the sidecars)".into()),
+            ("sidecars".into(), format!("bottle-sidecar processes on the host: {}", sidecars.join(", "))),
+        ]
+    }
+}
+
+/// What a killed or crashed run left behind, by slug.
+#[derive(Debug, Default)]
+pub struct SmolvmCleanupPlan {
+    orphans: BTreeMap<String, Vec<String>>,
+}
+
+impl CleanupPlan for SmolvmCleanupPlan {
+    fn describe(&self) -> Vec<String> {
+        self.orphans.iter().flat_map(|(slug, what)| what.iter().map(move |w| format!("{slug}: {w}"))).collect()
+    }
+}
+
+/// What `prepare_cleanup` saw of one slug.
+#[derive(Default)]
+struct Found {
+    machine: Option<Machine>,
+    owner: Option<bottle_core::Owner>,
+    detached: bool,
+    what: Vec<String>,
+}
+
+impl Backend for SmolvmBackend {
+    const NAME: &'static str = crate::NAME;
+    type Plan = SmolvmPlan;
+    type Bottle = SmolvmBottle;
+    type CleanupPlan = SmolvmCleanupPlan;
+
+    async fn is_available(&self) -> Result<()> {
+        Smolvm::locate().map(|_| ())
+    }
+
+    async fn resolve_plan(&self, common: CommonPlan) -> Result<SmolvmPlan> {
+        Smolvm::locate()?;
+        image::require_docker().await?;
+        bottle_core::sidecar_binary()?;
+        let recipe = common.provision.image.clone();
+        let context = tokio::task::spawn_blocking(move || bottle_core::build_context(&recipe))
+            .await
+            .map_err(|e| Error::new(ErrorKind::Io, format!("packing the build context: {e}")))??;
+        let image_id = image::image_id(&context.tag).await?;
+        let image_cache = image::cache_dir(&|k| std::env::var(k).ok())?;
+        let archive_cached = image_id.as_ref().is_some_and(|id| image::archive_path(&image_cache, id).is_file());
+
+        let mut common = common;
+        let dir = sidecar::dir(&common.state_dir);
+        let egress_port = Reservation::new()?;
+        let proxy_url = format!("http://{}", egress_port.addr());
+        common.egress.config.listen = egress_port.addr().to_string();
+        common.egress.config.audit_log = sidecar::audit_path(&dir, Sidecar::Egress).display().to_string();
+        common.egress.proxy_url = Some(proxy_url.clone());
+        // The git gate is on 127.0.0.1 too, which NO_PROXY already names.
+        common.provision.guest_env.extend(bottle_core::proxy_env(&proxy_url, &["localhost", "127.0.0.1", "::1"]));
+        let gate_port = if common.git_gate.is_needed() {
+            let reserved = Reservation::new()?;
+            common.git_gate.config.listen = reserved.addr().to_string();
+            common.git_gate.config.work_dir = sidecar::gate_work_dir(&dir).display().to_string();
+            common.git_gate.config.audit_log = sidecar::audit_path(&dir, Sidecar::GitGate).display().to_string();
+            common.git_gate.url = Some(format!("http://{}", reserved.addr()));
+            Some(reserved)
+        } else {
+            None
+        };
+        let mut labels: BTreeMap<String, String> =
+            labels::for_plan(&common, crate::NAME, labels::ROLE_AGENT).into_iter().collect();
+        labels.insert(IMAGE_LABEL.into(), context.tag.clone());
+        Ok(SmolvmPlan {
+            machine: common.provision.instance_name.clone(),
+            image_tag: context.tag,
+            image_id,
+            image_cache,
+            archive_cached,
+            context: context.tar,
+            labels,
+            egress_port,
+            gate_port,
+            common,
+        })
+    }
+
+    async fn launch(&self, plan: SmolvmPlan) -> Result<SmolvmBottle> {
+        let smolvm = Smolvm::locate()?;
+        let slug = plan.common.slug.clone();
+        match self.create(&smolvm, plan).await {
+            Ok(bottle) => Ok(bottle),
+            Err(e) => {
+                let _ = self.remove_slug(&smolvm, &slug).await;
+                Err(e.with_operation("launch").with_bottle(slug))
+            }
+        }
+    }
+
+    async fn attach(&self, slug: &str) -> Result<SmolvmBottle> {
+        bottle_core::validate_slug(slug)?;
+        let smolvm = Smolvm::locate()?;
+        let state = self.state_root()?;
+        let found = self.machines(&smolvm, Some(slug)).await?.into_iter().find(Machine::is_running);
+        let Some(machine) = found else {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("no running bottle `{slug}` on {}; `bottle list active` shows the running ones", crate::NAME),
+            )
+            .with_backend(crate::NAME));
+        };
+        Ok(self.handle(smolvm, &machine, &state, slug))
+    }
+
+    async fn remove(&self, slug: &str) -> Result<()> {
+        self.remove_slug(&Smolvm::locate()?, slug).await
+    }
+
+    async fn enumerate_active(&self) -> Result<Vec<ActiveAgent>> {
+        let smolvm = Smolvm::locate()?;
+        let mut agents: Vec<ActiveAgent> = self
+            .machines(&smolvm, None)
+            .await?
+            .into_iter()
+            .filter_map(|m| {
+                let l = Labels(&m.labels);
+                Some(ActiveAgent {
+                    slug: l.get(labels::SLUG)?.to_string(),
+                    agent: l.get(labels::AGENT).unwrap_or_default().to_string(),
+                    backend: crate::NAME.to_string(),
+                    started_at_ms: l.created_ms(),
+                    status: if m.state.is_empty() { "unknown".into() } else { m.state.clone() },
+                    image: l.get(IMAGE_LABEL).map(str::to_string).or(m.image.clone()).unwrap_or_default(),
+                    label: l.get(labels::LABEL).map(str::to_string),
+                    color: l.get(labels::COLOR).map(str::to_string),
+                })
+            })
+            .collect();
+        sort_active(&mut agents);
+        Ok(agents)
+    }
+
+    async fn prepare_cleanup(&self) -> Result<SmolvmCleanupPlan> {
+        let smolvm = Smolvm::locate()?;
+        let state = self.state_root()?;
+        let mut slugs: HashMap<String, Found> = HashMap::new();
+        for m in self.machines(&smolvm, None).await? {
+            let l = Labels(&m.labels);
+            let Some(slug) = l.get(labels::SLUG).map(str::to_string) else { continue };
+            let found = slugs.entry(slug).or_default();
+            found.what.push(format!("machine {} ({})", m.name, if m.is_running() { "running" } else { &m.state }));
+            found.owner = l.owner();
+            found.detached = l.detached();
+            found.machine = Some(m);
+        }
+        // Sidecars outlive a killed launcher, and may run before (or without) a machine.
+        for meta in state.list().into_iter().filter(|meta| meta.backend == crate::NAME) {
+            let dir = sidecar::dir(&state.bottle_dir(&meta.slug));
+            let running: Vec<String> = sidecar::KINDS
+                .into_iter()
+                .filter_map(|kind| {
+                    sidecar::running(&dir, kind).map(|pid| format!("{} sidecar (pid {pid})", kind.name()))
+                })
+                .collect();
+            if running.is_empty() && !dir.exists() {
+                continue;
+            }
+            let found = slugs.entry(meta.slug.clone()).or_default();
+            if running.is_empty() && found.machine.is_none() {
+                found.what.push(format!("sidecar files {}", dir.display()));
+            }
+            found.what.extend(running);
+            if found.owner.is_none() {
+                found.owner = Some(meta.owner.clone());
+                found.detached = meta.detached;
+            }
+        }
+        let mut plan = SmolvmCleanupPlan::default();
+        for (slug, found) in slugs {
+            if found.what.is_empty() {
+                continue;
+            }
+            let running = found.machine.as_ref().is_some_and(Machine::is_running);
+            let liveness: Option<Liveness> = found.owner.as_ref().map(bottle_core::Owner::liveness);
+            let orphan = match labels::judge(liveness, running, found.detached) {
+                Verdict::Keep => false,
+                Verdict::Remove => true,
+                Verdict::RemoveUnlessReady => match &found.machine {
+                    Some(m) => {
+                        let bottle = self.handle(smolvm.clone(), m, &state, &slug);
+                        let check = format!("test -e {}", bottle_core::session::READY_MARKER);
+                        !bottle.exec(&check, GuestUser::Root).await.is_ok_and(|r| r.success())
+                    }
+                    None => true,
+                },
+            };
+            if orphan {
+                plan.orphans.insert(slug, found.what);
+            }
+        }
+        Ok(plan)
+    }
+
+    async fn cleanup(&self, plan: SmolvmCleanupPlan) -> Result<Vec<String>> {
+        let smolvm = Smolvm::locate()?;
+        for slug in plan.orphans.keys() {
+            self.remove_slug(&smolvm, slug).await?;
+        }
+        Ok(plan.describe())
+    }
+}

@@ -1,0 +1,22 @@
+#![doc = include_str!("../README.md")]
+
+mod backend;
+mod bottle;
+mod cli;
+mod image;
+mod sidecar;
+
+use std::sync::Arc;
+
+use bottle_core::Registry;
+
+pub use backend::{IMAGE_LABEL, SmolvmBackend, SmolvmCleanupPlan, SmolvmPlan};
+pub use bottle::SmolvmBottle;
+
+/// The name this backend registers under (`--backend smolmachines`, `BOT_BOTTLE_BACKEND=smolmachines`).
+pub const NAME: &str = "smolmachines";
+
+/// Register the smolvm backend in `registry`.
+pub fn register(registry: &mut Registry) {
+    registry.register(Arc::new(SmolvmBackend::new()));
+}

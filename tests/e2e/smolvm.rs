@@ -1,0 +1,533 @@
+//! The `smolmachines` backend end to end, against the fake `smolvm`
+//! (`crates/smolvm-fake`: each machine is a Docker container sharing the
+//! host's network, with `--outbound-localhost-only` enforced by the host's
+//! firewall): start, exec, list beside a Docker bottle, egress through the
+//! host-side proxy, the git gate, secrets, stop and cleanup leaving no
+//! machine, container or sidecar process — and the exact `machine create`
+//! argv the backend sent.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::harness::{World, bottle_bin, require_docker, text, wait_for, warm_image, write};
+use crate::upstream::Upstream;
+#[allow(dead_code, reason = "the fixture serves two test binaries; this one uses part of it")]
+#[allow(clippy::duplicate_mod, reason = "gate.rs keeps its own `mod sshd` private; this is the same fixture")]
+#[path = "../../crates/bottle-sidecar/tests/it/gitgate/sshd.rs"]
+mod sshd;
+
+const TOKEN: &str = "e2e-smolvm-token-5b07";
+
+/// The fake `smolvm`, built next to `bottle`.
+fn fake_smolvm() -> PathBuf {
+    let fake = Path::new(bottle_bin()).with_file_name("smolvm");
+    assert!(
+        fake.is_file(),
+        "{} is missing: `cargo test --workspace` builds it, or run `cargo build -p smolvm-fake`",
+        fake.display()
+    );
+    fake
+}
+
+/// A test world whose `bottle` commands find the fake `smolvm` first on `PATH`.
+struct Smol {
+    world: World,
+}
+
+impl Smol {
+    fn new() -> Self {
+        require_docker();
+        warm_image();
+        let world = World::new();
+        let bin = world.path("fake-bin");
+        std::fs::create_dir_all(&bin).expect("mkdir");
+        // The fake reaches the Docker Engine even when a test hides it from `bottle` (see `without_docker`).
+        let wrapper = format!(
+            "#!/bin/sh\nif [ \"${{SMOLVM_FAKE_DOCKER_HOST+set}}\" = set ]; then\n  \
+             if [ -n \"$SMOLVM_FAKE_DOCKER_HOST\" ]; then export DOCKER_HOST=\"$SMOLVM_FAKE_DOCKER_HOST\"; \
+             else unset DOCKER_HOST; fi\nfi\nexec '{}' \"$@\"\n",
+            fake_smolvm().display()
+        );
+        let script = write(&bin, "smolvm", &wrapper);
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+        std::fs::create_dir_all(world.path("fake-state")).expect("mkdir");
+        Smol { world }
+    }
+
+    fn env(&self, cmd: &mut Command) {
+        let path = std::env::var("PATH").unwrap_or_default();
+        cmd.env("PATH", format!("{}:{path}", self.world.path("fake-bin").display()))
+            .env("SMOLVM_FAKE_STATE", self.world.path("fake-state"));
+    }
+
+    fn bottle(&self, args: &[&str]) -> Command {
+        let mut cmd = self.world.bottle(args);
+        self.env(&mut cmd);
+        cmd
+    }
+
+    /// `bottle args…` with the Docker backend unavailable (so `cleanup` leaves
+    /// other tests' Docker bottles alone); the fake still reaches Docker.
+    fn without_docker(&self, args: &[&str]) -> Output {
+        let mut cmd = self.bottle(args);
+        cmd.env("SMOLVM_FAKE_DOCKER_HOST", std::env::var("DOCKER_HOST").unwrap_or_default())
+            .env("DOCKER_HOST", "unix:///nonexistent/bot-bottle-e2e-docker.sock");
+        cmd.output().expect("run bottle")
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.bottle(args).output().expect("run bottle")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "bottle {args:?} failed: {}\n{}", out.status, text(&out.stderr));
+        text(&out.stdout)
+    }
+
+    /// `BOT_BOTTLE_BACKEND=smolmachines bottle [--manifest M] start shell --yes --detach [extra]`
+    /// with host `env`; returns the slug and the summary.
+    fn start(&self, manifest: Option<&Path>, extra: &[&str], env: &[(&str, &str)]) -> (String, String) {
+        let mut args = Vec::new();
+        if let Some(m) = manifest {
+            args.extend(["--manifest", m.to_str().expect("utf8")]);
+        }
+        args.extend(["start", "shell", "--yes", "--detach"]);
+        args.extend_from_slice(extra);
+        let out = self.bottle(&args).env("BOT_BOTTLE_BACKEND", "smolmachines").envs(env.iter().copied()).output();
+        let out = out.expect("run bottle start");
+        assert!(out.status.success(), "start failed: {}", text(&out.stderr));
+        let slug = text(&out.stdout).trim().to_string();
+        self.world.track(&slug);
+        (slug, text(&out.stderr))
+    }
+
+    /// Run the fake itself.
+    fn smolvm(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(fake_smolvm());
+        cmd.args(args);
+        self.env(&mut cmd);
+        cmd.output().expect("run the fake smolvm")
+    }
+
+    /// The machines the fake knows (`machine ls --json`).
+    fn machines(&self) -> Vec<serde_json::Value> {
+        let out = self.smolvm(&["machine", "ls", "--json"]);
+        assert!(out.status.success(), "machine ls: {}", text(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("a JSON array")
+    }
+
+    fn machine_names(&self) -> Vec<String> {
+        self.machines().iter().filter_map(|m| m["name"].as_str().map(str::to_string)).collect()
+    }
+
+    /// Every call the backend made (`calls.jsonl`).
+    fn calls(&self) -> Vec<Vec<String>> {
+        let log = std::fs::read_to_string(self.world.path("fake-state/calls.jsonl")).expect("calls.jsonl");
+        log.lines().map(|l| serde_json::from_str(l).expect("a JSON array per line")).collect()
+    }
+
+    /// Live (not zombie) `bottle-sidecar` processes of `slug`, as `PID ARGS`.
+    fn sidecars_of(&self, slug: &str) -> Vec<String> {
+        let dir = self.world.path("state/bot-bottle").join(slug).display().to_string();
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+            let pid = entry.file_name().to_string_lossy().into_owned();
+            if !pid.bytes().all(|b| b.is_ascii_digit()) {
+                continue;
+            }
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            let state = stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next()).unwrap_or("Z");
+            let args = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let args = String::from_utf8_lossy(&args).replace('\0', " ");
+            if state != "Z" && args.contains("bottle-sidecar") && args.contains(&dir) {
+                found.push(format!("{pid} {args}"));
+            }
+        }
+        found
+    }
+
+    /// Containers (any state) of the fake's machine for `slug`.
+    fn containers_of(&self, slug: &str) -> Vec<String> {
+        let out = Command::new("docker")
+            .args(["ps", "-a", "--filter", &format!("name=^smolvm-fake-bb-{slug}$"), "--format", "{{.Names}}"])
+            .output()
+            .expect("docker ps");
+        text(&out.stdout).lines().map(str::to_string).collect()
+    }
+
+    /// Assert that nothing of `slug` is left: machine, container, sidecar process, sidecar files.
+    fn assert_gone(&self, slug: &str) {
+        assert!(!self.machine_names().contains(&format!("bb-{slug}")), "no machine left: {:?}", self.machines());
+        assert!(self.containers_of(slug).is_empty(), "no container of the fake left");
+        assert!(self.sidecars_of(slug).is_empty(), "no sidecar process left: {:?}", self.sidecars_of(slug));
+        let files = self.world.path("state/bot-bottle").join(slug).join("sidecars");
+        assert!(!files.exists(), "no sidecar files left in {}", files.display());
+    }
+
+    /// Run `curl ARGS` in the bottle as the agent; (exit code, stdout, stderr).
+    fn curl(&self, slug: &str, args: &[&str]) -> (i32, String, String) {
+        let mut argv = vec!["exec", slug, "--", "curl", "-sS", "--max-time", "10"];
+        argv.extend_from_slice(args);
+        let out = self.run(&argv);
+        (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+    }
+
+    /// Places in bottle `slug` (process env and argv, files) holding `value`, searched as root
+    /// without the value ever appearing whole in the searching command's argv.
+    fn find_in_bottle(&self, slug: &str, value: &str) -> Vec<String> {
+        let (head, tail) = value.split_at(value.len() / 2);
+        let script = format!(
+            "a='{head}'; b='{tail}'; s=\"$a$b\"\n\
+             for f in /proc/[0-9]*/environ /proc/[0-9]*/cmdline; do\n\
+               c=$(tr '\\0' ' ' < \"$f\" 2>/dev/null)\n\
+               case \"$c\" in *\"$s\"*) echo \"$f\";; esac\n\
+             done\n\
+             grep -rlsF --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev -f - / <<EOF\n$s\nEOF\n\
+             echo searched"
+        );
+        let out = self.ok(&["exec", slug, "--user", "root", "--", "sh", "-c", &script]);
+        assert!(out.trim_end().ends_with("searched"), "the search did not finish: {out}");
+        out.lines().filter(|l| *l != "searched").map(str::to_string).collect()
+    }
+}
+
+impl Drop for Smol {
+    fn drop(&mut self) {
+        // Whatever a failed test left: the fake's machines and the sidecar processes.
+        for name in self.machines_quietly() {
+            let _ = self.smolvm(&["machine", "delete", "--name", &name, "-f"]);
+        }
+        let state = self.world.path("state/bot-bottle");
+        for slug in std::fs::read_dir(&state).into_iter().flatten().flatten() {
+            for line in self.sidecars_of(&slug.file_name().to_string_lossy()) {
+                let pid = line.split_whitespace().next().unwrap_or_default().to_string();
+                let _ = Command::new("kill").args(["-KILL", &pid]).output();
+            }
+        }
+    }
+}
+
+impl Smol {
+    fn machines_quietly(&self) -> Vec<String> {
+        let out = self.smolvm(&["machine", "ls", "--json"]);
+        let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        list.iter().filter_map(|m| m["name"].as_str().map(str::to_string)).collect()
+    }
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn a_smolvm_bottle_runs_lists_beside_docker_and_stops_without_leftovers() {
+    let smol = Smol::new();
+    let docker_slug = smol.world.start_detached(&[]);
+    let (slug, summary) = smol.start(None, &["--label", "e2e smolvm"], &[]);
+    assert!(summary.contains("smolmachines") && summary.contains("bb-"), "{summary}");
+    assert_eq!(smol.machine_names(), [format!("bb-{slug}")]);
+    assert_eq!(smol.containers_of(&slug).len(), 1, "the fake runs the machine as one container");
+    assert_eq!(smol.sidecars_of(&slug).len(), 1, "the egress proxy runs on the host: {:?}", smol.sidecars_of(&slug));
+
+    assert_eq!(smol.ok(&["exec", &slug, "--", "id", "-un"]).trim(), "agent", "runs as the non-root agent user");
+    assert_eq!(smol.ok(&["exec", &slug, "--user", "root", "--", "id", "-u"]).trim(), "0");
+    assert_eq!(smol.ok(&["exec", &slug, "--", "pwd"]).trim(), "/home/agent/workspace");
+    assert_eq!(smol.run(&["exec", &slug, "--", "sh", "-c", "exit 7"]).status.code(), Some(7));
+
+    // Both backends' bottles in one listing, sorted by start time, then slug.
+    let listed: serde_json::Value = serde_json::from_str(&smol.ok(&["list", "active", "--json"])).expect("json");
+    let listed = listed.as_array().expect("array");
+    let at = |s: &str| listed.iter().position(|a| a["slug"] == s).unwrap_or_else(|| panic!("{s} listed: {listed:?}"));
+    let (d, s) = (at(&docker_slug), at(&slug));
+    assert!(d < s, "the Docker bottle started first, so it comes first: {listed:?}");
+    let keys: Vec<(u64, String)> = listed
+        .iter()
+        .map(|a| (a["started_at_ms"].as_u64().unwrap_or(0), a["slug"].as_str().unwrap_or_default().to_string()))
+        .collect();
+    assert!(keys.windows(2).all(|w| w[0] <= w[1]), "sorted by start time, then slug: {keys:?}");
+    let mine = &listed[s];
+    assert_eq!(
+        (&mine["backend"], &mine["status"], &mine["agent"], &mine["label"]),
+        (&"smolmachines".into(), &"running".into(), &"shell".into(), &"e2e smolvm".into())
+    );
+    assert_eq!(listed[d]["backend"], "docker");
+    let table = smol.ok(&["list", "active"]);
+    assert!(table.contains(&slug) && table.contains(&docker_slug), "{table}");
+
+    // The exact `machine create` the backend sent.
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(smol.world.path("state/bot-bottle").join(&slug).join("metadata.json")).expect("meta"),
+    )
+    .expect("json");
+    let owner = &meta["owner"];
+    let tag = mine["image"].as_str().expect("image tag");
+    let id = Command::new("docker").args(["image", "inspect", "--format", "{{.Id}}", tag]).output().expect("docker");
+    let id = text(&id.stdout).trim().trim_start_matches("sha256:").to_string();
+    let archive = smol.world.path("home/.cache/bot-bottle/smolvm-images").join(format!("{id}.tar"));
+    assert!(archive.is_file(), "the image archive is cached by image id: {}", archive.display());
+    let proxy = smol.ok(&["exec", &slug, "--", "printenv", "HTTPS_PROXY"]).trim().to_string();
+    assert!(proxy.starts_with("http://127.0.0.1:"), "the proxy is on the host's loopback: {proxy}");
+    let labels: BTreeMap<&str, String> = [
+        ("dev.bot-bottle.agent", "shell".to_string()),
+        ("dev.bot-bottle.backend", "smolmachines".into()),
+        ("dev.bot-bottle.created-ms", owner["created_ms"].to_string()),
+        ("dev.bot-bottle.detached", "true".into()),
+        ("dev.bot-bottle.image-tag", tag.into()),
+        ("dev.bot-bottle.label", "e2e smolvm".into()),
+        ("dev.bot-bottle.owner-host", owner["host"].as_str().expect("host").into()),
+        ("dev.bot-bottle.owner-pid", owner["pid"].to_string()),
+        ("dev.bot-bottle.owner-start", owner["pid_start"].to_string()),
+        ("dev.bot-bottle.role", "agent".into()),
+        ("dev.bot-bottle.slug", slug.clone()),
+        ("dev.bot-bottle.user", "agent".into()),
+        ("dev.bot-bottle.workdir", "/home/agent/workspace".into()),
+    ]
+    .into();
+    let bundle = "/etc/ssl/certs/ca-certificates.crt";
+    let env: BTreeMap<&str, &str> = [
+        ("CURL_CA_BUNDLE", bundle),
+        ("GIT_SSL_CAINFO", bundle),
+        ("HTTPS_PROXY", &proxy),
+        ("HTTP_PROXY", &proxy),
+        ("NODE_EXTRA_CA_CERTS", "/usr/local/share/ca-certificates/bot-bottle-ca.crt"),
+        ("NO_PROXY", "localhost,127.0.0.1,::1"),
+        ("REQUESTS_CA_BUNDLE", bundle),
+        ("SSL_CERT_FILE", bundle),
+        ("http_proxy", &proxy),
+        ("https_proxy", &proxy),
+        ("no_proxy", "localhost,127.0.0.1,::1"),
+    ]
+    .into();
+    let mut expected = strings(&["machine", "create", "--name", &format!("bb-{slug}"), "--image"]);
+    expected.push(archive.display().to_string());
+    for (k, v) in &labels {
+        expected.extend(["--label".to_string(), format!("{k}={v}")]);
+    }
+    for (k, v) in &env {
+        expected.extend(["-e".to_string(), format!("{k}={v}")]);
+    }
+    expected.push("--outbound-localhost-only".into());
+    let calls = smol.calls();
+    let creates: Vec<&Vec<String>> = calls.iter().filter(|c| c.get(1).map(String::as_str) == Some("create")).collect();
+    assert_eq!(creates, [&expected], "exactly one create, with exactly these arguments");
+    let start = strings(&["machine", "start", "--name", &format!("bb-{slug}")]);
+    assert!(calls.contains(&start), "then `machine start`: {calls:?}");
+    let execs = calls.iter().filter(|c| c.get(1).map(String::as_str) == Some("exec"));
+    assert!(
+        execs.clone().all(|c| c[2..4] == strings(&["--name", &format!("bb-{slug}")])),
+        "every exec names the machine: {calls:?}"
+    );
+    assert!(
+        execs.clone().any(|c| c.windows(4).any(|w| w == strings(&["runuser", "-u", "agent", "--"]))),
+        "commands run as the agent through runuser: {calls:?}"
+    );
+
+    smol.ok(&["stop", &slug]);
+    smol.assert_gone(&slug);
+    let again = smol.run(&["exec", &slug, "--", "true"]);
+    assert!(!again.status.success() && text(&again.stderr).contains("no running bottle"), "{}", text(&again.stderr));
+    smol.world.ok(&["stop", &docker_slug]);
+}
+
+#[test]
+fn egress_leaves_only_through_the_host_proxy_and_secrets_stay_on_the_host() {
+    let smol = Smol::new();
+    let up = Upstream::start(&smol.world.path("work"));
+    // The upstream is reached at the Docker bridge's address: another address of the host, which the
+    // machine cannot reach directly (only the host's loopback), but the proxy on the host can.
+    let manifest = write(
+        &smol.world.path("work"),
+        "bot-bottle.yaml",
+        &format!(
+            "agents:\n  shell:\n    bottle: b\nbottles:\n  b:\n    agent_provider:\n      template: shell\n    env:\n      \
+             UP_TOKEN: {{ from_host: E2E_UP_TOKEN, secret: true }}\n    egress:\n      - host: \"{ip}\"\n        \
+             methods: [GET]\n        paths: [\"/allowed/\"]\n        auth: {{ scheme: bearer, from_host: E2E_UP_TOKEN }}\n",
+            ip = up.ip
+        ),
+    );
+    let ca = up.ca.to_str().expect("utf8");
+    let (slug, summary) = smol.start(Some(&manifest), &[], &[("E2E_UP_TOKEN", TOKEN), ("BOT_BOTTLE_UPSTREAM_CA", ca)]);
+    assert!(summary.contains("[auth:bearer from $E2E_UP_TOKEN]") && !summary.contains(TOKEN), "{summary}");
+
+    // Allowed: the upstream sees the real credential in place of the sentinel the bottle holds.
+    let (code, body, err) =
+        smol.curl(&slug, &["-H", "Authorization: Bearer bot-bottle-hidden:UP_TOKEN", &up.url("/allowed/x")]);
+    assert_eq!(code, 0, "allowed request failed: {err}");
+    let echoed: serde_json::Value = serde_json::from_str(&body).expect("upstream JSON");
+    assert_eq!(echoed["headers"]["authorization"], format!("Bearer {TOKEN}"), "{body}");
+
+    // Denied: another host (before TLS) and a method outside the route.
+    let (code, _, err) = smol.curl(&slug, &["https://example.com/"]);
+    assert!(code != 0 && err.contains("403"), "CONNECT to an unlisted host is refused with 403: {err}");
+    let (_, body, _) = smol.curl(&slug, &["-w", "\n%{http_code}", "-X", "POST", &up.url("/allowed/x")]);
+    assert!(body.ends_with("403"), "POST is not in the route's methods: {body}");
+
+    // No way around the proxy: a direct connection fails, so do outside names.
+    let (code, _, _) = smol.curl(&slug, &["--noproxy", "*", "--max-time", "5", &up.url("/allowed/x")]);
+    assert_ne!(code, 0, "a direct connection must fail");
+    let dns = smol.run(&["exec", &slug, "--", "getent", "hosts", "example.com"]);
+    assert!(!dns.status.success(), "outside names must not resolve: {}", text(&dns.stdout));
+
+    // The audit log, read from the host, has both decisions and no secret.
+    let log = smol.ok(&["egress", "log", &slug]);
+    let lines: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+    assert!(lines.iter().any(|l| l["decision"] == "allow" && l["path"] == "/allowed/x"), "{log}");
+    assert!(lines.iter().any(|l| l["decision"] == "deny" && l["host"] == "example.com"), "{log}");
+    assert!(!log.contains(TOKEN), "the audit log holds no secret");
+
+    // The secret and the bottle CA's key are nowhere in the bottle.
+    let env = smol.ok(&["exec", &slug, "--", "env"]);
+    assert!(env.contains("UP_TOKEN=bot-bottle-hidden:UP_TOKEN") && !env.contains(TOKEN), "{env}");
+    assert!(!smol.find_in_bottle(&slug, "bot-bottle-hidden:UP_TOKEN").is_empty(), "the search finds what is there");
+    assert_eq!(smol.find_in_bottle(&slug, TOKEN), Vec::<String>::new(), "the secret is nowhere in the bottle");
+    let config = smol.world.path("state/bot-bottle").join(&slug).join("sidecars/egress.json");
+    assert!(!config.exists(), "the proxy's configuration (secrets inside) is removed once it has read it");
+
+    // Kill the proxy: the bottle fails closed; stop still removes everything.
+    for line in smol.sidecars_of(&slug) {
+        let pid = line.split_whitespace().next().expect("pid");
+        assert!(Command::new("kill").args(["-KILL", pid]).status().expect("kill").success());
+    }
+    let (code, _, _) = smol.curl(&slug, &["--max-time", "5", &up.url("/allowed/x")]);
+    assert_ne!(code, 0, "without its proxy the bottle has no network");
+    smol.ok(&["stop", &slug]);
+    smol.assert_gone(&slug);
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(["-c", "user.name=e2e", "-c", "user.email=e2e@example.com"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git");
+    assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
+    text(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn pushes_go_through_the_gate_on_the_host() {
+    let smol = Smol::new();
+    let gateway = crate::upstream::docker_gateway();
+    let sshd = sshd::Sshd::start_on(&gateway);
+    let home = std::env::var("HOME").expect("HOME");
+    let rel = format!(".cache/bot-bottle-e2e/{}", smol.world.path("").file_name().expect("name").to_string_lossy());
+    let upstream = Path::new(&home).join(&rel).join("project.git");
+    std::fs::create_dir_all(&upstream).expect("mkdir");
+    let _remove = RemoveOnDrop(upstream.parent().expect("parent").to_path_buf());
+    git(&upstream, &["init", "--bare", "-q", "-b", "main"]);
+    let seed = smol.world.path("seed");
+    std::fs::create_dir_all(&seed).expect("mkdir");
+    git(&seed, &["init", "-q", "-b", "main"]);
+    std::fs::write(seed.join("README"), "upstream\n").expect("write");
+    git(&seed, &["add", "."]);
+    git(&seed, &["commit", "-qm", "initial"]);
+    git(&seed, &["push", "-q", upstream.to_str().expect("utf8"), "main"]);
+
+    let key = sshd.client_key();
+    let key_path = write(&smol.world.path("home"), "deploy_key", &key);
+    std::fs::create_dir_all(smol.world.path("home/.ssh")).expect("mkdir");
+    write(&smol.world.path("home/.ssh"), "known_hosts", &sshd.known_hosts_line());
+    let manifest = write(
+        &smol.world.path("work"),
+        "bot-bottle.yaml",
+        &format!(
+            "agents:\n  shell:\n    bottle: b\n    git_identity: {{ name: Agent, email: agent@example.com }}\n\
+             bottles:\n  b:\n    agent_provider:\n      template: shell\n    git:\n      - Name: project\n        \
+             Host: \"{gateway}\"\n        Port: {port}\n        User: {user}\n        Repo: {rel}/project.git\n        \
+             IdentityFile: {key}\n        push: {{ branches: [\"agent/*\"] }}\n",
+            port = sshd.port(),
+            user = sshd.user(),
+            key = key_path.display(),
+        ),
+    );
+    let (slug, summary) = smol.start(Some(&manifest), &[], &[]);
+    assert!(summary.contains("git gate on 127.0.0.1:"), "{summary}");
+    assert_eq!(smol.sidecars_of(&slug).len(), 2, "egress and gate on the host: {:?}", smol.sidecars_of(&slug));
+
+    let url = format!("ssh://{}@{gateway}:{}/{rel}/project.git", sshd.user(), sshd.port());
+    let sh = |script: &str| smol.run(&["exec", &slug, "--", "sh", "-c", script]);
+    let cloned = sh(&format!("cd ~ && git clone -q {url} work && cd work && git log --format=%s"));
+    assert!(cloned.status.success(), "clone through the gate: {}", text(&cloned.stderr));
+    assert_eq!(text(&cloned.stdout).trim(), "initial");
+    let pushed = sh(
+        "cd ~/work && echo change > file && git add file && git commit -qm agent-work && git push -q origin HEAD:agent/one",
+    );
+    assert!(pushed.status.success(), "allowed push: {}", text(&pushed.stderr));
+    assert_eq!(git(&upstream, &["log", "--format=%s %an", "-1", "agent/one"]), "agent-work Agent");
+    let refused = sh("cd ~/work && git push origin HEAD:main");
+    assert!(!refused.status.success() && text(&refused.stderr).contains("refused"), "{}", text(&refused.stderr));
+    assert_eq!(git(&upstream, &["log", "--format=%s", "-1", "main"]), "initial");
+    let direct = sh(&format!("timeout 5 bash -c 'exec 3<>/dev/tcp/{gateway}/{}'", sshd.port()));
+    assert!(!direct.status.success(), "the upstream's SSH port itself is out of reach");
+
+    let key_line = key.lines().nth(1).expect("a key body line");
+    assert_eq!(smol.find_in_bottle(&slug, key_line), Vec::<String>::new(), "the push key is nowhere in the bottle");
+    let log = smol.ok(&["gate", "log", &slug]);
+    assert!(log.contains("agent/one") && log.contains("allow") && log.contains("deny"), "{log}");
+    smol.ok(&["stop", &slug]);
+    smol.assert_gone(&slug);
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn cleanup_removes_what_a_killed_smolvm_start_left_and_spares_live_bottles() {
+    let smol = Smol::new();
+    let (live, _) = smol.start(None, &[], &[]);
+    let mut child = smol
+        .bottle(&["start", "shell", "--yes", "--", "-c", "sleep 600"])
+        .env("BOT_BOTTLE_BACKEND", "smolmachines")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let state = smol.world.path("state/bot-bottle");
+    let mut slug = String::new();
+    let running = wait_for(120, || {
+        let Ok(entries) = std::fs::read_dir(&state) else { return false };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name != live {
+                slug = name;
+            }
+        }
+        !slug.is_empty()
+            && Command::new("docker")
+                .args(["top", &format!("smolvm-fake-bb-{slug}")])
+                .output()
+                .is_ok_and(|o| text(&o.stdout).contains("sleep 600"))
+    });
+    assert!(running, "the attached session did not start");
+    smol.world.track(&slug);
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    assert!(smol.machine_names().contains(&format!("bb-{slug}")), "SIGKILL leaves the machine behind");
+    assert_eq!(smol.sidecars_of(&slug).len(), 1, "and the egress proxy on the host");
+
+    // Docker hidden from `bottle`: other tests' killed Docker starts are theirs to clean up.
+    let dry = smol.without_docker(&["cleanup", "--dry-run"]);
+    assert!(dry.status.success(), "{}", text(&dry.stderr));
+    assert!(text(&dry.stderr).contains("skipping backend docker"), "{}", text(&dry.stderr));
+    let listed = text(&dry.stdout);
+    assert!(listed.contains(&format!("smolmachines: {slug}: machine bb-{slug}")), "names the machine: {listed}");
+    assert!(listed.contains(&format!("smolmachines: {slug}: egress sidecar")), "and the sidecar: {listed}");
+    assert!(!listed.contains(&live), "a live detached bottle is not an orphan: {listed}");
+    assert_eq!(smol.sidecars_of(&slug).len(), 1, "a dry run removes nothing");
+
+    let removed = smol.without_docker(&["cleanup", "--yes"]);
+    assert!(removed.status.success(), "cleanup: {}", text(&removed.stderr));
+    smol.assert_gone(&slug);
+    assert!(smol.machine_names().contains(&format!("bb-{live}")), "the live bottle still runs");
+    assert_eq!(smol.sidecars_of(&live).len(), 1, "with its proxy");
+    smol.ok(&["stop", &live]);
+    smol.assert_gone(&live);
+}
