@@ -8,7 +8,7 @@ use std::process::Command;
 use crate::harness::{World, containers_of, find_in_bottle, require_docker, text, warm_image, write};
 #[allow(dead_code, reason = "the fixture serves two test binaries; this one uses part of it")]
 #[path = "../../crates/bottle-sidecar/tests/it/gitgate/sshd.rs"]
-mod sshd;
+pub(crate) mod sshd;
 
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")

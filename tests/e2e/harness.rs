@@ -37,6 +37,7 @@ pub(crate) fn require_docker() {
 pub(crate) struct World {
     dir: tempfile::TempDir,
     slugs: std::sync::Mutex<Vec<String>>,
+    env: Vec<(String, String)>,
 }
 
 impl World {
@@ -45,7 +46,12 @@ impl World {
         for sub in ["state", "config", "home", "work"] {
             std::fs::create_dir_all(dir.path().join(sub)).expect("mkdir");
         }
-        World { dir, slugs: Default::default() }
+        World { dir, slugs: Default::default(), env: Vec::new() }
+    }
+
+    /// Set `key=value` for every `bottle` command of this world (a backend's test set-up).
+    pub(crate) fn set_env(&mut self, key: &str, value: impl Into<String>) {
+        self.env.push((key.to_string(), value.into()));
     }
 
     pub(crate) fn path(&self, sub: &str) -> PathBuf {
@@ -64,7 +70,8 @@ impl World {
             .env_remove("BOT_BOTTLE_BACKEND")
             .env_remove("RUST_BACKTRACE")
             .env_remove("RUST_LIB_BACKTRACE")
-            .stdin(std::process::Stdio::null());
+            .stdin(std::process::Stdio::null())
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd
     }
 

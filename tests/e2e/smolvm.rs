@@ -10,12 +10,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::harness::{World, bottle_bin, require_docker, text, wait_for, warm_image, write};
+use crate::gate::sshd;
+use crate::harness::{World, bottle_bin, find_in_bottle, require_docker, text, wait_for, warm_image, write};
 use crate::upstream::Upstream;
-#[allow(dead_code, reason = "the fixture serves two test binaries; this one uses part of it")]
-#[allow(clippy::duplicate_mod, reason = "gate.rs keeps its own `mod sshd` private; this is the same fixture")]
-#[path = "../../crates/bottle-sidecar/tests/it/gitgate/sshd.rs"]
-mod sshd;
 
 const TOKEN: &str = "e2e-smolvm-token-5b07";
 
@@ -39,7 +36,7 @@ impl Smol {
     fn new() -> Self {
         require_docker();
         warm_image();
-        let world = World::new();
+        let mut world = World::new();
         let bin = world.path("fake-bin");
         std::fs::create_dir_all(&bin).expect("mkdir");
         // The fake reaches the Docker Engine even when a test hides it from `bottle` (see `without_docker`).
@@ -52,19 +49,15 @@ impl Smol {
         let script = write(&bin, "smolvm", &wrapper);
         std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
         std::fs::create_dir_all(world.path("fake-state")).expect("mkdir");
+        let path = std::env::var("PATH").unwrap_or_default();
+        world.set_env("PATH", format!("{}:{path}", bin.display()));
+        let state = world.path("fake-state").display().to_string();
+        world.set_env("SMOLVM_FAKE_STATE", state);
         Smol { world }
     }
 
-    fn env(&self, cmd: &mut Command) {
-        let path = std::env::var("PATH").unwrap_or_default();
-        cmd.env("PATH", format!("{}:{path}", self.world.path("fake-bin").display()))
-            .env("SMOLVM_FAKE_STATE", self.world.path("fake-state"));
-    }
-
     fn bottle(&self, args: &[&str]) -> Command {
-        let mut cmd = self.world.bottle(args);
-        self.env(&mut cmd);
-        cmd
+        self.world.bottle(args)
     }
 
     /// `bottle args…` with the Docker backend unavailable (so `cleanup` leaves
@@ -106,8 +99,7 @@ impl Smol {
     /// Run the fake itself.
     fn smolvm(&self, args: &[&str]) -> Output {
         let mut cmd = Command::new(fake_smolvm());
-        cmd.args(args);
-        self.env(&mut cmd);
+        cmd.args(args).env("SMOLVM_FAKE_STATE", self.world.path("fake-state"));
         cmd.output().expect("run the fake smolvm")
     }
 
@@ -172,24 +164,6 @@ impl Smol {
         argv.extend_from_slice(args);
         let out = self.run(&argv);
         (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
-    }
-
-    /// Places in bottle `slug` (process env and argv, files) holding `value`, searched as root
-    /// without the value ever appearing whole in the searching command's argv.
-    fn find_in_bottle(&self, slug: &str, value: &str) -> Vec<String> {
-        let (head, tail) = value.split_at(value.len() / 2);
-        let script = format!(
-            "a='{head}'; b='{tail}'; s=\"$a$b\"\n\
-             for f in /proc/[0-9]*/environ /proc/[0-9]*/cmdline; do\n\
-               c=$(tr '\\0' ' ' < \"$f\" 2>/dev/null)\n\
-               case \"$c\" in *\"$s\"*) echo \"$f\";; esac\n\
-             done\n\
-             grep -rlsF --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev -f - / <<EOF\n$s\nEOF\n\
-             echo searched"
-        );
-        let out = self.ok(&["exec", slug, "--user", "root", "--", "sh", "-c", &script]);
-        assert!(out.trim_end().ends_with("searched"), "the search did not finish: {out}");
-        out.lines().filter(|l| *l != "searched").map(str::to_string).collect()
     }
 }
 
@@ -380,8 +354,11 @@ fn egress_leaves_only_through_the_host_proxy_and_secrets_stay_on_the_host() {
     // The secret and the bottle CA's key are nowhere in the bottle.
     let env = smol.ok(&["exec", &slug, "--", "env"]);
     assert!(env.contains("UP_TOKEN=bot-bottle-hidden:UP_TOKEN") && !env.contains(TOKEN), "{env}");
-    assert!(!smol.find_in_bottle(&slug, "bot-bottle-hidden:UP_TOKEN").is_empty(), "the search finds what is there");
-    assert_eq!(smol.find_in_bottle(&slug, TOKEN), Vec::<String>::new(), "the secret is nowhere in the bottle");
+    assert!(
+        !find_in_bottle(&smol.world, &slug, "bot-bottle-hidden:UP_TOKEN").is_empty(),
+        "the search finds what is there"
+    );
+    assert_eq!(find_in_bottle(&smol.world, &slug, TOKEN), Vec::<String>::new(), "the secret is nowhere in the bottle");
     let config = smol.world.path("state/bot-bottle").join(&slug).join("sidecars/egress.json");
     assert!(!config.exists(), "the proxy's configuration (secrets inside) is removed once it has read it");
 
@@ -464,7 +441,11 @@ fn pushes_go_through_the_gate_on_the_host() {
     assert!(!direct.status.success(), "the upstream's SSH port itself is out of reach");
 
     let key_line = key.lines().nth(1).expect("a key body line");
-    assert_eq!(smol.find_in_bottle(&slug, key_line), Vec::<String>::new(), "the push key is nowhere in the bottle");
+    assert_eq!(
+        find_in_bottle(&smol.world, &slug, key_line),
+        Vec::<String>::new(),
+        "the push key is nowhere in the bottle"
+    );
     let log = smol.ok(&["gate", "log", &slug]);
     assert!(log.contains("agent/one") && log.contains("allow") && log.contains("deny"), "{log}");
     smol.ok(&["stop", &slug]);

@@ -201,12 +201,20 @@ fn list_agents(ctx: &Context, json: bool) -> Result<i32> {
     Ok(0)
 }
 
+/// Say why a backend is skipped when it is the selected one; other
+/// unavailable backends (smolvm on a Docker-only host) are skipped quietly.
+fn note_unavailable(ctx: &Context, backend: &dyn DynBackend, e: &bottle_core::Error) {
+    if ctx.backend().is_ok_and(|selected| selected.name() == backend.name()) {
+        eprintln!("note: skipping backend {}: {e}", backend.name());
+    }
+}
+
 /// Every available backend's bottles; an unavailable backend is skipped with a note.
 async fn all_active(ctx: &Context) -> Result<Vec<ActiveAgent>> {
     let mut all = Vec::new();
     for backend in ctx.registry.all() {
         if let Err(e) = backend.is_available().await {
-            eprintln!("note: skipping backend {}: {e}", backend.name());
+            note_unavailable(ctx, backend.as_ref(), &e);
             continue;
         }
         all.extend(backend.enumerate_active().await?);
@@ -225,18 +233,24 @@ async fn list_active(ctx: &Context, json: bool) -> Result<i32> {
         eprintln!("no bottles running; `bottle start shell` starts one");
         return Ok(0);
     }
-    println!("{:<28} {:<16} {:<8} {:<10} {:<10} LABEL", "SLUG", "AGENT", "BACKEND", "STATUS", "UP");
     let now = bottle_core::now_ms();
-    for a in active {
-        println!(
-            "{:<28} {:<16} {:<8} {:<10} {:<10} {}",
-            a.slug,
-            a.agent,
-            a.backend,
-            a.status,
-            age(now.saturating_sub(a.started_at_ms)),
-            a.label.unwrap_or_default()
-        );
+    let header = ["SLUG", "AGENT", "BACKEND", "STATUS", "UP", "LABEL"].map(String::from);
+    let rows: Vec<[String; 6]> = active
+        .into_iter()
+        .map(|a| {
+            let up = age(now.saturating_sub(a.started_at_ms));
+            [a.slug, a.agent, a.backend, a.status, up, a.label.unwrap_or_default()]
+        })
+        .collect();
+    let mut widths = header.clone().map(|h| h.chars().count());
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    for row in std::iter::once(&header).chain(&rows) {
+        let cells: Vec<String> = row.iter().zip(widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+        println!("{}", cells.join("  ").trim_end());
     }
     Ok(0)
 }
@@ -284,7 +298,7 @@ async fn cleanup(ctx: &Context, yes: bool, dry_run: bool) -> Result<i32> {
     let mut plans = Vec::new();
     for backend in ctx.registry.all() {
         if let Err(e) = backend.is_available().await {
-            eprintln!("note: skipping backend {}: {e}", backend.name());
+            note_unavailable(ctx, backend.as_ref(), &e);
             continue;
         }
         let plan = backend.prepare_cleanup().await?;
