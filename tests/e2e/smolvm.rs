@@ -512,3 +512,46 @@ fn cleanup_removes_what_a_killed_smolvm_start_left_and_spares_live_bottles() {
     smol.ok(&["stop", &live]);
     smol.assert_gone(&live);
 }
+
+#[test]
+fn without_docker_a_prebuilt_image_archive_boots() {
+    let smol = Smol::new();
+    // An archive of the shell image (built by the warm-up), as a user would bring it.
+    let tags = Command::new("docker")
+        .args(["images", "--format", "{{.Repository}}:{{.Tag}}", "bot-bottle/shell"])
+        .output()
+        .expect("docker images");
+    let tag = text(&tags.stdout).lines().next().expect("a shell image").to_string();
+    let archive = smol.world.path("work").join("shell-image.tar");
+    let saved = Command::new("docker").args(["save", "--output"]).arg(&archive).arg(&tag).output().expect("save");
+    assert!(saved.status.success(), "docker save: {}", text(&saved.stderr));
+    let manifest = write(
+        &smol.world.path("work"),
+        "prebuilt.yaml",
+        &format!(
+            "agents:\n  shell:\n    bottle: b\nbottles:\n  b:\n    agent_provider:\n      template: shell\n      \
+             image_archive: {}\n",
+            archive.display()
+        ),
+    );
+    let m = manifest.to_str().expect("utf8");
+    let run = |args: &[&str]| {
+        let mut argv = vec!["--manifest", m, "--backend", "smolmachines"];
+        argv.extend_from_slice(args);
+        smol.without_docker(&argv)
+    };
+    let started = run(&["start", "shell", "--yes", "--detach"]);
+    assert!(started.status.success(), "start without Docker: {}", text(&started.stderr));
+    let slug = text(&started.stdout).trim().to_string();
+    smol.world.track(&slug);
+    assert!(text(&started.stderr).contains("the manifest's image_archive"), "{}", text(&started.stderr));
+    let who = run(&["exec", &slug, "--", "id", "-un"]);
+    assert_eq!(text(&who.stdout).trim(), "agent", "{}", text(&who.stderr));
+    assert!(run(&["stop", &slug]).status.success());
+    smol.assert_gone(&slug);
+
+    // Without Docker and without an archive, the error says what to do.
+    let refused = smol.without_docker(&["--backend", "smolmachines", "start", "shell", "--yes", "--detach"]);
+    assert!(!refused.status.success());
+    assert!(text(&refused.stderr).contains("image_archive"), "{}", text(&refused.stderr));
+}

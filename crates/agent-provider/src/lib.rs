@@ -40,6 +40,7 @@ mod tests {
             git_identity: None,
             dockerfile_override: None,
             host_ca_bundle: None,
+            image_archive: None,
             resumed,
         }
     }
@@ -91,6 +92,7 @@ mod tests {
         bottle_core::AgentProviderDef {
             template: "claude".into(),
             dockerfile: None,
+            image_archive: None,
             forward_host_credentials: forward,
             auth_token: auth_token.map(str::to_string),
         }

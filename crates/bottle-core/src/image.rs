@@ -93,6 +93,7 @@ mod tests {
             context_dir: dir,
             host_ca_bundle: ca,
             extra_files: Vec::new(),
+            prebuilt_archive: None,
         }
     }
 

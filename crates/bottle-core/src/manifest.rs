@@ -131,6 +131,10 @@ pub struct AgentProviderDef {
     /// the manifest's folder.
     #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "lossy_path::opt")]
     pub dockerfile: Option<PathBuf>,
+    /// A prebuilt image archive (`docker save` output) to boot instead of
+    /// building one: how the smolmachines backend runs without Docker.
+    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "lossy_path::opt")]
+    pub image_archive: Option<PathBuf>,
     /// Whether the host's agent login is copied into the bottle.
     #[serde(default)]
     pub forward_host_credentials: bool,

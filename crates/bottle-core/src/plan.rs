@@ -26,6 +26,9 @@ pub struct ImageRecipe {
     pub host_ca_bundle: Option<PathBuf>,
     /// More host files to put in the context: (name in the context, host path).
     pub extra_files: Vec<(String, PathBuf)>,
+    /// A prebuilt image archive (`docker save` output) that backends booting
+    /// archives use instead of building (the manifest's `image_archive`).
+    pub prebuilt_archive: Option<PathBuf>,
 }
 
 /// File name, inside every build context, of the host CA bundle (empty when disabled).

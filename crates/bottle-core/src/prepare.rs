@@ -146,6 +146,9 @@ pub fn prepare(spec: &BottleSpec, providers: &Providers, host: &Host, backend: &
         }
         None => None,
     };
+    if let Some(archive) = &bottle.agent_provider.image_archive {
+        require_file(archive, &format!("bottle `{}`'s image_archive", agent.bottle))?;
+    }
     let (mut guest_env, mut hidden_env) = resolve_env(&bottle.env, provider.as_ref(), host)?;
     let agent_routes = provider.agent_routes(&bottle.agent_provider, host)?;
     guest_env.extend(agent_routes.env.clone());
@@ -189,6 +192,7 @@ pub fn prepare(spec: &BottleSpec, providers: &Providers, host: &Host, backend: &
             git_identity: agent.git_identity.clone(),
             dockerfile_override,
             host_ca_bundle: if spec.host_ca { host.ca_bundle() } else { None },
+            image_archive: bottle.agent_provider.image_archive.clone(),
             resumed: !minted,
         })?;
         let egress = routes::egress_config(&slug, agent_routes.rules, &bottle.egress, &provision.hidden_env, host)?;

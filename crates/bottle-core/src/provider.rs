@@ -32,6 +32,8 @@ pub struct ProvisionInput {
     pub dockerfile_override: Option<(String, std::path::PathBuf)>,
     /// The host CA bundle to trust while building, when enabled.
     pub host_ca_bundle: Option<std::path::PathBuf>,
+    /// The manifest's prebuilt image archive, if any.
+    pub image_archive: Option<std::path::PathBuf>,
     /// Whether this run resumes an earlier one.
     pub resumed: bool,
 }
@@ -122,6 +124,7 @@ pub trait AgentProvider: Send + Sync {
                 context_dir,
                 host_ca_bundle: input.host_ca_bundle,
                 extra_files: Vec::new(),
+                prebuilt_archive: input.image_archive,
             },
             guest_user: self.guest_user().to_string(),
             guest_home: home.to_string(),

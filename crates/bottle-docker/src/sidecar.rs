@@ -42,6 +42,7 @@ pub(crate) fn recipe(host_ca_bundle: Option<std::path::PathBuf>) -> Result<Image
         context_dir: None,
         host_ca_bundle,
         extra_files: vec![("bottle-sidecar".into(), bottle_core::sidecar_binary()?)],
+        prebuilt_archive: None,
     })
 }
 

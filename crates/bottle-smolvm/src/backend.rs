@@ -99,14 +99,19 @@ impl SmolvmBackend {
 
     async fn create(&self, smolvm: &Smolvm, plan: SmolvmPlan) -> Result<SmolvmBottle> {
         let common = &plan.common;
-        let id = match &plan.image_id {
-            Some(id) => id.clone(),
+        let archive = match &common.provision.image.prebuilt_archive {
+            Some(prebuilt) => prebuilt.clone(),
             None => {
-                let context = bottle_core::BuildContext { tag: plan.image_tag.clone(), tar: plan.context };
-                image::build(&context).await?
+                let id = match &plan.image_id {
+                    Some(id) => id.clone(),
+                    None => {
+                        let context = bottle_core::BuildContext { tag: plan.image_tag.clone(), tar: plan.context };
+                        image::build(&context).await?
+                    }
+                };
+                image::archive(&plan.image_tag, &id, &plan.image_cache).await?
             }
         };
-        let archive = image::archive(&plan.image_tag, &id, &plan.image_cache).await?;
         let dir = sidecar::dir(&common.state_dir);
         let mut bottle = SmolvmBottle {
             smolvm: smolvm.clone(),
@@ -162,6 +167,7 @@ impl BackendPlan for SmolvmPlan {
 
     fn summary_lines(&self) -> Vec<(String, String)> {
         let image = match (&self.image_id, self.archive_cached) {
+            _ if self.common.provision.image.prebuilt_archive.is_some() => "the manifest's image_archive",
             (Some(_), true) => "cached archive",
             (Some(_), false) => "built; will be saved as an archive",
             (None, _) => "will be built and saved as an archive",
@@ -212,15 +218,25 @@ impl Backend for SmolvmBackend {
 
     async fn resolve_plan(&self, common: CommonPlan) -> Result<SmolvmPlan> {
         Smolvm::locate()?;
-        image::require_docker().await?;
         bottle_core::sidecar_binary()?;
-        let recipe = common.provision.image.clone();
-        let context = tokio::task::spawn_blocking(move || bottle_core::build_context(&recipe))
-            .await
-            .map_err(|e| Error::new(ErrorKind::Io, format!("packing the build context: {e}")))??;
-        let image_id = image::image_id(&context.tag).await?;
         let image_cache = image::cache_dir(&|k| std::env::var(k).ok())?;
-        let archive_cached = image_id.as_ref().is_some_and(|id| image::archive_path(&image_cache, id).is_file());
+        let (context, image_id, archive_cached) = match &common.provision.image.prebuilt_archive {
+            // The manifest's archive: no Docker needed.
+            Some(prebuilt) => {
+                let tag = format!("prebuilt:{}", prebuilt.display());
+                (bottle_core::BuildContext { tag, tar: Vec::new() }, None, true)
+            }
+            None => {
+                image::require_docker().await?;
+                let recipe = common.provision.image.clone();
+                let context = tokio::task::spawn_blocking(move || bottle_core::build_context(&recipe))
+                    .await
+                    .map_err(|e| Error::new(ErrorKind::Io, format!("packing the build context: {e}")))??;
+                let image_id = image::image_id(&context.tag).await?;
+                let cached = image_id.as_ref().is_some_and(|id| image::archive_path(&image_cache, id).is_file());
+                (context, image_id, cached)
+            }
+        };
 
         let mut common = common;
         let dir = sidecar::dir(&common.state_dir);

@@ -15,7 +15,8 @@ use tokio::io::AsyncWriteExt;
 /// What a user without Docker is told.
 const NEEDS_DOCKER: &str = "smolvm boots the agent image from a `docker save` archive, and bot-bottle builds it \
 with Docker, which is not available here; install and start Docker (`sudo apt-get install -y docker.io && sudo \
-dockerd &`, or Docker Desktop on macOS) — booting from a prebuilt archive without Docker is not supported yet";
+dockerd &`, or Docker Desktop on macOS), or name a prebuilt `docker save` archive in the manifest as \
+`agent_provider.image_archive`";
 
 /// Where archives are cached: `$XDG_CACHE_HOME/bot-bottle/smolvm-images`, or under `$HOME/.cache`.
 pub(crate) fn cache_dir(env: &dyn Fn(&str) -> Option<String>) -> Result<PathBuf> {

@@ -150,6 +150,7 @@ fn full_example_parses_to_the_expected_structs() {
                 agent_provider: AgentProviderDef {
                     template: "claude".to_string(),
                     dockerfile: Some(PathBuf::from("/m/agent.Dockerfile")),
+                    image_archive: None,
                     forward_host_credentials: false,
                     auth_token: Some("ANTHROPIC_API_KEY".to_string()),
                 },
@@ -758,12 +759,14 @@ fn bottle() -> impl Strategy<Value = BottleDef> {
     let provider = (
         prop::sample::select(KNOWN.to_vec()),
         prop::option::of(abs_path()),
+        prop::option::of(abs_path()),
         any::<bool>(),
         prop::option::of(env_name()),
     )
-        .prop_map(|(template, dockerfile, forward_host_credentials, auth_token)| AgentProviderDef {
+        .prop_map(|(template, dockerfile, image_archive, forward_host_credentials, auth_token)| AgentProviderDef {
             template: template.to_string(),
             dockerfile,
+            image_archive,
             forward_host_credentials,
             auth_token,
         });

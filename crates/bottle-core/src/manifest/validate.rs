@@ -22,7 +22,7 @@ const TOP_KEYS: &[&str] = &["agents", "bottles"];
 const AGENT_KEYS: &[&str] = &["bottle", "skills", "prompt", "git_identity"];
 const IDENTITY_KEYS: &[&str] = &["name", "email"];
 const BOTTLE_KEYS: &[&str] = &["agent_provider", "env", "egress", "git", "supervise"];
-const PROVIDER_KEYS: &[&str] = &["template", "dockerfile", "forward_host_credentials", "auth_token"];
+const PROVIDER_KEYS: &[&str] = &["template", "dockerfile", "image_archive", "forward_host_credentials", "auth_token"];
 const FROM_HOST_KEYS: &[&str] = &["from_host", "secret"];
 const ROUTE_KEYS: &[&str] = &["host", "methods", "paths", "auth"];
 const AUTH_KEYS: &[&str] = &["scheme", "from_host", "user", "header"];
@@ -520,12 +520,13 @@ impl Walker<'_> {
             })
         });
         let dockerfile = fields.get_some("dockerfile").and_then(|(value, path)| self.path(value, &path));
+        let image_archive = fields.get_some("image_archive").and_then(|(value, path)| self.path(value, &path));
         let forward_host_credentials =
             fields.get("forward_host_credentials").is_some_and(|(value, path)| self.boolean(value, &path));
         let auth_token = fields
             .get_some("auth_token")
             .and_then(|(value, path)| self.checked(value, &path, |name| check_env_name(name, "host")));
-        Some(AgentProviderDef { template: template?, dockerfile, forward_host_credentials, auth_token })
+        Some(AgentProviderDef { template: template?, dockerfile, image_archive, forward_host_credentials, auth_token })
     }
 
     fn env_value(&mut self, value: &Value, path: &[Seg]) -> Option<EnvValue> {
