@@ -2,7 +2,8 @@
 //! proxy, which injects the credential the bottle never sees; everything
 //! else is denied or unreachable, and every request is in the audit log.
 
-use crate::harness::{World, containers_of, find_in_bottle, networks_of, require_docker, text, warm_image, write};
+use crate::conformance::{Under, for_each_backend};
+use crate::harness::{World, find_in_bottle, text, warm_image, write};
 use crate::upstream::Upstream;
 
 const TOKEN: &str = "e2e-upstream-token-91c3";
@@ -25,39 +26,40 @@ fn curl(world: &World, slug: &str, args: &[&str]) -> (i32, String, String) {
     (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
 }
 
-#[test]
-fn the_proxy_is_the_only_way_out_and_injects_credentials() {
-    require_docker();
+for_each_backend!(the_proxy_is_the_only_way_out: egress_on_docker, egress_on_smolmachines);
+
+/// The proxy is the only way out and injects the credentials the bottle never sees.
+fn the_proxy_is_the_only_way_out(under: &dyn Under) {
     warm_image();
-    let world = World::new();
+    let world = under.world();
     let up = Upstream::start(&world.path("work"));
-    let manifest = manifest(&world, &up);
+    let manifest = manifest(world, &up);
     let ca = up.ca.to_str().expect("utf8");
-    let (slug, summary) = world.start_manifest(&manifest, &[("E2E_UP_TOKEN", TOKEN), ("BOT_BOTTLE_UPSTREAM_CA", ca)]);
+    let (slug, summary) = under.start(&manifest, &[("E2E_UP_TOKEN", TOKEN), ("BOT_BOTTLE_UPSTREAM_CA", ca)]);
     assert!(summary.contains("[auth:bearer from $E2E_UP_TOKEN]"), "{summary}");
     assert!(!summary.contains(TOKEN), "no secret in the summary");
 
     // Allowed: the upstream sees the real credential in place of the sentinel the bottle holds.
     let (code, body, err) =
-        curl(&world, &slug, &["-H", "Authorization: Bearer bot-bottle-hidden:UP_TOKEN", &up.url("/allowed/x")]);
+        curl(world, &slug, &["-H", "Authorization: Bearer bot-bottle-hidden:UP_TOKEN", &up.url("/allowed/x")]);
     assert_eq!(code, 0, "allowed request failed: {err}");
     let echoed: serde_json::Value = serde_json::from_str(&body).expect("upstream JSON");
     assert_eq!(echoed["headers"]["authorization"], format!("Bearer {TOKEN}"), "{body}");
     assert_eq!(echoed["path"], "/allowed/x");
 
     // Denied: another host (refused before TLS), a method and a path outside the route.
-    let (code, _, err) = curl(&world, &slug, &["https://example.com/"]);
+    let (code, _, err) = curl(world, &slug, &["https://example.com/"]);
     assert_ne!(code, 0);
     assert!(err.contains("403"), "CONNECT to an unlisted host is refused with 403: {err}");
-    let (_, body, _) = curl(&world, &slug, &["-w", "\n%{http_code}", "-X", "POST", &up.url("/allowed/x")]);
+    let (_, body, _) = curl(world, &slug, &["-w", "\n%{http_code}", "-X", "POST", &up.url("/allowed/x")]);
     assert!(body.ends_with("403"), "POST is not in the route's methods: {body}");
-    let (_, body, _) = curl(&world, &slug, &["-i", &up.url("/elsewhere")]);
+    let (_, body, _) = curl(world, &slug, &["-i", &up.url("/elsewhere")]);
     // `-i` shows the proxy's CONNECT answer (200) first, then the intercepted response.
     assert!(body.contains("\nHTTP/2 403") || body.contains("\nHTTP/1.1 403"), "path outside the route: {body}");
     assert!(body.to_ascii_lowercase().contains("x-bot-bottle-denied"), "the reason is in a header: {body}");
 
     // No way around the proxy: direct connections and outside DNS fail.
-    let (code, _, _) = curl(&world, &slug, &["--noproxy", "*", "--max-time", "5", &up.url("/allowed/x")]);
+    let (code, _, _) = curl(world, &slug, &["--noproxy", "*", "--max-time", "5", &up.url("/allowed/x")]);
     assert_ne!(code, 0, "a direct connection must fail");
     let dns = world.run(&["exec", &slug, "--", "getent", "hosts", "example.com"]);
     assert!(!dns.status.success(), "outside names must not resolve: {}", text(&dns.stdout));
@@ -70,18 +72,15 @@ fn the_proxy_is_the_only_way_out_and_injects_credentials() {
     assert!(!log.contains(TOKEN), "the audit log holds no secret");
 
     // The secret is nowhere in the bottle: not in env, /proc, argv or files.
-    assert_eq!(find_in_bottle(&world, &slug, TOKEN), Vec::<String>::new(), "the credential is nowhere in the bottle");
+    assert_eq!(find_in_bottle(world, &slug, TOKEN), Vec::<String>::new(), "the credential is nowhere in the bottle");
     let env = world.ok(&["exec", &slug, "--", "env"]);
     assert!(!env.contains(TOKEN) && env.contains("UP_TOKEN=bot-bottle-hidden:UP_TOKEN"), "{env}");
-    assert!(env.contains("HTTPS_PROXY=http://egress:3128"), "{env}");
+    assert!(env.contains("HTTPS_PROXY=http://"), "{env}");
 
     // Kill the proxy: the bottle fails closed; stop still removes everything.
-    let killed =
-        std::process::Command::new("docker").args(["kill", &format!("bb-{slug}-egress")]).output().expect("kill");
-    assert!(killed.status.success());
-    let (code, _, _) = curl(&world, &slug, &["--max-time", "5", &up.url("/allowed/x")]);
+    under.kill_proxy(&slug);
+    let (code, _, _) = curl(world, &slug, &["--max-time", "5", &up.url("/allowed/x")]);
     assert_ne!(code, 0, "without its proxy the bottle has no network");
     world.ok(&["stop", &slug]);
-    assert!(containers_of(&slug).is_empty(), "no container left (sidecar included)");
-    assert!(networks_of(&slug).is_empty(), "no network left (both)");
+    under.assert_gone(&slug);
 }

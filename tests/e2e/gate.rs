@@ -5,7 +5,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::harness::{World, containers_of, find_in_bottle, require_docker, text, warm_image, write};
+use crate::conformance::{Under, for_each_backend};
+use crate::harness::{find_in_bottle, text, warm_image, write};
 #[allow(dead_code, reason = "the fixture serves two test binaries; this one uses part of it")]
 #[path = "../../crates/bottle-sidecar/tests/it/gitgate/sshd.rs"]
 pub(crate) mod sshd;
@@ -21,11 +22,12 @@ fn git(dir: &Path, args: &[&str]) -> String {
     text(&out.stdout).trim().to_string()
 }
 
-#[test]
-fn pushes_leave_only_through_the_gate_and_only_where_allowed() {
-    require_docker();
+for_each_backend!(pushes_leave_only_through_the_gate: gate_on_docker, gate_on_smolmachines);
+
+/// Pushes leave only through the gate, and only where the policy allows.
+fn pushes_leave_only_through_the_gate(under: &dyn Under) {
     warm_image();
-    let world = World::new();
+    let world = under.world();
     let gateway = crate::upstream::docker_gateway();
     let sshd = sshd::Sshd::start_on(&gateway);
 
@@ -72,9 +74,8 @@ fn pushes_leave_only_through_the_gate_and_only_where_allowed() {
             key = key_path.display(),
         ),
     );
-    let (slug, summary) = world.start_manifest(&manifest, &[]);
+    let (slug, summary) = under.start(&manifest, &[]);
     assert!(summary.contains("project →") && summary.contains("pinned from ~/.ssh/known_hosts"), "{summary}");
-    assert_eq!(containers_of(&slug).len(), 3, "agent, egress and gate containers");
 
     // Clone by the upstream's own URL, commit, push to an allowed branch: it lands upstream.
     let url = format!("ssh://{}@{gateway}:{}/{rel}/project.git", sshd.user(), sshd.port());
@@ -109,12 +110,12 @@ fn pushes_leave_only_through_the_gate_and_only_where_allowed() {
 
     // The key is nowhere in the bottle, and the audit log has both pushes.
     let key_line = key.lines().nth(1).expect("a key body line");
-    assert_eq!(find_in_bottle(&world, &slug, key_line), Vec::<String>::new(), "the push key is nowhere in the bottle");
+    assert_eq!(find_in_bottle(world, &slug, key_line), Vec::<String>::new(), "the push key is nowhere in the bottle");
     let log = world.ok(&["gate", "log", &slug]);
     assert!(log.contains("agent/one") && log.contains("allow") && log.contains("deny"), "{log}");
     assert!(!log.contains(key_line), "no key in the audit log");
     world.ok(&["stop", &slug]);
-    assert!(containers_of(&slug).is_empty());
+    under.assert_gone(&slug);
 }
 
 struct RemoveOnDrop(std::path::PathBuf);

@@ -2,6 +2,7 @@
 //! Each test works in its own state, config and working directory, and
 //! asserts only on resources it created (found by their slug labels).
 
+mod conformance;
 mod harness;
 mod upstream;
 
