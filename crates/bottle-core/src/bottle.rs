@@ -37,6 +37,31 @@ pub enum GuestUser {
     Named(String),
 }
 
+impl GuestUser {
+    /// The user's name, given the agent's.
+    pub fn name(self, agent: &str) -> String {
+        match self {
+            GuestUser::Agent => agent.to_string(),
+            GuestUser::Root => "root".into(),
+            GuestUser::Named(name) => name,
+        }
+    }
+}
+
+/// The agent user's numeric uid and gid, asked inside the bottle.
+pub async fn agent_ids(bottle: &dyn Bottle) -> Result<(u64, u64)> {
+    let out = bottle.exec("id -u && id -g", GuestUser::Agent).await?;
+    let mut nums = out.stdout.split_whitespace().filter_map(|n| n.parse().ok());
+    match (out.success(), nums.next(), nums.next()) {
+        (true, Some(uid), Some(gid)) => Ok((uid, gid)),
+        _ => Err(crate::Error::new(
+            crate::ErrorKind::Provision,
+            format!("cannot read the ids of user `{}`: {}", bottle.agent_user(), out.stderr.trim()),
+        )
+        .with_bottle(bottle.slug())),
+    }
+}
+
 /// The sidecars beside a bottle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Sidecar {

@@ -20,7 +20,7 @@ mod sidecar;
 mod state;
 
 pub use backend::{Backend, BoxFuture, CleanupPlan, DynBackend, ErasedCleanupPlan, ErasedPlan};
-pub use bottle::{ActiveAgent, Bottle, ExecResult, GuestUser, Sidecar, sort_active};
+pub use bottle::{ActiveAgent, Bottle, ExecResult, GuestUser, Sidecar, agent_ids, sort_active};
 pub use ca::mint_ca;
 pub use copy::{pack_tree, split_guest_path, unpack_tree};
 pub use error::{Error, ErrorKind, Result};

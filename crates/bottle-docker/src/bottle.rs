@@ -39,11 +39,7 @@ impl std::fmt::Debug for DockerBottle {
 
 impl DockerBottle {
     fn user_name(&self, user: GuestUser) -> String {
-        match user {
-            GuestUser::Agent => self.user.clone(),
-            GuestUser::Root => "root".into(),
-            GuestUser::Named(name) => name,
-        }
+        user.name(&self.user)
     }
 
     fn err(&self, e: Error) -> Error {
@@ -52,20 +48,7 @@ impl DockerBottle {
 
     /// The agent user's numeric uid and gid (asked once).
     async fn agent_ids(&self) -> Result<(u64, u64)> {
-        self.ids
-            .get_or_try_init(|| async {
-                let out = self.exec("id -u && id -g", GuestUser::Agent).await?;
-                let mut nums = out.stdout.split_whitespace().filter_map(|n| n.parse().ok());
-                match (out.success(), nums.next(), nums.next()) {
-                    (true, Some(uid), Some(gid)) => Ok((uid, gid)),
-                    _ => Err(self.err(Error::new(
-                        ErrorKind::Provision,
-                        format!("cannot read the ids of user `{}`: {}", self.user, out.stderr.trim()),
-                    ))),
-                }
-            })
-            .await
-            .copied()
+        self.ids.get_or_try_init(|| bottle_core::agent_ids(self)).await.copied()
     }
 
     async fn start(

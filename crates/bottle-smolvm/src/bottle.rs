@@ -49,11 +49,7 @@ fn guest_scratch() -> String {
 
 impl SmolvmBottle {
     fn user_name(&self, user: GuestUser) -> String {
-        match user {
-            GuestUser::Agent => self.user.clone(),
-            GuestUser::Root => "root".into(),
-            GuestUser::Named(name) => name,
-        }
+        user.name(&self.user)
     }
 
     fn err(&self, e: Error) -> Error {
@@ -62,20 +58,7 @@ impl SmolvmBottle {
 
     /// The agent user's numeric uid and gid (asked once).
     async fn agent_ids(&self) -> Result<(u64, u64)> {
-        self.ids
-            .get_or_try_init(|| async {
-                let out = self.exec("id -u && id -g", GuestUser::Agent).await?;
-                let mut nums = out.stdout.split_whitespace().filter_map(|n| n.parse().ok());
-                match (out.success(), nums.next(), nums.next()) {
-                    (true, Some(uid), Some(gid)) => Ok((uid, gid)),
-                    _ => Err(self.err(Error::new(
-                        ErrorKind::Provision,
-                        format!("cannot read the ids of user `{}`: {}", self.user, out.stderr.trim()),
-                    ))),
-                }
-            })
-            .await
-            .copied()
+        self.ids.get_or_try_init(|| bottle_core::agent_ids(self)).await.copied()
     }
 
     /// Remove the machine (stopped first) and the sidecars; what was there.
