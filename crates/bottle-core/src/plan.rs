@@ -81,8 +81,6 @@ pub struct EgressPlan {
     pub routes: Vec<EgressRoute>,
     /// The proxy's configuration (credentials and the CA key inside: it goes only to the sidecar).
     pub config: EgressConfig,
-    /// The bottle's CA certificate on the host (public; installed in the bottle's trust store).
-    pub ca_cert_file: PathBuf,
     /// The proxy's URL as the bottle reaches it; set by the backend.
     pub proxy_url: Option<String>,
 }

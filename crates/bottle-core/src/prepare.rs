@@ -199,9 +199,6 @@ pub fn prepare(spec: &BottleSpec, providers: &Providers, host: &Host, backend: &
         let gate = routes::gate_config(&slug, &bottle.git, host)?;
         let stage_dir = state_dir.join("stage");
         std::fs::create_dir_all(&stage_dir).map_err(|e| Error::io(format!("creating {}", stage_dir.display()), e))?;
-        let ca_cert_file = stage_dir.join("bottle-ca.pem");
-        std::fs::write(&ca_cert_file, &egress.ca_cert_pem)
-            .map_err(|e| Error::io(format!("writing {}", ca_cert_file.display()), e))?;
         let owner = Owner::current();
         host.state.write(&BottleMetadata {
             slug: slug.clone(),
@@ -227,12 +224,7 @@ pub fn prepare(spec: &BottleSpec, providers: &Providers, host: &Host, backend: &
             state_dir: state_dir.clone(),
             manifest_source: manifest.source.to_string(),
             provision,
-            egress: EgressPlan {
-                routes: bottle.egress.clone(),
-                config: egress,
-                ca_cert_file: ca_cert_file.clone(),
-                proxy_url: None,
-            },
+            egress: EgressPlan { routes: bottle.egress.clone(), config: egress, proxy_url: None },
             git_gate: GitGatePlan { upstreams: bottle.git.clone(), config: gate, url: None },
             supervise: SupervisePlan { enabled: bottle.supervise },
             copy_cwd: spec.copy_cwd.then(|| spec.user_cwd.clone()),

@@ -281,7 +281,7 @@ mod tests {
         );
         assert_eq!(config.sentinels, ["bot-bottle-hidden:GH"]);
         assert!(config.ca_cert_pem.contains("BEGIN CERTIFICATE"));
-        let plan = crate::EgressPlan { routes: routes.to_vec(), config, ca_cert_file: "/x".into(), proxy_url: None };
+        let plan = crate::EgressPlan { routes: routes.to_vec(), config, proxy_url: None };
         let lines = plan.route_lines();
         assert_eq!(lines[2], "api.example.com [auth:basic from $T]");
         assert!(lines.iter().all(|l| !l.contains("tok") || l.contains("from $T")), "{lines:?}");
