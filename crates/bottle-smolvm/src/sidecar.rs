@@ -340,6 +340,11 @@ mod tests {
             .spawn()
             .expect("spawn a stand-in");
         std::fs::write(pid_path(dir, Sidecar::Egress), format!("{}\n", child.id())).expect("pid file");
+        // Right after spawn the child may not have exec'd yet (its command line is still ours).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while running(dir, Sidecar::Egress).is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         assert_eq!(running(dir, Sidecar::Egress), Some(child.id()));
         assert_eq!(running(dir, Sidecar::GitGate), None, "no pid file");
         std::fs::write(pid_path(dir, Sidecar::GitGate), format!("{}\n", std::process::id())).expect("pid file");
