@@ -1,6 +1,8 @@
 # bot-bottle's sidecar image: the egress proxy and the git gate
-# (`bottle-sidecar`), with CA certificates, git and an SSH client, running as
-# the non-root user `sidecar`.
+# (`bottle sidecar …`), with CA certificates, git and an SSH client, running as
+# the non-root user `sidecar`. `bottle` comes with the loader and libraries it
+# was built with and runs through its launcher, `/opt/bot-bottle/run`: the
+# image's own glibc is never used for it.
 FROM debian:bookworm-slim
 # The host's CA bundle when the build trusts it (TLS-inspecting proxies); empty otherwise.
 COPY bot-bottle-host-ca.pem /tmp/bot-bottle-host-ca.pem
@@ -16,6 +18,6 @@ RUN set -eux; \
     update-ca-certificates; \
     useradd --create-home --shell /usr/sbin/nologin --uid 1500 sidecar; \
     install -d -o sidecar -g sidecar -m 0700 /etc/bot-bottle /var/lib/bot-bottle
-COPY bottle-sidecar /usr/local/bin/bottle-sidecar
+COPY bot-bottle/ /opt/bot-bottle/
 USER sidecar
 WORKDIR /var/lib/bot-bottle

@@ -28,7 +28,7 @@ for_each_backend!(pushes_leave_only_through_the_gate: gate_on_docker, gate_on_sm
 fn pushes_leave_only_through_the_gate(under: &dyn Under) {
     warm_image();
     let world = under.world();
-    let gateway = crate::upstream::docker_gateway();
+    let gateway = crate::bridge::host_address();
     let sshd = sshd::Sshd::start_on(&gateway);
 
     // The upstream: a bare repo under the ssh user's home (manifest repos are home-relative).

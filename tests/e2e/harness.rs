@@ -12,12 +12,6 @@ pub(crate) fn bottle_bin() -> &'static str {
 
 /// Fail (never skip) when Docker is not reachable, saying how to get it.
 pub(crate) fn require_docker() {
-    let sidecar = std::path::Path::new(bottle_bin()).with_file_name("bottle-sidecar");
-    assert!(
-        sidecar.is_file(),
-        "{} is missing: `cargo test --workspace` builds it, or run `cargo build -p bottle-sidecar`",
-        sidecar.display()
-    );
     let out = Command::new("docker").args(["version", "--format", "{{.Server.Version}}"]).output();
     match out {
         Ok(o) if o.status.success() => {}
@@ -60,7 +54,12 @@ impl World {
 
     /// A `bottle` command in this world (no terminal, no inherited manifest).
     pub(crate) fn bottle(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(bottle_bin());
+        self.bottle_at(Path::new(bottle_bin()), args)
+    }
+
+    /// [`World::bottle`] with the `bottle` executable at `bin`.
+    pub(crate) fn bottle_at(&self, bin: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin);
         cmd.args(args)
             .current_dir(self.path("work"))
             .env("XDG_STATE_HOME", self.path("state"))

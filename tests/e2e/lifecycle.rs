@@ -113,6 +113,8 @@ fn without_docker_the_error_says_what_to_run() {
     let out = world
         .bottle(&["start", "shell", "--yes"])
         .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        // Many users have it set: a user error still reads as one line.
+        .env("RUST_BACKTRACE", "1")
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(1));

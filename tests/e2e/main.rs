@@ -2,6 +2,7 @@
 //! Each test works in its own state, config and working directory, and
 //! asserts only on resources it created (found by their slug labels).
 
+mod bridge;
 mod conformance;
 mod harness;
 mod upstream;
@@ -9,6 +10,7 @@ mod upstream;
 mod cleanup;
 mod egress;
 mod gate;
+mod install;
 mod lifecycle;
 mod manifest;
 mod smolvm;

@@ -116,7 +116,7 @@ impl Smol {
         log.lines().map(|l| serde_json::from_str(l).expect("a JSON array per line")).collect()
     }
 
-    /// Live (not zombie) `bottle-sidecar` processes of `slug`, as `PID ARGS`.
+    /// Live (not zombie) `bottle sidecar` processes of `slug`, as `PID ARGS`.
     pub(crate) fn sidecars_of(&self, slug: &str) -> Vec<String> {
         let dir = self.world.path("state/bot-bottle").join(slug).display().to_string();
         let mut found = Vec::new();
@@ -129,7 +129,7 @@ impl Smol {
             let state = stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next()).unwrap_or("Z");
             let args = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
             let args = String::from_utf8_lossy(&args).replace('\0', " ");
-            if state != "Z" && args.contains("bottle-sidecar") && args.contains(&dir) {
+            if state != "Z" && args.contains(" sidecar ") && args.contains(&dir) {
                 found.push(format!("{pid} {args}"));
             }
         }

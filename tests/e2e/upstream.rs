@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 /// A running upstream; killed when dropped.
 pub(crate) struct Upstream {
     child: Child,
-    /// The address bottles reach it at (the Docker bridge gateway).
+    /// The address bottles reach it at (the host's address on Docker's default bridge).
     pub(crate) ip: String,
     pub(crate) port: u16,
     /// The test CA that signed its certificate.
@@ -18,7 +18,7 @@ pub(crate) struct Upstream {
 
 impl Upstream {
     pub(crate) fn start(dir: &Path) -> Upstream {
-        let ip = docker_gateway();
+        let ip = crate::bridge::host_address();
         let run = |args: &[&str]| {
             let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl");
             assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
@@ -77,14 +77,4 @@ impl Drop for Upstream {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-pub(crate) fn docker_gateway() -> String {
-    let out = Command::new("docker")
-        .args(["network", "inspect", "bridge", "--format", "{{(index .IPAM.Config 0).Gateway}}"])
-        .output()
-        .expect("docker network inspect");
-    let ip = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert!(!ip.is_empty(), "no gateway on Docker's default bridge: {}", String::from_utf8_lossy(&out.stderr));
-    ip
 }

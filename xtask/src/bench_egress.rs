@@ -5,7 +5,7 @@
 //! serves 1 KiB and 100 MiB bodies; an in-process client (hyper + rustls, so
 //! the overhead measured is the proxy's, not process spawns) runs two
 //! workloads — 1,000 sequential keep-alive requests of 1 KiB, and one 100 MiB
-//! download — directly, through the release `bottle-sidecar egress` (TLS
+//! download — directly, through the release `bottle sidecar egress` (TLS
 //! intercepted), and, when installed, through squid (a plain `CONNECT`
 //! tunnel) and mitmproxy (TLS intercepted). Each workload runs five rounds,
 //! interleaved; the medians are compared. Targets: small requests ≤ 2× direct,
@@ -59,20 +59,13 @@ pub(crate) fn run() -> Result<()> {
         cmd.args(["run", "--release", "--quiet", "-p", "xtask", "--", "bench", "egress"]).current_dir(workspace_root());
         return crate::run(&mut cmd);
     }
-    let mut build = crate::cargo();
-    build.args(["build", "--release", "-p", "bottle-sidecar"]).current_dir(workspace_root());
-    crate::run(&mut build).context("while building bottle-sidecar in release mode")?;
-    let sidecar = target_dir().join("release").join("bottle-sidecar");
+    let sidecar = crate::build_bottle()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("while starting the tokio runtime")?;
     runtime.block_on(bench(&sidecar))
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"))
 }
 
 /// One way from the client to the upstream, and what it measured.
@@ -188,7 +181,7 @@ async fn bench(sidecar: &Path) -> Result<()> {
         );
     }
     println!(
-        "\nbottle-sidecar egress idle RSS: {} (target ≤ {}): {}; after the runs: {}, peak {}",
+        "\nbottle sidecar egress idle RSS: {} (target ≤ {}): {}; after the runs: {}, peak {}",
         mib(idle_rss),
         mib(RSS_TARGET_KIB),
         verdict(idle_rss <= RSS_TARGET_KIB),
@@ -445,7 +438,7 @@ impl Drop for Scratch {
     }
 }
 
-/// Starts the release `bottle-sidecar egress` on a free port; returns it and the bottle CA.
+/// Starts the release `bottle sidecar egress` on a free port; returns it and the bottle CA.
 fn start_egress(sidecar: &Path, scratch: &Scratch, upstream_ca: &str) -> Result<(Proxy, String)> {
     let (ca_cert_pem, ca_key_pem) = bottle_core::mint_ca("bench").context("while minting the bottle CA")?;
     let config = EgressConfig {
@@ -462,12 +455,12 @@ fn start_egress(sidecar: &Path, scratch: &Scratch, upstream_ca: &str) -> Result<
     let config_file = scratch.path("egress.json");
     fs::write(&config_file, serde_json::to_string(&config)?)?;
     let mut cmd = Command::new(sidecar);
-    cmd.arg("egress").arg("--config").arg(&config_file).stdin(Stdio::null()).stderr(Stdio::piped());
+    cmd.args(["sidecar", "egress", "--config"]).arg(&config_file).stdin(Stdio::null()).stderr(Stdio::piped());
     let mut child = cmd.spawn().with_context(|| format!("could not run `{}`", show(&cmd)))?;
     let stderr = child.stderr.take().context("no stderr")?;
     let mut line = String::new();
     BufReader::new(stderr).read_line(&mut line)?;
-    let mut proxy = Proxy { name: "bottle-sidecar egress", child, port: 0 };
+    let mut proxy = Proxy { name: "bottle sidecar egress", child, port: 0 };
     proxy.port = line
         .trim()
         .strip_prefix("egress: listening on ")

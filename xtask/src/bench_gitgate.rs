@@ -1,5 +1,5 @@
 //! `cargo xtask bench gitgate`: a 50 MB push and a clone of it, straight to
-//! an upstream over ssh against the same through the release `bottle-sidecar
+//! an upstream over ssh against the same through the release `bottle sidecar
 //! git-gate` (target: at most 1.5× direct), interleaved in one run.
 //!
 //! Everything is local and made in a temp dir: an `sshd` on 127.0.0.1 (the
@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 
 use super::{Stats, secs, verdict};
-use crate::workspace_root;
 
 const ROUNDS: usize = 3;
 const FILES: usize = 5;
@@ -31,7 +30,7 @@ const SSHD: &str = "/usr/sbin/sshd";
 
 /// Runs the benchmark.
 pub(crate) fn run() -> Result<()> {
-    let sidecar = build_sidecar()?;
+    let sidecar = crate::build_bottle()?;
     let tmp = tempfile::Builder::new().prefix("bench-gitgate-").tempdir().context("while making a temp dir")?;
     let top = tmp.path();
     let sshd = Sshd::start(&top.join("sshd")).context("while starting sshd")?;
@@ -89,16 +88,6 @@ pub(crate) fn run() -> Result<()> {
         println!("the gate said:\n{}", gate_stderr.trim_end());
     }
     Ok(())
-}
-
-/// Builds `bottle-sidecar` in release mode and returns the path of the binary.
-fn build_sidecar() -> Result<PathBuf> {
-    let mut cmd = crate::cargo();
-    cmd.args(["build", "-p", "bottle-sidecar", "--release"]).current_dir(workspace_root());
-    crate::run(&mut cmd).context("while building bottle-sidecar in release mode")?;
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"));
-    Ok(target.join("release").join("bottle-sidecar"))
 }
 
 /// A bare upstream `top/NAME.git` that keeps what it receives as packs.
@@ -275,8 +264,7 @@ impl Gate {
         let path = top.join("gate.json");
         std::fs::write(&path, serde_json::to_vec_pretty(&config)?)?;
         let mut child = Command::new(sidecar)
-            .arg("git-gate")
-            .arg("--config")
+            .args(["sidecar", "git-gate", "--config"])
             .arg(&path)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -1,5 +1,6 @@
-//! `cargo xtask setup`: Docker installed, `dockerd` answering, and the base
-//! image that the Dockerfiles name (`FROM debian:bookworm-slim`) present.
+//! `cargo xtask setup`: every Debian package the tests and the main job use
+//! ([`PACKAGES`], the one list), `dockerd` answering, and the base image that
+//! the Dockerfiles name (`FROM debian:bookworm-slim`) present.
 //!
 //! Nothing can be pulled from a registry here, so the base image is built
 //! offline: debootstrap from the host's Debian mirror into a temporary
@@ -33,10 +34,44 @@ const DAEMON_TIMEOUT: Duration = Duration::from_secs(60);
 /// Where `dockerd`, `debootstrap` and the tools they call live, on `PATH` or not.
 const SBIN: [&str; 3] = ["/usr/local/sbin", "/usr/sbin", "/sbin"];
 
+/// A Debian package that the tests or the main job need, and the programs
+/// of it they run: setup installs it when one of them is missing.
+pub(crate) struct Package {
+    /// The package's name.
+    pub(crate) name: &'static str,
+    /// The programs of it that the workspace runs on the host.
+    pub(crate) programs: &'static [&'static str],
+    /// Who needs it.
+    pub(crate) why: &'static str,
+}
+
+/// Every Debian package the tests and `cargo xtask try` use on the host.
+/// `setup` installs those whose programs are missing, in one `apt-get`
+/// call; the tidy test `every_program_the_workspace_runs_is_installed_by_setup`
+/// fails when code runs a program that is neither here nor part of a new
+/// machine (`new-machine-packages.txt`).
+pub(crate) const PACKAGES: &[Package] = &[
+    Package { name: "docker.io", programs: &["docker", "dockerd"], why: "the Docker Engine that runs bottles" },
+    Package {
+        name: "iptables",
+        programs: &["iptables", "ip6tables"],
+        why: "dockerd's networks and the smolvm fake's firewall",
+    },
+    Package { name: "iproute2", programs: &["ip"], why: "tests find the host's addresses" },
+    Package { name: "debootstrap", programs: &["debootstrap"], why: "the offline base image" },
+    Package { name: "openssh-server", programs: &["sshd"], why: "the git gate's tests serve upstreams over ssh" },
+    Package { name: "openssh-client", programs: &["ssh", "ssh-keygen"], why: "the git gate and its tests" },
+    Package { name: "git", programs: &["git"], why: "the git gate and its tests" },
+    Package { name: "curl", programs: &["curl"], why: "the egress proxy's tests" },
+    Package { name: "openssl", programs: &["openssl"], why: "the e2e tests' HTTPS upstream" },
+    Package { name: "python3", programs: &["python3"], why: "the e2e tests' HTTPS upstream" },
+    Package { name: "procps", programs: &["ps", "kill"], why: "tests look at and signal processes" },
+];
+
 /// Runs every step of `cargo xtask setup`.
 pub(crate) fn run() -> Result<()> {
     let mut host = Host { root: is_root(), apt_updated: false };
-    host.ensure_docker().context("while making sure Docker is installed")?;
+    host.ensure_packages().context("while installing the packages the tests and bottles need")?;
     host.ensure_daemon().context("while making sure dockerd answers")?;
     host.ensure_base_image().context("while making sure the base image exists")?;
     Ok(())
@@ -51,16 +86,32 @@ struct Host {
 }
 
 impl Host {
-    fn ensure_docker(&mut self) -> Result<()> {
-        if let (Some(_), Some(dockerd)) = (find_program("docker"), find_program("dockerd")) {
-            println!("docker: present ({})", dockerd.display());
+    /// Installs, in one go, every package of [`PACKAGES`] one of whose
+    /// programs is missing (a Docker Engine from elsewhere counts as there).
+    fn ensure_packages(&mut self) -> Result<()> {
+        let missing: Vec<&Package> =
+            PACKAGES.iter().filter(|package| package.programs.iter().any(|p| find_program(p).is_none())).collect();
+        if missing.is_empty() {
+            println!("packages: all {} present", PACKAGES.len());
             return Ok(());
         }
-        self.apt_install("docker.io")?;
-        let dockerd = find_program("dockerd").context("docker.io is installed, yet no dockerd")?;
-        let version = output(Command::new(&dockerd).arg("--version"))?;
-        let version = version.trim().trim_start_matches("Docker version ");
-        println!("docker: installed {version} (docker.io)");
+        for package in &missing {
+            let absent: Vec<&str> = package.programs.iter().copied().filter(|p| find_program(p).is_none()).collect();
+            println!("packages: {} missing ({}), for {}", package.name, absent.join(", "), package.why);
+        }
+        let names: Vec<&str> = missing.iter().map(|package| package.name).collect();
+        self.apt_install(&names)?;
+        for package in &missing {
+            for program in package.programs {
+                find_program(program)
+                    .with_context(|| format!("{} is installed, yet there is no `{program}`", package.name))?;
+            }
+        }
+        if let Some(dockerd) = missing.iter().any(|p| p.name == "docker.io").then(|| find_program("dockerd")).flatten()
+        {
+            let version = output(Command::new(&dockerd).arg("--version"))?;
+            println!("docker: installed {} (docker.io)", version.trim().trim_start_matches("Docker version "));
+        }
         Ok(())
     }
 
@@ -162,13 +213,7 @@ exec "$0""#;
         }
         let mirror = mirror();
         println!("base image {image}: absent, building it with debootstrap from {mirror}");
-        let debootstrap = match find_program("debootstrap") {
-            Some(path) => path,
-            None => {
-                self.apt_install("debootstrap")?;
-                find_program("debootstrap").context("debootstrap is installed, yet not found")?
-            }
-        };
+        let debootstrap = find_program("debootstrap").context("no debootstrap, though setup installs it")?;
         let started = Instant::now();
         let rootfs = Rootfs::create(self.root)?;
         run_quietly(self.privileged(&debootstrap).args(["--variant=minbase", SUITE]).arg(&rootfs.path).arg(&mirror))
@@ -210,13 +255,13 @@ exec "$0""#;
         Ok(())
     }
 
-    fn apt_install(&mut self, package: &str) -> Result<()> {
+    fn apt_install(&mut self, packages: &[&str]) -> Result<()> {
         if !self.apt_updated {
             run_quietly(self.apt_get().arg("update")).context("while running apt-get update")?;
             self.apt_updated = true;
         }
-        run_quietly(self.apt_get().args(["install", "-y", package]))
-            .with_context(|| format!("while installing {package}"))
+        run_quietly(self.apt_get().args(["install", "-y"]).args(packages))
+            .with_context(|| format!("while installing {}", packages.join(" ")))
     }
 
     fn apt_get(&self) -> Command {

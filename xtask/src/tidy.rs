@@ -215,3 +215,104 @@ fn dependency_reads_every_form() {
     check("package", "name", r#""bottle-core""#, None);
     check("lints", "workspace", "true", None);
 }
+
+/// Programs of a new machine's own packages ([`NEW_MACHINE_PACKAGES`]) that
+/// the workspace runs, with their package.
+const NEW_MACHINE_PROGRAMS: &[(&str, &str)] = &[
+    ("sh", "dash"),
+    ("bash", "bash"),
+    ("env", "coreutils"),
+    ("id", "coreutils"),
+    ("rm", "coreutils"),
+    ("true", "coreutils"),
+    ("find", "findutils"),
+    ("tar", "tar"),
+    ("umount", "mount"),
+    ("which", "debianutils"),
+    ("apt-get", "apt"),
+];
+
+/// Programs run only where someone other than setup provides them, and why.
+const PROVIDED_ELSEWHERE: &[(&str, &str)] =
+    &[("sudo", "setup runs privileged commands through it only when it is not root, and cannot install it then")];
+
+/// The Debian packages of a new machine, one per line (`#` comments).
+const NEW_MACHINE_PACKAGES: &str = include_str!("../new-machine-packages.txt");
+
+/// The call forms that name a program by a string literal: `Command::new("git")`,
+/// setup's `privileged("rm")`, the smolvm fake's `run("docker", …)` and
+/// `checked("docker", …)`, and absolute paths such as `"/usr/sbin/sshd"`.
+const CALL_FORMS: [&str; 4] = ["Command::new(\"", "privileged(\"", "run(\"", "checked(\""];
+
+/// Every program named in a call form of `text`.
+fn programs_called(text: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for form in CALL_FORMS {
+        for (at, _) in text.match_indices(form) {
+            let rest = &text[at + form.len()..];
+            if let Some(name) = rest.split('"').next().filter(|name| is_program_name(name)) {
+                found.push(name.to_owned());
+            }
+        }
+    }
+    for dir in ["\"/usr/sbin/", "\"/usr/bin/", "\"/sbin/", "\"/bin/"] {
+        for (at, _) in text.match_indices(dir) {
+            let rest = &text[at + dir.len()..];
+            if let Some(name) = rest.split('"').next().filter(|name| is_program_name(name)) {
+                found.push(name.to_owned());
+            }
+        }
+    }
+    found
+}
+
+fn is_program_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'+'))
+}
+
+/// Where `program` comes from on a machine that ran setup, or `None`.
+fn provider(program: &str) -> Option<String> {
+    if let Some(package) = crate::setup::PACKAGES.iter().find(|package| package.programs.contains(&program)) {
+        return Some(format!("setup installs {}", package.name));
+    }
+    if let Some((_, package)) = NEW_MACHINE_PROGRAMS.iter().find(|(name, _)| *name == program) {
+        return Some(format!("a new machine has {package}"));
+    }
+    PROVIDED_ELSEWHERE.iter().find(|(name, _)| *name == program).map(|(_, why)| why.to_string())
+}
+
+#[test]
+fn every_program_the_workspace_runs_is_installed_by_setup() {
+    let mut broken = Vec::new();
+    for (path, text) in rust_files() {
+        for program in programs_called(&text) {
+            if provider(&program).is_none() {
+                broken.push(format!(
+                    "{path} runs `{program}`: add its Debian package to PACKAGES in xtask/src/setup.rs \
+                     (or, when a new machine has it, to NEW_MACHINE_PROGRAMS in xtask/src/tidy.rs)"
+                ));
+            }
+        }
+    }
+    broken.sort();
+    broken.dedup();
+    check("programs that setup does not install and a new machine lacks", broken);
+}
+
+#[test]
+fn the_new_machine_programs_come_with_a_new_machine() {
+    let packages: Vec<&str> =
+        NEW_MACHINE_PACKAGES.lines().map(str::trim).filter(|line| !line.is_empty() && !line.starts_with('#')).collect();
+    let broken = NEW_MACHINE_PROGRAMS
+        .iter()
+        .filter(|(_, package)| !packages.contains(package))
+        .map(|(program, package)| format!("`{program}` is said to come with {package}, which a new machine lacks"));
+    check("NEW_MACHINE_PROGRAMS names packages outside new-machine-packages.txt", broken);
+}
+
+#[test]
+fn programs_called_reads_every_call_form() {
+    let text = r#"Command::new("git").arg(x); self.privileged("rm"); run("docker", &args); checked("sh", &a);
+        const SSHD: &str = "/usr/sbin/sshd"; Command::new(program); Command::new("a b"); "/usr/bin/env""#;
+    assert_eq!(programs_called(text), ["git", "rm", "docker", "sh", "sshd", "env"]);
+}

@@ -41,6 +41,8 @@ pub(crate) async fn run(cli: Cli) -> Result<i32> {
             clap_complete::generate(shell, &mut Cli::command(), "bottle", &mut std::io::stdout());
             Ok(0)
         }
+        // `main` runs it before any runtime starts: a sidecar builds its own.
+        Command::Sidecar { .. } => bail!("`bottle sidecar` cannot run inside another command"),
     }
 }
 

@@ -9,6 +9,10 @@ use clap::Parser;
 
 fn main() {
     let cli = args::Cli::parse();
+    if let args::Command::Sidecar { args } = &cli.command {
+        // A sidecar runs its own runtime and exits with its own code.
+        std::process::exit(sidecar(args));
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -19,15 +23,25 @@ fn main() {
     let code = match runtime.block_on(commands::run(cli)) {
         Ok(code) => code,
         Err(e) => {
+            // One line, also with RUST_BACKTRACE set: an error is for the
+            // user; only a panic (a bug) prints a backtrace.
             eprintln!("error: {}", one_line(&e));
-            if e.backtrace().status() == std::backtrace::BacktraceStatus::Captured {
-                eprintln!("{}", e.backtrace());
-            }
             1
         }
     };
     // Exit now: a blocked stdin reader must not keep the process alive.
     std::process::exit(code);
+}
+
+/// `bottle sidecar ARGS`: the sidecar programs, which bottles run beside them.
+fn sidecar(args: &[String]) -> i32 {
+    match bottle_sidecar::Relaunch::current(&["sidecar"]) {
+        Ok(relaunch) => bottle_sidecar::main(args, &relaunch),
+        Err(e) => {
+            eprintln!("error: cannot find the running executable: {e}");
+            1
+        }
+    }
 }
 
 /// The error and its causes on one line (multi-line messages, such as a

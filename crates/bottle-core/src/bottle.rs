@@ -79,6 +79,14 @@ impl Sidecar {
             Sidecar::GitGate => "gate",
         }
     }
+
+    /// The `bottle sidecar` subcommand that runs it (`egress`, `git-gate`).
+    pub fn subcommand(self) -> &'static str {
+        match self {
+            Sidecar::Egress => "egress",
+            Sidecar::GitGate => "git-gate",
+        }
+    }
 }
 
 /// A bottle that is running: commands, copies in and out, the agent session and teardown.

@@ -6,7 +6,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::plan::{HOST_CA_CONTEXT_FILE, ImageRecipe};
+use crate::plan::{ContextSource, HOST_CA_CONTEXT_FILE, ImageRecipe};
 use crate::{Error, Result};
 
 /// Name of the Dockerfile inside the context we send.
@@ -52,9 +52,14 @@ pub fn build_context(recipe: &ImageRecipe) -> Result<BuildContext> {
     };
     append(DOCKERFILE_IN_CONTEXT, recipe.dockerfile.as_bytes(), 0o644)?;
     append(HOST_CA_CONTEXT_FILE, &ca, 0o644)?;
-    for (name, path) in &recipe.extra_files {
-        let data = std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-        append(name, &data, 0o755)?;
+    for file in &recipe.extra_files {
+        match &file.source {
+            ContextSource::File(path) => {
+                let data = std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+                append(&file.name, &data, file.mode)?;
+            }
+            ContextSource::Bytes(data) => append(&file.name, data, file.mode)?,
+        }
     }
     let tar = builder.into_inner().map_err(|e| Error::io("finishing the build context", e))?;
     let digest = Sha256::digest(&tar);

@@ -2,6 +2,7 @@
 
 mod backend;
 mod bottle;
+mod bundle;
 mod ca;
 mod copy;
 mod error;
@@ -21,6 +22,7 @@ mod state;
 
 pub use backend::{Backend, BoxFuture, CleanupPlan, DynBackend, ErasedCleanupPlan, ErasedPlan};
 pub use bottle::{ActiveAgent, Bottle, ExecResult, GuestUser, Sidecar, agent_ids, sort_active};
+pub use bundle::{BUNDLE_DIR, LAUNCHER, SELF_ENV, SIDECAR_ENV, SidecarProgram};
 pub use ca::mint_ca;
 pub use copy::{pack_tree, split_guest_path, unpack_tree};
 pub use error::{Error, ErrorKind, Result};
@@ -28,8 +30,8 @@ pub use image::{BuildContext, DOCKERFILE_IN_CONTEXT, build_context};
 pub use manifest::*;
 pub use owner::{Liveness, Owner, host_name, now_ms};
 pub use plan::{
-    AgentProvisionPlan, BackendPlan, CommonPlan, CopyIn, EgressPlan, GitGatePlan, HOST_CA_CONTEXT_FILE, ImageRecipe,
-    SupervisePlan,
+    AgentProvisionPlan, BackendPlan, CommonPlan, ContextFile, ContextSource, CopyIn, EgressPlan, GitGatePlan,
+    HOST_CA_CONTEXT_FILE, ImageRecipe, SupervisePlan,
 };
 pub use preflight::{render as render_summary, summary};
 pub use prepare::{BottleSpec, HOST_CA_ENV, Host, placeholder, prepare};
@@ -39,7 +41,5 @@ pub use routes::{
     EGRESS_PORT, GATE_PORT, GUEST_CA_BUNDLE, GUEST_CA_FILE, HostKeyCheck, UPSTREAM_CA_ENV, proxy_env,
     upstream_url_forms,
 };
-pub use sidecar::{
-    EgressConfig, EgressRule, GateUpstream, GitGateConfig, InjectedHeader, SIDECAR_ENV, Secret, sidecar_binary,
-};
+pub use sidecar::{EgressConfig, EgressRule, GateUpstream, GitGateConfig, InjectedHeader, Secret};
 pub use state::{BottleMetadata, METADATA_FILE, RESUME_DIR, StateRoot, validate_slug};

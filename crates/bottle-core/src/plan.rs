@@ -24,11 +24,31 @@ pub struct ImageRecipe {
     pub context_dir: Option<PathBuf>,
     /// The host CA bundle to trust during the build (TLS-inspecting proxies), when enabled.
     pub host_ca_bundle: Option<PathBuf>,
-    /// More host files to put in the context: (name in the context, host path).
-    pub extra_files: Vec<(String, PathBuf)>,
+    /// More files to put in the context.
+    pub extra_files: Vec<ContextFile>,
     /// A prebuilt image archive (`docker save` output) that backends booting
     /// archives use instead of building (the manifest's `image_archive`).
     pub prebuilt_archive: Option<PathBuf>,
+}
+
+/// One more file of a build context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContextFile {
+    /// Its path inside the context (`/`-separated, relative).
+    pub name: String,
+    /// Where its content comes from.
+    pub source: ContextSource,
+    /// Its permission bits.
+    pub mode: u32,
+}
+
+/// The content of a [`ContextFile`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContextSource {
+    /// A host file, read when the context is packed.
+    File(PathBuf),
+    /// Bytes made on the host (a generated script).
+    Bytes(Vec<u8>),
 }
 
 /// File name, inside every build context, of the host CA bundle (empty when disabled).

@@ -1,7 +1,7 @@
 //! What the sidecars are told: the egress proxy's and the git gate's
 //! configuration. Prepare resolves it on the host (secrets included), a
 //! backend writes it as JSON into the sidecar's own container or state
-//! folder — never into the bottle — and `bottle-sidecar` reads it.
+//! folder — never into the bottle — and `bottle sidecar` reads it.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -114,38 +114,6 @@ pub struct GitGateConfig {
     pub upstreams: Vec<GateUpstream>,
     /// Where to append the audit log (JSON lines); `-` for stdout.
     pub audit_log: String,
-}
-
-/// Environment variable naming the `bottle-sidecar` binary to use.
-pub const SIDECAR_ENV: &str = "BOT_BOTTLE_SIDECAR";
-
-/// Find the `bottle-sidecar` binary: `$BOT_BOTTLE_SIDECAR`, then next to the
-/// running executable (as cargo and packages install it), then `PATH`.
-pub fn sidecar_binary() -> crate::Result<std::path::PathBuf> {
-    if let Some(path) = std::env::var_os(SIDECAR_ENV).filter(|p| !p.is_empty()) {
-        let path = std::path::PathBuf::from(path);
-        return if path.is_file() {
-            Ok(path)
-        } else {
-            Err(crate::Error::new(
-                crate::ErrorKind::NotFound,
-                format!("{SIDECAR_ENV} names {}, which is not a file", path.display()),
-            ))
-        };
-    }
-    let sibling = std::env::current_exe().ok().and_then(|exe| Some(exe.parent()?.join("bottle-sidecar")));
-    if let Some(path) = sibling.filter(|p| p.is_file()) {
-        return Ok(path);
-    }
-    which::which("bottle-sidecar").map_err(|_| {
-        crate::Error::new(
-            crate::ErrorKind::NotFound,
-            format!(
-                "cannot find the `bottle-sidecar` binary (next to `bottle`, or on PATH); build it with \
-                 `cargo build -p bottle-sidecar` or set {SIDECAR_ENV}"
-            ),
-        )
-    })
 }
 
 #[cfg(test)]

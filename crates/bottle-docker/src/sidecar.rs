@@ -10,7 +10,7 @@ use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::models::{ContainerCreateBody, EndpointSettings, HostConfig, NetworkConnectRequest};
 use bollard::query_parameters::{CreateContainerOptions, LogsOptions, StartContainerOptions, UploadToContainerOptions};
-use bottle_core::{CommonPlan, Error, ErrorKind, ImageRecipe, Result};
+use bottle_core::{CommonPlan, Error, ErrorKind, ImageRecipe, LAUNCHER, Result, SidecarProgram};
 use futures_util::StreamExt;
 
 use crate::engine::failed;
@@ -22,18 +22,12 @@ const DOCKERFILE: &str = include_str!("../sidecar.Dockerfile");
 /// Which sidecar; its name is its role label, network alias and container-name suffix.
 pub(crate) use bottle_core::Sidecar as Kind;
 
-fn subcommand(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Egress => "egress",
-        Kind::GitGate => "git-gate",
-    }
-}
-
 fn ready_line(kind: Kind) -> String {
-    format!("{}: listening on", subcommand(kind))
+    format!("{}: listening on", kind.subcommand())
 }
 
-/// The sidecar image recipe: the bundled Dockerfile and the `bottle-sidecar` binary.
+/// The sidecar image recipe: the bundled Dockerfile and `bottle` itself with
+/// the loader and libraries it runs with ([`SidecarProgram::bundle`]).
 pub(crate) fn recipe(host_ca_bundle: Option<std::path::PathBuf>) -> Result<ImageRecipe> {
     Ok(ImageRecipe {
         repository: "bot-bottle/sidecar".into(),
@@ -41,7 +35,7 @@ pub(crate) fn recipe(host_ca_bundle: Option<std::path::PathBuf>) -> Result<Image
         dockerfile_origin: "bundled (sidecar)".into(),
         context_dir: None,
         host_ca_bundle,
-        extra_files: vec![("bottle-sidecar".into(), bottle_core::sidecar_binary()?)],
+        extra_files: SidecarProgram::locate()?.bundle("bot-bottle")?,
         prebuilt_archive: None,
     })
 }
@@ -65,7 +59,7 @@ pub(crate) async fn launch(
     let config_path = format!("/etc/bot-bottle/{}.json", kind.name());
     let body = ContainerCreateBody {
         image: Some(image.to_string()),
-        cmd: Some(vec!["bottle-sidecar".into(), subcommand(kind).into(), "--config".into(), config_path]),
+        cmd: Some(std::iter::once(LAUNCHER.to_string()).chain(SidecarProgram::args(kind, &config_path)).collect()),
         labels: Some(labels::for_plan(plan, kind.name())),
         host_config: Some(HostConfig {
             network_mode: Some(outside.to_string()),

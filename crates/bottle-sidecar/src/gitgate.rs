@@ -5,7 +5,7 @@
 //! - Fetch and clone: the mirror is fetched from its upstream before each
 //!   ref advertisement, so the agent sees fresh refs; an unreachable upstream
 //!   leaves the mirror as it is, with a warning on stderr.
-//! - Push: the mirror's `pre-receive` hook (this binary again, in hook mode,
+//! - Push: the mirror's `pre-receive` hook (this program again, in hook mode,
 //!   see the `hook` module) checks each ref update against [`PushPolicy`]
 //!   (the `policy` module documents the branch patterns), pushes the allowed
 //!   updates to the upstream from the quarantine, and lets the mirror take
@@ -24,7 +24,7 @@ mod mirror;
 mod policy;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
@@ -33,6 +33,7 @@ use tokio::net::TcpListener;
 
 use self::audit::AuditLog;
 use self::mirror::{Layout, Mirror};
+use crate::Relaunch;
 
 /// What went wrong starting the gate.
 #[derive(Debug, thiserror::Error)]
@@ -78,7 +79,7 @@ struct Gate {
 
 impl Gate {
     /// Prepares the work directory and every mirror (fetching each upstream).
-    async fn prepare(config: GitGateConfig, hook_program: &Path) -> Result<Self, GateError> {
+    async fn prepare(config: GitGateConfig, relaunch: &Relaunch) -> Result<Self, GateError> {
         let mut seen = std::collections::BTreeSet::new();
         for upstream in &config.upstreams {
             let name = &upstream.name;
@@ -98,7 +99,7 @@ impl Gate {
         let audit = AuditLog::open(&config.audit_log)?;
         let mut mirrors = BTreeMap::new();
         for upstream in &config.upstreams {
-            let mirror = Mirror::prepare(&layout, &config.bottle, upstream, hook_program).await?;
+            let mirror = Mirror::prepare(&layout, &config.bottle, upstream, relaunch).await?;
             mirrors.insert(upstream.name.clone(), mirror);
         }
         Ok(Self { bottle: config.bottle, layout, mirrors, audit, pushes: AtomicU64::new(0) })
@@ -109,29 +110,11 @@ impl Gate {
 /// dropped: prepares the work directory and the mirrors first (a client that
 /// connects meanwhile waits), then answers git's smart HTTP.
 ///
-/// The mirrors' `pre-receive` hook runs the `bottle-sidecar` binary: the
-/// running executable when it is that binary, else a `bottle-sidecar` next to
-/// it or one directory up (where cargo puts it for a test binary in `deps/`).
-pub async fn serve(config: GitGateConfig, listener: TcpListener) -> Result<(), GateError> {
-    let gate = Gate::prepare(config, &hook_program()?).await?;
+/// The mirrors' `pre-receive` hook runs `relaunch` in hook mode.
+pub async fn serve(config: GitGateConfig, listener: TcpListener, relaunch: &Relaunch) -> Result<(), GateError> {
+    let gate = Gate::prepare(config, relaunch).await?;
     http::run(Arc::new(gate), listener).await;
     Ok(())
-}
-
-/// The `bottle-sidecar` binary the hooks run (see [`serve`]).
-fn hook_program() -> Result<PathBuf, GateError> {
-    const NAME: &str = "bottle-sidecar";
-    let exe = std::env::current_exe().map_err(|source| GateError::io("finding the running executable", source))?;
-    if exe.file_name().is_some_and(|name| name == NAME) {
-        return Ok(exe);
-    }
-    exe.ancestors().skip(1).take(2).map(|dir| dir.join(NAME)).find(|candidate| candidate.is_file()).ok_or_else(|| {
-        GateError::Config(format!(
-            "the push hook needs the `{NAME}` binary, and there is none next to {}; build it with \
-                 `cargo build -p bottle-sidecar`",
-            exe.display()
-        ))
-    })
 }
 
 /// Runs the git gate with the configuration at `path`; returns the exit code.
@@ -139,7 +122,7 @@ fn hook_program() -> Result<PathBuf, GateError> {
 /// With `BOTTLE_GIT_GATE_HOOK=pre-receive` in the environment this is the
 /// mirrors' `pre-receive` hook instead, and `path` is the hook's own
 /// configuration (`WORK/hooks/NAME.json`).
-pub fn main(path: &str) -> i32 {
+pub fn main(path: &str, relaunch: &Relaunch) -> i32 {
     if std::env::var_os(hook::HOOK_ENV).is_some_and(|mode| mode == "pre-receive") {
         return hook::main(path);
     }
@@ -160,7 +143,7 @@ pub fn main(path: &str) -> i32 {
             return 1;
         }
     };
-    match runtime.block_on(run(config)) {
+    match runtime.block_on(run(config, relaunch)) {
         Ok(()) => 0,
         Err(err) => {
             eprintln!("git-gate: error: {err}");
@@ -170,14 +153,14 @@ pub fn main(path: &str) -> i32 {
 }
 
 /// Binds, prepares, says where it listens, serves until SIGTERM or SIGINT.
-async fn run(config: GitGateConfig) -> Result<(), GateError> {
+async fn run(config: GitGateConfig, relaunch: &Relaunch) -> Result<(), GateError> {
     let listen = config.listen.clone();
     let listener =
         TcpListener::bind(&listen).await.map_err(|source| GateError::io(format!("listening on {listen}"), source))?;
     let addr = listener.local_addr().map_err(|source| GateError::io("reading the listening address", source))?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|source| GateError::io("installing the SIGTERM handler", source))?;
-    let gate = Gate::prepare(config, &hook_program()?).await?;
+    let gate = Gate::prepare(config, relaunch).await?;
     eprintln!("git-gate: listening on {addr}");
     tokio::select! {
         () = http::run(Arc::new(gate), listener) => {}

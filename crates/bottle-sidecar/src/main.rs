@@ -1,22 +1,20 @@
-//! `bottle-sidecar`: the programs that run beside a bottle — `egress` (the
-//! allow-list proxy) and `git-gate` (the push gate) — each reading its JSON
-//! configuration from a file the backend wrote.
+//! `bottle-sidecar`: the sidecar programs on their own (`egress`,
+//! `git-gate`), for this crate's tests and for embedders who run a sidecar
+//! without the CLI. `bottle sidecar …` is the same code, and the one that
+//! bottles use.
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let code = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-        ["egress", "--config", path] => bottle_sidecar::egress::main(path),
-        ["git-gate", "--config", path] => bottle_sidecar::gitgate::main(path),
-        ["--version"] => {
-            println!("bottle-sidecar {}", env!("CARGO_PKG_VERSION"));
-            0
-        }
-        _ => {
-            eprintln!(
-                "usage: bottle-sidecar egress --config FILE.json\n       bottle-sidecar git-gate --config FILE.json"
-            );
-            2
+    if args == ["--version"] {
+        println!("bottle-sidecar {}", env!("CARGO_PKG_VERSION"));
+        return;
+    }
+    let relaunch = match bottle_sidecar::Relaunch::current(&[]) {
+        Ok(relaunch) => relaunch,
+        Err(err) => {
+            eprintln!("bottle-sidecar: cannot find the running executable: {err}");
+            std::process::exit(1);
         }
     };
-    std::process::exit(code);
+    std::process::exit(bottle_sidecar::main(&args, &relaunch));
 }

@@ -1,5 +1,5 @@
 //! [`SmolvmBackend`]: bottles as smolvm microVMs created from a `docker save`
-//! archive with `--outbound-localhost-only`, beside `bottle-sidecar`
+//! archive with `--outbound-localhost-only`, beside `bottle sidecar`
 //! processes on the host's loopback; found again by the machines' labels and
 //! the sidecars' pid files in each bottle's state folder.
 //!
@@ -180,7 +180,7 @@ impl BackendPlan for SmolvmPlan {
             ("image".into(), format!("{} ({image})", self.image_tag)),
             ("machine".into(), format!("{} (smolvm microVM)", self.machine)),
             ("network".into(), "outbound to the host's 127.0.0.1 only (the sidecars)".into()),
-            ("sidecars".into(), format!("bottle-sidecar processes on the host: {}", sidecars.join(", "))),
+            ("sidecars".into(), format!("`bottle sidecar` processes on the host: {}", sidecars.join(", "))),
         ]
     }
 }
@@ -218,7 +218,7 @@ impl Backend for SmolvmBackend {
 
     async fn resolve_plan(&self, common: CommonPlan) -> Result<SmolvmPlan> {
         Smolvm::locate()?;
-        bottle_core::sidecar_binary()?;
+        bottle_core::SidecarProgram::locate()?;
         let image_cache = image::cache_dir(&|k| std::env::var(k).ok())?;
         let (context, image_id, archive_cached) = match &common.provision.image.prebuilt_archive {
             // The manifest's archive: no Docker needed.

@@ -1,4 +1,4 @@
-//! The sidecars of a smolvm bottle: `bottle-sidecar egress` and `git-gate`
+//! The sidecars of a smolvm bottle: `bottle sidecar egress` and `git-gate`
 //! as processes on the host, bound to 127.0.0.1 (the only host the machine
 //! reaches with `--outbound-localhost-only`), owned by the bottle through
 //! files in its state folder (`<state>/<slug>/sidecars/`, mode 0700):
@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use bottle_core::{Error, ErrorKind, Result, Sidecar};
+use bottle_core::{Error, ErrorKind, Result, Sidecar, SidecarProgram};
 use rustix::process::{Pid, Signal};
 
 /// The sidecars' folder inside a bottle's state folder.
@@ -43,13 +43,6 @@ pub(crate) const KINDS: [Sidecar; 2] = [Sidecar::GitGate, Sidecar::Egress];
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a sidecar may take to exit after SIGTERM before it gets SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
-
-fn subcommand(kind: Sidecar) -> &'static str {
-    match kind {
-        Sidecar::Egress => "egress",
-        Sidecar::GitGate => "git-gate",
-    }
-}
 
 /// The configuration file of `kind` in the sidecars' folder `dir`.
 pub(crate) fn config_path(dir: &Path, kind: Sidecar) -> PathBuf {
@@ -119,7 +112,7 @@ fn write_private(path: &Path, data: &[u8]) -> Result<()> {
 /// Start `kind` with `config_json` (whose `listen` is `reserved`'s address),
 /// releasing the reservation just before; wait until it says it listens there.
 pub(crate) async fn start(dir: &Path, kind: Sidecar, reserved: Reservation, config_json: &[u8]) -> Result<Child> {
-    let program = bottle_core::sidecar_binary()?;
+    let program = SidecarProgram::locate()?;
     mkdir_private(dir)?;
     let config = config_path(dir, kind);
     write_private(&config, config_json)?;
@@ -128,7 +121,7 @@ pub(crate) async fn start(dir: &Path, kind: Sidecar, reserved: Reservation, conf
     let log_err = log.try_clone().map_err(|e| Error::io(format!("opening {}", log_file.display()), e))?;
     let expected = reserved.addr;
     drop(reserved.listener);
-    let mut command = std::process::Command::new(&program);
+    let mut command = std::process::Command::new(program.exe());
     // A clean environment, as in a container: the operator's variables (and
     // credentials) stay out; the sidecar's own folder is its home.
     command.env_clear().env("HOME", dir);
@@ -138,16 +131,14 @@ pub(crate) async fn start(dir: &Path, kind: Sidecar, reserved: Reservation, conf
         }
     }
     let child = command
-        .arg(subcommand(kind))
-        .arg("--config")
-        .arg(&config)
+        .args(SidecarProgram::args(kind, &config.to_string_lossy()))
         .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log_err)
         .process_group(0)
         .spawn()
-        .map_err(|e| Error::io(format!("starting {}", program.display()), e))?;
+        .map_err(|e| Error::io(format!("starting {}", program.exe().display()), e))?;
     let pid_file = pid_path(dir, kind);
     let mut child = child;
     if let Err(e) = write_private(&pid_file, format!("{}\n", child.id()).as_bytes()) {
@@ -177,7 +168,7 @@ fn sidecar_error(kind: Sidecar, message: String) -> Error {
 }
 
 async fn wait_until_listening(child: &mut Child, log: &Path, kind: Sidecar) -> Result<SocketAddr> {
-    let prefix = format!("{}: listening on ", subcommand(kind));
+    let prefix = format!("{}: listening on ", kind.subcommand());
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
         let text = std::fs::read_to_string(log).unwrap_or_default();

@@ -26,6 +26,7 @@ use tokio::sync::Mutex;
 
 use super::GateError;
 use super::hook::{HOOK_ENV, HookConfig};
+use crate::Relaunch;
 
 /// What fetches from the upstream into the mirror: branches and tags, as they are there.
 const MIRROR_REFSPECS: [&str; 2] = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"];
@@ -85,13 +86,13 @@ pub(crate) struct Mirror {
 
 impl Mirror {
     /// Writes the upstream's key and known hosts, creates the mirror with its
-    /// hook (running `hook_program`), and fetches it from the upstream; an
+    /// hook (running `relaunch`), and fetches it from the upstream; an
     /// unreachable upstream is a warning, not an error.
     pub(crate) async fn prepare(
         layout: &Layout,
         bottle: &str,
         upstream: &GateUpstream,
-        hook_program: &Path,
+        relaunch: &Relaunch,
     ) -> Result<Self, GateError> {
         let name = &upstream.name;
         let key = layout.ssh.join(format!("{name}.key"));
@@ -173,7 +174,11 @@ impl Mirror {
         let script = format!(
             "#!/bin/sh\n# Written by the bot-bottle git gate: checks the push policy and forwards the push upstream.\n\
              {HOOK_ENV}=pre-receive\nexport {HOOK_ENV}\nexec {} git-gate --config {}\n",
-            shell_quote(&hook_program.to_string_lossy()),
+            std::iter::once(relaunch.program.to_string_lossy().into_owned())
+                .chain(relaunch.args.iter().cloned())
+                .map(|word| shell_quote(&word))
+                .collect::<Vec<_>>()
+                .join(" "),
             shell_quote(&hook_config_path.to_string_lossy())
         );
         let hook = hooks.join("pre-receive");

@@ -180,8 +180,10 @@ impl InProcessGate {
             tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a runtime");
         let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("binding the gate");
         let url = format!("http://{}", listener.local_addr().expect("the gate's address"));
+        // The push hook is this crate's own `bottle-sidecar` (`bottle sidecar` in a bottle).
+        let relaunch = bottle_sidecar::Relaunch { program: env!("CARGO_BIN_EXE_bottle-sidecar").into(), args: vec![] };
         runtime.spawn(async move {
-            if let Err(err) = bottle_sidecar::gitgate::serve(config, listener).await {
+            if let Err(err) = bottle_sidecar::gitgate::serve(config, listener, &relaunch).await {
                 eprintln!("the gate failed: {err}");
             }
         });

@@ -3,6 +3,9 @@
 //! shape, and — against the real Docker Engine — a machine's whole life,
 //! with `--outbound-localhost-only` really enforced.
 
+#[path = "../../../../tests/e2e/bridge.rs"]
+mod bridge;
+
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -68,8 +71,8 @@ fn docker(args: &[&str]) -> String {
 }
 
 fn firewall() -> String {
-    let rules = |program: &str| text(&Command::new(program).args(["-S", "OUTPUT"]).output().expect(program).stdout);
-    rules("iptables") + &rules("ip6tables")
+    let rules = |mut cmd: Command| text(&cmd.args(["-S", "OUTPUT"]).output().expect("iptables -S").stdout);
+    rules(Command::new("iptables")) + &rules(Command::new("ip6tables"))
 }
 
 /// Removes the machine's container if the test fails half-way.
@@ -180,7 +183,7 @@ fn a_machine_lives_in_a_container_and_reaches_only_the_hosts_loopback() {
     // The network: the host's loopback yes, any other address of the host no.
     let loopback = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
     let outside = TcpListener::bind("0.0.0.0:0").expect("bind all");
-    let gateway = docker(&["network", "inspect", "bridge", "--format", "{{(index .IPAM.Config 0).Gateway}}"]);
+    let host = bridge::host_address();
     let connect = |addr: String| {
         let script = format!(
             "timeout 5 bash -c 'exec 3<>/dev/tcp/{}/{}'",
@@ -190,7 +193,7 @@ fn a_machine_lives_in_a_container_and_reaches_only_the_hosts_loopback() {
         smolvm(state, &["machine", "exec", "--name", &name, "--", "sh", "-c", &script]).status.code()
     };
     assert_eq!(connect(loopback.local_addr().expect("addr").to_string()), Some(0), "the host's 127.0.0.1 is reachable");
-    let direct = format!("{}:{}", gateway.trim(), outside.local_addr().expect("addr").port());
+    let direct = format!("{host}:{}", outside.local_addr().expect("addr").port());
     std::net::TcpStream::connect(&direct).expect("the host itself reaches that address");
     assert_ne!(connect(direct), Some(0), "another address of the host is not reachable from the machine");
 
