@@ -17,7 +17,7 @@ RUN set -eux; \
     rm -rf /var/lib/apt/lists/*; \
     update-ca-certificates; \
     useradd --create-home --shell /usr/sbin/nologin --uid 1500 sidecar; \
-    install -d -o sidecar -g sidecar -m 0700 /etc/bot-bottle /var/lib/bot-bottle
+    install -d -o sidecar -g sidecar -m 0700 /etc/bot-bottle /var/lib/bot-bottle /run/bot-bottle
 COPY bot-bottle/ /opt/bot-bottle/
 USER sidecar
 WORKDIR /var/lib/bot-bottle

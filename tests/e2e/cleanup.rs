@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::harness::{World, containers_of, networks_of, require_docker, text, wait_for, warm_image};
+use crate::harness::{World, containers_of, networks_of, require_docker, text, volumes_of, wait_for, warm_image};
 
 #[test]
 fn cleanup_removes_what_a_killed_start_left_and_spares_live_bottles() {
@@ -39,18 +39,20 @@ fn cleanup_removes_what_a_killed_start_left_and_spares_live_bottles() {
     child.kill().expect("SIGKILL");
     child.wait().expect("reap");
     std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(containers_of(&slug).len(), 2, "SIGKILL leaves the agent and proxy containers behind");
-    assert_eq!(networks_of(&slug).len(), 2, "and both networks");
+    assert_eq!(containers_of(&slug).len(), 3, "SIGKILL leaves the agent, proxy and relay containers behind");
+    assert_eq!(networks_of(&slug).len(), 1, "and the sidecars' network");
+    assert_eq!(volumes_of(&slug).len(), 1, "and the socket volume");
 
     let dry = world.run(&["cleanup", "--dry-run"]);
     assert!(dry.status.success());
     assert!(text(&dry.stdout).contains(&slug), "dry run names the orphan: {}", text(&dry.stdout));
     assert!(!text(&dry.stdout).contains(&live), "a live detached bottle is not an orphan");
-    assert_eq!(containers_of(&slug).len(), 2, "dry run removes nothing");
+    assert_eq!(containers_of(&slug).len(), 3, "dry run removes nothing");
 
     world.ok(&["cleanup", "--yes"]);
     assert!(containers_of(&slug).is_empty(), "cleanup removed the container");
     assert!(networks_of(&slug).is_empty(), "cleanup removed the network");
-    assert_eq!(containers_of(&live).len(), 2, "the live bottle still runs");
+    assert!(volumes_of(&slug).is_empty(), "cleanup removed the volume");
+    assert_eq!(containers_of(&live).len(), 3, "the live bottle still runs");
     world.ok(&["stop", &live]);
 }

@@ -42,7 +42,8 @@ impl Under for Docker {
     }
     fn assert_gone(&self, slug: &str) {
         assert!(containers_of(slug).is_empty(), "no container left (sidecars included)");
-        assert!(networks_of(slug).is_empty(), "no network left (both)");
+        assert!(networks_of(slug).is_empty(), "no network left");
+        assert!(crate::harness::volumes_of(slug).is_empty(), "no volume left");
     }
 }
 

@@ -145,6 +145,11 @@ pub(crate) fn networks_of(slug: &str) -> Vec<String> {
     docker_lines(&["network", "ls", "--filter", &format!("label=dev.bot-bottle.slug={slug}"), "--format", "{{.Name}}"])
 }
 
+/// Volumes labelled with `slug`.
+pub(crate) fn volumes_of(slug: &str) -> Vec<String> {
+    docker_lines(&["volume", "ls", "--filter", &format!("label=dev.bot-bottle.slug={slug}"), "--format", "{{.Name}}"])
+}
+
 /// Remove a slug's resources; never panics (it runs from `Drop`).
 fn remove_by_slug(slug: &str) {
     let label = format!("label=dev.bot-bottle.slug={slug}");
@@ -160,6 +165,9 @@ fn remove_by_slug(slug: &str) {
     }
     for n in ids(&["network", "ls", "-q", "--filter", &label]) {
         let _ = Command::new("docker").args(["network", "rm", &n]).output();
+    }
+    for v in ids(&["volume", "ls", "-q", "--filter", &label]) {
+        let _ = Command::new("docker").args(["volume", "rm", &v]).output();
     }
 }
 

@@ -1,7 +1,9 @@
 //! start → exec → list → stop, attached sessions, resume, secrets, and the
 //! message a user without Docker gets.
 
-use crate::harness::{World, containers_of, find_in_bottle, networks_of, require_docker, text, warm_image, write};
+use crate::harness::{
+    World, containers_of, find_in_bottle, networks_of, require_docker, text, volumes_of, warm_image, write,
+};
 
 #[test]
 fn detached_bottle_runs_commands_lists_and_stops_without_leftovers() {
@@ -11,8 +13,13 @@ fn detached_bottle_runs_commands_lists_and_stops_without_leftovers() {
     assert!(slug.starts_with("shell-"), "slug {slug}");
     let mut containers = containers_of(&slug);
     containers.sort();
-    assert_eq!(containers, [format!("bb-{slug}"), format!("bb-{slug}-egress")], "the agent and its egress proxy");
-    assert_eq!(networks_of(&slug).len(), 2, "the internal network and the proxy's way out");
+    assert_eq!(
+        containers,
+        [format!("bb-{slug}"), format!("bb-{slug}-egress"), format!("bb-{slug}-relay")],
+        "the agent, its egress proxy and the relay on its loopback"
+    );
+    assert_eq!(networks_of(&slug).len(), 1, "the proxy's way out (the bottle itself has none)");
+    assert_eq!(volumes_of(&slug).len(), 1, "the sidecars' sockets");
 
     assert_eq!(world.ok(&["exec", &slug, "--", "id", "-un"]).trim(), "agent", "runs as the non-root agent user");
     assert_eq!(world.ok(&["exec", &slug, "--user", "root", "--", "id", "-u"]).trim(), "0");
@@ -30,6 +37,7 @@ fn detached_bottle_runs_commands_lists_and_stops_without_leftovers() {
     world.ok(&["stop", &slug]);
     assert!(containers_of(&slug).is_empty(), "stop removes the container");
     assert!(networks_of(&slug).is_empty(), "stop removes the network");
+    assert!(volumes_of(&slug).is_empty(), "stop removes the socket volume");
     let again = world.run(&["exec", &slug, "--", "true"]);
     assert!(!again.status.success());
     assert!(text(&again.stderr).contains("no running bottle"), "{}", text(&again.stderr));

@@ -26,6 +26,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
+use base64::Engine as _;
 use bottle_core::{EgressConfig, EgressRule};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::{Body, Bytes, Frame, SizeHint};
@@ -48,6 +49,9 @@ const SMALL_TARGET: f64 = 2.0;
 const BIG_TARGET: f64 = 0.70;
 const RSS_TARGET_KIB: u64 = 20 * 1024;
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+/// The client token of the benchmark's bottle.
+const BENCH_TOKEN: &str = "bench-client-token";
+
 /// TLS connections the upstream accepted (a proxy that pools opens few).
 static UPSTREAM_CONNECTIONS: AtomicU64 = AtomicU64::new(0);
 
@@ -263,7 +267,11 @@ async fn open(setup: &Setup, port: u16) -> Result<SendRequest<Empty<Bytes>>> {
         None => TcpStream::connect((LOOPBACK, port)).await?,
         Some(proxy) => {
             let mut stream = TcpStream::connect((LOOPBACK, proxy)).await?;
-            let connect = format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+            // Our proxy wants the bottle's token; squid and mitmproxy ignore it.
+            let auth = base64::engine::general_purpose::STANDARD.encode(format!("bb:{BENCH_TOKEN}"));
+            let connect = format!(
+                "CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nProxy-Authorization: Basic {auth}\r\n\r\n"
+            );
             stream.write_all(connect.as_bytes()).await?;
             // Byte by byte: nothing may be read past the response head.
             let mut head = Vec::new();
@@ -443,7 +451,8 @@ fn start_egress(sidecar: &Path, scratch: &Scratch, upstream_ca: &str) -> Result<
     let (ca_cert_pem, ca_key_pem) = bottle_core::mint_ca("bench").context("while minting the bottle CA")?;
     let config = EgressConfig {
         bottle: "bench".to_owned(),
-        listen: "127.0.0.1:0".to_owned(),
+        listen: bottle_core::Listen::Tcp("127.0.0.1:0".to_owned()),
+        client_token: bottle_core::ClientToken::from_value(BENCH_TOKEN).digest(),
         ca_cert_pem: ca_cert_pem.clone(),
         ca_key_pem,
         rules: vec![EgressRule { host: "127.0.0.1".to_owned(), methods: vec![], paths: vec![], inject: None }],

@@ -35,11 +35,16 @@ pub use plan::{
 };
 pub use preflight::{render as render_summary, summary};
 pub use prepare::{BottleSpec, HOST_CA_ENV, Host, placeholder, prepare};
-pub use provider::{AgentProvider, AgentRoutes, Providers, ProvisionInput, run_checked, shell_quote};
+pub use provider::{
+    AgentProvider, AgentRoutes, GATE_GITCONFIG, Providers, ProvisionInput, run_checked, shell_quote, write_guest_file,
+};
 pub use registry::{BACKEND_ENV, DEFAULT_BACKEND, Registry};
 pub use routes::{
-    EGRESS_PORT, GATE_PORT, GUEST_CA_BUNDLE, GUEST_CA_FILE, HostKeyCheck, UPSTREAM_CA_ENV, proxy_env,
+    EGRESS_PORT, GATE_PORT, GUEST_CA_BUNDLE, GUEST_CA_FILE, HostKeyCheck, SOCKET_DIR, UPSTREAM_CA_ENV, proxy_env,
     upstream_url_forms,
 };
-pub use sidecar::{EgressConfig, EgressRule, GateUpstream, GitGateConfig, InjectedHeader, Secret};
+pub use sidecar::{
+    ClientToken, EgressConfig, EgressRule, GateUpstream, GitGateConfig, InjectedHeader, Listen, Secret, TOKEN_USER,
+    TokenDigest,
+};
 pub use state::{BottleMetadata, METADATA_FILE, RESUME_DIR, StateRoot, validate_slug};

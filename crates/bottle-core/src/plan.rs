@@ -198,6 +198,9 @@ pub struct CommonPlan {
     pub owner: Owner,
     /// Extra arguments for the agent (after `--`).
     pub agent_args: Vec<String>,
+    /// The token by which the bottle's sidecars know its clients (the
+    /// sidecars' configurations hold only its digest).
+    pub client_token: crate::sidecar::ClientToken,
 }
 
 /// A backend's plan: the common part and the lines it adds to the summary.

@@ -26,7 +26,14 @@ pub fn render(common: &CommonPlan, backend: &str, backend_lines: &[(String, Stri
     let env: Vec<String> = p
         .guest_env
         .iter()
-        .map(|(k, v)| if p.hidden_env.contains(k) { format!("{k}=•••• (hidden)") } else { format!("{k}={v}") })
+        .map(|(k, v)| {
+            if p.hidden_env.contains(k) {
+                format!("{k}=•••• (hidden)")
+            } else {
+                // The proxy variables carry the bottle's client token.
+                format!("{k}={}", v.replace(common.client_token.expose(), "••••"))
+            }
+        })
         .collect();
     rows.push(("env".into(), list_or_none(&env)));
     let skills: Vec<String> =

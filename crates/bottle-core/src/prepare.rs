@@ -12,6 +12,7 @@ use crate::owner::Owner;
 use crate::plan::{CommonPlan, EgressPlan, GitGatePlan, SupervisePlan};
 use crate::provider::{AgentProvider, Providers, ProvisionInput};
 use crate::routes;
+use crate::sidecar::ClientToken;
 use crate::state::{BottleMetadata, StateRoot};
 use crate::{Error, ErrorKind, Result};
 
@@ -195,8 +196,16 @@ pub fn prepare(spec: &BottleSpec, providers: &Providers, host: &Host, backend: &
             image_archive: bottle.agent_provider.image_archive.clone(),
             resumed: !minted,
         })?;
-        let egress = routes::egress_config(&slug, agent_routes.rules, &bottle.egress, &provision.hidden_env, host)?;
-        let gate = routes::gate_config(&slug, &bottle.git, host)?;
+        let client_token = ClientToken::mint()?;
+        let egress = routes::egress_config(
+            &slug,
+            agent_routes.rules,
+            &bottle.egress,
+            &provision.hidden_env,
+            client_token.digest(),
+            host,
+        )?;
+        let gate = routes::gate_config(&slug, &bottle.git, client_token.digest(), host)?;
         let stage_dir = state_dir.join("stage");
         std::fs::create_dir_all(&stage_dir).map_err(|e| Error::io(format!("creating {}", stage_dir.display()), e))?;
         let owner = Owner::current();
@@ -233,6 +242,7 @@ pub fn prepare(spec: &BottleSpec, providers: &Providers, host: &Host, backend: &
             detached: spec.detached,
             owner,
             agent_args: spec.agent_args.clone(),
+            client_token,
         })
     })();
     if built.is_err() && minted {

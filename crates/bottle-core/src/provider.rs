@@ -176,7 +176,9 @@ pub trait AgentProvider: Send + Sync {
         Ok(())
     }
 
-    /// Write the agent's git identity, and rewrite every upstream URL form to the git gate.
+    /// Write the agent's git identity, rewrite every upstream URL form to the
+    /// git gate, and give git the gate's credentials (an `http.extraHeader`
+    /// for the gate's URL only, in a file of its own: never on a command line).
     async fn provision_git(&self, bottle: &dyn Bottle, plan: &CommonPlan) -> Result<()> {
         let mut script = Vec::new();
         if let Some(id) = &plan.provision.git_identity {
@@ -184,6 +186,10 @@ pub trait AgentProvider: Send + Sync {
             script.push(format!("git config --global user.email {}", shell_quote(&id.email)));
         }
         if let Some(gate) = &plan.git_gate.url {
+            let credentials = crate::sidecar::gate_credentials_config(gate, &plan.client_token);
+            let include = format!("{}/{GATE_GITCONFIG}", plan.provision.guest_home);
+            write_guest_file(bottle, &plan.stage_dir, &include, credentials.as_bytes()).await?;
+            script.push(format!("git config --global --add include.path {}", shell_quote(&include)));
             for upstream in &plan.git_gate.upstreams {
                 let key = format!("url.{gate}/{}.git.insteadOf", upstream.name);
                 for form in crate::routes::upstream_url_forms(upstream) {
@@ -196,6 +202,27 @@ pub trait AgentProvider: Send + Sync {
         }
         run_checked(bottle, &script.join(" && "), GuestUser::Agent, "writing the git configuration").await
     }
+}
+
+/// The file in the agent's home that holds git's credentials for the gate.
+pub const GATE_GITCONFIG: &str = ".config/bot-bottle/gate.gitconfig";
+
+/// Write `contents` to `guest` (owned by the agent's user) through a file in
+/// the host's private `stage` folder, so that it never stands on a command
+/// line inside the bottle.
+pub async fn write_guest_file(
+    bottle: &dyn Bottle,
+    stage: &std::path::Path,
+    guest: &str,
+    contents: &[u8],
+) -> Result<()> {
+    let staged = tempfile::Builder::new()
+        .prefix("guest-file")
+        .tempfile_in(stage)
+        .map_err(|e| Error::io(format!("creating a file in {}", stage.display()), e))?;
+    std::fs::write(staged.path(), contents)
+        .map_err(|e| Error::io(format!("writing {}", staged.path().display()), e))?;
+    bottle.cp_in(staged.path(), guest).await
 }
 
 /// Run `script` in the bottle and turn a non-zero exit into an [`ErrorKind::Provision`] error.

@@ -9,19 +9,25 @@ use std::path::Path;
 
 use base64::Engine as _;
 
+use crate::bottle::Sidecar;
 use crate::manifest::{AuthScheme, EgressRoute, GitUpstream};
 use crate::prepare::{Host, placeholder};
-use crate::sidecar::{EgressConfig, EgressRule, GateUpstream, GitGateConfig, InjectedHeader, Secret};
+use crate::sidecar::{
+    EgressConfig, EgressRule, GateUpstream, GitGateConfig, InjectedHeader, Listen, Secret, TokenDigest,
+};
 use crate::{Error, ErrorKind, Result};
 
 /// Environment variable naming a CA bundle (PEM) the egress proxy trusts for
 /// upstream TLS besides the system roots (a private upstream, a test server).
 pub const UPSTREAM_CA_ENV: &str = "BOT_BOTTLE_UPSTREAM_CA";
 
-/// Port the egress proxy listens on inside its container.
+/// Port the bottle reaches the egress proxy at, on its own loopback.
 pub const EGRESS_PORT: u16 = 3128;
-/// Port the git gate listens on inside its container.
+/// Port the bottle reaches the git gate at, on its own loopback.
 pub const GATE_PORT: u16 = 8080;
+/// The folder of the sidecars' unix sockets, in the sidecars and the relay
+/// beside the bottle (never in the bottle itself).
+pub const SOCKET_DIR: &str = "/run/bot-bottle";
 /// Where the bottle's CA certificate is installed inside the bottle.
 pub const GUEST_CA_FILE: &str = "/usr/local/share/ca-certificates/bot-bottle-ca.crt";
 /// The bottle's system CA bundle (with the bottle's CA in it once provisioned).
@@ -51,6 +57,7 @@ pub(crate) fn egress_config(
     agent_rules: Vec<EgressRule>,
     routes: &[EgressRoute],
     hidden: &[String],
+    client_token: TokenDigest,
     host: &Host,
 ) -> Result<EgressConfig> {
     let mut missing = Vec::new();
@@ -97,7 +104,8 @@ pub(crate) fn egress_config(
     let (ca_cert_pem, ca_key_pem) = crate::mint_ca(slug)?;
     Ok(EgressConfig {
         bottle: slug.to_string(),
-        listen: format!("0.0.0.0:{EGRESS_PORT}"),
+        listen: Listen::Unix(format!("{SOCKET_DIR}/{}.sock", Sidecar::Egress.name())),
+        client_token,
         ca_cert_pem,
         ca_key_pem,
         rules,
@@ -132,7 +140,12 @@ fn known_host_lines(known_hosts: &str, host: &str, port: u16) -> String {
 }
 
 /// The gate configuration for `upstreams`: keys read, host keys pinned where the operator has them.
-pub(crate) fn gate_config(slug: &str, upstreams: &[GitUpstream], host: &Host) -> Result<GitGateConfig> {
+pub(crate) fn gate_config(
+    slug: &str,
+    upstreams: &[GitUpstream],
+    client_token: TokenDigest,
+    host: &Host,
+) -> Result<GitGateConfig> {
     let known = std::fs::read_to_string(host.home.join(".ssh/known_hosts")).unwrap_or_default();
     let upstreams = upstreams
         .iter()
@@ -153,7 +166,8 @@ pub(crate) fn gate_config(slug: &str, upstreams: &[GitUpstream], host: &Host) ->
         .collect::<Result<Vec<_>>>()?;
     Ok(GitGateConfig {
         bottle: slug.to_string(),
-        listen: format!("0.0.0.0:{GATE_PORT}"),
+        listen: Listen::Unix(format!("{SOCKET_DIR}/{}.sock", Sidecar::GitGate.name())),
+        client_token,
         work_dir: "/var/lib/bot-bottle/gate".into(),
         upstreams,
         audit_log: "-".into(),
@@ -263,7 +277,8 @@ mod tests {
             route(AuthScheme::Basic { user: "bot".into() }),
             route(AuthScheme::Header { name: "X-Token".into() }),
         ];
-        let config = egress_config("s-1", vec![], &routes, &["GH".into()], &host).expect("config");
+        let digest = crate::ClientToken::mint().expect("token").digest();
+        let config = egress_config("s-1", vec![], &routes, &["GH".into()], digest.clone(), &host).expect("config");
         let injected: Vec<(&str, &str)> = config
             .rules
             .iter()
@@ -286,7 +301,7 @@ mod tests {
         assert_eq!(lines[2], "api.example.com [auth:basic from $T]");
         assert!(lines.iter().all(|l| !l.contains("tok") || l.contains("from $T")), "{lines:?}");
         let empty = Host { env: Default::default(), ..host };
-        let err = egress_config("s-1", vec![], &routes[..1], &[], &empty).expect_err("T unset");
+        let err = egress_config("s-1", vec![], &routes[..1], &[], digest, &empty).expect_err("T unset");
         assert_eq!(err.kind(), ErrorKind::MissingHostEnv);
     }
 }

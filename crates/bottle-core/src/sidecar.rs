@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::manifest::PushPolicy;
 
@@ -30,6 +31,99 @@ impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(••••)")
     }
+}
+
+/// Where a sidecar listens for its bottle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Listen {
+    /// A TCP address, e.g. `127.0.0.1:0` (a free port).
+    Tcp(String),
+    /// A unix socket at this path (replaced if it exists; mode 0666, so
+    /// who may connect is decided by the folder it is in).
+    Unix(String),
+}
+
+impl fmt::Display for Listen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Listen::Tcp(addr) => f.write_str(addr),
+            Listen::Unix(path) => write!(f, "unix:{path}"),
+        }
+    }
+}
+
+/// The per-bottle secret by which a bottle's sidecars know their own
+/// bottle's clients: 256 random bits, minted in prepare. The bottle holds
+/// the token (in its proxy URL and git configuration); the sidecars hold
+/// only its [`TokenDigest`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientToken(Secret);
+
+impl ClientToken {
+    /// A new random token (64 hex digits).
+    pub fn mint() -> crate::Result<Self> {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).map_err(|e| {
+            crate::Error::new(crate::ErrorKind::Io, format!("the system has no random numbers to mint a token: {e}"))
+        })?;
+        Ok(Self(Secret::new(hex(&bytes))))
+    }
+
+    /// A token with this value (read back from a bottle's state).
+    pub fn from_value(value: impl Into<String>) -> Self {
+        Self(Secret::new(value))
+    }
+
+    /// The token itself, for the bottle's proxy URL and git configuration.
+    pub fn expose(&self) -> &str {
+        self.0.expose()
+    }
+
+    /// What a sidecar keeps to check the token.
+    pub fn digest(&self) -> TokenDigest {
+        TokenDigest(hex(&Sha256::digest(self.expose().as_bytes())))
+    }
+}
+
+impl fmt::Debug for ClientToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClientToken(••••)")
+    }
+}
+
+/// The SHA-256 (hex) of a [`ClientToken`]: what a sidecar holds, so that its
+/// configuration never contains the token itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TokenDigest(String);
+
+impl TokenDigest {
+    /// Whether `presented` is the token, compared in constant time (over
+    /// the digests, so neither the length nor any prefix of the token leaks).
+    pub fn matches(&self, presented: &str) -> bool {
+        let presented = hex(&Sha256::digest(presented.as_bytes()));
+        let (a, b) = (self.0.as_bytes(), presented.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+    }
+}
+
+/// The user name in the `user:token` pairs a bottle's clients send
+/// (`Proxy-Authorization` and the gate's `Authorization`).
+pub const TOKEN_USER: &str = "bb";
+
+/// The git configuration that makes git send `token` to the gate at
+/// `gate_url` (and to nothing else): an `http.<url>.extraHeader`.
+pub(crate) fn gate_credentials_config(gate_url: &str, token: &ClientToken) -> String {
+    use base64::Engine as _;
+    let pair = base64::engine::general_purpose::STANDARD.encode(format!("{TOKEN_USER}:{}", token.expose()));
+    format!(
+        "# The bottle's credentials for its git gate (written by bot-bottle).\n[http \"{gate_url}/\"]\n\textraHeader = Authorization: Basic {pair}\n"
+    )
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A credential the egress proxy sets on requests to one route's host.
@@ -61,8 +155,10 @@ pub struct EgressRule {
 pub struct EgressConfig {
     /// The bottle's slug (in every audit line).
     pub bottle: String,
-    /// Address to listen on, e.g. `0.0.0.0:3128` or `127.0.0.1:0`.
-    pub listen: String,
+    /// Where to listen.
+    pub listen: Listen,
+    /// The bottle's client token, checked on every request (`407` without it).
+    pub client_token: TokenDigest,
     /// The bottle's CA certificate (PEM): leaf certificates are minted from it.
     pub ca_cert_pem: String,
     /// The CA's private key (PEM).
@@ -106,8 +202,10 @@ pub struct GateUpstream {
 pub struct GitGateConfig {
     /// The bottle's slug (in every audit line).
     pub bottle: String,
-    /// Address to listen on for git smart HTTP.
-    pub listen: String,
+    /// Where to listen for git smart HTTP.
+    pub listen: Listen,
+    /// The bottle's client token, checked on every request (`401` without it).
+    pub client_token: TokenDigest,
     /// Where mirrors, keys and scratch files live (created if missing).
     pub work_dir: String,
     /// The upstreams.
@@ -128,5 +226,21 @@ mod tests {
         let json = serde_json::to_string(&h).expect("json");
         assert!(json.contains("Bearer tok-1"));
         assert_eq!(serde_json::from_str::<InjectedHeader>(&json).expect("back"), h);
+    }
+
+    #[test]
+    fn a_token_is_random_never_debug_printed_and_its_digest_checks_it() {
+        let token = ClientToken::mint().expect("token");
+        let other = ClientToken::mint().expect("token");
+        assert_eq!(token.expose().len(), 64);
+        assert_ne!(token.expose(), other.expose());
+        assert!(!format!("{token:?}").contains(token.expose()));
+        let digest = token.digest();
+        assert!(digest.matches(token.expose()));
+        assert!(!digest.matches(other.expose()));
+        assert!(!digest.matches(""));
+        assert!(!digest.matches(&token.expose()[..63]));
+        let json = serde_json::to_string(&digest).expect("json");
+        assert!(!json.contains(token.expose()), "the digest is not the token");
     }
 }

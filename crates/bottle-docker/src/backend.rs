@@ -5,13 +5,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::AtomicBool;
 
 use bollard::Docker;
-use bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest};
+use bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest, VolumeCreateOptions};
 use bollard::query_parameters::{
-    CreateContainerOptions, ListContainersOptions, ListNetworksOptions, RemoveContainerOptions, StartContainerOptions,
+    CreateContainerOptions, ListContainersOptions, ListNetworksOptions, ListVolumesOptions, RemoveContainerOptions,
+    RemoveVolumeOptions, StartContainerOptions,
 };
 use bottle_core::{
     ActiveAgent, Backend, BackendPlan, Bottle, CleanupPlan, CommonPlan, Error, ErrorKind, GuestUser, Result,
-    sort_active,
+    TOKEN_USER, sort_active,
 };
 use tokio::sync::OnceCell;
 
@@ -24,6 +25,11 @@ use crate::sidecar::{self, Kind};
 /// Environment variable naming the OCI runtime to use (`runc`, `runsc`); by
 /// default `runsc` (gVisor) when the daemon offers it, else the daemon's default.
 pub const RUNTIME_ENV: &str = "BOT_BOTTLE_DOCKER_RUNTIME";
+
+/// What the bottle's `/etc/resolv.conf` says: the engine copies the host's
+/// resolvers there, none of which the bottle can reach.
+const NO_RESOLVER: &str = "printf '# bot-bottle: this bottle has no network and no DNS resolver.\\n\
+# Names are resolved by its egress proxy (HTTPS_PROXY), for the routes it allows.\\n' > /etc/resolv.conf";
 
 /// The Docker backend.
 #[derive(Debug, Default)]
@@ -52,10 +58,10 @@ pub struct DockerPlan {
     /// Whether the engine has that image already.
     pub image_cached: bool,
     context: Vec<u8>,
-    /// The bottle's internal network (no route out): the agent and the sidecars.
-    pub network: String,
-    /// The sidecars' network with outside access.
+    /// The sidecars' network with outside access (the bottle has none).
     pub outside: String,
+    /// The volume holding the sidecars' unix sockets (sidecars and relay only).
+    pub sockets: String,
     /// The agent container's name.
     pub container: String,
     /// Tag of the sidecar image (content-addressed).
@@ -78,7 +84,12 @@ impl BackendPlan for DockerPlan {
                 format!("{} ({})", self.image_tag, if self.image_cached { "cached" } else { "will be built" }),
             ),
             ("runtime".into(), self.runtime.clone().unwrap_or_else(|| "runc (daemon default)".into())),
-            ("network".into(), format!("{} (internal: no route out but the sidecars)", self.network)),
+            (
+                "isolation".into(),
+                "no network in the bottle (no route, no gateway, no DNS); its only way out is a relay on its \
+                 loopback to its own sidecars' unix sockets"
+                    .into(),
+            ),
             (
                 "sidecars".into(),
                 format!("{} ({})", self.sidecar_tag, if self.sidecar_cached { "cached" } else { "will be built" }),
@@ -131,7 +142,27 @@ pub(crate) async fn remove_slug(docker: &Docker, slug: &str) -> Result<()> {
             Err(e) => return Err(failed("remove a network")(e).with_bottle(slug)),
         }
     }
+    for volume in volumes_of(docker, Some(slug)).await? {
+        match docker.remove_volume(&volume, None::<RemoveVolumeOptions>).await {
+            Ok(()) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(failed("remove a volume")(e).with_bottle(slug)),
+        }
+    }
     Ok(())
+}
+
+/// The names of this backend's volumes (of one slug, or all), with their labels.
+async fn volumes_of(docker: &Docker, slug: Option<&str>) -> Result<Vec<String>> {
+    Ok(labelled_volumes(docker, slug).await?.into_iter().map(|(name, _)| name).collect())
+}
+
+async fn labelled_volumes(docker: &Docker, slug: Option<&str>) -> Result<Vec<(String, HashMap<String, String>)>> {
+    let listed = docker
+        .list_volumes(Some(ListVolumesOptions { filters: Some(labels::filter(slug)) }))
+        .await
+        .map_err(failed("list volumes"))?;
+    Ok(listed.volumes.unwrap_or_default().into_iter().map(|v| (v.name, v.labels)).collect())
 }
 
 impl DockerBackend {
@@ -155,32 +186,55 @@ impl DockerBackend {
         let (agent, sidecar) = tokio::join!(agent_image, sidecar_image);
         agent?;
         sidecar?;
-        for (name, internal) in [(&plan.network, true), (&plan.outside, false)] {
-            docker
-                .create_network(NetworkCreateRequest {
-                    name: name.clone(),
-                    driver: Some("bridge".into()),
-                    internal: Some(internal),
-                    labels: Some(labels::for_plan(common, "network")),
-                    ..Default::default()
-                })
-                .await
-                .map_err(failed("create the bottle's networks"))?;
-        }
-        let networks = (plan.outside.as_str(), plan.network.as_str());
+        docker
+            .create_network(NetworkCreateRequest {
+                name: plan.outside.clone(),
+                driver: Some("bridge".into()),
+                internal: Some(false),
+                labels: Some(labels::for_plan(common, "network")),
+                ..Default::default()
+            })
+            .await
+            .map_err(failed("create the sidecars' network"))?;
+        docker
+            .create_volume(VolumeCreateOptions {
+                name: Some(plan.sockets.clone()),
+                labels: Some(labels::for_plan(common, "sockets")),
+                ..Default::default()
+            })
+            .await
+            .map_err(failed("create the sidecars' socket volume"))?;
         let encode =
             |e: serde_json::Error| Error::new(ErrorKind::Io, "encoding a sidecar configuration").with_source(e);
-        let egress_json = serde_json::to_vec(&common.egress.config).map_err(encode)?;
-        let egress = sidecar::launch(docker, common, Kind::Egress, &plan.sidecar_tag, networks, egress_json);
+        let mut configs = vec![(Kind::Egress, serde_json::to_vec(&common.egress.config).map_err(encode)?)];
         if common.git_gate.is_needed() {
-            let gate_json = serde_json::to_vec(&common.git_gate.config).map_err(encode)?;
-            let gate = sidecar::launch(docker, common, Kind::GitGate, &plan.sidecar_tag, networks, gate_json);
-            let (egress, gate) = tokio::join!(egress, gate);
-            egress?;
-            gate?;
-        } else {
-            egress.await?;
+            configs.push((Kind::GitGate, serde_json::to_vec(&common.git_gate.config).map_err(encode)?));
         }
+        let kinds: Vec<Kind> = configs.iter().map(|(kind, _)| *kind).collect();
+        // The sidecars and the bottle start side by side: the bottle needs
+        // them only once the relay carries its first connection.
+        let sidecars = futures_util::future::try_join_all(configs.into_iter().map(|(kind, json)| {
+            sidecar::launch(docker, common, kind, &plan.sidecar_tag, &plan.outside, &plan.sockets, json)
+        }));
+        let p = &common.provision;
+        let handle =
+            self.handle(docker, plan.container.clone(), common.slug.clone(), p.guest_user.clone(), p.workdir.clone());
+        let bottle = async {
+            self.create_agent(docker, plan).await?;
+            let relay =
+                sidecar::launch_relay(docker, common, &plan.sidecar_tag, &plan.container, &plan.sockets, &kinds);
+            let resolver = bottle_core::run_checked(&handle, NO_RESOLVER, GuestUser::Root, "writing /etc/resolv.conf");
+            tokio::try_join!(relay, resolver).map(|_| ())
+        };
+        tokio::try_join!(sidecars, bottle)?;
+        Ok(handle)
+    }
+
+    /// The agent container, started: least privilege and no network at all
+    /// (no route, no gateway, no DNS server); its only way out is the relay
+    /// on its loopback.
+    async fn create_agent(&self, docker: &Docker, plan: &DockerPlan) -> Result<()> {
+        let common = &plan.common;
         let p = &common.provision;
         let body = ContainerCreateBody {
             image: Some(plan.image_tag.clone()),
@@ -191,7 +245,7 @@ impl DockerBackend {
             cmd: Some(vec!["infinity".into()]),
             labels: Some(labels::for_plan(common, labels::ROLE_AGENT)),
             host_config: Some(HostConfig {
-                network_mode: Some(plan.network.clone()),
+                network_mode: Some("none".into()),
                 init: Some(true),
                 privileged: Some(false),
                 cap_drop: Some(vec!["ALL".into()]),
@@ -217,8 +271,7 @@ impl DockerBackend {
         docker
             .start_container(&plan.container, None::<StartContainerOptions>)
             .await
-            .map_err(failed("start the agent container"))?;
-        Ok(self.handle(docker, plan.container.clone(), common.slug.clone(), p.guest_user.clone(), p.workdir.clone()))
+            .map_err(failed("start the agent container"))
     }
 
     async fn is_ready(&self, docker: &Docker, container: &str, slug: &str) -> bool {
@@ -286,21 +339,22 @@ impl Backend for DockerBackend {
                 .map_err(|e| Error::new(ErrorKind::Io, format!("packing the sidecar build context: {e}")))??;
         let sidecar_cached = image::exists(docker, &sidecar_context.tag).await?;
         let mut common = common;
-        let proxy_url = format!("http://{}:{}", Kind::Egress.name(), bottle_core::EGRESS_PORT);
-        let mut no_proxy = vec!["localhost", "127.0.0.1", "::1"];
+        // The bottle reaches its sidecars on its own loopback, through the relay.
+        let proxy_url = format!("http://127.0.0.1:{}", bottle_core::EGRESS_PORT);
+        let with_token =
+            format!("http://{}:{}@127.0.0.1:{}", TOKEN_USER, common.client_token.expose(), bottle_core::EGRESS_PORT);
         if common.git_gate.is_needed() {
-            no_proxy.push(Kind::GitGate.name());
-            common.git_gate.url = Some(format!("http://{}:{}", Kind::GitGate.name(), bottle_core::GATE_PORT));
+            common.git_gate.url = Some(format!("http://127.0.0.1:{}", bottle_core::GATE_PORT));
         }
-        common.provision.guest_env.extend(bottle_core::proxy_env(&proxy_url, &no_proxy));
+        common.provision.guest_env.extend(bottle_core::proxy_env(&with_token, &["localhost", "127.0.0.1", "::1"]));
         common.egress.proxy_url = Some(proxy_url);
         let name = common.provision.instance_name.clone();
         Ok(DockerPlan {
             image_tag: context.tag,
             image_cached,
             context: context.tar,
-            network: format!("{name}-net"),
             outside: format!("{name}-out"),
+            sockets: format!("{name}-sockets"),
             container: name,
             sidecar_tag: sidecar_context.tag,
             sidecar_cached,
@@ -417,6 +471,14 @@ impl Backend for DockerBackend {
             let Some(slug) = labels.get(labels::SLUG).cloned() else { continue };
             let found = slugs.entry(slug).or_default();
             found.what.push(format!("network {}", n.name.unwrap_or_default()));
+            if found.labels.is_empty() {
+                found.labels = labels;
+            }
+        }
+        for (name, labels) in labelled_volumes(docker, None).await? {
+            let Some(slug) = labels.get(labels::SLUG).cloned() else { continue };
+            let found = slugs.entry(slug).or_default();
+            found.what.push(format!("volume {name}"));
             if found.labels.is_empty() {
                 found.labels = labels;
             }

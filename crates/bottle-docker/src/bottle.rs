@@ -224,7 +224,7 @@ impl Bottle for DockerBottle {
         follow: bool,
         sink: &mut (dyn std::io::Write + Send),
     ) -> Result<()> {
-        let name = crate::sidecar::container_name(&self.container, sidecar);
+        let name = crate::sidecar::container_name(&self.container, sidecar.name());
         crate::sidecar::audit_log(&self.docker, &name, follow, sink).await.map_err(|e| self.err(e))
     }
 

@@ -1,14 +1,21 @@
-//! The sidecar containers beside a Docker bottle: the egress proxy (`egress`
-//! on the bottle's internal network) and the git gate (`gate`). Each sits on
-//! both networks, gets its JSON configuration uploaded into its own container
-//! before it starts — never into the bottle — and is waited for until it
-//! says it listens.
+//! The sidecar containers beside a Docker bottle. The bottle itself has no
+//! network; each sidecar listens on a unix socket in the bottle's socket
+//! volume, never on an address:
+//!
+//! - `egress` (the proxy) and `gate` (the git gate) sit on the bottle's
+//!   network with a way out; each gets its JSON configuration uploaded into
+//!   its own container before it starts — never into the bottle;
+//! - `relay` shares the bottle's network namespace (its loopback, nothing
+//!   else) and the socket volume, and carries the bottle's connections to
+//!   `127.0.0.1:3128` and `:8080` to the sidecars' sockets.
+//!
+//! Each is waited for until it says it listens.
 
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
 use bollard::container::LogOutput;
-use bollard::models::{ContainerCreateBody, EndpointSettings, HostConfig, NetworkConnectRequest};
+use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{CreateContainerOptions, LogsOptions, StartContainerOptions, UploadToContainerOptions};
 use bottle_core::{CommonPlan, Error, ErrorKind, ImageRecipe, LAUNCHER, Result, SidecarProgram};
 use futures_util::StreamExt;
@@ -22,8 +29,26 @@ const DOCKERFILE: &str = include_str!("../sidecar.Dockerfile");
 /// Which sidecar; its name is its role label, network alias and container-name suffix.
 pub(crate) use bottle_core::Sidecar as Kind;
 
-fn ready_line(kind: Kind) -> String {
-    format!("{}: listening on", kind.subcommand())
+/// The role label, name suffix and log prefix of the relay container.
+pub(crate) const RELAY: &str = "relay";
+
+/// The bottle's sidecar socket of `kind`, in the socket volume.
+pub(crate) fn socket(kind: Kind) -> String {
+    format!("{}/{}.sock", bottle_core::SOCKET_DIR, kind.name())
+}
+
+/// What the least-privileged sidecar containers share: no capabilities, no
+/// new privileges, an init, a pids limit and the socket volume.
+fn host_config(network_mode: String, sockets: &str, read_only: bool) -> HostConfig {
+    HostConfig {
+        network_mode: Some(network_mode),
+        init: Some(true),
+        cap_drop: Some(vec!["ALL".into()]),
+        security_opt: Some(vec!["no-new-privileges".into()]),
+        pids_limit: Some(512),
+        binds: Some(vec![format!("{sockets}:{}:{}", bottle_core::SOCKET_DIR, if read_only { "ro" } else { "rw" })]),
+        ..Default::default()
+    }
 }
 
 /// The sidecar image recipe: the bundled Dockerfile and `bottle` itself with
@@ -40,49 +65,35 @@ pub(crate) fn recipe(host_ca_bundle: Option<std::path::PathBuf>) -> Result<Image
     })
 }
 
-/// The container name of a bottle's sidecar.
-pub(crate) fn container_name(instance: &str, kind: Kind) -> String {
-    format!("{instance}-{}", kind.name())
+/// The container name of a bottle's sidecar (or relay) `role`.
+pub(crate) fn container_name(instance: &str, role: &str) -> String {
+    format!("{instance}-{role}")
 }
 
-/// Create, configure and start one sidecar on `outside` and `internal`, and wait until it listens.
+/// Create, configure and start one sidecar on the `outside` network with
+/// the `sockets` volume, and wait until it listens.
 pub(crate) async fn launch(
     docker: &Docker,
     plan: &CommonPlan,
     kind: Kind,
     image: &str,
-    networks: (&str, &str),
+    outside: &str,
+    sockets: &str,
     config_json: Vec<u8>,
 ) -> Result<()> {
-    let (outside, internal) = networks;
-    let name = container_name(&plan.provision.instance_name, kind);
+    let name = container_name(&plan.provision.instance_name, kind.name());
     let config_path = format!("/etc/bot-bottle/{}.json", kind.name());
     let body = ContainerCreateBody {
         image: Some(image.to_string()),
         cmd: Some(std::iter::once(LAUNCHER.to_string()).chain(SidecarProgram::args(kind, &config_path)).collect()),
         labels: Some(labels::for_plan(plan, kind.name())),
-        host_config: Some(HostConfig {
-            network_mode: Some(outside.to_string()),
-            init: Some(true),
-            cap_drop: Some(vec!["ALL".into()]),
-            security_opt: Some(vec!["no-new-privileges".into()]),
-            pids_limit: Some(512),
-            ..Default::default()
-        }),
+        host_config: Some(host_config(outside.to_string(), sockets, false)),
         ..Default::default()
     };
     docker
         .create_container(Some(CreateContainerOptions { name: Some(name.clone()), platform: String::new() }), body)
         .await
         .map_err(failed("create a sidecar container"))?;
-    let endpoint = EndpointSettings { aliases: Some(vec![kind.name().to_string()]), ..Default::default() };
-    docker
-        .connect_network(
-            internal,
-            NetworkConnectRequest { container: Some(name.clone()), endpoint_config: Some(endpoint) },
-        )
-        .await
-        .map_err(failed("attach a sidecar to the bottle's network"))?;
     let tar = config_tar(&format!("{}.json", kind.name()), &config_json)?;
     let options = UploadToContainerOptions { path: "/etc/bot-bottle".into(), ..Default::default() };
     docker
@@ -90,7 +101,41 @@ pub(crate) async fn launch(
         .await
         .map_err(failed("configure a sidecar"))?;
     docker.start_container(&name, None::<StartContainerOptions>).await.map_err(failed("start a sidecar"))?;
-    wait_until_listening(docker, &name, kind).await
+    wait_until_listening(docker, &name, kind.name(), &format!("{}: listening on", kind.subcommand())).await
+}
+
+/// Create and start the relay in the network namespace of the bottle's
+/// `agent` container, carrying its loopback ports to the sidecars of `kinds`.
+pub(crate) async fn launch_relay(
+    docker: &Docker,
+    plan: &CommonPlan,
+    image: &str,
+    agent: &str,
+    sockets: &str,
+    kinds: &[Kind],
+) -> Result<()> {
+    let name = container_name(&plan.provision.instance_name, RELAY);
+    let pairs = kinds.iter().map(|&kind| {
+        let port = match kind {
+            Kind::Egress => bottle_core::EGRESS_PORT,
+            Kind::GitGate => bottle_core::GATE_PORT,
+        };
+        format!("127.0.0.1:{port}={}", socket(kind))
+    });
+    let cmd = [LAUNCHER.to_string(), "sidecar".into(), RELAY.into()].into_iter().chain(pairs).collect();
+    let body = ContainerCreateBody {
+        image: Some(image.to_string()),
+        cmd: Some(cmd),
+        labels: Some(labels::for_plan(plan, RELAY)),
+        host_config: Some(host_config(format!("container:{agent}"), sockets, true)),
+        ..Default::default()
+    };
+    docker
+        .create_container(Some(CreateContainerOptions { name: Some(name.clone()), platform: String::new() }), body)
+        .await
+        .map_err(failed("create the relay container"))?;
+    docker.start_container(&name, None::<StartContainerOptions>).await.map_err(failed("start the relay"))?;
+    wait_until_listening(docker, &name, RELAY, "relay: listening on").await
 }
 
 /// A tar holding the configuration file, readable by the sidecar's user only.
@@ -106,11 +151,11 @@ fn config_tar(name: &str, data: &[u8]) -> Result<Vec<u8>> {
     builder.into_inner().map_err(|e| Error::io("packing a sidecar configuration", e))
 }
 
-async fn wait_until_listening(docker: &Docker, name: &str, kind: Kind) -> Result<()> {
+async fn wait_until_listening(docker: &Docker, name: &str, role: &str, ready_line: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let logs = read_logs(docker, name, false, true).await?;
-        if logs.contains(&ready_line(kind)) {
+        if logs.contains(ready_line) {
             return Ok(());
         }
         let running = docker
@@ -124,8 +169,7 @@ async fn wait_until_listening(docker: &Docker, name: &str, kind: Kind) -> Result
             return Err(Error::new(
                 ErrorKind::Backend,
                 format!(
-                    "the {} sidecar {} at start-up: {}",
-                    kind.name(),
+                    "the {role} sidecar {} at start-up: {}",
                     if running { "did not say it listens within 20 s" } else { "exited" },
                     logs.trim()
                 ),

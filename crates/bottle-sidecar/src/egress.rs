@@ -37,8 +37,8 @@ mod upstream;
 
 use std::time::Duration;
 
+use crate::listen::Listener;
 use bottle_core::EgressConfig;
-use tokio::net::TcpListener;
 
 pub use policy::{host_matches, path_matches};
 
@@ -90,7 +90,7 @@ pub enum EgressError {
 
 /// Runs the egress proxy on `listener` with `config` until the future is
 /// dropped; returns early only when the configuration is unusable.
-pub async fn serve(config: EgressConfig, listener: TcpListener) -> Result<(), EgressError> {
+pub async fn serve(config: EgressConfig, listener: Listener) -> Result<(), EgressError> {
     proxy::Proxy::new(config)?.run(listener).await
 }
 
@@ -132,9 +132,9 @@ fn read_config(path: &str) -> Result<EgressConfig, EgressError> {
 }
 
 async fn run(config: EgressConfig) -> Result<(), EgressError> {
-    let listen = config.listen.clone();
+    let listen = config.listen.to_string();
     let bind_failed = |source| EgressError::Listen { addr: listen.clone(), source };
-    let listener = TcpListener::bind(&listen).await.map_err(bind_failed)?;
+    let listener = Listener::bind(&config.listen).await.map_err(bind_failed)?;
     let addr = listener.local_addr().map_err(bind_failed)?;
     let proxy = proxy::Proxy::new(config)?;
     eprintln!("egress: listening on {addr}");

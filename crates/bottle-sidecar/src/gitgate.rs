@@ -28,8 +28,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
+use crate::listen::Listener;
 use bottle_core::GitGateConfig;
-use tokio::net::TcpListener;
 
 use self::audit::AuditLog;
 use self::mirror::{Layout, Mirror};
@@ -70,6 +70,8 @@ impl GateError {
 /// The running gate: its mirrors by name and where it writes.
 struct Gate {
     bottle: String,
+    /// Checks the bottle's client token (`401` without it).
+    client_token: bottle_core::TokenDigest,
     layout: Layout,
     mirrors: BTreeMap<String, Mirror>,
     audit: AuditLog,
@@ -102,7 +104,14 @@ impl Gate {
             let mirror = Mirror::prepare(&layout, &config.bottle, upstream, relaunch).await?;
             mirrors.insert(upstream.name.clone(), mirror);
         }
-        Ok(Self { bottle: config.bottle, layout, mirrors, audit, pushes: AtomicU64::new(0) })
+        Ok(Self {
+            bottle: config.bottle,
+            client_token: config.client_token,
+            layout,
+            mirrors,
+            audit,
+            pushes: AtomicU64::new(0),
+        })
     }
 }
 
@@ -111,7 +120,7 @@ impl Gate {
 /// connects meanwhile waits), then answers git's smart HTTP.
 ///
 /// The mirrors' `pre-receive` hook runs `relaunch` in hook mode.
-pub async fn serve(config: GitGateConfig, listener: TcpListener, relaunch: &Relaunch) -> Result<(), GateError> {
+pub async fn serve(config: GitGateConfig, listener: Listener, relaunch: &Relaunch) -> Result<(), GateError> {
     let gate = Gate::prepare(config, relaunch).await?;
     http::run(Arc::new(gate), listener).await;
     Ok(())
@@ -154,9 +163,10 @@ pub fn main(path: &str, relaunch: &Relaunch) -> i32 {
 
 /// Binds, prepares, says where it listens, serves until SIGTERM or SIGINT.
 async fn run(config: GitGateConfig, relaunch: &Relaunch) -> Result<(), GateError> {
-    let listen = config.listen.clone();
-    let listener =
-        TcpListener::bind(&listen).await.map_err(|source| GateError::io(format!("listening on {listen}"), source))?;
+    let listen = config.listen.to_string();
+    let listener = Listener::bind(&config.listen)
+        .await
+        .map_err(|source| GateError::io(format!("listening on {listen}"), source))?;
     let addr = listener.local_addr().map_err(|source| GateError::io("reading the listening address", source))?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|source| GateError::io("installing the SIGTERM handler", source))?;

@@ -2,7 +2,12 @@
 
 pub mod egress;
 pub mod gitgate;
+mod listen;
+pub mod relay;
 mod time;
+mod token;
+
+pub use listen::{Listener, Stream};
 
 use std::path::PathBuf;
 
@@ -32,14 +37,16 @@ impl Relaunch {
 }
 
 /// The usage line of the sidecar programs, after the program's own prefix.
-pub const USAGE: &str = "egress --config FILE.json | git-gate --config FILE.json";
+pub const USAGE: &str = "egress --config FILE.json | git-gate --config FILE.json | relay ADDRESS=SOCKET…";
 
-/// Runs the sidecar program that `args` name (`egress --config FILE` or
-/// `git-gate --config FILE`); returns the process's exit code.
+/// Runs the sidecar program that `args` name (`egress --config FILE`,
+/// `git-gate --config FILE` or `relay ADDRESS=SOCKET…`); returns the
+/// process's exit code.
 pub fn main(args: &[String], relaunch: &Relaunch) -> i32 {
     match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         ["egress", "--config", path] => egress::main(path),
         ["git-gate", "--config", path] => gitgate::main(path, relaunch),
+        ["relay", ..] => relay::main(&args[1..]),
         _ => {
             let prefix: Vec<String> =
                 std::iter::once(relaunch.program.display().to_string()).chain(relaunch.args.clone()).collect();

@@ -17,8 +17,8 @@ use std::sync::atomic::AtomicBool;
 
 use bottle_core::labels::{self, Labels, Verdict};
 use bottle_core::{
-    ActiveAgent, Backend, BackendPlan, Bottle, CleanupPlan, CommonPlan, Error, ErrorKind, GuestUser, Liveness, Result,
-    Sidecar, StateRoot, sort_active,
+    ActiveAgent, Backend, BackendPlan, Bottle, CleanupPlan, CommonPlan, Error, ErrorKind, GuestUser, Listen, Liveness,
+    Result, Sidecar, StateRoot, TOKEN_USER, sort_active,
 };
 use tokio::sync::OnceCell;
 
@@ -242,14 +242,15 @@ impl Backend for SmolvmBackend {
         let dir = sidecar::dir(&common.state_dir);
         let egress_port = Reservation::new()?;
         let proxy_url = format!("http://{}", egress_port.addr());
-        common.egress.config.listen = egress_port.addr().to_string();
+        let with_token = format!("http://{}:{}@{}", TOKEN_USER, common.client_token.expose(), egress_port.addr());
+        common.egress.config.listen = Listen::Tcp(egress_port.addr().to_string());
         common.egress.config.audit_log = sidecar::audit_path(&dir, Sidecar::Egress).display().to_string();
-        common.egress.proxy_url = Some(proxy_url.clone());
+        common.egress.proxy_url = Some(proxy_url);
         // The git gate is on 127.0.0.1 too, which NO_PROXY already names.
-        common.provision.guest_env.extend(bottle_core::proxy_env(&proxy_url, &["localhost", "127.0.0.1", "::1"]));
+        common.provision.guest_env.extend(bottle_core::proxy_env(&with_token, &["localhost", "127.0.0.1", "::1"]));
         let gate_port = if common.git_gate.is_needed() {
             let reserved = Reservation::new()?;
-            common.git_gate.config.listen = reserved.addr().to_string();
+            common.git_gate.config.listen = Listen::Tcp(reserved.addr().to_string());
             common.git_gate.config.work_dir = sidecar::gate_work_dir(&dir).display().to_string();
             common.git_gate.config.audit_log = sidecar::audit_path(&dir, Sidecar::GitGate).display().to_string();
             common.git_gate.url = Some(format!("http://{}", reserved.addr()));

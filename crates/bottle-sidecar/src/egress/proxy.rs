@@ -10,7 +10,7 @@ use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use bottle_core::EgressConfig;
+use bottle_core::{EgressConfig, TokenDigest};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::server::conn::{http1, http2};
@@ -18,7 +18,6 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use super::audit::{AuditLog, Decision, Entry};
@@ -28,6 +27,8 @@ use super::policy::{Denial, Policy, normalize_host, sanitize};
 use super::tls::{Tls, is_h2};
 use super::upstream::{Pool, SendError, Target, Upstreams};
 use super::{EgressError, HANDSHAKE_TIMEOUT, HEADER_TIMEOUT, IDLE_TIMEOUT};
+use crate::listen::{Listener, Stream};
+use crate::token;
 
 /// The header naming why the proxy refused a request.
 const DENIED_HEADER: &str = "x-bot-bottle-denied";
@@ -51,6 +52,7 @@ const HOP_BY_HOP: [&str; 7] = [
 /// The running proxy's state, shared by all connections.
 pub(crate) struct Proxy {
     bottle: Arc<str>,
+    client_token: TokenDigest,
     policy: Policy,
     /// Per route, the credential it injects.
     inject: Vec<Option<(HeaderName, HeaderValue)>>,
@@ -100,6 +102,7 @@ impl Proxy {
         };
         Ok(Arc::new(Proxy {
             bottle: Arc::from(config.bottle.as_str()),
+            client_token: config.client_token,
             policy: Policy::new(&config.bottle, config.rules),
             inject,
             sentinels: config.sentinels.into_iter().filter(|s| !s.is_empty()).map(String::into_bytes).collect(),
@@ -110,7 +113,7 @@ impl Proxy {
     }
 
     /// Serves agent connections from `listener` until the task is dropped.
-    pub(crate) async fn run(self: Arc<Self>, listener: TcpListener) -> Result<(), EgressError> {
+    pub(crate) async fn run(self: Arc<Self>, listener: Listener) -> Result<(), EgressError> {
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
@@ -127,8 +130,7 @@ impl Proxy {
 
     /// One agent connection to the proxy port: HTTP/1.1 with `CONNECT` and
     /// absolute-form requests.
-    async fn serve_agent(self: Arc<Self>, stream: TcpStream) {
-        let _ = stream.set_nodelay(true);
+    async fn serve_agent(self: Arc<Self>, stream: Stream) {
         let io = Watched::new(stream, IDLE_TIMEOUT);
         let activity = io.activity();
         let proxy = Arc::clone(&self);
@@ -148,6 +150,9 @@ impl Proxy {
     }
 
     async fn on_proxy_request(self: Arc<Self>, req: Request<Incoming>, activity: Arc<Activity>) -> Response<DownBody> {
+        if !token::presents(&self.client_token, req.headers().get(header::PROXY_AUTHORIZATION)) {
+            return self.auth_required(&req);
+        }
         if req.method() == Method::CONNECT {
             return self.on_connect(req, activity).await;
         }
@@ -358,6 +363,17 @@ impl Proxy {
                 self.text(entry, status, ERROR_HEADER, &message)
             }
         }
+    }
+
+    /// `407`: the request does not carry this bottle's client token.
+    fn auth_required(&self, req: &Request<Incoming>) -> Response<DownBody> {
+        let message = "egress: this proxy serves only its own bottle; send the bottle's proxy credentials \
+                       (they are in its HTTPS_PROXY)";
+        let mut response = self.refuse(req, StatusCode::PROXY_AUTHENTICATION_REQUIRED, message);
+        response
+            .headers_mut()
+            .insert(header::PROXY_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"bot-bottle egress\""));
+        response
     }
 
     /// A request the proxy cannot take at all (not a proxy request).

@@ -5,7 +5,7 @@
 //! `pre-receive` hook forwards it, and its audit record is taken afterwards.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -13,6 +13,8 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::listen::Listener;
+use crate::token;
 use hyper::body::{Body, Bytes, Frame, Incoming};
 use hyper::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue};
 use hyper::server::conn::http1;
@@ -20,7 +22,6 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncBufReadExt as _, AsyncRead, AsyncReadExt as _, AsyncWriteExt as _, BufReader, ReadBuf};
-use tokio::net::TcpListener;
 use tokio::process::ChildStdout;
 use tokio::sync::OwnedMutexGuard;
 
@@ -34,7 +35,7 @@ const ENDPOINTS: [&str; 3] = ["/info/refs", "/git-upload-pack", "/git-receive-pa
 const MAX_CGI_HEADER: usize = 64 * 1024;
 
 /// Accepts connections on `listener` and serves each one, forever.
-pub(crate) async fn run(gate: Arc<Gate>, listener: TcpListener) {
+pub(crate) async fn run(gate: Arc<Gate>, listener: Listener) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(connection) => connection,
@@ -45,11 +46,11 @@ pub(crate) async fn run(gate: Arc<Gate>, listener: TcpListener) {
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
         let gate = Arc::clone(&gate);
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let gate = Arc::clone(&gate);
+                let peer = peer.clone();
                 async move { Ok::<_, Infallible>(handle(gate, req, peer).await) }
             });
             // A client that goes away mid-request is no concern of the gate's.
@@ -58,7 +59,18 @@ pub(crate) async fn run(gate: Arc<Gate>, listener: TcpListener) {
     }
 }
 
-async fn handle(gate: Arc<Gate>, req: Request<Incoming>, peer: SocketAddr) -> Response<GateBody> {
+async fn handle(gate: Arc<Gate>, req: Request<Incoming>, peer: String) -> Response<GateBody> {
+    if !token::presents(&gate.client_token, req.headers().get(hyper::header::AUTHORIZATION)) {
+        let mut response = text(
+            StatusCode::UNAUTHORIZED,
+            "this git gate serves only its own bottle; send the bottle's gate credentials \
+             (its git configuration has them as http.extraHeader)",
+        );
+        response
+            .headers_mut()
+            .insert(hyper::header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"bot-bottle git gate\""));
+        return response;
+    }
     let path = req.uri().path();
     let Some((repo, endpoint)) =
         ENDPOINTS.iter().find_map(|endpoint| Some((path.strip_suffix(endpoint)?.strip_prefix('/')?, *endpoint)))
@@ -103,7 +115,7 @@ async fn cgi(
     gate: &Arc<Gate>,
     mirror: &Mirror,
     req: Request<Incoming>,
-    peer: SocketAddr,
+    peer: String,
     path_info: &str,
     guard: Option<OwnedMutexGuard<()>>,
     spool: Option<PathBuf>,
@@ -119,7 +131,7 @@ async fn cgi(
         .env("PATH_INFO", path_info)
         .env("QUERY_STRING", parts.uri.query().unwrap_or(""))
         .env("REMOTE_USER", &gate.bottle)
-        .env("REMOTE_ADDR", peer.ip().to_string());
+        .env("REMOTE_ADDR", peer);
     for (header, var) in [
         (CONTENT_TYPE, "CONTENT_TYPE"),
         (CONTENT_LENGTH, "CONTENT_LENGTH"),

@@ -15,7 +15,9 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bottle_core::{EgressConfig, EgressRule, InjectedHeader, Secret, mint_ca};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use bottle_core::{ClientToken, EgressConfig, EgressRule, InjectedHeader, Secret, mint_ca};
 use bottle_sidecar::egress::{host_matches, path_matches, serve};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
@@ -252,7 +254,8 @@ fn config(dir: &Path, rules: Vec<EgressRule>, resolve: &[(&str, &str)]) -> Egres
     let (ca_cert_pem, ca_key_pem) = mint_ca(BOTTLE).expect("mint CA");
     EgressConfig {
         bottle: BOTTLE.to_owned(),
-        listen: "127.0.0.1:0".to_owned(),
+        listen: bottle_core::Listen::Tcp("127.0.0.1:0".to_owned()),
+        client_token: ClientToken::from_value(TOKEN).digest(),
         ca_cert_pem,
         ca_key_pem,
         rules,
@@ -278,15 +281,28 @@ fn launch(dir: TempDir, config: EgressConfig) -> Proxy {
     let listener = tokio::net::TcpListener::from_std(bind()).expect("proxy listener");
     let port = port_of(&listener);
     let task = rt().spawn(async move {
-        if let Err(err) = serve(config, listener).await {
+        if let Err(err) = serve(config, listener.into()).await {
             panic!("egress proxy failed: {err}");
         }
     });
     Proxy { port, ca_pem, ca_file, audit, dir, task }
 }
 
+/// The bottle's client token in these tests.
+const TOKEN: &str = "test-client-token";
+
+/// The proxy URL with the bottle's credentials, as the bottle's HTTPS_PROXY has it.
 fn proxy_url(port: u16) -> String {
-    format!("http://127.0.0.1:{port}")
+    format!("http://bb:{TOKEN}@127.0.0.1:{port}")
+}
+
+/// `request` with the bottle's `Proxy-Authorization` after its first line.
+fn authed(request: &[u8]) -> Vec<u8> {
+    let auth = format!("Proxy-Authorization: Basic {}\r\n", STANDARD.encode(format!("bb:{TOKEN}")));
+    match request.windows(2).position(|w| w == b"\r\n") {
+        Some(at) => [&request[..at + 2], auth.as_bytes(), &request[at + 2..]].concat(),
+        None => request.to_vec(),
+    }
 }
 
 /// `curl -sS -x PROXY --cacert BOTTLE_CA ARGS`.
@@ -341,7 +357,7 @@ fn audit_lines(proxy: &Proxy, ready: impl Fn(&[Value]) -> bool) -> Vec<Value> {
 fn raw_exchange(port: u16, request: &[u8]) -> (String, String) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to proxy");
     stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    stream.write_all(request).expect("write request");
+    stream.write_all(&authed(request)).expect("write request");
     let head = read_head(&mut stream);
     let length = header(&head, "content-length").and_then(|v| v.parse::<usize>().ok()).unwrap_or(0);
     let mut body = vec![0; length];
@@ -446,6 +462,37 @@ fn curl_sees_injected_credentials_and_sentinels_never_leave() {
     for value in ["real-token", SENTINEL, "zebra-42", "kept", "s3cr3t"] {
         assert!(!log.contains(value), "the audit log holds a header value or query ({value}):\n{log}");
     }
+}
+
+#[test]
+fn a_client_without_the_bottles_token_gets_407_before_anything_else() {
+    let proxy = start_proxy(vec![route("localhost", &[], &[], Some(SECRET))], &[]);
+    let wrong = format!("Proxy-Authorization: Basic {}\r\n", STANDARD.encode("bb:not-the-token"));
+    let port = upstream().tls_port;
+    for auth in [String::new(), wrong] {
+        for request in [
+            format!("CONNECT localhost:{port} HTTP/1.1\r\nHost: localhost\r\n{auth}\r\n"),
+            format!("GET http://localhost:{}/ HTTP/1.1\r\nHost: localhost\r\n{auth}\r\n", upstream().plain_port),
+            format!("CONNECT evil.test:443 HTTP/1.1\r\nHost: evil.test\r\n{auth}\r\n"),
+        ] {
+            let mut stream = TcpStream::connect(("127.0.0.1", proxy.port)).expect("connect");
+            stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+            stream.write_all(request.as_bytes()).expect("write");
+            let head = read_head(&mut stream);
+            assert!(head.starts_with("HTTP/1.1 407"), "{request:?}: {head}");
+            assert!(header(&head, "proxy-authenticate").is_some_and(|v| v.starts_with("Basic")), "{head}");
+        }
+    }
+    // curl without the credentials in its proxy URL: refused; with them: through.
+    let out = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-x", &format!("http://127.0.0.1:{}", proxy.port)])
+        .arg(format!("http://localhost:{}/", upstream().plain_port))
+        .output()
+        .expect("curl");
+    assert_eq!(stdout(&out), "407");
+    let lines = audit_lines(&proxy, |lines| lines.len() >= 7);
+    assert!(lines.iter().all(|l| l["status"] == 407 && l["decision"] == "deny"), "{lines:?}");
+    assert!(lines.iter().all(|l| !l.to_string().contains(SECRET)), "no credential in the audit log");
 }
 
 #[test]
@@ -587,7 +634,8 @@ fn an_upgrade_passes_through_the_tunnel() {
     let port = upstream().tls_port;
     let mut tcp = TcpStream::connect(("127.0.0.1", proxy.port)).expect("connect");
     tcp.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    write!(tcp, "CONNECT localhost:{port} HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n").expect("CONNECT");
+    tcp.write_all(&authed(format!("CONNECT localhost:{port} HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n").as_bytes()))
+        .expect("CONNECT");
     let head = read_head(&mut tcp);
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
 
@@ -663,7 +711,7 @@ fn malformed_requests_get_400_and_the_proxy_keeps_serving() {
     for (i, case) in cases.iter().enumerate() {
         let mut stream = TcpStream::connect(("127.0.0.1", proxy.port)).expect("connect");
         stream.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
-        stream.write_all(case).expect("write");
+        stream.write_all(&authed(case)).expect("write");
         let _ = stream.shutdown(std::net::Shutdown::Write);
         let mut response = Vec::new();
         let read = stream.read_to_end(&mut response);
@@ -683,7 +731,7 @@ fn malformed_requests_get_400_and_the_proxy_keeps_serving() {
     big.extend_from_slice(b"\r\n\r\n");
     let mut stream = TcpStream::connect(("127.0.0.1", proxy.port)).expect("connect");
     stream.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
-    let _ = stream.write_all(&big);
+    let _ = stream.write_all(&authed(&big));
     let mut response = Vec::new();
     let _ = stream.read_to_end(&mut response);
     let text = String::from_utf8_lossy(&response);
@@ -754,7 +802,7 @@ fn a_bad_configuration_fails_with_a_reason() {
         let _guard = rt().enter();
         tokio::net::TcpListener::from_std(bind()).expect("listener")
     };
-    let err = rt().block_on(serve(bad, listener)).expect_err("an unusable CA key");
+    let err = rt().block_on(serve(bad, listener.into())).expect_err("an unusable CA key");
     assert!(err.to_string().contains("CA"), "{err}");
 }
 

@@ -18,6 +18,14 @@ use tempfile::TempDir;
 use self::sshd::Sshd;
 
 const BOTTLE: &str = "test-bottle";
+/// The bottle's client token in these tests.
+const TOKEN: &str = "test-client-token";
+
+/// The `Authorization` header value the bottle's git sends the gate.
+fn gate_auth() -> String {
+    use base64::Engine as _;
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("bb:{TOKEN}")))
+}
 
 /// Runs git in `dir` with no user or system configuration and a fixed identity.
 fn git(dir: &Path, args: &[&str]) -> Output {
@@ -31,8 +39,14 @@ fn git_with(dir: &Path, args: &[&str], ssh_command: Option<&str>) -> Output {
         Some(ssh) => cmd.env("GIT_SSH_COMMAND", ssh),
         None => cmd.env_remove("GIT_SSH_COMMAND"),
     };
+    // The bottle's git sends its gate credentials as an extra header, as
+    // provisioning configures it (here for every URL: the gate is the only
+    // HTTP server these tests talk to).
     cmd.current_dir(dir)
         .args(args)
+        .env("GIT_CONFIG_COUNT", "1")
+        .env("GIT_CONFIG_KEY_0", "http.extraHeader")
+        .env("GIT_CONFIG_VALUE_0", format!("Authorization: {}", gate_auth()))
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_AUTHOR_NAME", "agent")
@@ -144,7 +158,8 @@ impl World {
     fn config(&self, upstreams: Vec<GateUpstream>) -> GitGateConfig {
         GitGateConfig {
             bottle: BOTTLE.into(),
-            listen: "127.0.0.1:0".into(),
+            listen: bottle_core::Listen::Tcp("127.0.0.1:0".into()),
+            client_token: bottle_core::ClientToken::from_value(TOKEN).digest(),
             work_dir: self.path("gate").to_string_lossy().into_owned(),
             upstreams,
             audit_log: self.path("audit.jsonl").to_string_lossy().into_owned(),
@@ -183,7 +198,7 @@ impl InProcessGate {
         // The push hook is this crate's own `bottle-sidecar` (`bottle sidecar` in a bottle).
         let relaunch = bottle_sidecar::Relaunch { program: env!("CARGO_BIN_EXE_bottle-sidecar").into(), args: vec![] };
         runtime.spawn(async move {
-            if let Err(err) = bottle_sidecar::gitgate::serve(config, listener, &relaunch).await {
+            if let Err(err) = bottle_sidecar::gitgate::serve(config, listener.into(), &relaunch).await {
                 eprintln!("the gate failed: {err}");
             }
         });
@@ -395,13 +410,51 @@ fn an_unknown_repository_is_a_404_naming_the_served_ones() {
     let mut stream = std::net::TcpStream::connect(addr).expect("connecting to the gate");
     write!(
         stream,
-        "GET /nope.git/info/refs?service=git-upload-pack HTTP/1.1\r\nHost: gate\r\nConnection: close\r\n\r\n"
+        "GET /nope.git/info/refs?service=git-upload-pack HTTP/1.1\r\nHost: gate\r\nAuthorization: {}\r\n\
+         Connection: close\r\n\r\n",
+        gate_auth()
     )
     .expect("a request");
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("a response");
     assert!(response.starts_with("HTTP/1.1 404"), "{response}");
     assert!(response.contains("no repository `nope.git` here; this gate serves: project.git"), "{response}");
+}
+
+#[test]
+fn a_client_without_the_bottles_token_gets_401_and_nothing_else() {
+    let world = World::new();
+    let repo = world.upstream("project");
+    let gate = InProcessGate::start(world.config(vec![world.gate_upstream("project", &repo, agent_policy())]));
+    let addr = gate.url.trim_start_matches("http://");
+    use base64::Engine as _;
+    let wrong = base64::engine::general_purpose::STANDARD.encode("bb:not-the-token");
+    for auth in [String::new(), format!("Authorization: Basic {wrong}\r\n")] {
+        let mut stream = std::net::TcpStream::connect(addr).expect("connecting to the gate");
+        write!(
+            stream,
+            "GET /project.git/info/refs?service=git-upload-pack HTTP/1.1\r\nHost: gate\r\n{auth}Connection: close\r\n\r\n"
+        )
+        .expect("a request");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("a response");
+        assert!(response.starts_with("HTTP/1.1 401"), "{auth:?}: {response}");
+        assert!(response.to_ascii_lowercase().contains("www-authenticate: basic"), "{response}");
+        assert!(!response.contains("project.git"), "nothing of the gate's repositories is said: {response}");
+    }
+    // A git client without the header is refused too.
+    let out = Command::new("git")
+        .args(["ls-remote", &format!("{}/project.git", gate.url)])
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_ASKPASS", "/bin/false")
+        .stdin(Stdio::null())
+        .output()
+        .expect("git");
+    assert!(!out.status.success(), "ls-remote without the token must fail");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("could not read Username"), "git was asked for credentials: {stderr}");
 }
 
 #[test]
