@@ -13,4 +13,5 @@ mod gate;
 mod install;
 mod lifecycle;
 mod manifest;
+mod seal;
 mod smolvm;

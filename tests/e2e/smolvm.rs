@@ -26,6 +26,8 @@ fn fake_smolvm() -> PathBuf {
 /// A test world whose `bottle` commands find the fake `smolvm` first on `PATH`.
 pub(crate) struct Smol {
     pub(crate) world: World,
+    /// Processes a test started in a bottle's namespace.
+    exposed: std::sync::Mutex<Vec<std::process::Child>>,
 }
 
 impl Smol {
@@ -49,7 +51,7 @@ impl Smol {
         world.set_env("PATH", format!("{}:{path}", bin.display()));
         let state = world.path("fake-state").display().to_string();
         world.set_env("SMOLVM_FAKE_STATE", state);
-        Smol { world }
+        Smol { world, exposed: Default::default() }
     }
 
     fn bottle(&self, args: &[&str]) -> Command {
@@ -116,9 +118,11 @@ impl Smol {
         log.lines().map(|l| serde_json::from_str(l).expect("a JSON array per line")).collect()
     }
 
-    /// Live (not zombie) `bottle sidecar` processes of `slug`, as `PID ARGS`.
+    /// Live (not zombie) `bottle sidecar` processes of `slug` (the relay
+    /// into its network namespace too), as `PID ARGS`.
     pub(crate) fn sidecars_of(&self, slug: &str) -> Vec<String> {
         let dir = self.world.path("state/bot-bottle").join(slug).display().to_string();
+        let sockets = format!("/run/bot-bottle/{slug}/");
         let mut found = Vec::new();
         for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
             let pid = entry.file_name().to_string_lossy().into_owned();
@@ -129,7 +133,7 @@ impl Smol {
             let state = stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next()).unwrap_or("Z");
             let args = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
             let args = String::from_utf8_lossy(&args).replace('\0', " ");
-            if state != "Z" && args.contains(" sidecar ") && args.contains(&dir) {
+            if state != "Z" && args.contains(" sidecar ") && (args.contains(&dir) || args.contains(&sockets)) {
                 found.push(format!("{pid} {args}"));
             }
         }
@@ -152,21 +156,47 @@ impl Smol {
         assert!(self.sidecars_of(slug).is_empty(), "no sidecar process left: {:?}", self.sidecars_of(slug));
         let files = self.world.path("state/bot-bottle").join(slug).join("sidecars");
         assert!(!files.exists(), "no sidecar files left in {}", files.display());
+        let netns = format!("/run/netns/bb-{slug}");
+        assert!(!Path::new(&netns).exists(), "no network namespace left: {netns}");
+        let sockets = format!("/run/bot-bottle/{slug}");
+        assert!(!Path::new(&sockets).exists(), "no socket folder left: {sockets}");
+    }
+}
+
+impl Smol {
+    /// Run `bottle sidecar relay PAIR` inside bottle `slug`'s network
+    /// namespace until this world ends.
+    pub(crate) fn expose_in_netns(&self, slug: &str, pair: &str) {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &format!("bb-{slug}"), bottle_bin(), "sidecar", "relay", pair])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("ip netns exec");
+        self.exposed.lock().unwrap_or_else(|e| e.into_inner()).push(child);
     }
 }
 
 impl Drop for Smol {
     fn drop(&mut self) {
+        for mut child in std::mem::take(&mut *self.exposed.lock().unwrap_or_else(|e| e.into_inner())) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         // Whatever a failed test left: the fake's machines and the sidecar processes.
         for name in self.machines_quietly() {
             let _ = self.smolvm(&["machine", "delete", "--name", &name, "-f"]);
         }
         let state = self.world.path("state/bot-bottle");
         for slug in std::fs::read_dir(&state).into_iter().flatten().flatten() {
-            for line in self.sidecars_of(&slug.file_name().to_string_lossy()) {
+            let slug = slug.file_name().to_string_lossy().into_owned();
+            for line in self.sidecars_of(&slug) {
                 let pid = line.split_whitespace().next().unwrap_or_default().to_string();
                 let _ = Command::new("kill").args(["-KILL", &pid]).output();
             }
+            let _ = Command::new("ip").args(["netns", "delete", &format!("bb-{slug}")]).output();
+            let _ = std::fs::remove_dir_all(format!("/run/bot-bottle/{slug}"));
         }
     }
 }
@@ -191,7 +221,14 @@ fn a_smolvm_bottle_runs_lists_beside_docker_and_stops_without_leftovers() {
     assert!(summary.contains("smolmachines") && summary.contains("bb-"), "{summary}");
     assert_eq!(smol.machine_names(), [format!("bb-{slug}")]);
     assert_eq!(smol.containers_of(&slug).len(), 1, "the fake runs the machine as one container");
-    assert_eq!(smol.sidecars_of(&slug).len(), 1, "the egress proxy runs on the host: {:?}", smol.sidecars_of(&slug));
+    assert_eq!(
+        smol.sidecars_of(&slug).len(),
+        2,
+        "the egress proxy on the host and the relay in the machine's namespace: {:?}",
+        smol.sidecars_of(&slug)
+    );
+    assert!(Path::new(&format!("/run/netns/bb-{slug}")).exists(), "as root, the machine has a namespace of its own");
+    assert!(summary.contains(&format!("network namespace bb-{slug} of its own")), "{summary}");
 
     assert_eq!(smol.ok(&["exec", &slug, "--", "id", "-un"]).trim(), "agent", "runs as the non-root agent user");
     assert_eq!(smol.ok(&["exec", &slug, "--user", "root", "--", "id", "-u"]).trim(), "0");
@@ -230,7 +267,9 @@ fn a_smolvm_bottle_runs_lists_beside_docker_and_stops_without_leftovers() {
     let archive = smol.world.path("home/.cache/bot-bottle/smolvm-images").join(format!("{id}.tar"));
     assert!(archive.is_file(), "the image archive is cached by image id: {}", archive.display());
     let proxy = smol.ok(&["exec", &slug, "--", "printenv", "HTTPS_PROXY"]).trim().to_string();
-    assert!(proxy.starts_with("http://127.0.0.1:"), "the proxy is on the host's loopback: {proxy}");
+    let token = proxy.strip_prefix("http://bb:").and_then(|rest| rest.strip_suffix("@127.0.0.1:3128"));
+    let token = token.unwrap_or_else(|| panic!("the proxy is the relay on the machine's own loopback: {proxy}"));
+    assert_eq!(token.len(), 64, "with the bottle's token: {proxy}");
     let labels: BTreeMap<&str, String> = [
         ("dev.bot-bottle.agent", "shell".to_string()),
         ("dev.bot-bottle.backend", "smolmachines".into()),
@@ -247,31 +286,26 @@ fn a_smolvm_bottle_runs_lists_beside_docker_and_stops_without_leftovers() {
         ("dev.bot-bottle.workdir", "/home/agent/workspace".into()),
     ]
     .into();
-    let bundle = "/etc/ssl/certs/ca-certificates.crt";
-    let env: BTreeMap<&str, &str> = [
-        ("CURL_CA_BUNDLE", bundle),
-        ("GIT_SSL_CAINFO", bundle),
-        ("HTTPS_PROXY", &proxy),
-        ("HTTP_PROXY", &proxy),
-        ("NODE_EXTRA_CA_CERTS", "/usr/local/share/ca-certificates/bot-bottle-ca.crt"),
-        ("NO_PROXY", "localhost,127.0.0.1,::1"),
-        ("REQUESTS_CA_BUNDLE", bundle),
-        ("SSL_CERT_FILE", bundle),
-        ("http_proxy", &proxy),
-        ("https_proxy", &proxy),
-        ("no_proxy", "localhost,127.0.0.1,::1"),
-    ]
-    .into();
+    // No environment on the command line: it holds the token, and every host user sees argv.
     let mut expected = strings(&["machine", "create", "--name", &format!("bb-{slug}"), "--image"]);
     expected.push(archive.display().to_string());
     for (k, v) in &labels {
         expected.extend(["--label".to_string(), format!("{k}={v}")]);
     }
-    for (k, v) in &env {
-        expected.extend(["-e".to_string(), format!("{k}={v}")]);
-    }
     expected.push("--outbound-localhost-only".into());
     let calls = smol.calls();
+    assert!(!calls.iter().flatten().any(|arg| arg.contains(token)), "the token is on no smolvm command line");
+    let bundle = "/etc/ssl/certs/ca-certificates.crt";
+    let guest_env = smol.ok(&["exec", &slug, "--", "env"]);
+    for line in [
+        format!("CURL_CA_BUNDLE={bundle}"),
+        format!("HTTPS_PROXY={proxy}"),
+        format!("http_proxy={proxy}"),
+        "NO_PROXY=localhost,127.0.0.1,::1".to_string(),
+        "NODE_EXTRA_CA_CERTS=/usr/local/share/ca-certificates/bot-bottle-ca.crt".to_string(),
+    ] {
+        assert!(guest_env.lines().any(|l| l == line), "the guest's commands see {line}:\n{guest_env}");
+    }
     let creates: Vec<&Vec<String>> = calls.iter().filter(|c| c.get(1).map(String::as_str) == Some("create")).collect();
     assert_eq!(creates, [&expected], "exactly one create, with exactly these arguments");
     let start = strings(&["machine", "start", "--name", &format!("bb-{slug}")]);
@@ -325,7 +359,7 @@ fn cleanup_removes_what_a_killed_smolvm_start_left_and_spares_live_bottles() {
     child.kill().expect("SIGKILL");
     child.wait().expect("reap");
     assert!(smol.machine_names().contains(&format!("bb-{slug}")), "SIGKILL leaves the machine behind");
-    assert_eq!(smol.sidecars_of(&slug).len(), 1, "and the egress proxy on the host");
+    assert_eq!(smol.sidecars_of(&slug).len(), 2, "and the egress proxy on the host and the relay in its namespace");
 
     // Docker hidden from `bottle`: other tests' killed Docker starts are theirs to clean up.
     let dry = smol.without_docker(&["cleanup", "--dry-run"]);
@@ -334,14 +368,19 @@ fn cleanup_removes_what_a_killed_smolvm_start_left_and_spares_live_bottles() {
     let listed = text(&dry.stdout);
     assert!(listed.contains(&format!("smolmachines: {slug}: machine bb-{slug}")), "names the machine: {listed}");
     assert!(listed.contains(&format!("smolmachines: {slug}: egress sidecar")), "and the sidecar: {listed}");
+    assert!(listed.contains(&format!("smolmachines: {slug}: relay sidecar")), "and the relay: {listed}");
+    assert!(
+        listed.contains(&format!("smolmachines: {slug}: network namespace bb-{slug}")),
+        "and its network namespace: {listed}"
+    );
     assert!(!listed.contains(&live), "a live detached bottle is not an orphan: {listed}");
-    assert_eq!(smol.sidecars_of(&slug).len(), 1, "a dry run removes nothing");
+    assert_eq!(smol.sidecars_of(&slug).len(), 2, "a dry run removes nothing");
 
     let removed = smol.without_docker(&["cleanup", "--yes"]);
     assert!(removed.status.success(), "cleanup: {}", text(&removed.stderr));
     smol.assert_gone(&slug);
     assert!(smol.machine_names().contains(&format!("bb-{live}")), "the live bottle still runs");
-    assert_eq!(smol.sidecars_of(&live).len(), 1, "with its proxy");
+    assert_eq!(smol.sidecars_of(&live).len(), 2, "with its proxy and relay");
     smol.ok(&["stop", &live]);
     smol.assert_gone(&live);
 }

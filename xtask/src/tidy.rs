@@ -225,10 +225,13 @@ const NEW_MACHINE_PROGRAMS: &[(&str, &str)] = &[
     ("id", "coreutils"),
     ("rm", "coreutils"),
     ("true", "coreutils"),
+    ("false", "coreutils"),
+    ("getent", "libc-bin"),
     ("find", "findutils"),
     ("tar", "tar"),
     ("umount", "mount"),
     ("which", "debianutils"),
+    ("nsenter", "util-linux"),
     ("apt-get", "apt"),
 ];
 

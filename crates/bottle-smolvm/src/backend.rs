@@ -17,15 +17,16 @@ use std::sync::atomic::AtomicBool;
 
 use bottle_core::labels::{self, Labels, Verdict};
 use bottle_core::{
-    ActiveAgent, Backend, BackendPlan, Bottle, CleanupPlan, CommonPlan, Error, ErrorKind, GuestUser, Listen, Liveness,
-    Result, Sidecar, StateRoot, TOKEN_USER, sort_active,
+    ActiveAgent, Backend, BackendPlan, Bottle, CleanupPlan, CommonPlan, EGRESS_PORT, Error, ErrorKind, GATE_PORT,
+    GuestUser, Listen, Liveness, Result, Sidecar, StateRoot, TOKEN_USER, sort_active,
 };
 use tokio::sync::OnceCell;
 
 use crate::bottle::SmolvmBottle;
 use crate::cli::{self, CreateSpec, Machine, Smolvm};
 use crate::image;
-use crate::sidecar::{self, Reservation};
+use crate::network::{self, Isolation};
+use crate::sidecar::{self, Bind};
 
 /// A machine label naming the agent image's tag (the machine's own `image` is the archive path).
 pub const IMAGE_LABEL: &str = "dev.bot-bottle.image-tag";
@@ -126,19 +127,65 @@ impl SmolvmBackend {
         };
         let encode =
             |e: serde_json::Error| Error::new(ErrorKind::Io, "encoding a sidecar configuration").with_source(e);
-        if let Some(reserved) = plan.gate_port {
-            let json = serde_json::to_vec(&common.git_gate.config).map_err(encode)?;
-            let child = sidecar::start(&dir, Sidecar::GitGate, reserved, &json).await?;
-            bottle.children.get_mut().unwrap_or_else(|e| e.into_inner()).push(child);
-        }
-        let json = serde_json::to_vec(&common.egress.config).map_err(encode)?;
-        let child = sidecar::start(&dir, Sidecar::Egress, plan.egress_port, &json).await?;
-        bottle.children.get_mut().unwrap_or_else(|e| e.into_inner()).push(child);
-        let spec =
-            CreateSpec { name: &plan.machine, image: &archive, labels: &plan.labels, env: &common.provision.guest_env };
-        smolvm.checked(&cli::create_args(&spec), "create the machine").await?;
-        smolvm.checked(&cli::lifecycle_args("start", &plan.machine), "start the machine").await?;
+        let gate_json = serde_json::to_vec(&common.git_gate.config).map_err(encode)?;
+        let egress_json = serde_json::to_vec(&common.egress.config).map_err(encode)?;
+        let started: Vec<std::process::Child> = match plan.isolation {
+            Isolation::Netns { name, sockets } => {
+                network::create(&name, &sockets).await?;
+                let mut pairs =
+                    vec![format!("127.0.0.1:{EGRESS_PORT}={}", Isolation::socket(&sockets, Sidecar::Egress).display())];
+                let mut started = Vec::new();
+                if common.git_gate.is_needed() {
+                    let socket = Isolation::socket(&sockets, Sidecar::GitGate);
+                    pairs.push(format!("127.0.0.1:{GATE_PORT}={}", socket.display()));
+                    started.push(sidecar::start(&dir, Sidecar::GitGate, Bind::Socket(socket), &gate_json).await?);
+                }
+                let socket = Isolation::socket(&sockets, Sidecar::Egress);
+                started.push(sidecar::start(&dir, Sidecar::Egress, Bind::Socket(socket), &egress_json).await?);
+                let netns = network::in_netns(&name)?;
+                started.push(sidecar::start_relay(&dir, &netns, &pairs).await?);
+                // The VM's sockets live where its process runs: in the namespace.
+                let inside = smolvm.through(netns);
+                self.boot(&inside, &plan.machine, &archive, &plan.labels, common).await?;
+                started
+            }
+            Isolation::SharedLoopback { egress, gate } => {
+                let mut started = Vec::new();
+                if let Some(reserved) = gate {
+                    started.push(sidecar::start(&dir, Sidecar::GitGate, Bind::Reserved(reserved), &gate_json).await?);
+                }
+                started.push(sidecar::start(&dir, Sidecar::Egress, Bind::Reserved(egress), &egress_json).await?);
+                self.boot(smolvm, &plan.machine, &archive, &plan.labels, common).await?;
+                started
+            }
+        };
+        bottle.children.get_mut().unwrap_or_else(|e| e.into_inner()).extend(started);
         Ok(bottle)
+    }
+
+    /// `machine create` and `start` through `smolvm`, then the bottle's
+    /// environment into the guest's env file (never on a command line).
+    async fn boot(
+        &self,
+        smolvm: &Smolvm,
+        machine: &str,
+        archive: &std::path::Path,
+        labels: &BTreeMap<String, String>,
+        common: &CommonPlan,
+    ) -> Result<()> {
+        let spec = CreateSpec { name: machine, image: archive, labels };
+        smolvm.checked(&cli::create_args(&spec), "create the machine").await?;
+        smolvm.checked(&cli::lifecycle_args("start", machine), "start the machine").await?;
+        let staged = tempfile::Builder::new()
+            .prefix("guest-env")
+            .tempfile_in(&common.stage_dir)
+            .map_err(|e| Error::io(format!("creating a file in {}", common.stage_dir.display()), e))?;
+        std::fs::write(staged.path(), cli::env_file(&common.provision.guest_env))
+            .map_err(|e| Error::io(format!("writing {}", staged.path().display()), e))?;
+        smolvm
+            .checked(&cli::cp_in_args(machine, staged.path(), cli::GUEST_ENV_FILE, "644"), "write the bottle's env")
+            .await?;
+        Ok(())
     }
 }
 
@@ -156,8 +203,7 @@ pub struct SmolvmPlan {
     context: Vec<u8>,
     /// The machine's labels.
     pub labels: BTreeMap<String, String>,
-    egress_port: Reservation,
-    gate_port: Option<Reservation>,
+    isolation: Isolation,
 }
 
 impl BackendPlan for SmolvmPlan {
@@ -172,15 +218,21 @@ impl BackendPlan for SmolvmPlan {
             (Some(_), false) => "built; will be saved as an archive",
             (None, _) => "will be built and saved as an archive",
         };
-        let mut sidecars = vec![format!("egress on {}", self.egress_port.addr())];
-        if let Some(gate) = &self.gate_port {
-            sidecars.push(format!("git gate on {}", gate.addr()));
-        }
+        let sidecars = match &self.isolation {
+            Isolation::Netns { sockets, .. } => format!("on unix sockets in {}", sockets.display()),
+            Isolation::SharedLoopback { egress, gate } => {
+                let mut on = vec![format!("egress on {}", egress.addr())];
+                if let Some(gate) = gate {
+                    on.push(format!("git gate on {}", gate.addr()));
+                }
+                on.join(", ")
+            }
+        };
         vec![
             ("image".into(), format!("{} ({image})", self.image_tag)),
-            ("machine".into(), format!("{} (smolvm microVM)", self.machine)),
-            ("network".into(), "outbound to the host's 127.0.0.1 only (the sidecars)".into()),
-            ("sidecars".into(), format!("`bottle sidecar` processes on the host: {}", sidecars.join(", "))),
+            ("machine".into(), format!("{} (smolvm microVM, outbound to its loopback only)", self.machine)),
+            ("isolation".into(), self.isolation.describe()),
+            ("sidecars".into(), format!("`bottle sidecar` processes on the host, {sidecars}")),
         ]
     }
 }
@@ -240,24 +292,33 @@ impl Backend for SmolvmBackend {
 
         let mut common = common;
         let dir = sidecar::dir(&common.state_dir);
-        let egress_port = Reservation::new()?;
-        let proxy_url = format!("http://{}", egress_port.addr());
-        let with_token = format!("http://{}:{}@{}", TOKEN_USER, common.client_token.expose(), egress_port.addr());
-        common.egress.config.listen = Listen::Tcp(egress_port.addr().to_string());
+        let isolation = Isolation::choose(&common.slug, common.git_gate.is_needed())?;
+        let token = common.client_token.expose().to_string();
+        let (proxy, gate) = match &isolation {
+            Isolation::Netns { sockets, .. } => {
+                common.egress.config.listen =
+                    Listen::Unix(Isolation::socket(sockets, Sidecar::Egress).display().to_string());
+                common.git_gate.config.listen =
+                    Listen::Unix(Isolation::socket(sockets, Sidecar::GitGate).display().to_string());
+                (format!("127.0.0.1:{EGRESS_PORT}"), format!("127.0.0.1:{GATE_PORT}"))
+            }
+            Isolation::SharedLoopback { egress, gate } => {
+                common.egress.config.listen = Listen::Tcp(egress.addr().to_string());
+                let gate = gate.as_ref().map(|g| g.addr().to_string()).unwrap_or_default();
+                common.git_gate.config.listen = Listen::Tcp(gate.clone());
+                (egress.addr().to_string(), gate)
+            }
+        };
         common.egress.config.audit_log = sidecar::audit_path(&dir, Sidecar::Egress).display().to_string();
-        common.egress.proxy_url = Some(proxy_url);
+        common.egress.proxy_url = Some(format!("http://{proxy}"));
         // The git gate is on 127.0.0.1 too, which NO_PROXY already names.
+        let with_token = format!("http://{TOKEN_USER}:{token}@{proxy}");
         common.provision.guest_env.extend(bottle_core::proxy_env(&with_token, &["localhost", "127.0.0.1", "::1"]));
-        let gate_port = if common.git_gate.is_needed() {
-            let reserved = Reservation::new()?;
-            common.git_gate.config.listen = Listen::Tcp(reserved.addr().to_string());
+        if common.git_gate.is_needed() {
             common.git_gate.config.work_dir = sidecar::gate_work_dir(&dir).display().to_string();
             common.git_gate.config.audit_log = sidecar::audit_path(&dir, Sidecar::GitGate).display().to_string();
-            common.git_gate.url = Some(format!("http://{}", reserved.addr()));
-            Some(reserved)
-        } else {
-            None
-        };
+            common.git_gate.url = Some(format!("http://{gate}"));
+        }
         let mut labels: BTreeMap<String, String> =
             labels::for_plan(&common, crate::NAME, labels::ROLE_AGENT).into_iter().collect();
         labels.insert(IMAGE_LABEL.into(), context.tag.clone());
@@ -269,8 +330,7 @@ impl Backend for SmolvmBackend {
             archive_cached,
             context: context.tar,
             labels,
-            egress_port,
-            gate_port,
+            isolation,
             common,
         })
     }
@@ -346,12 +406,16 @@ impl Backend for SmolvmBackend {
         // Sidecars outlive a killed launcher, and may run before (or without) a machine.
         for meta in state.list().into_iter().filter(|meta| meta.backend == crate::NAME) {
             let dir = sidecar::dir(&state.bottle_dir(&meta.slug));
-            let running: Vec<String> = sidecar::KINDS
+            let mut running: Vec<String> = sidecar::ROLES
                 .into_iter()
-                .filter_map(|kind| {
-                    sidecar::running(&dir, kind).map(|pid| format!("{} sidecar (pid {pid})", kind.name()))
+                .filter_map(|role| {
+                    sidecar::running(&dir, role).map(|pid| format!("{} sidecar (pid {pid})", role.name()))
                 })
                 .collect();
+            let netns = network::netns_name(&meta.slug);
+            if network::netns_exists(&netns) {
+                running.push(format!("network namespace {netns}"));
+            }
             if running.is_empty() && !dir.exists() {
                 continue;
             }

@@ -80,6 +80,14 @@ impl SmolvmBottle {
         if let Err(e) = sidecar::remove_all(sidecars).await {
             errors.push(e);
         }
+        // A bottle isolated in a network namespace: the namespace and its socket folder.
+        if let Some(slug) = sidecars.parent().and_then(|d| d.file_name()).and_then(|n| n.to_str()) {
+            if let Err(e) =
+                crate::network::remove(&crate::network::netns_name(slug), &crate::network::socket_dir(slug)).await
+            {
+                errors.push(e);
+            }
+        }
         match errors.into_iter().next() {
             Some(e) => Err(e),
             None => Ok(()),

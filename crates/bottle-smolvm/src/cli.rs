@@ -21,6 +21,8 @@ Hypervisor.framework on macOS) and put it on PATH, or use `--backend docker`";
 #[derive(Debug, Clone)]
 pub(crate) struct Smolvm {
     program: PathBuf,
+    /// A command that runs `smolvm` somewhere else (`ip netns exec NAME`).
+    prefix: Vec<String>,
 }
 
 /// One machine as `machine ls --json` and `machine status --json` describe it.
@@ -52,21 +54,29 @@ pub(crate) struct CreateSpec<'a> {
     /// The `docker save` archive.
     pub(crate) image: &'a Path,
     pub(crate) labels: &'a BTreeMap<String, String>,
-    pub(crate) env: &'a BTreeMap<String, String>,
 }
 
-/// `machine create`: labels and env in key order, and outbound traffic to the host's loopback only.
+/// `machine create`: labels in key order, and outbound traffic to the
+/// loopback only. The bottle's environment is not here: it holds the
+/// bottle's token, and a command line is visible to every host user (`ps`);
+/// it goes into [`GUEST_ENV_FILE`] instead.
 pub(crate) fn create_args(spec: &CreateSpec<'_>) -> Vec<String> {
     let mut args: Vec<String> = ["machine", "create", "--name", spec.name, "--image"].map(String::from).to_vec();
     args.push(spec.image.display().to_string());
     for (k, v) in spec.labels {
         args.extend(["--label".to_string(), format!("{k}={v}")]);
     }
-    for (k, v) in spec.env {
-        args.extend(["-e".to_string(), format!("{k}={v}")]);
-    }
     args.push("--outbound-localhost-only".into());
     args
+}
+
+/// The guest file holding the bottle's environment (`export K='V'` lines),
+/// read by every command [`exec_args`] runs.
+pub(crate) const GUEST_ENV_FILE: &str = "/etc/bot-bottle.env";
+
+/// The text of [`GUEST_ENV_FILE`] for `env`.
+pub(crate) fn env_file(env: &BTreeMap<String, String>) -> String {
+    env.iter().map(|(k, v)| format!("export {k}={}\n", bottle_core::shell_quote(v))).collect()
 }
 
 /// `machine start`, `stop`, `delete -f`.
@@ -91,7 +101,7 @@ pub(crate) struct ExecSpec<'a> {
     pub(crate) tty: bool,
 }
 
-/// `machine exec … -- [runuser -u USER --] ARGV…`.
+/// `machine exec … -- [runuser -u USER --] sh -c 'read the env file; exec "$@"' sh ARGV…`.
 pub(crate) fn exec_args(name: &str, spec: &ExecSpec<'_>, argv: &[String]) -> Vec<String> {
     let mut args: Vec<String> = ["machine", "exec", "--name", name].map(String::from).to_vec();
     for (k, v) in &spec.env {
@@ -110,6 +120,8 @@ pub(crate) fn exec_args(name: &str, spec: &ExecSpec<'_>, argv: &[String]) -> Vec
     if let Some(user) = spec.user.filter(|u| *u != "root") {
         args.extend(["runuser", "-u", user, "--"].map(String::from));
     }
+    let read_env = format!("[ -r {GUEST_ENV_FILE} ] && . {GUEST_ENV_FILE}; exec \"$@\"");
+    args.extend(["sh".to_string(), "-c".to_string(), read_env, "sh".to_string()]);
     args.extend(argv.iter().cloned());
     args
 }
@@ -135,7 +147,7 @@ impl Smolvm {
     /// Find `smolvm` on `PATH`; an [`ErrorKind::Unavailable`] error says how to get it.
     pub(crate) fn locate() -> Result<Self> {
         match which::which(PROGRAM) {
-            Ok(program) => Ok(Smolvm { program }),
+            Ok(program) => Ok(Smolvm { program, prefix: Vec::new() }),
             Err(e) => Err(Error::new(
                 ErrorKind::Unavailable,
                 format!("`{PROGRAM}` is not on PATH ({e}); {HOW_TO_GET_SMOLVM}"),
@@ -144,9 +156,22 @@ impl Smolvm {
         }
     }
 
+    /// This `smolvm`, run through `prefix` (e.g. inside a network namespace:
+    /// the VM started then has its loopback there).
+    pub(crate) fn through(&self, prefix: Vec<String>) -> Smolvm {
+        Smolvm { program: self.program.clone(), prefix }
+    }
+
     /// A command running `smolvm args…`, stdin closed, output captured.
     pub(crate) fn command(&self, args: &[String]) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new(&self.program);
+        let mut cmd = match self.prefix.split_first() {
+            Some((first, rest)) => {
+                let mut cmd = tokio::process::Command::new(first);
+                cmd.args(rest).arg(&self.program);
+                cmd
+            }
+            None => tokio::process::Command::new(&self.program),
+        };
         cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
         cmd
     }
@@ -204,15 +229,12 @@ mod tests {
     }
 
     #[test]
-    fn create_names_the_archive_labels_env_and_the_loopback_only_network() {
+    fn create_names_the_archive_labels_and_the_loopback_only_network_and_no_env() {
         let labels: BTreeMap<String, String> =
             [("dev.bot-bottle.slug", "shell-1"), ("dev.bot-bottle.backend", "smolmachines")]
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .into();
-        let env: BTreeMap<String, String> = [("HTTPS_PROXY", "http://127.0.0.1:4100"), ("A", "x y")]
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .into();
-        let spec = CreateSpec { name: "bb-shell-1", image: Path::new("/c/img.tar"), labels: &labels, env: &env };
+        let spec = CreateSpec { name: "bb-shell-1", image: Path::new("/c/img.tar"), labels: &labels };
         assert_eq!(
             create_args(&spec),
             strings(&[
@@ -226,25 +248,33 @@ mod tests {
                 "dev.bot-bottle.backend=smolmachines",
                 "--label",
                 "dev.bot-bottle.slug=shell-1",
-                "-e",
-                "A=x y",
-                "-e",
-                "HTTPS_PROXY=http://127.0.0.1:4100",
                 "--outbound-localhost-only",
             ])
         );
     }
 
     #[test]
-    fn exec_wraps_a_non_root_user_in_runuser() {
+    fn the_env_file_exports_each_value_quoted() {
+        let env: BTreeMap<String, String> = [("HTTPS_PROXY", "http://bb:t@127.0.0.1:3128"), ("A", "it's")]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into();
+        assert_eq!(env_file(&env), "export A='it'\\''s'\nexport HTTPS_PROXY=http://bb:t@127.0.0.1:3128\n");
+    }
+
+    #[test]
+    fn exec_wraps_a_non_root_user_in_runuser_and_reads_the_env_file() {
         let argv = strings(&["sh", "-c", "id -un"]);
+        let env = "[ -r /etc/bot-bottle.env ] && . /etc/bot-bottle.env; exec \"$@\"";
         assert_eq!(
             exec_args("m", &ExecSpec { user: Some("agent"), ..Default::default() }, &argv),
-            strings(&["machine", "exec", "--name", "m", "--", "runuser", "-u", "agent", "--", "sh", "-c", "id -un"])
+            strings(&[
+                "machine", "exec", "--name", "m", "--", "runuser", "-u", "agent", "--", "sh", "-c", env, "sh", "sh",
+                "-c", "id -un"
+            ])
         );
         assert_eq!(
             exec_args("m", &ExecSpec { user: Some("root"), ..Default::default() }, &argv),
-            strings(&["machine", "exec", "--name", "m", "--", "sh", "-c", "id -un"])
+            strings(&["machine", "exec", "--name", "m", "--", "sh", "-c", env, "sh", "sh", "-c", "id -un"])
         );
         let attached = ExecSpec {
             user: Some("agent"),
@@ -271,6 +301,10 @@ mod tests {
                 "-u",
                 "agent",
                 "--",
+                "sh",
+                "-c",
+                env,
+                "sh",
                 "bash",
                 "-l"
             ])

@@ -4,6 +4,7 @@ mod backend;
 mod bottle;
 mod cli;
 mod image;
+mod network;
 mod sidecar;
 
 use std::sync::Arc;

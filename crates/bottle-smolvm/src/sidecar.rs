@@ -36,8 +36,44 @@ pub(crate) fn dir(state_dir: &Path) -> PathBuf {
     state_dir.join("sidecars")
 }
 
-/// Every sidecar kind, in start order.
-pub(crate) const KINDS: [Sidecar; 2] = [Sidecar::GitGate, Sidecar::Egress];
+/// A process beside a smolvm bottle: one of its sidecars, or the relay
+/// that carries its namespace's loopback to the sidecars' sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// The egress proxy or the git gate.
+    Sidecar(Sidecar),
+    /// `bottle sidecar relay`, inside the bottle's network namespace.
+    Relay,
+}
+
+impl Role {
+    /// Its name: pid, log and summary.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Role::Sidecar(kind) => kind.name(),
+            Role::Relay => "relay",
+        }
+    }
+
+    fn ready_prefix(self) -> String {
+        match self {
+            Role::Sidecar(kind) => format!("{}: listening on ", kind.subcommand()),
+            Role::Relay => "relay: listening on ".into(),
+        }
+    }
+}
+
+/// Every process kind, in stop order.
+pub(crate) const ROLES: [Role; 3] = [Role::Relay, Role::Sidecar(Sidecar::GitGate), Role::Sidecar(Sidecar::Egress)];
+
+/// Where a sidecar listens: a reserved port on the host's loopback, or a unix socket.
+#[derive(Debug)]
+pub(crate) enum Bind {
+    /// The port held since the plan was resolved.
+    Reserved(Reservation),
+    /// A socket path (in a folder only root reaches).
+    Socket(PathBuf),
+}
 
 /// How long a sidecar may take to say it listens (the gate fetches its mirrors first).
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -54,12 +90,12 @@ pub(crate) fn audit_path(dir: &Path, kind: Sidecar) -> PathBuf {
     dir.join(format!("{}-audit.jsonl", kind.name()))
 }
 
-fn log_path(dir: &Path, kind: Sidecar) -> PathBuf {
-    dir.join(format!("{}.log", kind.name()))
+fn log_path(dir: &Path, role: Role) -> PathBuf {
+    dir.join(format!("{}.log", role.name()))
 }
 
-fn pid_path(dir: &Path, kind: Sidecar) -> PathBuf {
-    dir.join(format!("{}.pid", kind.name()))
+fn pid_path(dir: &Path, role: Role) -> PathBuf {
+    dir.join(format!("{}.pid", role.name()))
 }
 
 /// The gate's work folder (mirrors, the push keys).
@@ -109,74 +145,94 @@ fn write_private(path: &Path, data: &[u8]) -> Result<()> {
     file.write_all(data).map_err(|e| Error::io(format!("writing {}", path.display()), e))
 }
 
-/// Start `kind` with `config_json` (whose `listen` is `reserved`'s address),
-/// releasing the reservation just before; wait until it says it listens there.
-pub(crate) async fn start(dir: &Path, kind: Sidecar, reserved: Reservation, config_json: &[u8]) -> Result<Child> {
+/// Start `kind` with `config_json` (whose `listen` is `bind`'s), releasing
+/// a reserved port just before; wait until it says it listens there.
+pub(crate) async fn start(dir: &Path, kind: Sidecar, bind: Bind, config_json: &[u8]) -> Result<Child> {
     let program = SidecarProgram::locate()?;
     mkdir_private(dir)?;
     let config = config_path(dir, kind);
     write_private(&config, config_json)?;
-    let log_file = log_path(dir, kind);
+    let expected = match bind {
+        Bind::Reserved(reserved) => {
+            let addr = reserved.addr.to_string();
+            drop(reserved.listener);
+            addr
+        }
+        Bind::Socket(path) => format!("unix:{}", path.display()),
+    };
+    let mut command = std::process::Command::new(program.exe());
+    command.args(SidecarProgram::args(kind, &config.to_string_lossy()));
+    let started = spawn(dir, Role::Sidecar(kind), command).await;
+    let _ = std::fs::remove_file(&config);
+    let (mut child, addr) = started?;
+    if addr == expected {
+        return Ok(child);
+    }
+    stop_child(dir, Role::Sidecar(kind), &mut child).await;
+    Err(role_error(Role::Sidecar(kind), format!("listens on {addr}, not on {expected}")))
+}
+
+/// Start the relay inside the network namespace that `netns` (the command
+/// prefix `ip netns exec NAME`) enters, carrying `pairs`
+/// (`ADDRESS=SOCKET`); wait until it listens.
+pub(crate) async fn start_relay(dir: &Path, netns: &[String], pairs: &[String]) -> Result<Child> {
+    let program = SidecarProgram::locate()?;
+    mkdir_private(dir)?;
+    let (first, rest) = netns.split_first().ok_or_else(|| role_error(Role::Relay, "has no namespace".into()))?;
+    let mut command = std::process::Command::new(first);
+    command.args(rest).arg(program.exe()).args(["sidecar", "relay"]).args(pairs);
+    spawn(dir, Role::Relay, command).await.map(|(child, _)| child)
+}
+
+/// Spawn `command` as `role`'s process: a clean environment, its own process
+/// group, its log and pid file in `dir`; returns it and where it listens.
+async fn spawn(dir: &Path, role: Role, mut command: std::process::Command) -> Result<(Child, String)> {
+    let log_file = log_path(dir, role);
     let log = std::fs::File::create(&log_file).map_err(|e| Error::io(format!("creating {}", log_file.display()), e))?;
     let log_err = log.try_clone().map_err(|e| Error::io(format!("opening {}", log_file.display()), e))?;
-    let expected = reserved.addr;
-    drop(reserved.listener);
-    let mut command = std::process::Command::new(program.exe());
     // A clean environment, as in a container: the operator's variables (and
-    // credentials) stay out; the sidecar's own folder is its home.
+    // credentials) stay out; the sidecars' own folder is their home.
     command.env_clear().env("HOME", dir);
     for kept in ["PATH", "SSL_CERT_FILE", "SSL_CERT_DIR"] {
         if let Some(value) = std::env::var_os(kept) {
             command.env(kept, value);
         }
     }
-    let child = command
-        .args(SidecarProgram::args(kind, &config.to_string_lossy()))
+    let mut child = command
         .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log_err)
         .process_group(0)
         .spawn()
-        .map_err(|e| Error::io(format!("starting {}", program.exe().display()), e))?;
-    let pid_file = pid_path(dir, kind);
-    let mut child = child;
-    if let Err(e) = write_private(&pid_file, format!("{}\n", child.id()).as_bytes()) {
+        .map_err(|e| Error::io(format!("starting {}", command.get_program().to_string_lossy()), e))?;
+    if let Err(e) = write_private(&pid_path(dir, role), format!("{}\n", child.id()).as_bytes()) {
         let _ = child.kill();
         let _ = child.wait();
         return Err(e);
     }
-    let ready = wait_until_listening(&mut child, &log_file, kind).await;
-    let _ = std::fs::remove_file(&config);
-    match ready {
-        Ok(addr) if addr == expected => Ok(child),
-        Ok(addr) => {
-            stop_child(dir, kind, &mut child).await;
-            Err(sidecar_error(kind, format!("listens on {addr}, not on the reserved {expected}")))
-        }
+    match wait_until_listening(&mut child, &log_file, role).await {
+        Ok(addr) => Ok((child, addr)),
         Err(e) => {
-            stop_child(dir, kind, &mut child).await;
+            stop_child(dir, role, &mut child).await;
             Err(e)
         }
     }
 }
 
-fn sidecar_error(kind: Sidecar, message: String) -> Error {
-    Error::new(ErrorKind::Backend, format!("the {} sidecar {message}", kind.name()))
+fn role_error(role: Role, message: String) -> Error {
+    Error::new(ErrorKind::Backend, format!("the {} sidecar {message}", role.name()))
         .with_operation("start a sidecar")
         .with_backend(crate::NAME)
 }
 
-async fn wait_until_listening(child: &mut Child, log: &Path, kind: Sidecar) -> Result<SocketAddr> {
-    let prefix = format!("{}: listening on ", kind.subcommand());
+async fn wait_until_listening(child: &mut Child, log: &Path, role: Role) -> Result<String> {
+    let prefix = role.ready_prefix();
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
         let text = std::fs::read_to_string(log).unwrap_or_default();
         if let Some(addr) = text.lines().find_map(|l| l.strip_prefix(&prefix)) {
-            return addr
-                .trim()
-                .parse()
-                .map_err(|_| sidecar_error(kind, format!("printed an unreadable address: {addr}")));
+            return Ok(addr.trim().to_string());
         }
         let exited = child.try_wait().map_err(|e| Error::io("waiting for a sidecar", e))?;
         if exited.is_some() || Instant::now() > deadline {
@@ -184,48 +240,63 @@ async fn wait_until_listening(child: &mut Child, log: &Path, kind: Sidecar) -> R
                 Some(status) => format!("exited ({status}) at start-up"),
                 None => format!("did not say it listens within {} s", READY_TIMEOUT.as_secs()),
             };
-            return Err(sidecar_error(kind, format!("{why}: {}", text.trim())));
+            return Err(role_error(role, format!("{why}: {}", text.trim())));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
-/// Stop a sidecar this process started, and reap it.
-async fn stop_child(dir: &Path, kind: Sidecar, child: &mut Child) {
-    let _ = stop(dir, kind).await;
+/// Stop a process this process started, and reap it.
+async fn stop_child(dir: &Path, role: Role, child: &mut Child) {
+    let _ = stop(dir, role).await;
     let _ = child.kill();
     let _ = child.wait();
 }
 
-/// The pid of `kind`'s sidecar in `dir` while that process still runs.
-pub(crate) fn running(dir: &Path, kind: Sidecar) -> Option<u32> {
-    let pid: u32 = std::fs::read_to_string(pid_path(dir, kind)).ok()?.trim().parse().ok()?;
-    runs_with_config(pid, &config_path(dir, kind)).then_some(pid)
+/// The pid of `role`'s process in `dir` while that process still runs: its
+/// arguments name the sidecar's configuration, or (the relay) the bottle's
+/// socket folder.
+pub(crate) fn running(dir: &Path, role: Role) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(pid_path(dir, role)).ok()?.trim().parse().ok()?;
+    let marker = match role {
+        Role::Sidecar(kind) => config_path(dir, kind),
+        Role::Relay => crate::network::socket_dir(&slug_of(dir)?),
+    };
+    let exact = matches!(role, Role::Sidecar(_));
+    runs_with(pid, &marker, exact).then_some(pid)
 }
 
-/// Whether process `pid` is alive (not a zombie) and its arguments name `config`.
+/// The slug of the bottle whose sidecars' folder is `dir` (`<state>/<slug>/sidecars`).
+fn slug_of(dir: &Path) -> Option<String> {
+    Some(dir.parent()?.file_name()?.to_str()?.to_string())
+}
+
+/// Whether process `pid` is alive (not a zombie) and one of its arguments is
+/// `marker` (or, unless `exact`, contains it).
 #[cfg(target_os = "linux")]
-fn runs_with_config(pid: u32, config: &Path) -> bool {
+fn runs_with(pid: u32, marker: &Path, exact: bool) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
     let state = stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next());
     if matches!(state, None | Some("Z" | "X")) {
         return false;
     }
     let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
-    let wanted = config.as_os_str().as_encoded_bytes();
-    cmdline.split(|b| *b == 0).any(|arg| arg == wanted)
+    let wanted = marker.as_os_str().as_encoded_bytes();
+    cmdline
+        .split(|b| *b == 0)
+        .any(|arg| if exact { arg == wanted } else { arg.windows(wanted.len()).any(|w| w == wanted) })
 }
 
-/// Whether process `pid` is alive (not a zombie) and its arguments name `config`.
+/// Whether process `pid` is alive (not a zombie) and its arguments name `marker`.
 #[cfg(not(target_os = "linux"))]
-fn runs_with_config(pid: u32, config: &Path) -> bool {
+fn runs_with(pid: u32, marker: &Path, _exact: bool) -> bool {
     let Ok(out) = std::process::Command::new("ps").args(["-o", "stat=,command=", "-p", &pid.to_string()]).output()
     else {
         return false;
     };
     let text = String::from_utf8_lossy(&out.stdout);
     let text = text.trim();
-    out.status.success() && !text.starts_with('Z') && text.contains(&*config.to_string_lossy())
+    out.status.success() && !text.starts_with('Z') && text.contains(&*marker.to_string_lossy())
 }
 
 fn signal(pid: u32, signal: Signal) {
@@ -235,27 +306,27 @@ fn signal(pid: u32, signal: Signal) {
     }
 }
 
-/// Stop `kind`'s sidecar in `dir` (SIGTERM to its process group, SIGKILL
+/// Stop `role`'s process in `dir` (SIGTERM to its process group, SIGKILL
 /// after [`STOP_TIMEOUT`]) and forget its pid; `Ok(true)` when one ran.
-pub(crate) async fn stop(dir: &Path, kind: Sidecar) -> Result<bool> {
-    let Some(pid) = running(dir, kind) else {
-        let _ = std::fs::remove_file(pid_path(dir, kind));
+pub(crate) async fn stop(dir: &Path, role: Role) -> Result<bool> {
+    let Some(pid) = running(dir, role) else {
+        let _ = std::fs::remove_file(pid_path(dir, role));
         return Ok(false);
     };
     signal(pid, Signal::TERM);
     let deadline = Instant::now() + STOP_TIMEOUT;
-    while running(dir, kind).is_some() {
+    while running(dir, role).is_some() {
         if Instant::now() > deadline {
             signal(pid, Signal::KILL);
             tokio::time::sleep(Duration::from_millis(100)).await;
-            if running(dir, kind).is_some() {
-                return Err(sidecar_error(kind, format!("(pid {pid}) survived SIGKILL")));
+            if running(dir, role).is_some() {
+                return Err(role_error(role, format!("(pid {pid}) survived SIGKILL")));
             }
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let _ = std::fs::remove_file(pid_path(dir, kind));
+    let _ = std::fs::remove_file(pid_path(dir, role));
     Ok(true)
 }
 
@@ -263,9 +334,9 @@ pub(crate) async fn stop(dir: &Path, kind: Sidecar) -> Result<bool> {
 /// gate's keys and mirrors, logs). Returns one line per stopped process.
 pub(crate) async fn remove_all(dir: &Path) -> Result<Vec<String>> {
     let mut stopped = Vec::new();
-    for kind in KINDS {
-        if stop(dir, kind).await? {
-            stopped.push(format!("{} sidecar", kind.name()));
+    for role in ROLES {
+        if stop(dir, role).await? {
+            stopped.push(format!("{} sidecar", role.name()));
         }
     }
     match std::fs::remove_dir_all(dir) {
@@ -285,7 +356,7 @@ pub(crate) async fn copy_audit_log(
     let path = audit_path(dir, kind);
     let mut offset = 0usize;
     loop {
-        let alive = follow && running(dir, kind).is_some();
+        let alive = follow && running(dir, Role::Sidecar(kind)).is_some();
         let data = match std::fs::read(&path) {
             Ok(data) => data,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
@@ -330,23 +401,24 @@ mod tests {
             .arg(&config)
             .spawn()
             .expect("spawn a stand-in");
-        std::fs::write(pid_path(dir, Sidecar::Egress), format!("{}\n", child.id())).expect("pid file");
+        let (egress, gate) = (Role::Sidecar(Sidecar::Egress), Role::Sidecar(Sidecar::GitGate));
+        std::fs::write(pid_path(dir, egress), format!("{}\n", child.id())).expect("pid file");
         // Right after spawn the child may not have exec'd yet (its command line is still ours).
         let deadline = Instant::now() + Duration::from_secs(5);
-        while running(dir, Sidecar::Egress).is_none() && Instant::now() < deadline {
+        while running(dir, egress).is_none() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
-        assert_eq!(running(dir, Sidecar::Egress), Some(child.id()));
-        assert_eq!(running(dir, Sidecar::GitGate), None, "no pid file");
-        std::fs::write(pid_path(dir, Sidecar::GitGate), format!("{}\n", std::process::id())).expect("pid file");
-        assert_eq!(running(dir, Sidecar::GitGate), None, "a live pid that is not the gate");
+        assert_eq!(running(dir, egress), Some(child.id()));
+        assert_eq!(running(dir, gate), None, "no pid file");
+        std::fs::write(pid_path(dir, gate), format!("{}\n", std::process::id())).expect("pid file");
+        assert_eq!(running(dir, gate), None, "a live pid that is not the gate");
         child.kill().expect("kill");
         let deadline = Instant::now() + Duration::from_secs(5);
-        while running(dir, Sidecar::Egress).is_some() && Instant::now() < deadline {
+        while running(dir, egress).is_some() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
-        assert_eq!(running(dir, Sidecar::Egress), None, "a zombie is not running");
+        assert_eq!(running(dir, egress), None, "a zombie is not running");
         child.wait().expect("reap");
-        assert_eq!(running(dir, Sidecar::Egress), None, "a dead pid is not running");
+        assert_eq!(running(dir, egress), None, "a dead pid is not running");
     }
 }

@@ -114,7 +114,9 @@ pub(crate) fn create(record: &Record, state_dir: &std::path::Path) -> Result<(),
         "--tmpfs".into(),
         "/run:rw,exec,nosuid,mode=755".into(),
         "--network".into(),
-        if record.network == Network::None { "none" } else { "host" }.into(),
+        // In a named namespace the guest's network is that namespace's,
+        // entered per command (`exec_in_netns`): the container has none.
+        if record.network == Network::None || record.netns.is_some() { "none" } else { "host" }.into(),
     ];
     for env in &record.env {
         args.extend(["--env".into(), env.clone()]);
@@ -195,11 +197,86 @@ fn cgroup_of(pid: u32) -> Result<String, Fail> {
     })
 }
 
+/// The named network namespace (`ip netns add`, under `/run/netns`) this
+/// process runs in, or `None` in any other (the host's).
+pub(crate) fn current_netns() -> Result<Option<String>, Fail> {
+    use std::os::unix::fs::MetadataExt as _;
+    let id = |path: &std::path::Path| std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
+    let own = id(std::path::Path::new("/proc/self/ns/net"))
+        .ok_or_else(|| Fail::new("cannot read this process's network namespace"))?;
+    let named = std::fs::read_dir("/run/netns").into_iter().flatten().flatten().map(|e| e.path());
+    Ok(named.into_iter().find(|path| id(path) == Some(own)).map(|path| path.display().to_string()))
+}
+
+/// `CMD…` in a running machine made in the named namespace `netns`: the
+/// container's cgroup (its limits, `docker top`), mount, pid, UTS and IPC
+/// namespaces and root, the namespace's network, the image's environment
+/// plus `env`, as root.
+pub(crate) fn exec_in_netns(
+    record: &Record,
+    netns: &str,
+    env: &[String],
+    workdir: Option<&str>,
+    argv: &[String],
+) -> Result<Command, Fail> {
+    let (_, pid) = state(record);
+    let pid = pid.ok_or_else(|| Fail::new(format!("machine '{}' has no running process", record.name)))?;
+    let inspect = ["inspect".into(), "--format".into(), "{{json .Config.Env}}".into(), record.container.clone()];
+    let image_env: Vec<String> = serde_json::from_str(checked("docker", &inspect)?.trim())
+        .map_err(|e| Fail::new(format!("docker inspect printed no environment: {e}")))?;
+    let mut cmd = Command::new("sh");
+    // Join the container's cgroups first, so that everything the command starts is in them.
+    cmd.args(["-c", JOIN_AND_EXEC, "sh"])
+        .args(cgroup_procs_files(pid)?)
+        .args(["--", "nsenter"])
+        .arg(format!("--target={pid}"))
+        .args(["--mount", "--uts", "--ipc", "--pid", "--root", "--wd"])
+        .arg(format!("--net={netns}"))
+        .args(["--", "/usr/bin/env", "-i"])
+        .args(image_env.iter().chain(env))
+        .args(["sh", "-c", "cd \"$1\" && shift && exec \"$@\"", "sh", workdir.unwrap_or(".")])
+        .args(argv);
+    Ok(cmd)
+}
+
+/// `sh -c` script: write `$$` into each file before `--`, then run what follows.
+const JOIN_AND_EXEC: &str = "while [ \"$1\" != -- ]; do echo $$ > \"$1\" || exit 125; shift; done; shift; exec \"$@\"";
+
+/// The `cgroup.procs` file of every cgroup hierarchy process `pid` is in
+/// (v2, and each v1 controller on a hybrid host), by the host's mounts.
+fn cgroup_procs_files(pid: u32) -> Result<Vec<String>, Fail> {
+    let read = |path: String| std::fs::read_to_string(&path).map_err(|e| Fail::new(format!("cannot read {path}: {e}")));
+    let mounts = read("/proc/self/mounts".into())?;
+    let mut files = Vec::new();
+    for line in read(format!("/proc/{pid}/cgroup"))?.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next()) else { continue };
+        let mount = mounts.lines().find_map(|m| {
+            let fields: Vec<&str> = m.split_whitespace().collect();
+            let (point, kind, options) = (*fields.get(1)?, *fields.get(2)?, *fields.get(3)?);
+            let matches = match controllers {
+                "" => kind == "cgroup2",
+                wanted => kind == "cgroup" && wanted.split(',').all(|c| options.split(',').any(|o| o == c)),
+            };
+            matches.then(|| point.to_string())
+        });
+        if let Some(point) = mount {
+            files.push(format!("{point}{path}/cgroup.procs"));
+        }
+    }
+    if files.is_empty() {
+        return Err(Fail::new(format!("no cgroup of process {pid} is mounted on this host")));
+    }
+    Ok(files)
+}
+
 /// Start the container and put its network policy in force; on any failure it is stopped again.
 pub(crate) fn start(record: &mut Record) -> Result<(), Fail> {
     docker(&["start", &record.container])?;
     let enforced = (|| -> Result<Vec<Vec<String>>, Fail> {
         let wanted = match record.network {
+            // A named namespace holds only its own loopback: nothing to add.
+            _ if record.netns.is_some() => return Ok(Vec::new()),
             Network::None | Network::Net => return Ok(Vec::new()),
             _ => {
                 let (_, pid) = state(record);

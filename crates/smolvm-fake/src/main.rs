@@ -6,7 +6,12 @@
 //! state under `$SMOLVM_FAKE_STATE` (required), records every invocation's
 //! arguments in `$SMOLVM_FAKE_STATE/calls.jsonl`, and runs each machine as a
 //! Docker container with its network policy enforced by the host's firewall
-//! (see the `engine` module). It must run as root, like the tests that use it.
+//! (see the `engine` module). A machine made in a named network namespace
+//! (`ip netns exec NAME smolvm machine create …`) has its guest's network
+//! there, as smolvm's socket impersonation gives the guest the network of the
+//! VM process: every `exec` enters that namespace (and the container's
+//! cgroups and other namespaces) with `nsenter`; such a machine starts only
+//! from that namespace. It must run as root, like the tests that use it.
 //!
 //! Where it stops short of smolvm: `-p` (port forwarding) is refused;
 //! `--allow-host` allows the host's addresses but does not filter DNS
@@ -163,6 +168,7 @@ fn create(store: &Store, rest: &[String]) -> Result<i32, Fail> {
         network,
         created_at: store::rfc3339(secs),
         rules: Vec::new(),
+        netns: engine::current_netns()?,
     };
     store.create(&record)?;
     let made = engine::image_for(&image, &name).and_then(|docker_image| {
@@ -184,6 +190,16 @@ fn start(store: &Store, rest: &[String]) -> Result<i32, Fail> {
     let mut record = store.get(&p.required("name")?)?;
     if engine::state(&record).0 {
         return Err(Fail::new(format!("machine '{}' is already running", record.name)));
+    }
+    let here = engine::current_netns()?;
+    if here != record.netns {
+        let name = |ns: &Option<String>| ns.clone().unwrap_or_else(|| "the host's".into());
+        return Err(Fail::new(format!(
+            "machine '{}' was created in network namespace {} and cannot start in {} (a limit of the fake)",
+            record.name,
+            name(&record.netns),
+            name(&here)
+        )));
     }
     engine::remove_rules(&record.rules);
     let started = engine::start(&mut record);
@@ -257,26 +273,34 @@ fn exec(store: &Store, rest: &[String]) -> Result<i32, Fail> {
     }
     let timeout = p.one("timeout")?.map(|t| duration(&t)).transpose()?;
     let record = running(store, &p.required("name")?)?;
-    let mut cmd = Command::new("docker");
-    cmd.args(["exec", "--user", "0"]);
-    if p.has("interactive") {
-        cmd.arg("--interactive");
-    } else {
+    if p.has("tty") && !std::io::stdin().is_terminal() {
+        return Err(Fail::new("-t needs a terminal on stdin"));
+    }
+    let (env, workdir) = (p.all("env"), p.one("workdir")?);
+    let mut cmd = match &record.netns {
+        Some(netns) => engine::exec_in_netns(&record, netns, &env, workdir.as_deref(), &p.trailing)?,
+        None => {
+            let mut cmd = Command::new("docker");
+            cmd.args(["exec", "--user", "0"]);
+            if p.has("interactive") {
+                cmd.arg("--interactive");
+            }
+            if p.has("tty") {
+                cmd.arg("--tty");
+            }
+            for env in &env {
+                cmd.args(["--env", env]);
+            }
+            if let Some(dir) = &workdir {
+                cmd.args(["--workdir", dir]);
+            }
+            cmd.arg(&record.container).args(&p.trailing);
+            cmd
+        }
+    };
+    if !p.has("interactive") {
         cmd.stdin(Stdio::null());
     }
-    if p.has("tty") {
-        if !std::io::stdin().is_terminal() {
-            return Err(Fail::new("-t needs a terminal on stdin"));
-        }
-        cmd.arg("--tty");
-    }
-    for env in p.all("env") {
-        cmd.args(["--env", &env]);
-    }
-    if let Some(dir) = p.one("workdir")? {
-        cmd.args(["--workdir", &dir]);
-    }
-    cmd.arg(&record.container).args(&p.trailing);
     let mut child = cmd.spawn().map_err(|e| Fail::new(format!("cannot run docker exec: {e}")))?;
     let deadline = timeout.map(|t| Instant::now() + t);
     loop {

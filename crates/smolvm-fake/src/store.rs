@@ -66,6 +66,11 @@ pub(crate) struct Record {
     /// The firewall rules in force while it runs: each an `iptables`/`ip6tables` argv that inserts it.
     #[serde(default)]
     pub(crate) rules: Vec<Vec<String>>,
+    /// The named network namespace (`/run/netns/NAME`) the machine was made
+    /// in, when not the host's: its guest's sockets live there (smolvm's
+    /// socket impersonation), so it sees that namespace's loopback only.
+    #[serde(default)]
+    pub(crate) netns: Option<String>,
 }
 
 /// The state folder.

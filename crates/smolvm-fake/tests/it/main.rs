@@ -213,3 +213,85 @@ fn a_machine_lives_in_a_container_and_reaches_only_the_hosts_loopback() {
     let containers = docker(&["ps", "-a", "--filter", &format!("name=smolvm-fake-{name}"), "--format", "{{.Names}}"]);
     assert!(containers.trim().is_empty(), "no container left: {containers}");
 }
+
+/// A named network namespace for a test; deleted when dropped.
+struct Netns(String);
+
+impl Netns {
+    fn add(name: &str) -> Netns {
+        let ip = |args: &[&str]| {
+            let out = Command::new("ip").args(args).output().expect("ip");
+            assert!(out.status.success(), "ip {args:?} (needs root): {}", text(&out.stderr));
+        };
+        ip(&["netns", "add", name]);
+        let netns = Netns(name.to_string());
+        ip(&["-n", name, "link", "set", "lo", "up"]);
+        netns
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "delete", &self.0]).output();
+    }
+}
+
+#[test]
+fn a_machine_made_in_a_named_namespace_sees_that_namespaces_loopback_only() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let state = tmp.path();
+    let archive = state.join("image.tar");
+    docker(&["save", "--output", archive.to_str().expect("utf8"), "debian:bookworm-slim"]);
+    let name = format!("fake-ns-{}", std::process::id());
+    let _container = Container(format!("smolvm-fake-{name}"));
+    let netns = Netns::add(&format!("fake-it-{}", std::process::id()));
+    let inside = |args: &[&str]| {
+        Command::new("ip")
+            .args(["netns", "exec", &netns.0, fake()])
+            .args(args)
+            .env("SMOLVM_FAKE_STATE", state)
+            .output()
+            .expect("ip netns exec smolvm")
+    };
+    let archive = archive.to_str().expect("utf8");
+    for args in [
+        &["machine", "create", "--name", &name, "--image", archive, "-e", "G=hi", "--outbound-localhost-only"][..],
+        &["machine", "start", "--name", &name],
+    ] {
+        let out = inside(args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+    }
+    // Made in one namespace, it starts in no other (a limit of the fake, said in one line).
+    ok(state, &["machine", "stop", "--name", &name]);
+    let elsewhere = smolvm(state, &["machine", "start", "--name", &name]);
+    assert_eq!(elsewhere.status.code(), Some(1));
+    assert!(text(&elsewhere.stderr).contains("was created in network namespace"), "{}", text(&elsewhere.stderr));
+    let out = inside(&["machine", "start", "--name", &name]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // A server on the namespace's loopback and one on the host's.
+    let listen = "import socket,sys; s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(); \
+                  print(s.getsockname()[1], flush=True); [s.accept()[0].close() for _ in iter(int, 1)]";
+    let mut ns_server = Command::new("ip")
+        .args(["netns", "exec", &netns.0, "python3", "-c", listen])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("a server in the namespace");
+    let mut port = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(ns_server.stdout.take().expect("stdout")), &mut port)
+        .expect("its port");
+    let host = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let connect = |port: &str| {
+        let script = format!("timeout 5 bash -c 'exec 3<>/dev/tcp/127.0.0.1/{port}'");
+        smolvm(state, &["machine", "exec", "--name", &name, "--", "sh", "-c", &script]).status.code()
+    };
+    assert_eq!(connect(port.trim()), Some(0), "the namespace's loopback is the machine's");
+    let host_port = host.local_addr().expect("addr").port().to_string();
+    assert_ne!(connect(&host_port), Some(0), "the host's loopback is not");
+    // The rest of exec as in the host's namespace: root, the machine's env, -w.
+    let out = ok(state, &["machine", "exec", "--name", &name, "-w", "/etc", "--", "sh", "-c", "id -u; echo $G; pwd"]);
+    assert_eq!(out, "0\nhi\n/etc\n");
+    let _ = ns_server.kill();
+    let _ = ns_server.wait();
+    ok(state, &["machine", "delete", "--name", &name, "-f"]);
+}
