@@ -12,6 +12,7 @@ mod egress;
 mod gate;
 mod install;
 mod lifecycle;
+mod limits;
 mod manifest;
 mod seal;
 mod smolvm;

@@ -292,6 +292,8 @@ fn a_smolvm_bottle_runs_lists_beside_docker_and_stops_without_leftovers() {
     for (k, v) in &labels {
         expected.extend(["--label".to_string(), format!("{k}={v}")]);
     }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()).min(2).to_string();
+    expected.extend(strings(&["--cpus", &cpus, "--mem", "4096"]));
     expected.push("--outbound-localhost-only".into());
     let calls = smol.calls();
     assert!(!calls.iter().flatten().any(|arg| arg.contains(token)), "the token is on no smolvm command line");

@@ -167,7 +167,7 @@ async fn run_bottle(ctx: &Context, spec: BottleSpec, run: &RunArgs) -> Result<i3
     };
     let teardown = session::teardown(bottle.as_ref(), &ctx.host.state).await;
     let code = outcome?;
-    teardown.with_context(|| format!("while removing bottle {slug}"))?;
+    warn_all(&teardown.with_context(|| format!("while removing bottle {slug}"))?);
     Ok(code)
 }
 
@@ -291,9 +291,17 @@ async fn sidecar_log(ctx: &Context, slug: &str, sidecar: Sidecar, follow: bool) 
 async fn stop(ctx: &Context, slug: &str) -> Result<i32> {
     let backend = ctx.backend_of(slug)?;
     backend.is_available().await?;
-    session::stop(backend.as_ref(), slug, &ctx.host.state).await?;
+    let notes = session::stop(backend.as_ref(), slug, &ctx.host.state).await?;
+    warn_all(&notes);
     eprintln!("bottle {slug} stopped and removed; `bottle resume {slug}` starts it again with its saved state");
     Ok(0)
+}
+
+/// Print what a library step wants the operator to know, one line each.
+fn warn_all(notes: &[String]) {
+    for note in notes {
+        eprintln!("warning: {note}");
+    }
 }
 
 async fn cleanup(ctx: &Context, yes: bool, dry_run: bool) -> Result<i32> {

@@ -105,8 +105,14 @@ pub trait Bottle: Send + Sync {
     /// owned by the agent's user.
     async fn cp_in(&self, host: &Path, guest: &str) -> Result<()>;
 
-    /// Copy `guest` (file or directory) out to `host`; `Ok(false)` when `guest` does not exist.
-    async fn cp_out(&self, guest: &str, host: &Path) -> Result<bool>;
+    /// Copy `guest` (file or directory) out to `host` (which must not exist),
+    /// keeping at most `limit` bytes and only what [`unpack_bounded`]
+    /// keeps; never more than [`tar_allowance`] of it in flight, never all
+    /// of it in memory.
+    ///
+    /// [`unpack_bounded`]: crate::unpack_bounded
+    /// [`tar_allowance`]: crate::tar_allowance
+    async fn cp_out(&self, guest: &str, host: &Path, limit: crate::ByteSize) -> Result<crate::CopyOut>;
 
     /// Run `argv` in the bottle attached to this process's stdio (a TTY when
     /// stdin is one), in the agent's workdir, and return its exit code.

@@ -15,6 +15,7 @@ mod preflight;
 mod prepare;
 mod provider;
 mod registry;
+mod resources;
 mod routes;
 pub mod session;
 mod sidecar;
@@ -24,7 +25,7 @@ pub use backend::{Backend, BoxFuture, CleanupPlan, DynBackend, ErasedCleanupPlan
 pub use bottle::{ActiveAgent, Bottle, ExecResult, GuestUser, Sidecar, agent_ids, sort_active};
 pub use bundle::{BUNDLE_DIR, LAUNCHER, SELF_ENV, SIDECAR_ENV, SidecarProgram};
 pub use ca::mint_ca;
-pub use copy::{pack_tree, split_guest_path, unpack_tree};
+pub use copy::{CopyOut, guest_size, pack_tree, split_guest_path, tar_allowance, unpack_bounded};
 pub use error::{Error, ErrorKind, Result};
 pub use image::{BuildContext, DOCKERFILE_IN_CONTEXT, build_context};
 pub use manifest::*;
@@ -39,6 +40,7 @@ pub use provider::{
     AgentProvider, AgentRoutes, GATE_GITCONFIG, Providers, ProvisionInput, run_checked, shell_quote, write_guest_file,
 };
 pub use registry::{BACKEND_ENV, DEFAULT_BACKEND, Registry};
+pub use resources::{ByteSize, Cpus, Limits, Resources};
 pub use routes::{
     EGRESS_PORT, GATE_PORT, GUEST_CA_BUNDLE, GUEST_CA_FILE, HostKeyCheck, SOCKET_DIR, UPSTREAM_CA_ENV, proxy_env,
     upstream_url_forms,

@@ -119,6 +119,10 @@ pub struct BottleDef {
     /// Whether the supervise sidecar (ask the operator for things) runs.
     #[serde(default)]
     pub supervise: bool,
+    /// What the bottle may use of the host (memory, CPUs, processes, disk,
+    /// saved state); defaults protect the host.
+    #[serde(default, skip_serializing_if = "crate::resources::Resources::is_default")]
+    pub resources: crate::resources::Resources,
 }
 
 /// The agent program a bottle runs.

@@ -201,6 +201,8 @@ pub struct CommonPlan {
     /// The token by which the bottle's sidecars know its clients (the
     /// sidecars' configurations hold only its digest).
     pub client_token: crate::sidecar::ClientToken,
+    /// What the bottle may use of the host.
+    pub limits: crate::resources::Limits,
 }
 
 /// A backend's plan: the common part and the lines it adds to the summary.

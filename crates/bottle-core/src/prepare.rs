@@ -11,6 +11,7 @@ use crate::manifest::{EnvValue, Manifest};
 use crate::owner::Owner;
 use crate::plan::{CommonPlan, EgressPlan, GitGatePlan, SupervisePlan};
 use crate::provider::{AgentProvider, Providers, ProvisionInput};
+use crate::resources::Limits;
 use crate::routes;
 use crate::sidecar::ClientToken;
 use crate::state::{BottleMetadata, StateRoot};
@@ -183,6 +184,8 @@ pub fn prepare(spec: &BottleSpec, providers: &Providers, host: &Host, backend: &
         }
     };
     let minted = spec.identity.is_none();
+    let limits =
+        Limits::resolve(&bottle.resources, std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get));
     let built = (|| -> Result<CommonPlan> {
         let provision = provider.build_provision_plan(ProvisionInput {
             slug: slug.clone(),
@@ -223,6 +226,7 @@ pub fn prepare(spec: &BottleSpec, providers: &Providers, host: &Host, backend: &
             detached: spec.detached,
             ready: false,
             resumes,
+            state_limit: limits.state,
         })?;
         Ok(CommonPlan {
             slug: slug.clone(),
@@ -243,6 +247,7 @@ pub fn prepare(spec: &BottleSpec, providers: &Providers, host: &Host, backend: &
             owner,
             agent_args: spec.agent_args.clone(),
             client_token,
+            limits,
         })
     })();
     if built.is_err() && minted {

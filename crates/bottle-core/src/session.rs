@@ -4,8 +4,10 @@
 
 use crate::backend::{DynBackend, ErasedPlan};
 use crate::bottle::{Bottle, GuestUser};
+use crate::copy::CopyOut;
 use crate::plan::CommonPlan;
 use crate::provider::{AgentProvider, run_checked, shell_quote};
+use crate::resources::ByteSize;
 use crate::routes::{GUEST_CA_BUNDLE, GUEST_CA_FILE};
 use crate::state::{RESUME_DIR, StateRoot};
 use crate::{Error, Result};
@@ -100,31 +102,66 @@ async fn restore_agent_state(bottle: &dyn Bottle, plan: &CommonPlan) -> Result<(
     Ok(())
 }
 
-/// Copy the agent's own state out of the bottle into its state dir, for `resume`.
-pub async fn save_agent_state(bottle: &dyn Bottle, state: &StateRoot) -> Result<()> {
+/// Copy the agent's own state out of the bottle into its state dir, for
+/// `resume`, within the bottle's limit for saved state (its metadata's
+/// `state_limit`, shared by all its resume paths). Returns one line for each
+/// path that did not come out whole, for the operator.
+pub async fn save_agent_state(bottle: &dyn Bottle, state: &StateRoot) -> Result<Vec<String>> {
     let meta = state.read(bottle.slug())?;
     let dir = state.bottle_dir(bottle.slug());
+    let mut left = meta.state_limit;
+    let mut notes = Vec::new();
     for guest in &meta.resume_paths {
         let saved = saved_path(&dir, guest);
-        if saved.exists() {
-            let removed = if saved.is_dir() { std::fs::remove_dir_all(&saved) } else { std::fs::remove_file(&saved) };
-            removed.map_err(|e| Error::io(format!("replacing {}", saved.display()), e))?;
+        let fresh = saved.with_file_name(format!(
+            ".{}.new",
+            saved.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+        ));
+        remove_tree(&fresh)?;
+        match bottle.cp_out(guest, &fresh, left).await? {
+            CopyOut::Missing => {}
+            CopyOut::Copied { bytes, skipped } => {
+                remove_tree(&saved)?;
+                std::fs::rename(&fresh, &saved)
+                    .map_err(|e| Error::io(format!("moving the saved {guest} into place"), e))?;
+                left = ByteSize(left.0.saturating_sub(bytes));
+                if !skipped.is_empty() {
+                    notes.push(format!("{guest}: saved without {}", skipped.join(", ")));
+                }
+            }
+            CopyOut::NothingKept { skipped } => {
+                notes.push(format!("{guest} was not saved: {}", skipped.join(", ")));
+            }
+            CopyOut::TooLarge { limit } => notes.push(format!(
+                "{guest} was not saved: it is over the {limit} left for this bottle's saved state \
+                 (raise `resources.state` in the manifest){}",
+                if saved.exists() { "; `resume` restores the copy saved before" } else { "" }
+            )),
         }
-        bottle.cp_out(guest, &saved).await?;
     }
-    Ok(())
+    Ok(notes)
+}
+
+fn remove_tree(path: &std::path::Path) -> Result<()> {
+    let removed = match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => Err(e),
+    };
+    removed.map_err(|e| Error::io(format!("removing {}", path.display()), e))
 }
 
 /// Tear a bottle down: save the agent's state (best effort when the bottle is
-/// already gone), then remove it.
-pub async fn teardown(bottle: &dyn Bottle, state: &StateRoot) -> Result<()> {
+/// already gone), then remove it. Returns what [`save_agent_state`] said.
+pub async fn teardown(bottle: &dyn Bottle, state: &StateRoot) -> Result<Vec<String>> {
     let saved = save_agent_state(bottle, state).await;
     bottle.close().await?;
     saved
 }
 
-/// `bottle stop SLUG`: attach, tear down.
-pub async fn stop(backend: &dyn DynBackend, slug: &str, state: &StateRoot) -> Result<()> {
+/// `bottle stop SLUG`: attach, tear down; returns what teardown said.
+pub async fn stop(backend: &dyn DynBackend, slug: &str, state: &StateRoot) -> Result<Vec<String>> {
     crate::state::validate_slug(slug)?;
     match backend.attach(slug).await {
         Ok(bottle) => teardown(bottle.as_ref(), state).await,

@@ -48,6 +48,14 @@ pub struct BottleMetadata {
     pub ready: bool,
     /// How many times it was resumed.
     pub resumes: u32,
+    /// The most the agent's saved state may take (the manifest's
+    /// `resources.state`; absent in metadata written before it existed).
+    #[serde(default = "default_state_limit")]
+    pub state_limit: crate::resources::ByteSize,
+}
+
+fn default_state_limit() -> crate::resources::ByteSize {
+    crate::resources::Limits::STATE
 }
 
 /// The root of all bottles' state directories.
@@ -87,12 +95,22 @@ impl StateRoot {
     }
 
     /// Mint a new slug `<agent>-<8 hex>` by creating its directory; retries on collision.
+    /// The folders are the operator's alone (mode 0700): they hold what came
+    /// out of bottles.
     pub fn mint(&self, agent: &str) -> Result<(String, PathBuf)> {
-        std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(format!("creating {}", self.dir.display()), e))?;
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .map_err(|e| Error::io(format!("creating {}", self.dir.display()), e))?;
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::io(format!("making {} the operator's alone", self.dir.display()), e))?;
         for _ in 0..64 {
             let slug = format!("{agent}-{:08x}", random_u32());
             let dir = self.bottle_dir(&slug);
-            match std::fs::create_dir(&dir) {
+            match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
                 Ok(()) => return Ok((slug, dir)),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(Error::io(format!("creating {}", dir.display()), e)),
@@ -236,8 +254,14 @@ mod tests {
             detached: true,
             ready: false,
             resumes: 0,
+            state_limit: crate::resources::ByteSize::mib(5),
         };
         root.write(&meta).expect("write");
+        use std::os::unix::fs::PermissionsExt as _;
+        for dir in [root.dir().to_path_buf(), root.bottle_dir(&slug)] {
+            let mode = std::fs::metadata(&dir).expect("stat").permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{} is the operator's alone", dir.display());
+        }
         assert_eq!(root.read(&slug).expect("read"), meta);
         let updated = root.update(&slug, |m| m.ready = true).expect("update");
         assert!(updated.ready && root.read(&slug).expect("read").ready);

@@ -11,7 +11,7 @@ use bollard::query_parameters::{
     RemoveVolumeOptions, StartContainerOptions,
 };
 use bottle_core::{
-    ActiveAgent, Backend, BackendPlan, Bottle, CleanupPlan, CommonPlan, Error, ErrorKind, GuestUser, Result,
+    ActiveAgent, Backend, BackendPlan, Bottle, ByteSize, CleanupPlan, CommonPlan, Error, ErrorKind, GuestUser, Result,
     TOKEN_USER, sort_active,
 };
 use tokio::sync::OnceCell;
@@ -70,6 +70,8 @@ pub struct DockerPlan {
     sidecar_context: Vec<u8>,
     /// OCI runtime, when not the daemon's default.
     pub runtime: Option<String>,
+    /// Why the engine cannot limit the bottle's disk, or `None` when it can.
+    disk_quota: std::result::Result<(), String>,
 }
 
 impl BackendPlan for DockerPlan {
@@ -84,6 +86,7 @@ impl BackendPlan for DockerPlan {
                 format!("{} ({})", self.image_tag, if self.image_cached { "cached" } else { "will be built" }),
             ),
             ("runtime".into(), self.runtime.clone().unwrap_or_else(|| "runc (daemon default)".into())),
+            ("limits".into(), self.limits_line()),
             (
                 "isolation".into(),
                 "no network in the bottle (no route, no gateway, no DNS); its only way out is a relay on its \
@@ -95,6 +98,64 @@ impl BackendPlan for DockerPlan {
                 format!("{} ({})", self.sidecar_tag, if self.sidecar_cached { "cached" } else { "will be built" }),
             ),
         ]
+    }
+}
+
+impl DockerPlan {
+    /// The limits the engine applies, and what it cannot.
+    fn limits_line(&self) -> String {
+        let l = &self.common.limits;
+        let disk = match &self.disk_quota {
+            Ok(()) => format!("disk {}", l.disk),
+            Err(why) => format!("disk not limited ({why})"),
+        };
+        format!(
+            "memory {} (no swap), {} CPUs, {} processes, {disk}; saved state at most {}; \
+             sidecars: {} each, 1 CPU, {SIDECAR_PIDS} processes; logs rotated at {LOG_MAX_SIZE} × {LOG_MAX_FILES}",
+            l.memory,
+            l.cpus,
+            l.pids,
+            l.state,
+            ByteSize(SIDECAR_MEMORY as u64),
+        )
+    }
+}
+
+/// Whether the engine's storage driver can limit a container's disk
+/// (`--storage-opt size=`): overlay2 only on xfs with project quotas,
+/// btrfs, zfs; not overlay2 on ext4, the common case.
+fn disk_quota(info: &bollard::models::SystemInfo) -> std::result::Result<(), String> {
+    let driver = info.driver.clone().unwrap_or_default();
+    let backing = info
+        .driver_status
+        .iter()
+        .flatten()
+        .find(|pair| pair.first().map(String::as_str) == Some("Backing Filesystem"))
+        .and_then(|pair| pair.get(1).cloned())
+        .unwrap_or_default();
+    match (driver.as_str(), backing.as_str()) {
+        ("overlay2", "xfs") | ("btrfs", _) | ("zfs", _) => Ok(()),
+        _ => Err(format!("the engine's {driver} storage on {backing} has no per-container quota")),
+    }
+}
+
+/// The memory each sidecar container may use.
+pub(crate) const SIDECAR_MEMORY: i64 = 256 << 20;
+/// The processes each sidecar container may run.
+pub(crate) const SIDECAR_PIDS: i64 = 512;
+/// A container log file's size before the engine rotates it.
+pub(crate) const LOG_MAX_SIZE: &str = "10m";
+/// How many rotated container log files the engine keeps.
+pub(crate) const LOG_MAX_FILES: &str = "3";
+
+/// Container logs rotated by size, for every container of a bottle.
+pub(crate) fn log_config() -> bollard::models::HostConfigLogConfig {
+    bollard::models::HostConfigLogConfig {
+        typ: Some("json-file".into()),
+        config: Some(
+            [("max-size".to_string(), LOG_MAX_SIZE.to_string()), ("max-file".to_string(), LOG_MAX_FILES.to_string())]
+                .into(),
+        ),
     }
 }
 
@@ -255,7 +316,16 @@ impl DockerBackend {
                         .to_vec(),
                 ),
                 security_opt: Some(vec!["no-new-privileges".into()]),
-                pids_limit: Some(4096),
+                memory: i64::try_from(common.limits.memory.0).ok(),
+                // The same as memory: no swap on top of it.
+                memory_swap: i64::try_from(common.limits.memory.0).ok(),
+                nano_cpus: Some(common.limits.cpus.nano()),
+                pids_limit: Some(i64::from(common.limits.pids)),
+                storage_opt: plan
+                    .disk_quota
+                    .is_ok()
+                    .then(|| [("size".to_string(), common.limits.disk.0.to_string())].into()),
+                log_config: Some(log_config()),
                 runtime: plan.runtime.clone(),
                 ..Default::default()
             }),
@@ -325,13 +395,12 @@ impl Backend for DockerBackend {
             .await
             .map_err(|e| Error::new(ErrorKind::Io, format!("packing the build context: {e}")))??;
         let image_cached = image::exists(docker, &context.tag).await?;
+        let info = docker.info().await.map_err(failed("describe itself"))?;
         let runtime = match std::env::var(RUNTIME_ENV).ok().filter(|v| !v.is_empty()) {
             Some(explicit) => Some(explicit),
-            None => {
-                let info = docker.info().await.map_err(failed("describe itself"))?;
-                info.runtimes.is_some_and(|r| r.contains_key("runsc")).then(|| "runsc".to_string())
-            }
+            None => info.runtimes.as_ref().is_some_and(|r| r.contains_key("runsc")).then(|| "runsc".to_string()),
         };
+        let disk_quota = disk_quota(&info);
         let sidecar_recipe = sidecar::recipe(common.provision.image.host_ca_bundle.clone())?;
         let sidecar_context =
             tokio::task::spawn_blocking(move || bottle_core::build_context(&sidecar_recipe))
@@ -360,6 +429,7 @@ impl Backend for DockerBackend {
             sidecar_cached,
             sidecar_context: sidecar_context.tar,
             runtime,
+            disk_quota,
             common,
         })
     }

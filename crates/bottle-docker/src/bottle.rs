@@ -12,9 +12,10 @@ use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, ResizeExecOptions, StartExecOptions, StartExecResults};
 use bollard::query_parameters::{DownloadFromContainerOptions, UploadToContainerOptions};
 use bottle_core::{
-    Bottle, Error, ErrorKind, ExecResult, GuestUser, Result, pack_tree, shell_quote, split_guest_path, unpack_tree,
+    Bottle, ByteSize, CopyOut, Error, ErrorKind, ExecResult, GuestUser, Result, pack_tree, shell_quote,
+    split_guest_path,
 };
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::OnceCell;
 
@@ -146,18 +147,48 @@ impl Bottle for DockerBottle {
             .map_err(|e| self.err(failed("copy files into the bottle")(e)))
     }
 
-    async fn cp_out(&self, guest: &str, host: &Path) -> Result<bool> {
+    async fn cp_out(&self, guest: &str, host: &Path, limit: ByteSize) -> Result<CopyOut> {
         let (_, name) = split_guest_path(guest)?;
+        // Measured first: a tree over the limit is not even streamed.
+        match bottle_core::guest_size(self, guest).await.map_err(|e| self.err(e))? {
+            None => return Ok(CopyOut::Missing),
+            Some(size) if size > limit.0 => return Ok(CopyOut::TooLarge { limit }),
+            Some(_) => {}
+        }
+        // Streamed to a file beside `host`, cut off past the allowance (the
+        // tree may grow between the measure and the copy), then unpacked.
+        let parent = host.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
+        let spool = tempfile::NamedTempFile::new_in(parent)
+            .map_err(|e| Error::io(format!("creating a file in {}", parent.display()), e))?;
+        let mut file = tokio::fs::File::from_std(
+            spool.reopen().map_err(|e| Error::io(format!("opening {}", spool.path().display()), e))?,
+        );
         let options = DownloadFromContainerOptions { path: guest.to_string() };
-        let chunks: std::result::Result<Vec<_>, _> =
-            self.docker.download_from_container(&self.container, Some(options)).try_collect().await;
-        let bytes: Vec<u8> = match chunks {
-            Ok(chunks) => chunks.concat(),
-            Err(e) if is_not_found(&e) => return Ok(false),
-            Err(e) => return Err(self.err(failed("copy files out of the bottle")(e))),
-        };
-        unpack_tree(&bytes, name, host)?;
-        Ok(true)
+        let mut stream = self.docker.download_from_container(&self.container, Some(options));
+        let (allowance, mut spooled) = (bottle_core::tar_allowance(limit), 0u64);
+        while let Some(chunk) = stream.next().await {
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(e) if is_not_found(&e) => return Ok(CopyOut::Missing),
+                Err(e) => return Err(self.err(failed("copy files out of the bottle")(e))),
+            };
+            spooled += chunk.len() as u64;
+            if spooled > allowance {
+                return Ok(CopyOut::TooLarge { limit });
+            }
+            file.write_all(&chunk).await.map_err(|e| Error::io(format!("writing {}", spool.path().display()), e))?;
+        }
+        file.flush().await.map_err(|e| Error::io(format!("writing {}", spool.path().display()), e))?;
+        drop(file);
+        let (name, host) = (name.to_string(), host.to_path_buf());
+        tokio::task::spawn_blocking(move || {
+            let tar = std::fs::File::open(spool.path()).map_err(|e| Error::io("reading the copy", e))?;
+            bottle_core::unpack_bounded(std::io::BufReader::new(tar), &name, &host, limit)
+        })
+        .await
+        .map_err(|e| Error::new(ErrorKind::Io, format!("unpacking {guest}: {e}")))?
+        .map_err(|e| self.err(e))
     }
 
     async fn exec_attached(&self, argv: &[String], user: GuestUser) -> Result<i32> {

@@ -38,14 +38,19 @@ pub(crate) fn socket(kind: Kind) -> String {
 }
 
 /// What the least-privileged sidecar containers share: no capabilities, no
-/// new privileges, an init, a pids limit and the socket volume.
+/// new privileges, an init, small fixed limits, rotated logs and the socket
+/// volume.
 fn host_config(network_mode: String, sockets: &str, read_only: bool) -> HostConfig {
     HostConfig {
         network_mode: Some(network_mode),
         init: Some(true),
         cap_drop: Some(vec!["ALL".into()]),
         security_opt: Some(vec!["no-new-privileges".into()]),
-        pids_limit: Some(512),
+        memory: Some(crate::backend::SIDECAR_MEMORY),
+        memory_swap: Some(crate::backend::SIDECAR_MEMORY),
+        nano_cpus: Some(1_000_000_000),
+        pids_limit: Some(crate::backend::SIDECAR_PIDS),
+        log_config: Some(crate::backend::log_config()),
         binds: Some(vec![format!("{sockets}:{}:{}", bottle_core::SOCKET_DIR, if read_only { "ro" } else { "rw" })]),
         ..Default::default()
     }

@@ -173,7 +173,14 @@ impl SmolvmBackend {
         labels: &BTreeMap<String, String>,
         common: &CommonPlan,
     ) -> Result<()> {
-        let spec = CreateSpec { name: machine, image: archive, labels };
+        let limits = &common.limits;
+        let spec = CreateSpec {
+            name: machine,
+            image: archive,
+            labels,
+            cpus: limits.cpus.0.div_ceil(1000),
+            memory_mib: limits.memory.0.div_ceil(1 << 20),
+        };
         smolvm.checked(&cli::create_args(&spec), "create the machine").await?;
         smolvm.checked(&cli::lifecycle_args("start", machine), "start the machine").await?;
         let staged = tempfile::Builder::new()
@@ -232,6 +239,16 @@ impl BackendPlan for SmolvmPlan {
             ("image".into(), format!("{} ({image})", self.image_tag)),
             ("machine".into(), format!("{} (smolvm microVM, outbound to its loopback only)", self.machine)),
             ("isolation".into(), self.isolation.describe()),
+            ("limits".into(), {
+                let l = &self.common.limits;
+                format!(
+                    "memory {}, {} CPUs (whole CPUs: smolvm's --cpus), saved state at most {}; processes and \
+                     disk not limited (smolvm's CLI has no such setting)",
+                    l.memory,
+                    l.cpus.0.div_ceil(1000),
+                    l.state
+                )
+            }),
             ("sidecars".into(), format!("`bottle sidecar` processes on the host, {sidecars}")),
         ]
     }

@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use bottle_core::{
-    Bottle, Error, ErrorKind, ExecResult, GuestUser, Result, Sidecar, pack_tree, run_checked, shell_quote,
-    split_guest_path, unpack_tree,
+    Bottle, ByteSize, CopyOut, Error, ErrorKind, ExecResult, GuestUser, Result, Sidecar, pack_tree, run_checked,
+    shell_quote, split_guest_path,
 };
 use tokio::sync::OnceCell;
 
@@ -145,20 +145,28 @@ impl Bottle for SmolvmBottle {
         run_checked(self, &unpack, GuestUser::Root, &format!("unpacking {guest}")).await
     }
 
-    async fn cp_out(&self, guest: &str, host: &Path) -> Result<bool> {
+    async fn cp_out(&self, guest: &str, host: &Path, limit: ByteSize) -> Result<CopyOut> {
         let (parent, name) = split_guest_path(guest)?;
+        // Measured first: a tree over the limit is not even packed (the
+        // guest's /tmp is memory).
+        match bottle_core::guest_size(self, guest).await.map_err(|e| self.err(e))? {
+            None => return Ok(CopyOut::Missing),
+            Some(size) if size > limit.0 => return Ok(CopyOut::TooLarge { limit }),
+            Some(_) => {}
+        }
         let scratch = guest_scratch();
+        // Packed, then cut off past the allowance (the tree may grow between the measure and the copy).
         let pack = format!(
-            "test -e {g} || test -L {g} || exit 3; tar -cf {s} -C {p} {n}",
-            g = shell_quote(guest),
+            "tar -cf {s} -C {p} {n} && test \"$(stat -c %s {s})\" -le {allowance} || {{ rm -f {s}; exit 4; }}",
             s = shell_quote(&scratch),
             p = shell_quote(parent),
-            n = shell_quote(name)
+            n = shell_quote(name),
+            allowance = bottle_core::tar_allowance(limit),
         );
         let packed = self.exec(&pack, GuestUser::Root).await?;
         match packed.exit_code {
             0 => {}
-            3 => return Ok(false),
+            4 => return Ok(CopyOut::TooLarge { limit }),
             code => {
                 return Err(self.err(Error::new(
                     ErrorKind::Backend,
@@ -166,17 +174,20 @@ impl Bottle for SmolvmBottle {
                 )));
             }
         }
-        let local = tempfile::NamedTempFile::new().map_err(|e| Error::io("creating a temporary file", e))?;
+        let host_parent = host.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(host_parent)
+            .map_err(|e| Error::io(format!("creating {}", host_parent.display()), e))?;
+        let local =
+            tempfile::NamedTempFile::new_in(host_parent).map_err(|e| Error::io("creating a temporary file", e))?;
         let copied = self
             .smolvm
             .checked(&cli::cp_out_args(&self.machine, &scratch, local.path()), "copy files out of the bottle")
             .await;
         let _ = self.exec(&format!("rm -f {}", shell_quote(&scratch)), GuestUser::Root).await;
         copied.map_err(|e| self.err(e))?;
-        let bytes =
-            std::fs::read(local.path()).map_err(|e| Error::io(format!("reading {}", local.path().display()), e))?;
-        unpack_tree(&bytes, name, host)?;
-        Ok(true)
+        let tar = std::fs::File::open(local.path())
+            .map_err(|e| Error::io(format!("reading {}", local.path().display()), e))?;
+        bottle_core::unpack_bounded(std::io::BufReader::new(tar), name, host, limit).map_err(|e| self.err(e))
     }
 
     async fn exec_attached(&self, argv: &[String], user: GuestUser) -> Result<i32> {

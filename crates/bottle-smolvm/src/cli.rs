@@ -54,9 +54,13 @@ pub(crate) struct CreateSpec<'a> {
     /// The `docker save` archive.
     pub(crate) image: &'a Path,
     pub(crate) labels: &'a BTreeMap<String, String>,
+    /// Whole CPUs (`--cpus`).
+    pub(crate) cpus: u32,
+    /// Memory in MiB (`--mem`).
+    pub(crate) memory_mib: u64,
 }
 
-/// `machine create`: labels in key order, and outbound traffic to the
+/// `machine create`: labels in key order, CPUs and memory, and outbound traffic to the
 /// loopback only. The bottle's environment is not here: it holds the
 /// bottle's token, and a command line is visible to every host user (`ps`);
 /// it goes into [`GUEST_ENV_FILE`] instead.
@@ -66,6 +70,7 @@ pub(crate) fn create_args(spec: &CreateSpec<'_>) -> Vec<String> {
     for (k, v) in spec.labels {
         args.extend(["--label".to_string(), format!("{k}={v}")]);
     }
+    args.extend(["--cpus".to_string(), spec.cpus.to_string(), "--mem".to_string(), spec.memory_mib.to_string()]);
     args.push("--outbound-localhost-only".into());
     args
 }
@@ -234,7 +239,13 @@ mod tests {
             [("dev.bot-bottle.slug", "shell-1"), ("dev.bot-bottle.backend", "smolmachines")]
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .into();
-        let spec = CreateSpec { name: "bb-shell-1", image: Path::new("/c/img.tar"), labels: &labels };
+        let spec = CreateSpec {
+            name: "bb-shell-1",
+            image: Path::new("/c/img.tar"),
+            labels: &labels,
+            cpus: 2,
+            memory_mib: 4096,
+        };
         assert_eq!(
             create_args(&spec),
             strings(&[
@@ -248,6 +259,10 @@ mod tests {
                 "dev.bot-bottle.backend=smolmachines",
                 "--label",
                 "dev.bot-bottle.slug=shell-1",
+                "--cpus",
+                "2",
+                "--mem",
+                "4096",
                 "--outbound-localhost-only",
             ])
         );

@@ -9,6 +9,7 @@ use proptest::prelude::*;
 use yaml_rust2::parser::{Event, Parser};
 
 use super::*;
+use crate::resources::{ByteSize, Cpus, Resources};
 
 const KNOWN: &[&str] = &["claude", "codex", "shell"];
 const FILE: &str = "/m/bot-bottle.yaml";
@@ -158,6 +159,7 @@ fn full_example_parses_to_the_expected_structs() {
                 egress,
                 git,
                 supervise: true,
+                resources: Default::default(),
             },
         )]),
         source: ManifestSource::File(PathBuf::from(FILE)),
@@ -772,19 +774,25 @@ fn bottle() -> impl Strategy<Value = BottleDef> {
         });
     let git = prop::collection::btree_set(name(), 0..3)
         .prop_flat_map(|names| names.into_iter().map(upstream).collect::<Vec<_>>());
+    let size = || prop::option::of((16u64..1 << 20).prop_map(ByteSize::mib));
+    let resources =
+        (size(), prop::option::of((10u32..64_000).prop_map(Cpus)), prop::option::of(16u32..100_000), size(), size())
+            .prop_map(|(memory, cpus, pids, disk, state)| Resources { memory, cpus, pids, disk, state });
     (
         provider,
         prop::collection::btree_map(env_name(), env_value(), 0..4),
         prop::collection::vec(route(), 0..3),
         git,
         any::<bool>(),
+        resources,
     )
-        .prop_map(|(agent_provider, env, egress, git, supervise)| BottleDef {
+        .prop_map(|(agent_provider, env, egress, git, supervise, resources)| BottleDef {
             agent_provider,
             env,
             egress,
             git,
             supervise,
+            resources,
         })
 }
 
@@ -894,4 +902,25 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn resources_take_sizes_cpus_and_counts() {
+    let parsed = parse(&bottle_with("    resources: { memory: 512m, cpus: 1.5, pids: 256, disk: 10g, state: 100m }\n"))
+        .expect("valid");
+    let resources = &parsed.bottles["b"].resources;
+    assert_eq!(resources.memory, Some(ByteSize::mib(512)));
+    assert_eq!(resources.cpus, Some(Cpus(1500)));
+    assert_eq!(resources.pids, Some(256));
+    assert_eq!((resources.disk, resources.state), (Some(ByteSize::gib(10)), Some(ByteSize::mib(100))));
+    let bytes = parse(&bottle_with("    resources: { memory: 1073741824, cpus: '2' }\n")).expect("valid");
+    assert_eq!(bytes.bottles["b"].resources.memory, Some(ByteSize::gib(1)));
+    assert!(parse(&bottle_with("")).expect("valid").bottles["b"].resources.is_default());
+    let r = |fields: &str| bottle_with(&format!("    resources: {{ {fields} }}\n"));
+    check(&r("memory: 4x"), &[("6:26: `4x` is not a size", "e.g. 4g")]);
+    check(&r("memory: 1m"), &[("6:26: 1 MiB is too little memory", "at least 16m")]);
+    check(&r("memory: [1]"), &[("6:26: expected a size, found a list", "512m")]);
+    check(&r("cpus: lots"), &[("6:24: `lots` is not a number of CPUs", "0.5")]);
+    check(&r("pids: 3"), &[("6:24: pids must be a whole number of at least 16", "512")]);
+    check(&r("memroy: 1g"), &[("6:18: unknown key `memroy`", "did you mean `memory`?")]);
 }

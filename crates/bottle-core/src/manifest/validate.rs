@@ -17,11 +17,13 @@ use super::{
     AgentDef, AgentProviderDef, AuthScheme, BottleDef, EgressRoute, EnvValue, GitIdentity, GitUpstream, Manifest,
     ManifestError, ManifestErrors, ManifestSource, PushPolicy, RouteAuth,
 };
+use crate::resources::{ByteSize, Cpus, Resources};
 
 const TOP_KEYS: &[&str] = &["agents", "bottles"];
 const AGENT_KEYS: &[&str] = &["bottle", "skills", "prompt", "git_identity"];
 const IDENTITY_KEYS: &[&str] = &["name", "email"];
-const BOTTLE_KEYS: &[&str] = &["agent_provider", "env", "egress", "git", "supervise"];
+const BOTTLE_KEYS: &[&str] = &["agent_provider", "env", "egress", "git", "supervise", "resources"];
+const RESOURCE_KEYS: &[&str] = &["memory", "cpus", "pids", "disk", "state"];
 const PROVIDER_KEYS: &[&str] = &["template", "dockerfile", "image_archive", "forward_host_credentials", "auth_token"];
 const FROM_HOST_KEYS: &[&str] = &["from_host", "secret"];
 const ROUTE_KEYS: &[&str] = &["host", "methods", "paths", "auth"];
@@ -503,7 +505,72 @@ impl Walker<'_> {
             }
         }
         let supervise = fields.get("supervise").is_some_and(|(value, path)| self.boolean(value, &path));
-        Some(BottleDef { agent_provider: provider?, env, egress, git, supervise })
+        let resources = match fields.get_some("resources") {
+            Some((value, path)) => self.resources(value, &path).unwrap_or_default(),
+            None => Resources::default(),
+        };
+        Some(BottleDef { agent_provider: provider?, env, egress, git, supervise, resources })
+    }
+
+    fn resources(&mut self, value: &Value, path: &[Seg]) -> Option<Resources> {
+        let fields = self.mapping(value, path, RESOURCE_KEYS, &[])?;
+        let mut size = |key: &str| {
+            let (value, path) = fields.get_some(key)?;
+            let text = match value {
+                Value::Number(n) => n.to_string(),
+                Value::String(s) => s.clone(),
+                other => {
+                    self.wrong_type(&path, other, "a size", "write a size such as 512m or 4g");
+                    return None;
+                }
+            };
+            let size = ByteSize::parse(&text).filter(|size| size.0 > 0);
+            if size.is_none() {
+                let message = format!("`{text}` is not a size");
+                self.at_value(&path, problem(message, "write a number with k, m, g or t (binary units), e.g. 4g"));
+            }
+            size
+        };
+        let (memory, disk, state) = (size("memory"), size("disk"), size("state"));
+        if let Some(memory) = memory.filter(|m| *m < ByteSize::mib(16)) {
+            let path = child(path, Seg::Key("memory".into()));
+            self.at_value(
+                &path,
+                problem(format!("{memory} is too little memory for a bottle"), "give it at least 16m"),
+            );
+        }
+        let cpus = fields.get_some("cpus").and_then(|(value, path)| {
+            let text = match value {
+                Value::Number(n) => n.to_string(),
+                Value::String(s) => s.clone(),
+                other => {
+                    self.wrong_type(&path, other, "a number of CPUs", "write a number such as 2 or 0.5");
+                    return None;
+                }
+            };
+            let cpus = Cpus::parse(&text);
+            if cpus.is_none() {
+                self.at_value(
+                    &path,
+                    problem(format!("`{text}` is not a number of CPUs"), "write a number such as 2 or 0.5"),
+                );
+            }
+            cpus
+        });
+        let pids = fields.get_some("pids").and_then(|(value, path)| {
+            let pids = value.as_u64().and_then(|n| u32::try_from(n).ok()).filter(|n| *n >= 16);
+            if pids.is_none() {
+                self.at_value(
+                    &path,
+                    problem(
+                        format!("pids must be a whole number of at least 16, found {}", kind(value)),
+                        "write a number such as 512",
+                    ),
+                );
+            }
+            pids
+        });
+        Some(Resources { memory, cpus, pids, disk, state })
     }
 
     fn provider(&mut self, value: &Value, path: &[Seg]) -> Option<AgentProviderDef> {

@@ -88,7 +88,7 @@ impl Bottle for NoBottle {
     async fn cp_in(&self, _: &std::path::Path, _: &str) -> Result<()> {
         match *self {}
     }
-    async fn cp_out(&self, _: &str, _: &std::path::Path) -> Result<bool> {
+    async fn cp_out(&self, _: &str, _: &std::path::Path, _: bottle_core::ByteSize) -> Result<bottle_core::CopyOut> {
         match *self {}
     }
     async fn exec_attached(&self, _: &[String], _: bottle_core::GuestUser) -> Result<i32> {
