@@ -225,6 +225,7 @@ const NEW_MACHINE_PROGRAMS: &[(&str, &str)] = &[
     ("id", "coreutils"),
     ("rm", "coreutils"),
     ("true", "coreutils"),
+    ("false", "coreutils"),
     ("find", "findutils"),
     ("tar", "tar"),
     ("umount", "mount"),
