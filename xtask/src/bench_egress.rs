@@ -9,7 +9,9 @@
 //! intercepted), through a second one whose route injects a credential (so
 //! it scrubs every response of the injected values), and, when installed,
 //! through squid (a plain `CONNECT` tunnel) and mitmproxy (TLS intercepted).
-//! Each workload runs five rounds, interleaved; the medians are compared.
+//! Each workload runs fifteen rounds, interleaved (rounds swing by up to 2×
+//! on a small, busy machine; more of them steady the medians); the medians
+//! are compared.
 //! Targets: small requests ≤ 2× direct, the download ≥ 70% of direct
 //! throughput, and the proxy's idle RSS ≤ 20 MiB.
 //!
@@ -46,7 +48,7 @@ use crate::{show, workspace_root};
 const SMALL: usize = 1024;
 const SMALL_REQUESTS: usize = 1000;
 const BIG: u64 = 100 * 1024 * 1024;
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 15;
 const SMALL_TARGET: f64 = 2.0;
 const BIG_TARGET: f64 = 0.70;
 const RSS_TARGET_KIB: u64 = 20 * 1024;
