@@ -12,8 +12,10 @@ fn manifest(world: &World, up: &Upstream) -> std::path::PathBuf {
     let text = format!(
         "agents:\n  shell:\n    bottle: b\nbottles:\n  b:\n    agent_provider:\n      template: shell\n    env:\n      \
          UP_TOKEN: {{ from_host: E2E_UP_TOKEN, secret: true }}\n    egress:\n      - host: \"{ip}\"\n        \
-         methods: [GET]\n        paths: [\"/allowed/\"]\n        auth: {{ scheme: bearer, from_host: E2E_UP_TOKEN }}\n",
-        ip = up.ip
+         ports: [{port}]\n        methods: [GET]\n        paths: [\"/allowed/\"]\n        \
+         auth: {{ scheme: bearer, from_host: E2E_UP_TOKEN }}\n",
+        ip = up.ip,
+        port = up.port
     );
     write(&world.path("work"), "bot-bottle.yaml", &text)
 }
@@ -39,13 +41,46 @@ fn the_proxy_is_the_only_way_out(under: &dyn Under) {
     assert!(summary.contains("[auth:bearer from $E2E_UP_TOKEN]"), "{summary}");
     assert!(!summary.contains(TOKEN), "no secret in the summary");
 
-    // Allowed: the upstream sees the real credential in place of the sentinel the bottle holds.
-    let (code, body, err) =
-        curl(world, &slug, &["-H", "Authorization: Bearer bot-bottle-hidden:UP_TOKEN", &up.url("/allowed/x")]);
-    assert_eq!(code, 0, "allowed request failed: {err}");
-    let echoed: serde_json::Value = serde_json::from_str(&body).expect("upstream JSON");
-    assert_eq!(echoed["headers"]["authorization"], format!("Bearer {TOKEN}"), "{body}");
-    assert_eq!(echoed["path"], "/allowed/x");
+    // Allowed: the upstream gets the real credential in place of the sentinel
+    // the bottle holds, and its reflection of it (in a header, in the body,
+    // split across chunks) comes back as the sentinel only.
+    let sentinel = "bot-bottle-hidden:UP_TOKEN";
+    let real = format!("Bearer {TOKEN}");
+    let digest = {
+        let out = std::process::Command::new("sha256sum")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn();
+        let mut child = out.expect("sha256sum");
+        std::io::Write::write_all(child.stdin.as_mut().expect("stdin"), real.as_bytes()).expect("write");
+        text(&child.wait_with_output().expect("sha256sum").stdout)
+            .split_whitespace()
+            .next()
+            .expect("digest")
+            .to_string()
+    };
+    for path in ["/allowed/x", "/allowed/split/x"] {
+        let (code, out, err) = curl(
+            world,
+            &slug,
+            &["-i", "--suppress-connect-headers", "-H", &format!("Authorization: Bearer {sentinel}"), &up.url(path)],
+        );
+        assert_eq!(code, 0, "allowed request failed: {err}");
+        assert!(!out.contains(TOKEN), "the credential comes back from {path}: {out}");
+        let (head, body) = out.split_once("\r\n\r\n").expect("a response head");
+        let reflected = head.lines().find_map(|l| l.strip_prefix("x-echo-authorization: ")).expect("the header");
+        assert!(reflected.contains(sentinel), "the reflected header holds the sentinel: {head}");
+        let echoed: serde_json::Value = serde_json::from_str(body).expect("upstream JSON");
+        let in_body = echoed["headers"]["authorization"].as_str().expect("echoed");
+        assert!(in_body.contains(sentinel), "the reflection in the body is the sentinel: {body}");
+        assert_eq!(echoed["authorization_sha256"], digest.as_str(), "the upstream got the real credential");
+        assert_eq!(echoed["path"], path);
+    }
+
+    // Plain http:// to the credential's route: refused with the reason, before anything leaves.
+    let plain = format!("http://{}:{}/allowed/x", up.ip, up.port);
+    let (_, body, _) = curl(world, &slug, &["-w", "\n%{http_code}", &plain]);
+    assert!(body.ends_with("403") && body.contains("insecure_http"), "http:// with a credential: {body}");
 
     // Denied: another host (refused before TLS), a method and a path outside the route.
     let (code, _, err) = curl(world, &slug, &["https://example.com/"]);

@@ -24,7 +24,10 @@ mod gitgate;
 /// The benchmarks, by name, with what each measures.
 pub(crate) const BENCHES: &[(&str, &str)] = &[
     ("start", "start+stop vs docker run (≤ 3×), list active with 10 bottles (≤ 100 ms)"),
-    ("egress", "egress proxy vs direct: 1000 × 1 KiB (≤ 2×), 100 MiB (≥ 70%), idle RSS (≤ 20 MiB)"),
+    (
+        "egress",
+        "egress proxy (without and with a credential to scrub) vs direct: 1000 × 1 KiB (≤ 2×), 100 MiB (≥ 70%), idle RSS (≤ 20 MiB)",
+    ),
     ("gitgate", "50 MB push and clone through the git gate vs straight over ssh (≤ 1.5×)"),
 ];
 

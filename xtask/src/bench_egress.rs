@@ -6,10 +6,14 @@
 //! the overhead measured is the proxy's, not process spawns) runs two
 //! workloads — 1,000 sequential keep-alive requests of 1 KiB, and one 100 MiB
 //! download — directly, through the release `bottle sidecar egress` (TLS
-//! intercepted), and, when installed, through squid (a plain `CONNECT`
-//! tunnel) and mitmproxy (TLS intercepted). Each workload runs five rounds,
-//! interleaved; the medians are compared. Targets: small requests ≤ 2× direct,
-//! the download ≥ 70% of direct throughput, and the proxy's idle RSS ≤ 20 MiB.
+//! intercepted), through a second one whose route injects a credential (so
+//! it scrubs every response of the injected values), and, when installed,
+//! through squid (a plain `CONNECT` tunnel) and mitmproxy (TLS intercepted).
+//! Each workload runs fifteen rounds, interleaved (rounds swing by up to 2×
+//! on a small, busy machine; more of them steady the medians); the medians
+//! are compared.
+//! Targets: small requests ≤ 2× direct, the download ≥ 70% of direct
+//! throughput, and the proxy's idle RSS ≤ 20 MiB.
 //!
 //! The client and upstream must not be debug builds, so a debug `xtask`
 //! re-runs itself in release first.
@@ -27,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
 use base64::Engine as _;
-use bottle_core::{EgressConfig, EgressRule};
+use bottle_core::{EgressConfig, EgressRule, InjectedHeader, Secret};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::{Body, Bytes, Frame, SizeHint};
 use hyper::client::conn::http1::SendRequest;
@@ -44,13 +48,18 @@ use crate::{show, workspace_root};
 const SMALL: usize = 1024;
 const SMALL_REQUESTS: usize = 1000;
 const BIG: u64 = 100 * 1024 * 1024;
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 15;
 const SMALL_TARGET: f64 = 2.0;
 const BIG_TARGET: f64 = 0.70;
 const RSS_TARGET_KIB: u64 = 20 * 1024;
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 /// The client token of the benchmark's bottle.
 const BENCH_TOKEN: &str = "bench-client-token";
+/// The credential the scrubbing setup's route injects.
+const BENCH_CREDENTIAL: &str = "bench-credential-4c1f9a27d3e8b650";
+/// The names of the two setups of our own proxy.
+const EGRESS: &str = "bottle egress (TLS intercept)";
+const EGRESS_SCRUB: &str = "bottle egress + credential";
 
 /// TLS connections the upstream accepted (a proxy that pools opens few).
 static UPSTREAM_CONNECTIONS: AtomicU64 = AtomicU64::new(0);
@@ -96,11 +105,14 @@ async fn bench(sidecar: &Path) -> Result<()> {
     let mut setups = vec![Setup::new("direct", None, &upstream.ca_pem)?];
     let mut processes = Vec::new();
 
-    let (egress, bottle_ca) = start_egress(sidecar, &scratch, &upstream.ca_pem)?;
+    let (egress, bottle_ca) = start_egress(sidecar, &scratch, &upstream.ca_pem, None)?;
     let egress_pid = egress.pid();
     let idle_rss = rss_kib(egress_pid, "VmRSS")?;
-    setups.push(Setup::new("bottle egress (TLS intercept)", Some(&egress), &bottle_ca)?);
+    setups.push(Setup::new(EGRESS, Some(&egress), &bottle_ca)?);
     processes.push(egress);
+    let (scrubbing, scrubbing_ca) = start_egress(sidecar, &scratch, &upstream.ca_pem, Some(port))?;
+    setups.push(Setup::new(EGRESS_SCRUB, Some(&scrubbing), &scrubbing_ca)?);
+    processes.push(scrubbing);
 
     match which("squid") {
         Some(squid) => {
@@ -142,13 +154,18 @@ async fn bench(sidecar: &Path) -> Result<()> {
 
     let direct_small = Stats::of(setups[0].small.clone()).median;
     let direct_big = Stats::of(setups[0].big.clone()).median;
+    let egress_small = Stats::of(setups[1].small.clone()).median;
+    let egress_big = Stats::of(setups[1].big.clone()).median;
     let requests = u32::try_from(SMALL_REQUESTS).unwrap_or(u32::MAX);
     println!("\n{SMALL_REQUESTS} sequential keep-alive HTTPS requests of 1 KiB (median of {ROUNDS}):");
     for (i, setup) in setups.iter().enumerate() {
         let median = Stats::of(setup.small.clone()).median;
         let ratio = median.as_secs_f64() / direct_small.as_secs_f64();
-        let target = match i {
-            1 => format!(" (target ≤ {SMALL_TARGET}×): {}", verdict(ratio <= SMALL_TARGET)),
+        let target = match (i, setup.name) {
+            (1, _) => format!(" (target ≤ {SMALL_TARGET}×): {}", verdict(ratio <= SMALL_TARGET)),
+            (_, EGRESS_SCRUB) => {
+                format!(" ({:.2}× without the credential)", median.as_secs_f64() / egress_small.as_secs_f64())
+            }
             _ => String::new(),
         };
         let cpu = match setup.pid {
@@ -168,8 +185,14 @@ async fn bench(sidecar: &Path) -> Result<()> {
     for (i, setup) in setups.iter().enumerate() {
         let median = Stats::of(setup.big.clone()).median;
         let share = direct_big.as_secs_f64() / median.as_secs_f64();
-        let target = match i {
-            1 => format!(" (target ≥ {:.0}%): {}", BIG_TARGET * 100.0, verdict(share >= BIG_TARGET)),
+        let target = match (i, setup.name) {
+            (1, _) => format!(" (target ≥ {:.0}%): {}", BIG_TARGET * 100.0, verdict(share >= BIG_TARGET)),
+            (_, EGRESS_SCRUB) => {
+                format!(
+                    " ({:.0}% of the throughput without it)",
+                    egress_big.as_secs_f64() / median.as_secs_f64() * 100.0
+                )
+            }
             _ => String::new(),
         };
         let cpu = match setup.pid {
@@ -192,7 +215,7 @@ async fn bench(sidecar: &Path) -> Result<()> {
         mib(rss_kib(egress_pid, "VmRSS")?),
         mib(rss_kib(egress_pid, "VmHWM")?)
     );
-    for process in &processes[1..] {
+    for process in &processes[2..] {
         if let Ok(rss) = rss_kib(process.pid(), "VmRSS") {
             println!("  for comparison, {} RSS after the runs: {}", process.name, mib(rss));
         }
@@ -446,22 +469,44 @@ impl Drop for Scratch {
     }
 }
 
-/// Starts the release `bottle sidecar egress` on a free port; returns it and the bottle CA.
-fn start_egress(sidecar: &Path, scratch: &Scratch, upstream_ca: &str) -> Result<(Proxy, String)> {
+/// Starts the release `bottle sidecar egress` on a free port; returns it and
+/// the bottle CA. With `credential_port`, its route injects a credential
+/// towards the upstream on that port, so every response is scrubbed.
+fn start_egress(
+    sidecar: &Path,
+    scratch: &Scratch,
+    upstream_ca: &str,
+    credential_port: Option<u16>,
+) -> Result<(Proxy, String)> {
     let (ca_cert_pem, ca_key_pem) = bottle_core::mint_ca("bench").context("while minting the bottle CA")?;
+    let rule = match credential_port {
+        None => EgressRule::open("127.0.0.1"),
+        Some(port) => EgressRule {
+            ports: vec![port],
+            inject: Some(InjectedHeader {
+                name: "authorization".to_owned(),
+                value: Secret::new(format!("Bearer {BENCH_CREDENTIAL}")),
+                credential: Secret::new(BENCH_CREDENTIAL),
+                sentinels: vec!["bot-bottle-hidden:BENCH".to_owned()],
+                source: "$BENCH".to_owned(),
+            }),
+            ..EgressRule::open("127.0.0.1")
+        },
+    };
+    let name = if credential_port.is_some() { "egress-credential" } else { "egress" };
     let config = EgressConfig {
         bottle: "bench".to_owned(),
         listen: bottle_core::Listen::Tcp("127.0.0.1:0".to_owned()),
         client_token: bottle_core::ClientToken::from_value(BENCH_TOKEN).digest(),
         ca_cert_pem: ca_cert_pem.clone(),
         ca_key_pem,
-        rules: vec![EgressRule { host: "127.0.0.1".to_owned(), methods: vec![], paths: vec![], inject: None }],
+        rules: vec![rule],
         sentinels: vec!["bot-bottle-hidden:BENCH".to_owned()],
         extra_upstream_ca_pem: Some(upstream_ca.to_owned()),
         resolve: Default::default(),
-        audit_log: scratch.path("audit.jsonl").display().to_string(),
+        audit_log: scratch.path(&format!("{name}-audit.jsonl")).display().to_string(),
     };
-    let config_file = scratch.path("egress.json");
+    let config_file = scratch.path(&format!("{name}.json"));
     fs::write(&config_file, serde_json::to_string(&config)?)?;
     let mut cmd = Command::new(sidecar);
     cmd.args(["sidecar", "egress", "--config"]).arg(&config_file).stdin(Stdio::null()).stderr(Stdio::piped());

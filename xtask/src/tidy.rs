@@ -227,6 +227,7 @@ const NEW_MACHINE_PROGRAMS: &[(&str, &str)] = &[
     ("true", "coreutils"),
     ("false", "coreutils"),
     ("getent", "libc-bin"),
+    ("sha256sum", "coreutils"),
     ("find", "findutils"),
     ("tar", "tar"),
     ("umount", "mount"),

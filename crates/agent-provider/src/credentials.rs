@@ -5,7 +5,9 @@
 
 use std::path::Path;
 
-use bottle_core::{AgentProviderDef, AgentRoutes, EgressRule, Error, ErrorKind, Host, InjectedHeader, Result, Secret};
+use bottle_core::{
+    AgentProviderDef, AgentRoutes, EgressRule, Error, ErrorKind, Host, InjectedHeader, Result, Secret, placeholder,
+};
 
 /// How a provider's API takes a credential.
 pub(crate) struct Api {
@@ -27,7 +29,7 @@ pub(crate) fn json_string(path: &Path, pointer: &str) -> Option<String> {
 /// The API-key route: the key from the host variable `auth_token` names.
 pub(crate) fn api_key_route(api: &Api, def: &AgentProviderDef, host: &Host, routes: &mut AgentRoutes) -> Result<()> {
     let Some(var) = &def.auth_token else {
-        routes.rules.push(EgressRule { host: api.host.into(), methods: vec![], paths: vec![], inject: None });
+        routes.rules.push(EgressRule::open(api.host));
         return Ok(());
     };
     let key = host.var(var).ok_or_else(|| {
@@ -41,13 +43,18 @@ pub(crate) fn api_key_route(api: &Api, def: &AgentProviderDef, host: &Host, rout
     Ok(())
 }
 
-/// A rule for `api` injecting `key` as its API-key header.
+/// A rule for `api` injecting `key` as its API-key header; the sentinel the
+/// agent sees in `api.key_env` is the route's own.
 pub(crate) fn key_rule(api: &Api, key: &str, source: String) -> EgressRule {
     let (name, format) = api.key_header;
     EgressRule {
-        host: api.host.into(),
-        methods: vec![],
-        paths: vec![],
-        inject: Some(InjectedHeader { name: name.into(), value: Secret::new(format.replace("{}", key)), source }),
+        inject: Some(InjectedHeader {
+            name: name.into(),
+            value: Secret::new(format.replace("{}", key)),
+            credential: Secret::new(key),
+            sentinels: vec![placeholder(api.key_env)],
+            source,
+        }),
+        ..EgressRule::open(api.host)
     }
 }

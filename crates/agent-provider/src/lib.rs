@@ -110,6 +110,9 @@ mod tests {
             (inject.name.as_str(), inject.value.expose(), inject.source.as_str()),
             ("x-api-key", "sk-ant-123", "$MY_KEY")
         );
+        assert_eq!(inject.credential.expose(), "sk-ant-123");
+        assert_eq!(inject.sentinels, ["bot-bottle-hidden:ANTHROPIC_API_KEY"], "the sentinel the agent sees");
+        assert!(rule.ports.is_empty() && !rule.insecure_http, "TLS to 443 only");
         assert_eq!(routes.hidden_env, ["ANTHROPIC_API_KEY"]);
         let missing = Claude.agent_routes(&def(false, Some("NOPE")), &with_key).expect_err("unset");
         assert!(missing.to_string().contains("NOPE"), "{missing}");
@@ -124,6 +127,10 @@ mod tests {
         let routes = Claude.agent_routes(&def(true, None), &with_key).expect("routes");
         let inject = routes.rules[0].inject.as_ref().expect("injects");
         assert_eq!((inject.name.as_str(), inject.value.expose()), ("authorization", "Bearer oat-9"));
+        assert_eq!(
+            (inject.credential.expose(), inject.sentinels.as_slice()),
+            ("oat-9", &["bot-bottle-hidden:CLAUDE_CODE_OAUTH_TOKEN".to_string()][..])
+        );
         assert_eq!(routes.hidden_env, ["CLAUDE_CODE_OAUTH_TOKEN"]);
 
         std::fs::create_dir_all(tmp.path().join(".codex")).expect("mkdir");
@@ -131,6 +138,7 @@ mod tests {
         let routes = Codex.agent_routes(&def(true, None), &with_key).expect("routes");
         let inject = routes.rules[0].inject.as_ref().expect("injects");
         assert_eq!((routes.rules[0].host.as_str(), inject.value.expose()), ("api.openai.com", "Bearer sk-oa-1"));
+        assert_eq!(inject.sentinels, ["bot-bottle-hidden:OPENAI_API_KEY"]);
         assert_eq!(routes.hidden_env, ["OPENAI_API_KEY"]);
         assert!(Shell.agent_routes(&def(true, None), &with_key).expect("none").rules.is_empty());
     }

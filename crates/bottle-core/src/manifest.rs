@@ -178,9 +178,25 @@ pub struct EgressRoute {
     /// Allowed path prefixes, each starting with `/`; empty allows every path.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub paths: Vec<String>,
+    /// The ports the route may reach (1–65535); its credential goes over TLS
+    /// to these. Empty allows every port, with the credential only to 443.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("minItems" = 1, "items" = { "type": "integer", "minimum": 1, "maximum": 65535 }))]
+    pub ports: Vec<u16>,
     /// A credential the proxy injects into requests to this host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<RouteAuth>,
+    /// Whether `auth` is also sent over plain `http://` (in clear), to port
+    /// 80 or to `ports`; without it the credential goes only over TLS.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub insecure_http: bool,
+    /// Whether `auth` may go to every host a `*.` wildcard matches.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub wildcard_auth: bool,
+}
+
+fn is_false(flag: &bool) -> bool {
+    !flag
 }
 
 /// A credential injected by the egress proxy; the secret stays on the host.

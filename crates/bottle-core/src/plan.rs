@@ -103,11 +103,14 @@ pub struct EgressPlan {
     pub config: EgressConfig,
     /// The proxy's URL as the bottle reaches it; set by the backend.
     pub proxy_url: Option<String>,
+    /// What the summary warns about the routes' credentials, one line each.
+    pub warnings: Vec<String>,
 }
 
 impl EgressPlan {
     /// One line per route the proxy allows (the agent's own first):
-    /// `host [methods] [paths] [auth:scheme from SOURCE]`. Never a credential.
+    /// `host [methods] [paths] [ports P,…] [auth:scheme from SOURCE[, also over plain http]]`.
+    /// Never a credential.
     pub fn route_lines(&self) -> Vec<String> {
         self.config
             .rules
@@ -120,6 +123,10 @@ impl EgressPlan {
                 if !r.paths.is_empty() {
                     line.push_str(&format!(" {}", r.paths.join(",")));
                 }
+                if !r.ports.is_empty() {
+                    let ports: Vec<String> = r.ports.iter().map(u16::to_string).collect();
+                    line.push_str(&format!(" ports {}", ports.join(",")));
+                }
                 if let Some(inject) = &r.inject {
                     let value = inject.value.expose();
                     let scheme = match inject.name.as_str() {
@@ -128,7 +135,8 @@ impl EgressPlan {
                         "x-api-key" => "x-api-key".to_string(),
                         other => format!("header {other}"),
                     };
-                    line.push_str(&format!(" [auth:{scheme} from {}]", inject.source));
+                    let plain = if r.insecure_http { ", also over plain http" } else { "" };
+                    line.push_str(&format!(" [auth:{scheme} from {}{plain}]", inject.source));
                 }
                 line
             })

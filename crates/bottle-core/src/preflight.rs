@@ -1,9 +1,12 @@
 //! The preflight summary shown before the operator's y/N: what will run, with
-//! which environment, routes and upstreams. Secrets appear by name only.
+//! which environment, routes and upstreams, and a warning line for each way a
+//! route's credential could do more than the operator may expect. Secrets
+//! appear by name only.
 
 use std::fmt::Write;
 
 use crate::backend::ErasedPlan;
+use crate::manifest::{BottleDef, EnvValue};
 use crate::plan::CommonPlan;
 use crate::routes::HostKeyCheck;
 
@@ -77,6 +80,9 @@ pub fn render(common: &CommonPlan, backend: &str, backend_lines: &[(String, Stri
         "egress".into(),
         if routes.is_empty() { "none (every request is denied)".into() } else { routes.join("\n") },
     ));
+    for warning in &common.egress.warnings {
+        rows.push(("warning".into(), warning.clone()));
+    }
     if let Some(proxy) = &common.egress.proxy_url {
         rows.push(("egress proxy".into(), format!("{proxy} (TLS intercepted with this bottle's own CA)")));
     }
@@ -107,4 +113,126 @@ pub fn render(common: &CommonPlan, backend: &str, backend_lines: &[(String, Stri
 
 fn list_or_none(items: &[String]) -> String {
     if items.is_empty() { "none".into() } else { items.join("\n") }
+}
+
+/// What the operator should know about `bottle`'s route credentials before
+/// the y/N, one line each (`hidden`: the env names the bottle sees as
+/// sentinels):
+///
+/// - a route with `auth` to a git upstream's host, or to that host's API
+///   (`api.HOST`; GitLab's `/api/` is on the host itself), allowing more
+///   than `GET` and `HEAD`: the credential could change the upstream past
+///   the git gate's push policy;
+/// - a plain `env` entry copying the host variable a route's `auth` reads:
+///   the credential would enter the bottle in clear.
+pub(crate) fn credential_warnings(bottle: &BottleDef, hidden: &[String]) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for route in &bottle.egress {
+        let Some(auth) = &route.auth else { continue };
+        let read_only =
+            !route.methods.is_empty() && route.methods.iter().all(|method| matches!(method.as_str(), "GET" | "HEAD"));
+        let reached = bottle.git.iter().find_map(|upstream| {
+            [upstream.host.clone(), format!("api.{}", upstream.host)]
+                .into_iter()
+                .find(|host| covers(&route.host, host))
+                .map(|host| (host, upstream))
+        });
+        if let (false, Some((host, upstream))) = (read_only, reached) {
+            let methods = if route.methods.is_empty() {
+                "every method".to_string()
+            } else {
+                format!("methods {}", route.methods.join(", "))
+            };
+            warnings.push(format!(
+                "egress route {} sends ${} to {host} with {methods}: the agent could change git upstream `{}` with \
+                 it, bypassing the git gate; add `methods: [GET]` to the route",
+                route.host, auth.from_host, upstream.name
+            ));
+        }
+        for (name, value) in &bottle.env {
+            let copies = matches!(value, EnvValue::FromHost { from_host, .. } if *from_host == auth.from_host);
+            if copies && !hidden.contains(name) {
+                warnings.push(format!(
+                    "env {name} copies ${}, the credential of egress route {}, into the bottle in clear; add \
+                     `secret: true` to it (the bottle then sees a sentinel the proxy swaps for the credential)",
+                    auth.from_host, route.host
+                ));
+            }
+        }
+    }
+    warnings
+}
+
+/// Whether the route host `pattern` (exact or `*.suffix`) covers `host`.
+fn covers(pattern: &str, host: &str) -> bool {
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => host.strip_suffix(suffix).is_some_and(|rest| rest.len() > 1 && rest.ends_with('.')),
+        None => pattern.eq_ignore_ascii_case(host),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::Manifest;
+
+    /// The warnings for bottle `b` of a manifest with these `egress`, `git` and `env` lines.
+    fn warnings(egress: &str, git: &str, env: &str, hidden: &[&str]) -> Vec<String> {
+        let text = format!(
+            "agents:\n  a: {{ bottle: b }}\nbottles:\n  b:\n    agent_provider: {{ template: shell }}\n    \
+             egress:\n{egress}    git:\n{git}    env:\n{env}"
+        );
+        let manifest = Manifest::parse(&text, Path::new("/m.yaml"), &["shell"]).unwrap_or_else(|e| panic!("{e}"));
+        let hidden: Vec<String> = hidden.iter().map(|name| (*name).to_string()).collect();
+        credential_warnings(&manifest.bottles["b"], &hidden)
+    }
+
+    const GITHUB: &str = "      - { Name: project, Host: github.com, Repo: org/p.git, IdentityFile: /k }\n";
+
+    #[test]
+    fn a_credential_that_could_write_to_a_git_upstream_is_flagged() {
+        let auth = "auth: { scheme: bearer, from_host: GH_TOKEN }";
+        let route = |host: &str, extra: &str| format!("      - {{ host: {host}, {auth}{extra} }}\n");
+        let api = warnings(&route("api.github.com", ""), GITHUB, "", &[]);
+        assert_eq!(api.len(), 1, "{api:?}");
+        assert!(api[0].starts_with("egress route api.github.com sends $GH_TOKEN to api.github.com with every method"));
+        assert!(api[0].contains("git upstream `project`") && api[0].contains("add `methods: [GET]`"), "{api:?}");
+        let host = warnings(&route("github.com", ", methods: [GET, POST]"), GITHUB, "", &[]);
+        assert_eq!(host.len(), 1, "{host:?}");
+        assert!(host[0].contains("to github.com with methods GET, POST"), "{host:?}");
+        let wildcard = warnings(&route("'*.github.com'", ", wildcard_auth: true"), GITHUB, "", &[]);
+        assert!(wildcard[0].contains("to api.github.com"), "{wildcard:?}");
+        let gitlab = "      - { Name: lab, Host: gitlab.com, Repo: org/p.git, IdentityFile: /k }\n";
+        let api = warnings(&route("gitlab.com", ", paths: [/api/]"), gitlab, "", &[]);
+        assert!(api[0].contains("git upstream `lab`"), "{api:?}");
+
+        for quiet in [
+            warnings(&route("api.github.com", ", methods: [GET]"), GITHUB, "", &[]),
+            warnings(&route("api.github.com", ", methods: [GET, HEAD]"), GITHUB, "", &[]),
+            warnings(&route("api.gitlab.com", ""), GITHUB, "", &[]),
+            warnings("      - { host: api.github.com }\n", GITHUB, "", &[]),
+            warnings(&route("'*.example.com'", ", wildcard_auth: true"), GITHUB, "", &[]),
+        ] {
+            assert!(quiet.is_empty(), "{quiet:?}");
+        }
+    }
+
+    #[test]
+    fn a_plain_env_copy_of_a_route_credential_is_flagged() {
+        let route = "      - { host: api.example.com, auth: { scheme: bearer, from_host: TOK } }\n";
+        let plain = warnings(route, "", "      CLEAR: { from_host: TOK }\n      OTHER: { from_host: X }\n", &[]);
+        assert_eq!(plain.len(), 1, "{plain:?}");
+        assert!(
+            plain[0]
+                .starts_with("env CLEAR copies $TOK, the credential of egress route api.example.com, into the bottle")
+                && plain[0].contains("add `secret: true`"),
+            "{plain:?}"
+        );
+        let secret = warnings(route, "", "      HIDDEN: { from_host: TOK, secret: true }\n", &["HIDDEN"]);
+        assert!(secret.is_empty(), "{secret:?}");
+        let provider_hidden = warnings(route, "", "      API_KEY: { from_host: TOK }\n", &["API_KEY"]);
+        assert!(provider_hidden.is_empty(), "a name the provider hides stays out: {provider_hidden:?}");
+    }
 }

@@ -204,11 +204,13 @@ pub fn prepare(spec: &BottleSpec, providers: &Providers, host: &Host, backend: &
             &slug,
             agent_routes.rules,
             &bottle.egress,
+            &bottle.env,
             &provision.hidden_env,
             client_token.digest(),
             host,
         )?;
         let gate = routes::gate_config(&slug, &bottle.git, client_token.digest(), host)?;
+        let warnings = crate::preflight::credential_warnings(bottle, &provision.hidden_env);
         let stage_dir = state_dir.join("stage");
         std::fs::create_dir_all(&stage_dir).map_err(|e| Error::io(format!("creating {}", stage_dir.display()), e))?;
         let owner = Owner::current();
@@ -237,7 +239,7 @@ pub fn prepare(spec: &BottleSpec, providers: &Providers, host: &Host, backend: &
             state_dir: state_dir.clone(),
             manifest_source: manifest.source.to_string(),
             provision,
-            egress: EgressPlan { routes: bottle.egress.clone(), config: egress, proxy_url: None },
+            egress: EgressPlan { routes: bottle.egress.clone(), config: egress, proxy_url: None, warnings },
             git_gate: GitGatePlan { upstreams: bottle.git.clone(), config: gate, url: None },
             supervise: SupervisePlan { enabled: bottle.supervise },
             copy_cwd: spec.copy_cwd.then(|| spec.user_cwd.clone()),

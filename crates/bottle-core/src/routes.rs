@@ -10,7 +10,7 @@ use std::path::Path;
 use base64::Engine as _;
 
 use crate::bottle::Sidecar;
-use crate::manifest::{AuthScheme, EgressRoute, GitUpstream};
+use crate::manifest::{AuthScheme, EgressRoute, EnvValue, GitUpstream};
 use crate::prepare::{Host, placeholder};
 use crate::sidecar::{
     EgressConfig, EgressRule, GateUpstream, GitGateConfig, InjectedHeader, Listen, Secret, TokenDigest,
@@ -51,11 +51,14 @@ pub fn upstream_url_forms(u: &GitUpstream) -> Vec<String> {
     forms
 }
 
-/// The egress configuration for `routes`, with `hidden` names' placeholders as sentinels.
+/// The egress configuration for `routes`, with `hidden` names' placeholders
+/// as sentinels. A route's own sentinels are the placeholders of the hidden
+/// `env` entries that copy the host variable its `auth` reads.
 pub(crate) fn egress_config(
     slug: &str,
     agent_rules: Vec<EgressRule>,
     routes: &[EgressRoute],
+    env: &BTreeMap<String, EnvValue>,
     hidden: &[String],
     client_token: TokenDigest,
     host: &Host,
@@ -65,26 +68,47 @@ pub(crate) fn egress_config(
         .iter()
         .map(|route| {
             let inject = route.auth.as_ref().and_then(|auth| {
-                let Some(value) = host.var(&auth.from_host) else {
+                let Some(credential) = host.var(&auth.from_host) else {
                     missing
                         .push(format!("egress route `{}` takes its credential from `{}`", route.host, auth.from_host));
                     return None;
                 };
+                let sentinels = env
+                    .iter()
+                    .filter(|(name, value)| {
+                        matches!(value, EnvValue::FromHost { from_host, .. } if *from_host == auth.from_host)
+                            && hidden.contains(name)
+                    })
+                    .map(|(name, _)| placeholder(name))
+                    .collect();
                 let (name, value) = match &auth.scheme {
-                    AuthScheme::Bearer => ("authorization".to_string(), format!("Bearer {value}")),
-                    AuthScheme::XApiKey => ("x-api-key".to_string(), value.to_string()),
+                    AuthScheme::Bearer => ("authorization".to_string(), format!("Bearer {credential}")),
+                    AuthScheme::XApiKey => ("x-api-key".to_string(), credential.to_string()),
                     AuthScheme::Basic { user } => (
                         "authorization".to_string(),
                         format!(
                             "Basic {}",
-                            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{value}"))
+                            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{credential}"))
                         ),
                     ),
-                    AuthScheme::Header { name } => (name.to_ascii_lowercase(), value.to_string()),
+                    AuthScheme::Header { name } => (name.to_ascii_lowercase(), credential.to_string()),
                 };
-                Some(InjectedHeader { name, value: Secret::new(value), source: format!("${}", auth.from_host) })
+                Some(InjectedHeader {
+                    name,
+                    value: Secret::new(value),
+                    credential: Secret::new(credential),
+                    sentinels,
+                    source: format!("${}", auth.from_host),
+                })
             });
-            EgressRule { host: route.host.clone(), methods: route.methods.clone(), paths: route.paths.clone(), inject }
+            EgressRule {
+                host: route.host.clone(),
+                methods: route.methods.clone(),
+                paths: route.paths.clone(),
+                ports: route.ports.clone(),
+                insecure_http: route.insecure_http,
+                inject,
+            }
         })
         .collect();
     if !missing.is_empty() {
@@ -269,7 +293,10 @@ mod tests {
             host: "api.example.com".into(),
             methods: vec![],
             paths: vec![],
+            ports: vec![],
             auth: Some(RouteAuth { scheme, from_host: "T".into() }),
+            insecure_http: false,
+            wildcard_auth: false,
         };
         let routes = [
             route(AuthScheme::Bearer),
@@ -278,7 +305,13 @@ mod tests {
             route(AuthScheme::Header { name: "X-Token".into() }),
         ];
         let digest = crate::ClientToken::mint().expect("token").digest();
-        let config = egress_config("s-1", vec![], &routes, &["GH".into()], digest.clone(), &host).expect("config");
+        let env = BTreeMap::from([
+            ("GH".to_string(), EnvValue::FromHost { from_host: "T".into(), secret: true }),
+            ("COPY".to_string(), EnvValue::FromHost { from_host: "T".into(), secret: false }),
+            ("OTHER".to_string(), EnvValue::FromHost { from_host: "U".into(), secret: true }),
+        ]);
+        let hidden = ["GH".to_string(), "OTHER".to_string()];
+        let config = egress_config("s-1", vec![], &routes, &env, &hidden, digest.clone(), &host).expect("config");
         let injected: Vec<(&str, &str)> = config
             .rules
             .iter()
@@ -294,14 +327,24 @@ mod tests {
                 ("x-token", "tok")
             ]
         );
-        assert_eq!(config.sentinels, ["bot-bottle-hidden:GH"]);
+        let bare: Vec<&str> =
+            config.rules.iter().filter_map(|r| r.inject.as_ref()).map(|i| i.credential.expose()).collect();
+        assert_eq!(bare, ["tok"; 4], "the credential itself, whatever the scheme");
+        for rule in &config.rules {
+            let sentinels = &rule.inject.as_ref().expect("inject").sentinels;
+            assert_eq!(sentinels, &["bot-bottle-hidden:GH"], "only the hidden copies of T are the route's sentinels");
+        }
+        assert_eq!(config.sentinels, ["bot-bottle-hidden:GH", "bot-bottle-hidden:OTHER"]);
         assert!(config.ca_cert_pem.contains("BEGIN CERTIFICATE"));
-        let plan = crate::EgressPlan { routes: routes.to_vec(), config, proxy_url: None };
+        let mut plan = crate::EgressPlan { routes: routes.to_vec(), config, proxy_url: None, warnings: vec![] };
+        plan.config.rules[0].ports = vec![443, 8443];
+        plan.config.rules[0].insecure_http = true;
         let lines = plan.route_lines();
+        assert_eq!(lines[0], "api.example.com ports 443,8443 [auth:bearer from $T, also over plain http]");
         assert_eq!(lines[2], "api.example.com [auth:basic from $T]");
         assert!(lines.iter().all(|l| !l.contains("tok") || l.contains("from $T")), "{lines:?}");
         let empty = Host { env: Default::default(), ..host };
-        let err = egress_config("s-1", vec![], &routes[..1], &[], digest, &empty).expect_err("T unset");
+        let err = egress_config("s-1", vec![], &routes[..1], &env, &[], digest, &empty).expect_err("T unset");
         assert_eq!(err.kind(), ErrorKind::MissingHostEnv);
     }
 }

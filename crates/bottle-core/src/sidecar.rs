@@ -133,6 +133,16 @@ pub struct InjectedHeader {
     pub name: String,
     /// The full header value (`Bearer …`, `Basic …`, the key itself).
     pub value: Secret,
+    /// The credential itself, without a scheme (the token; the password for
+    /// `basic`): what the route's sentinels are swapped for in a request, and
+    /// one of the values scrubbed from its responses.
+    pub credential: Secret,
+    /// The sentinels the bottle sees in place of this credential (the
+    /// placeholders of the variables that hold it); each is swapped for the
+    /// credential wherever a request on this route carries it. The first also
+    /// replaces the credential in responses.
+    #[serde(default)]
+    pub sentinels: Vec<String>,
     /// Where the value came from (a host variable's name, or `claude login`), for logs and the summary.
     pub source: String,
 }
@@ -146,8 +156,29 @@ pub struct EgressRule {
     pub methods: Vec<String>,
     /// Allowed path prefixes or globs (`*`); empty allows all.
     pub paths: Vec<String>,
+    /// The ports the route may reach, and where its credential goes over
+    /// TLS; empty allows every port, with the credential only to 443.
+    #[serde(default)]
+    pub ports: Vec<u16>,
+    /// Whether the credential also goes over plain `http://` (to port 80, or to `ports`).
+    #[serde(default)]
+    pub insecure_http: bool,
     /// The credential to inject, if any.
     pub inject: Option<InjectedHeader>,
+}
+
+impl EgressRule {
+    /// A route to `host` allowing every method, path and port, without a credential.
+    pub fn open(host: impl Into<String>) -> Self {
+        EgressRule {
+            host: host.into(),
+            methods: Vec::new(),
+            paths: Vec::new(),
+            ports: Vec::new(),
+            insecure_http: false,
+            inject: None,
+        }
+    }
 }
 
 /// The egress proxy's whole configuration.
@@ -166,7 +197,8 @@ pub struct EgressConfig {
     /// Allowed routes, first match wins.
     pub rules: Vec<EgressRule>,
     /// Placeholder values the bottle sees instead of secrets: removed from
-    /// any request they appear in, unless the route injects the real value.
+    /// any request header or query parameter they appear in, unless they are
+    /// a sentinel of the route's own credential, which takes its place.
     pub sentinels: Vec<String>,
     /// Extra CA certificates (PEM) to trust for upstream TLS, besides the system roots.
     pub extra_upstream_ca_pem: Option<String>,
@@ -220,8 +252,13 @@ mod tests {
 
     #[test]
     fn secrets_serialise_for_the_sidecar_but_never_debug_print() {
-        let h =
-            InjectedHeader { name: "authorization".into(), value: Secret::new("Bearer tok-1"), source: "GH".into() };
+        let h = InjectedHeader {
+            name: "authorization".into(),
+            value: Secret::new("Bearer tok-1"),
+            credential: Secret::new("tok-1"),
+            sentinels: vec!["bot-bottle-hidden:GH".into()],
+            source: "GH".into(),
+        };
         assert!(!format!("{h:?}").contains("tok-1"));
         let json = serde_json::to_string(&h).expect("json");
         assert!(json.contains("Bearer tok-1"));

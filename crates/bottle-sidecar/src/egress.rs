@@ -8,16 +8,25 @@
 //! What it does with each request:
 //!
 //! - `CONNECT host:port` is refused with `403` before any TLS unless a route
-//!   covers the host and the host resolves to an address the route may reach;
+//!   covers the host and allows the port (a route's `ports`, when it lists
+//!   them) and the host resolves to an address the route may reach;
 //!   otherwise the tunnel is TLS-intercepted with a leaf minted from the
 //!   bottle's CA (h2 or http/1.1 by ALPN). Absolute-form `http://` requests
 //!   take the same path over plain TCP.
-//! - Each request inside is checked against the route's methods and paths;
-//!   a denial is a `403` whose one-sentence body and `x-bot-bottle-denied`
-//!   header say which route denied what and how to allow it.
-//! - Header values carrying a sentinel (the placeholder the bottle sees
-//!   instead of a secret) are removed; the route's credential, if any, is set
-//!   in its header, replacing whatever the agent sent there.
+//! - Each request inside is checked against the route's methods, paths and
+//!   ports; a denial is a `403` whose one-sentence body and
+//!   `x-bot-bottle-denied` header say which route denied what and how to
+//!   allow it. A route's credential goes only over TLS to port 443 (or to its
+//!   `ports`), and over plain http only with `insecure_http`; a request on
+//!   that route that does not qualify is denied the same way.
+//! - The route's own sentinels (the placeholders the bottle sees instead of
+//!   its credential) are swapped for the credential wherever the request
+//!   carries them — any header, a `Basic` pair the client built, the query —
+//!   and the route's header is set; any other sentinel takes its header or
+//!   query parameter with it (`credentials.rs`).
+//! - A response to a request that carried a credential has every injected
+//!   value replaced by its sentinel in its headers, streamed body and
+//!   trailers (`scrub.rs`).
 //! - Upstream TLS is verified against the system roots plus
 //!   `extra_upstream_ca_pem`; upstream connections are pooled, h2 or
 //!   http/1.1 by ALPN; HTTP/1.1 upgrades (WebSocket) pass through.
@@ -29,9 +38,11 @@
 
 mod audit;
 mod body;
+mod credentials;
 mod io;
 mod policy;
 mod proxy;
+mod scrub;
 mod tls;
 mod upstream;
 

@@ -40,6 +40,11 @@ bottles:
         methods: [get]
         paths: ["/repos/", "/user*"]
         auth: { scheme: bearer, from_host: GH_TOKEN }
+      - host: "*.nexus.example"
+        ports: [8081, 8443]
+        auth: { scheme: basic, user: bot, from_host: NEXUS_PASSWORD }
+        insecure_http: true
+        wildcard_auth: true
     git:
       - Name: project
         Host: github.com
@@ -79,6 +84,19 @@ fn check(yaml: &str, expected: &[(&str, &str)]) {
     }
 }
 
+/// A route to `host` with nothing but the host.
+fn open_route(host: &str) -> EgressRoute {
+    EgressRoute {
+        host: host.to_string(),
+        methods: vec![],
+        paths: vec![],
+        ports: vec![],
+        auth: None,
+        insecure_http: false,
+        wildcard_auth: false,
+    }
+}
+
 /// A valid manifest with `extra` appended under bottle `b`'s keys (indented 4).
 fn bottle_with(extra: &str) -> String {
     format!("agents:\n  a: {{ bottle: b }}\nbottles:\n  b:\n    agent_provider: {{ template: shell }}\n{extra}")
@@ -111,16 +129,27 @@ fn full_example_parses_to_the_expected_structs() {
     let egress = vec![
         EgressRoute {
             host: "api.anthropic.com".to_string(),
-            methods: vec![],
-            paths: vec![],
             auth: Some(RouteAuth { scheme: AuthScheme::XApiKey, from_host: "ANTHROPIC_API_KEY".to_string() }),
+            ..open_route("")
         },
-        EgressRoute { host: "*.crates.io".to_string(), methods: vec![], paths: vec![], auth: None },
+        open_route("*.crates.io"),
         EgressRoute {
             host: "api.github.com".to_string(),
             methods: vec!["GET".to_string()],
             paths: vec!["/repos/".to_string(), "/user*".to_string()],
             auth: Some(RouteAuth { scheme: AuthScheme::Bearer, from_host: "GH_TOKEN".to_string() }),
+            ..open_route("")
+        },
+        EgressRoute {
+            host: "*.nexus.example".to_string(),
+            ports: vec![8081, 8443],
+            auth: Some(RouteAuth {
+                scheme: AuthScheme::Basic { user: "bot".to_string() },
+                from_host: "NEXUS_PASSWORD".to_string(),
+            }),
+            insecure_http: true,
+            wildcard_auth: true,
+            ..open_route("")
         },
     ];
     let git = vec![GitUpstream {
@@ -434,6 +463,83 @@ fn egress_hosts() {
 }
 
 #[test]
+fn a_wildcard_route_takes_auth_only_with_wildcard_auth() {
+    let route = |extra: &str| {
+        bottle_with(&format!(
+            "    egress:\n      - host: '*.example.com'\n        auth: {{ scheme: bearer, from_host: T }}\n{extra}"
+        ))
+    };
+    check(
+        &route(""),
+        &[(
+            "8:9: `auth` on the wildcard route `*.example.com` sends the credential to every host under example.com",
+            "name the host exactly (e.g. `api.example.com`), or add `wildcard_auth: true` to this route",
+        )],
+    );
+    check(&route("        wildcard_auth: false\n"), &[("8:9: `auth` on the wildcard route `*.example.com`", "")]);
+    check(
+        &route("        wildcard_auth: yes\n"),
+        &[("8:9: `auth` on the wildcard route", ""), ("9:24: expected true or false", "YAML 1.2")],
+    );
+    let manifest = parse(&route("        wildcard_auth: true\n")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(manifest.bottles["b"].egress[0].wildcard_auth);
+
+    let exact = "    egress:\n      - host: api.example.com\n        auth: { scheme: bearer, from_host: T }\n        wildcard_auth: true\n";
+    check(
+        &bottle_with(exact),
+        &[("9:9: `wildcard_auth` only applies to a route whose host starts with `*.`", "remove `wildcard_auth`")],
+    );
+    let no_auth = "    egress:\n      - host: '*.example.com'\n        wildcard_auth: true\n";
+    check(
+        &bottle_with(no_auth),
+        &[("8:9: `wildcard_auth` only applies to a route with `auth`", "add the route's `auth`")],
+    );
+}
+
+#[test]
+fn insecure_http_needs_auth() {
+    let route = |extra: &str| bottle_with(&format!("    egress:\n      - host: x.com\n{extra}"));
+    check(
+        &route("        insecure_http: true\n"),
+        &[(
+            "8:9: `insecure_http` only applies to a route with `auth`",
+            "remove `insecure_http`, or add the route's `auth`",
+        )],
+    );
+    check(&route("        insecure_http: 1\n"), &[("8:24: expected true or false, found a number", "")]);
+    assert!(parse(&route("        insecure_http: false\n")).is_ok());
+    let manifest = parse(&route("        auth: { scheme: bearer, from_host: T }\n        insecure_http: true\n"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(manifest.bottles["b"].egress[0].insecure_http);
+    check(
+        &route("        insecure_htp: true\n"),
+        &[("8:9: unknown key `insecure_htp`", "did you mean `insecure_http`?")],
+    );
+}
+
+#[test]
+fn route_ports() {
+    let route = |ports: &str| bottle_with(&format!("    egress:\n      - host: x.com\n        ports: {ports}\n"));
+    check(
+        &route("[443, 0, 70000]"),
+        &[
+            ("8:22: port 0 is out of range", "between 1 and 65535"),
+            ("8:25: port 70000 is out of range", "between 1 and 65535"),
+        ],
+    );
+    check(&route("[https]"), &[("8:17: expected a port number, found a string", "such as 443")]);
+    check(&route("443"), &[("8:16: expected a list of ports, found a number", "one `- item` line per entry")]);
+    check(
+        &route("[]"),
+        &[("8:16: `ports` is empty, so the route allows no port", "remove `ports` to allow every port")],
+    );
+    let manifest = parse(&route("[443, 8443]")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(manifest.bottles["b"].egress[0].ports, [443, 8443]);
+    assert!(parse(&route("")).is_ok_and(|m| m.bottles["b"].egress[0].ports.is_empty()), "`ports:` alone is no list");
+    check(&route("[443]\n        port: [1]"), &[("9:9: unknown key `port`", "did you mean `ports`?")]);
+}
+
+#[test]
 fn methods_and_paths() {
     let route = |extra: &str| bottle_with(&format!("    egress:\n      - host: x.com\n        {extra}\n"));
     check(
@@ -636,6 +742,13 @@ fn json_schema_describes_the_yaml_shape() {
     assert_eq!(at("/$defs/GitUpstream/properties/Port/default"), serde_json::json!(22));
     let env = at("/$defs/EnvValue/anyOf");
     assert!(env.to_string().contains("from_host") && env.to_string().contains("\"string\""), "{env}");
+    let route = at("/$defs/EgressRoute/properties");
+    assert_eq!(route["ports"]["items"]["minimum"], 1, "{route}");
+    assert_eq!(route["ports"]["items"]["maximum"], 65535, "{route}");
+    assert_eq!(route["ports"]["minItems"], 1, "{route}");
+    for flag in ["insecure_http", "wildcard_auth"] {
+        assert_eq!(route[flag]["type"], "boolean", "{route}");
+    }
     let auth = at("/$defs/RouteAuth").to_string();
     for scheme in ["bearer", "x-api-key", "basic", "header"] {
         assert!(auth.contains(&format!("\"{scheme}\"")), "RouteAuth lacks {scheme}: {auth}");
@@ -726,11 +839,19 @@ fn route() -> impl Strategy<Value = EgressRoute> {
     let auth = prop::option::of((scheme, env_name()).prop_map(|(scheme, from_host)| RouteAuth { scheme, from_host }));
     let methods = prop::collection::vec(prop::sample::select(vec!["GET", "POST", "PUT", "DELETE", "M-SEARCH"]), 0..3);
     let paths = prop::collection::vec("/[a-z0-9/*._-]{0,8}", 0..3);
-    (host(), methods, paths, auth).prop_map(|(host, methods, paths, auth)| EgressRoute {
-        host,
-        methods: methods.into_iter().map(str::to_string).collect(),
-        paths,
-        auth,
+    let ports = prop::collection::vec(1..=u16::MAX, 0..3);
+    (host(), methods, paths, ports, auth, any::<bool>()).prop_map(|(host, methods, paths, ports, auth, insecure)| {
+        // The flags that mean something only with `auth` (and a wildcard) are set only there.
+        let wildcard_auth = auth.is_some() && host.starts_with("*.");
+        EgressRoute {
+            methods: methods.into_iter().map(str::to_string).collect(),
+            paths,
+            ports,
+            insecure_http: insecure && auth.is_some(),
+            wildcard_auth,
+            auth,
+            host,
+        }
     })
 }
 

@@ -26,7 +26,7 @@ const BOTTLE_KEYS: &[&str] = &["agent_provider", "env", "egress", "git", "superv
 const RESOURCE_KEYS: &[&str] = &["memory", "cpus", "pids", "disk", "state"];
 const PROVIDER_KEYS: &[&str] = &["template", "dockerfile", "image_archive", "forward_host_credentials", "auth_token"];
 const FROM_HOST_KEYS: &[&str] = &["from_host", "secret"];
-const ROUTE_KEYS: &[&str] = &["host", "methods", "paths", "auth"];
+const ROUTE_KEYS: &[&str] = &["host", "methods", "paths", "ports", "auth", "insecure_http", "wildcard_auth"];
 const AUTH_KEYS: &[&str] = &["scheme", "from_host", "user", "header"];
 const AUTH_SCHEMES: &[&str] = &["bearer", "x-api-key", "basic", "header"];
 const GIT_KEYS: &[&str] = &["Name", "Host", "Port", "User", "Repo", "IdentityFile", "push"];
@@ -645,8 +645,59 @@ impl Walker<'_> {
             Some((value, path)) => self.strings(value, &path, check_url_path),
             None => Vec::new(),
         };
+        let ports = match fields.get_some("ports") {
+            Some((value, path)) => self.ports(value, &path),
+            None => Vec::new(),
+        };
         let auth = fields.get_some("auth").and_then(|(value, path)| self.auth(value, &path));
-        Some(EgressRoute { host: host?, methods, paths, auth })
+        let mut flag = |key: &str| fields.get(key).is_some_and(|(value, path)| self.boolean(value, &path));
+        let (insecure_http, wildcard_auth) = (flag("insecure_http"), flag("wildcard_auth"));
+        self.route_credential(&fields, host.as_deref(), insecure_http, wildcard_auth);
+        Some(EgressRoute { host: host?, methods, paths, ports, auth, insecure_http, wildcard_auth })
+    }
+
+    /// The rules tying a route's credential to where it may go: `auth` on a
+    /// `*.` wildcard needs `wildcard_auth: true`, and `insecure_http` and
+    /// `wildcard_auth` mean nothing without `auth`.
+    fn route_credential(&mut self, fields: &Fields<'_>, host: Option<&str>, insecure_http: bool, wildcard_auth: bool) {
+        let wildcard = host.and_then(|host| host.strip_prefix("*."));
+        match (fields.get_some("auth"), wildcard) {
+            (Some((_, auth_path)), Some(suffix)) if !wildcard_auth => {
+                let message = format!(
+                    "`auth` on the wildcard route `*.{suffix}` sends the credential to every host under {suffix}"
+                );
+                let hint = format!(
+                    "name the host exactly (e.g. `api.{suffix}`), or add `wildcard_auth: true` to this route if every \
+                     such host may have the credential"
+                );
+                self.at_key(&auth_path, problem(message, hint));
+            }
+            (None, _) => {
+                for (key, on) in [("insecure_http", insecure_http), ("wildcard_auth", wildcard_auth)] {
+                    if let (true, Some((_, path))) = (on, fields.get(key)) {
+                        let message = format!("`{key}` only applies to a route with `auth`");
+                        self.at_key(&path, problem(message, format!("remove `{key}`, or add the route's `auth`")));
+                    }
+                }
+            }
+            (Some(_), None) if wildcard_auth => {
+                if let Some((_, path)) = fields.get("wildcard_auth") {
+                    let message = "`wildcard_auth` only applies to a route whose host starts with `*.`";
+                    self.at_key(&path, problem(message, "remove `wildcard_auth`: this route names one host"));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A route's `ports`: a non-empty list of port numbers.
+    fn ports(&mut self, value: &Value, path: &[Seg]) -> Vec<u16> {
+        let items = self.items(value, path, "a list of ports");
+        if items.is_empty() && value.is_sequence() {
+            let hint = "list the ports the route may reach, e.g. `[443, 8443]`, or remove `ports` to allow every port";
+            self.at_value(path, problem("`ports` is empty, so the route allows no port", hint));
+        }
+        items.into_iter().filter_map(|(path, value)| self.port(value, &path, 443)).collect()
     }
 
     fn auth(&mut self, value: &Value, path: &[Seg]) -> Option<RouteAuth> {
@@ -715,7 +766,7 @@ impl Walker<'_> {
         });
         let host =
             fields.get("Host").and_then(|(value, path)| self.checked(value, &path, |host| check_host(host, false)));
-        let port = fields.get("Port").map_or(Some(22), |(value, path)| self.port(value, &path));
+        let port = fields.get("Port").map_or(Some(22), |(value, path)| self.port(value, &path, 22));
         let user = fields
             .get("User")
             .map_or(Some("git".to_string()), |(value, path)| self.checked(value, &path, check_ssh_user));
@@ -733,9 +784,10 @@ impl Walker<'_> {
         })
     }
 
-    fn port(&mut self, value: &Value, path: &[Seg]) -> Option<u16> {
+    /// A port number (1–65535); `example` is the one the hint suggests.
+    fn port(&mut self, value: &Value, path: &[Seg], example: u16) -> Option<u16> {
         let Value::Number(number) = value else {
-            self.wrong_type(path, value, "a port number", "write a number such as 22");
+            self.wrong_type(path, value, "a port number", format!("write a number such as {example}"));
             return None;
         };
         let port = number.as_u64().and_then(|port| u16::try_from(port).ok()).filter(|port| *port > 0);

@@ -93,6 +93,29 @@ fn resume_reuses_the_identity() {
     assert_eq!(prepare(&again, &providers(), &host, "docker").expect_err("unknown").kind(), ErrorKind::NotFound);
 }
 
+#[test]
+fn a_route_knows_its_sentinels_and_the_summary_warns_where_its_credential_reaches_further() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let key = tmp.path().join("deploy_key");
+    std::fs::write(&key, "not really a key\n").expect("write key");
+    let text = format!(
+        "agents:\n  dev:\n    bottle: b\nbottles:\n  b:\n    agent_provider:\n      template: shell\n    env:\n      \
+         GH: {{ from_host: GH_TOKEN, secret: true }}\n      CLEAR: {{ from_host: GH_TOKEN }}\n    egress:\n      \
+         - host: api.github.com\n        auth: {{ scheme: bearer, from_host: GH_TOKEN }}\n    git:\n      \
+         - {{ Name: project, Host: github.com, Repo: org/p.git, IdentityFile: {} }}\n",
+        key.display()
+    );
+    let host = host(tmp.path(), &[("GH_TOKEN", "ghp-secret-1")]);
+    let plan = prepare(&spec(manifest(tmp.path(), &text), tmp.path()), &providers(), &host, "docker").expect("prepare");
+    let inject = plan.egress.config.rules.iter().find_map(|rule| rule.inject.as_ref()).expect("the route injects");
+    assert_eq!(inject.sentinels, [placeholder("GH")], "the hidden copy's placeholder, not the clear one's");
+    let summary = render_summary(&plan, "docker", &[]);
+    let warnings: Vec<&str> = summary.lines().filter(|line| line.trim_start().starts_with("warning")).collect();
+    assert_eq!(warnings.len(), 2, "{summary}");
+    assert!(warnings[0].contains("bypassing the git gate"), "{summary}");
+    assert!(warnings[1].contains("env CLEAR copies $GH_TOKEN"), "{summary}");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
     #[test]

@@ -12,6 +12,10 @@
 //!   (including `/`). Paths are matched without their query string. A route
 //!   with paths refuses paths with `.` or `..` segments (also percent-encoded),
 //!   which the upstream could resolve to a path the route does not allow.
+//! - A route with `ports` reaches only those ports; without, every port.
+//! - A route's credential goes over TLS to port 443 or to the route's
+//!   `ports`, and over plain http only with `insecure_http` (to port 80 or to
+//!   `ports`); a request on that route that does not qualify is refused.
 //! - Private, loopback, link-local, unspecified, CGNAT, multicast and
 //!   unique-local addresses (also IPv4-mapped) are refused unless the route's
 //!   host is that address literally, or `localhost` for loopback addresses.
@@ -145,6 +149,54 @@ impl Policy {
         Ok(())
     }
 
+    /// Whether route `route` may reach `port`: every port, unless it lists its `ports`.
+    pub(crate) fn check_port(&self, route: usize, port: u16) -> Result<(), Denial> {
+        let rule = &self.rules[route];
+        if rule.ports.is_empty() || rule.ports.contains(&port) {
+            return Ok(());
+        }
+        let ports: Vec<String> = rule.ports.iter().map(u16::to_string).collect();
+        Err(Denial {
+            reason: sanitize(&format!(
+                "egress denied: port {port} is not allowed by route {} of bottle {} (ports: {}); add {port} to that \
+                 route's ports in the manifest",
+                rule.host,
+                self.bottle,
+                ports.join(", ")
+            )),
+            route: Some(route),
+        })
+    }
+
+    /// Whether route `route`'s credential, if it has one, may go on a
+    /// request to `port`, over TLS or not: over TLS to 443 or to the
+    /// route's `ports`; in clear only with `insecure_http`, to 80 or to `ports`.
+    pub(crate) fn check_credential(&self, route: usize, tls: bool, port: u16) -> Result<(), Denial> {
+        let rule = &self.rules[route];
+        let Some(inject) = &rule.inject else { return Ok(()) };
+        let (host, bottle) = (&rule.host, &self.bottle);
+        let default = if tls { 443 } else { 80 };
+        let reason = if !tls && !rule.insecure_http {
+            format!(
+                "egress denied: route {host} of bottle {bottle} injects a credential ({}), which goes only over TLS, \
+                 and this request is plain http; use https://, or add `insecure_http: true` to that route in the \
+                 manifest to send the credential in clear",
+                inject.source
+            )
+        } else if port != default && !rule.ports.contains(&port) {
+            let how = if tls { "over TLS" } else { "over plain http" };
+            format!(
+                "egress denied: route {host} of bottle {bottle} sends its credential ({}) {how} only to port \
+                 {default}, and this request goes to port {port}; add `ports: [{port}]` to that route in the \
+                 manifest to send it there",
+                inject.source
+            )
+        } else {
+            return Ok(());
+        };
+        Err(Denial { reason: sanitize(&reason), route: Some(route) })
+    }
+
     /// The addresses among `addrs` (which `host` resolved to) that route
     /// `route` may reach, or why none may.
     pub(crate) fn screen(&self, route: usize, host: &str, addrs: &[IpAddr]) -> Result<Vec<IpAddr>, Denial> {
@@ -240,11 +292,58 @@ mod tests {
 
     fn rule(host: &str, methods: &[&str], paths: &[&str]) -> EgressRule {
         EgressRule {
-            host: host.into(),
             methods: methods.iter().map(|m| (*m).into()).collect(),
             paths: paths.iter().map(|p| (*p).into()).collect(),
-            inject: None,
+            ..EgressRule::open(host)
         }
+    }
+
+    fn credential_rule(host: &str, ports: &[u16], insecure_http: bool) -> EgressRule {
+        EgressRule {
+            ports: ports.to_vec(),
+            insecure_http,
+            inject: Some(bottle_core::InjectedHeader {
+                name: "authorization".into(),
+                value: bottle_core::Secret::new("Bearer t"),
+                credential: bottle_core::Secret::new("t"),
+                sentinels: vec![],
+                source: "$T".into(),
+            }),
+            ..EgressRule::open(host)
+        }
+    }
+
+    #[test]
+    fn ports_and_where_a_credential_may_go() {
+        let policy = Policy::new(
+            "b",
+            vec![
+                rule("open", &[], &[]),
+                credential_rule("tls", &[], false),
+                credential_rule("listed", &[8443, 8080], false),
+                credential_rule("clear", &[], true),
+                credential_rule("clear-listed", &[8080], true),
+            ],
+        );
+        let reason = |result: Result<(), Denial>| result.expect_err("denied").reason;
+        assert!(policy.check_port(0, 1234).is_ok() && policy.check_credential(0, false, 1234).is_ok());
+        assert!(policy.check_port(1, 8443).is_ok(), "without ports every port is reachable");
+        assert!(policy.check_credential(1, true, 443).is_ok());
+        let off_port = reason(policy.check_credential(1, true, 8443));
+        assert!(off_port.contains("only to port 443") && off_port.contains("add `ports: [8443]`"), "{off_port}");
+        let plain = reason(policy.check_credential(1, false, 80));
+        assert!(plain.contains("only over TLS") && plain.contains("`insecure_http: true`"), "{plain}");
+        let outside = reason(policy.check_port(2, 443));
+        assert!(
+            outside.contains("port 443 is not allowed by route listed of bottle b (ports: 8443, 8080)"),
+            "{outside}"
+        );
+        assert!(policy.check_credential(2, true, 8443).is_ok() && policy.check_credential(2, true, 8080).is_ok());
+        assert!(policy.check_credential(2, false, 8080).is_err(), "ports do not allow plain http");
+        assert!(policy.check_credential(3, false, 80).is_ok() && policy.check_credential(3, true, 443).is_ok());
+        let clear_off_port = reason(policy.check_credential(3, false, 8080));
+        assert!(clear_off_port.contains("over plain http only to port 80"), "{clear_off_port}");
+        assert!(policy.check_credential(4, false, 8080).is_ok());
     }
 
     #[test]

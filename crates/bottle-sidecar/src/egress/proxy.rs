@@ -1,9 +1,11 @@
 //! The proxy itself: accepts agent connections, answers `CONNECT` (refused
-//! before any TLS unless the host has a route and resolves to an address the
-//! route may reach; otherwise intercepted with a minted leaf, h2 or http/1.1
-//! by ALPN) and absolute-form `http://` requests, applies the policy to each
-//! request, swaps sentinels for injected credentials, forwards upstream and
-//! streams the response back, and passes HTTP/1.1 upgrades through.
+//! before any TLS unless the host has a route that allows the port and the
+//! host resolves to an address the route may reach; otherwise intercepted
+//! with a minted leaf, h2 or http/1.1 by ALPN) and absolute-form `http://`
+//! requests, applies the policy to each request (a credential goes only where
+//! it is safe), swaps sentinels for injected credentials, forwards upstream
+//! and streams the response back with the injected values scrubbed, and
+//! passes HTTP/1.1 upgrades through.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -22,8 +24,10 @@ use tokio_rustls::TlsAcceptor;
 
 use super::audit::{AuditLog, Decision, Entry};
 use super::body::{DownBody, UpBody};
+use super::credentials::Credentials;
 use super::io::{Activity, HeaderTimer, Prefixed, Watched, within};
 use super::policy::{Denial, Policy, normalize_host, sanitize};
+use super::scrub::Scrubber;
 use super::tls::{Tls, is_h2};
 use super::upstream::{Pool, SendError, Target, Upstreams};
 use super::{EgressError, HANDSHAKE_TIMEOUT, HEADER_TIMEOUT, IDLE_TIMEOUT};
@@ -54,9 +58,7 @@ pub(crate) struct Proxy {
     bottle: Arc<str>,
     client_token: TokenDigest,
     policy: Policy,
-    /// Per route, the credential it injects.
-    inject: Vec<Option<(HeaderName, HeaderValue)>>,
-    sentinels: Vec<Vec<u8>>,
+    credentials: Credentials,
     tls: Tls,
     upstreams: Upstreams,
     audit: Arc<AuditLog>,
@@ -71,28 +73,10 @@ struct Destination {
 
 impl Proxy {
     pub(crate) fn new(config: EgressConfig) -> Result<Arc<Self>, EgressError> {
-        let mut inject = Vec::with_capacity(config.rules.len());
-        for rule in &config.rules {
-            if rule.host.trim().is_empty() {
-                return Err(EgressError::Config("a route has an empty host".into()));
-            }
-            inject.push(match &rule.inject {
-                None => None,
-                Some(header) => {
-                    let name = HeaderName::from_bytes(header.name.as_bytes()).map_err(|_| {
-                        EgressError::Config(format!("route {}: `{}` is no valid header name", rule.host, header.name))
-                    })?;
-                    let mut value = HeaderValue::from_str(header.value.expose()).map_err(|_| {
-                        EgressError::Config(format!(
-                            "route {}: the value of {} (from {}) is no valid header value",
-                            rule.host, header.name, header.source
-                        ))
-                    })?;
-                    value.set_sensitive(true);
-                    Some((name, value))
-                }
-            });
+        if config.rules.iter().any(|rule| rule.host.trim().is_empty()) {
+            return Err(EgressError::Config("a route has an empty host".into()));
         }
+        let credentials = Credentials::new(&config)?;
         let tls = Tls::new(&config)?;
         let upstreams = Upstreams {
             pool: Pool::default(),
@@ -104,8 +88,7 @@ impl Proxy {
             bottle: Arc::from(config.bottle.as_str()),
             client_token: config.client_token,
             policy: Policy::new(&config.bottle, config.rules),
-            inject,
-            sentinels: config.sentinels.into_iter().filter(|s| !s.is_empty()).map(String::into_bytes).collect(),
+            credentials,
             tls,
             upstreams,
             audit: Arc::new(AuditLog::open(&config.audit_log)?),
@@ -186,7 +169,10 @@ impl Proxy {
         };
         let target = Target { host, port, tls: true };
         let entry = || Entry::start(Arc::clone(&self.audit), Arc::clone(&self.bottle), "CONNECT", &target.host, "");
-        let route = match self.policy.route(&target.host) {
+        let route = match self.policy.route(&target.host).and_then(|route| {
+            self.policy.check_port(route, target.port)?;
+            Ok(route)
+        }) {
             Ok(route) => route,
             Err(denial) => return self.deny(entry(), denial),
         };
@@ -283,7 +269,12 @@ impl Proxy {
             },
         };
         entry.set_rule(Some(&self.policy.rule(route).host));
-        if let Err(denial) = self.policy.check_request(route, req.method().as_str(), &path) {
+        let checked = self
+            .policy
+            .check_request(route, req.method().as_str(), &path)
+            .and_then(|()| self.policy.check_port(route, target.port))
+            .and_then(|()| self.policy.check_credential(route, target.tls, target.port));
+        if let Err(denial) = checked {
             return self.deny(entry, denial);
         }
         if req.method() == Method::CONNECT {
@@ -294,7 +285,7 @@ impl Proxy {
         let (mut parts, body) = req.into_parts();
         clean_hop_by_hop(&mut parts.headers, upgrade);
         parts.headers.remove(header::EXPECT);
-        self.apply_credentials(&mut parts.headers, route);
+        let scrubber = self.credentials.apply(route, &mut parts);
         let req = Request::from_parts(parts, UpBody::new(body, entry.bytes_up()));
 
         let addrs = match &destination.screened {
@@ -306,44 +297,16 @@ impl Proxy {
         };
         if let Some(agent_upgrade) = agent_upgrade {
             return match self.upstreams.send_upgrade(target, &addrs, req).await {
-                Ok((response, sender)) => pass_upgrade(response, agent_upgrade, sender, entry),
+                Ok((response, sender)) => pass_upgrade(response, agent_upgrade, sender, entry, scrubber),
                 Err(err) => self.failed(entry, route, err),
             };
         }
         match self.upstreams.send(target, &addrs, req).await {
             Ok(response) => {
-                let (mut parts, body) = response.into_parts();
-                entry.set_status(parts.status.as_u16());
-                clean_hop_by_hop(&mut parts.headers, false);
-                Response::from_parts(parts, DownBody::stream(body, entry))
+                entry.set_status(response.status().as_u16());
+                down(response, entry, scrubber)
             }
             Err(err) => self.failed(entry, route, err),
-        }
-    }
-
-    /// Removes every header carrying a sentinel, then sets the route's credential.
-    fn apply_credentials(&self, headers: &mut HeaderMap, route: usize) {
-        let carries_sentinel = |value: &HeaderValue| {
-            let value = value.as_bytes();
-            self.sentinels.iter().any(|s| value.windows(s.len()).any(|window| window == s.as_slice()))
-        };
-        if headers.values().any(carries_sentinel) {
-            let mut kept = HeaderMap::with_capacity(headers.len());
-            let mut name = None;
-            for (next, value) in std::mem::take(headers) {
-                if let Some(next) = next {
-                    name = Some(next);
-                }
-                if let Some(name) = &name {
-                    if !carries_sentinel(&value) {
-                        kept.append(name.clone(), value);
-                    }
-                }
-            }
-            *headers = kept;
-        }
-        if let Some((name, value)) = &self.inject[route] {
-            headers.insert(name.clone(), value.clone());
         }
     }
 
@@ -444,23 +407,38 @@ fn clean_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
+/// The upstream's response on its way to the agent: hop-by-hop headers
+/// removed, and with `scrubber` (the request carried a credential) the head,
+/// body and trailers scrubbed of injected values.
+fn down(response: Response<Incoming>, entry: Entry, scrubber: Option<Arc<Scrubber>>) -> Response<DownBody> {
+    let (mut parts, body) = response.into_parts();
+    clean_hop_by_hop(&mut parts.headers, false);
+    if let Some(scrubber) = &scrubber {
+        scrubber.scrub_head(&mut parts.headers);
+    }
+    Response::from_parts(parts, DownBody::stream(body, entry, scrubber))
+}
+
 /// The upstream agreed (or not) to switch protocols: on `101`, both sides'
 /// upgraded streams are joined until either closes, and the audit line is
-/// written then with the bytes each way.
+/// written then with the bytes each way. The `101` head is scrubbed; the
+/// upgraded stream is not (see [`super::scrub`]).
 fn pass_upgrade(
     mut response: Response<Incoming>,
     agent: hyper::upgrade::OnUpgrade,
     sender: hyper::client::conn::http1::SendRequest<UpBody>,
     mut entry: Entry,
+    scrubber: Option<Arc<Scrubber>>,
 ) -> Response<DownBody> {
     entry.set_status(response.status().as_u16());
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-        let (mut parts, body) = response.into_parts();
-        clean_hop_by_hop(&mut parts.headers, false);
-        return Response::from_parts(parts, DownBody::stream(body, entry));
+        return down(response, entry, scrubber);
     }
     let upstream = hyper::upgrade::on(&mut response);
-    let (parts, _) = response.into_parts();
+    let (mut parts, _) = response.into_parts();
+    if let Some(scrubber) = &scrubber {
+        scrubber.scrub_headers(&mut parts.headers);
+    }
     tokio::spawn(async move {
         let _sender = sender;
         let bytes_up = entry.bytes_up();

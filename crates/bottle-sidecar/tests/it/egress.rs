@@ -1,7 +1,10 @@
 //! Egress proxy tests: the proxy in-process (and once as the real binary) in
 //! front of a local HTTPS upstream with its own test CA, driven by real
 //! `curl` and by raw TCP/TLS clients. The upstream echoes what it received
-//! as JSON, serves N bytes, and echoes bytes after an `Upgrade`.
+//! as JSON (and, as hex, which the proxy's scrubber does not look for, what
+//! really arrived), reflects the request's headers in its own headers, body
+//! and trailers, writes them split across chunks, serves N bytes, and echoes
+//! bytes after an `Upgrade`.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -34,7 +37,11 @@ use tempfile::TempDir;
 
 const BOTTLE: &str = "test-bottle";
 const SENTINEL: &str = "bot-bottle-hidden:TOKEN";
+/// The credential the tests' routes inject, and its header value.
+const CREDENTIAL: &str = "real-token-7f3a";
 const SECRET: &str = "Bearer real-token-7f3a";
+/// Another hidden variable's sentinel, which belongs to no route.
+const OTHER_SENTINEL: &str = "bot-bottle-hidden:OTHER";
 
 // ---------------------------------------------------------------- fixtures
 
@@ -145,6 +152,9 @@ async fn upstream_handle(
     scheme: &'static str,
 ) -> Result<Response<TestBody>, Infallible> {
     let path = req.uri().path().to_owned();
+    if let Some(n) = path.strip_prefix("/split/").and_then(|n| n.parse::<usize>().ok()) {
+        return Ok(Response::new(split_reflection(req.headers(), n)));
+    }
     if let Some(n) = path.strip_prefix("/bytes/").and_then(|n| n.parse::<u64>().ok()) {
         let mut response = Response::new(Repeat { left: n }.boxed());
         response.headers_mut().insert("content-length", n.into());
@@ -171,6 +181,9 @@ async fn upstream_handle(
         let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
         headers.entry(name.as_str().to_owned()).and_modify(|v| *v = format!("{v}, {value}")).or_insert(value);
     }
+    let reflect = path == "/reflect";
+    let reflected: Vec<(String, String)> =
+        headers.iter().map(|(name, value)| (format!("x-reflect-{name}"), value.clone())).collect();
     let method = req.method().to_string();
     let version = format!("{:?}", req.version());
     let uri = req.uri().path_and_query().map(ToString::to_string).unwrap_or_default();
@@ -180,11 +193,93 @@ async fn upstream_handle(
         Ok(collected) => collected.to_bytes().len(),
         Err(_) => usize::MAX,
     };
+    let hex_headers: BTreeMap<&String, String> = headers.iter().map(|(name, value)| (name, hex(value))).collect();
     let echo = json!({
         "method": method, "uri": uri, "authority": authority, "version": version, "headers": headers,
         "conn": conn, "scheme": scheme, "body_len": body_len,
+        "hex": { "uri": hex(&uri), "headers": hex_headers },
     });
-    Ok(Response::new(Full::new(Bytes::from(echo.to_string())).map_err(|never| match never {}).boxed()))
+    let body = Bytes::from(echo.to_string());
+    if !reflect {
+        return Ok(Response::new(Full::new(body).map_err(|never| match never {}).boxed()));
+    }
+    // The request's headers back in the response's headers, body and trailers.
+    let mut trailers = hyper::HeaderMap::new();
+    let mut response = Response::new(empty());
+    for (name, value) in reflected {
+        let (Ok(name), Ok(value)) =
+            (hyper::header::HeaderName::try_from(name), value.parse::<hyper::header::HeaderValue>())
+        else {
+            continue;
+        };
+        trailers.insert(name.clone(), value.clone());
+        response.headers_mut().insert(name, value);
+    }
+    response.headers_mut().insert("content-length", body.len().into());
+    *response.body_mut() = Pieces::new(vec![body], Some(trailers)).boxed();
+    Ok(response)
+}
+
+fn hex(text: &str) -> String {
+    text.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> String {
+    let bytes: Vec<u8> =
+        (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex")).collect();
+    String::from_utf8(bytes).expect("text")
+}
+
+/// `{"authorization": "<the request's authorization>"}`, written in `n`
+/// pieces cut inside the value, with a pause (so a flush) between pieces.
+fn split_reflection(headers: &hyper::HeaderMap, n: usize) -> TestBody {
+    let value = headers.get("authorization").map(|v| v.as_bytes().to_vec()).unwrap_or_default();
+    let head = b"{\"authorization\": \"";
+    let text = [&head[..], &value, b"\"}"].concat();
+    let start = head.len();
+    let cuts: Vec<usize> = (1..n).map(|i| start + i * value.len() / n).collect();
+    let mut pieces = Vec::new();
+    let mut from = 0;
+    for cut in cuts.into_iter().chain([text.len()]) {
+        pieces.push(Bytes::copy_from_slice(&text[from..cut]));
+        from = cut;
+    }
+    Pieces::new(pieces, None).boxed()
+}
+
+/// A body written piece by piece, 20 ms apart, then its trailers.
+struct Pieces {
+    pieces: std::collections::VecDeque<Bytes>,
+    trailers: Option<hyper::HeaderMap>,
+    pause: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Pieces {
+    fn new(pieces: Vec<Bytes>, trailers: Option<hyper::HeaderMap>) -> Self {
+        Pieces { pieces: pieces.into(), trailers, pause: None }
+    }
+}
+
+impl Body for Pieces {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        if let Some(pause) = this.pause.as_mut() {
+            std::task::ready!(pause.as_mut().poll(cx));
+            this.pause = None;
+        }
+        if let Some(piece) = this.pieces.pop_front() {
+            this.pause = Some(Box::pin(tokio::time::sleep(Duration::from_millis(20))));
+            return Poll::Ready(Some(Ok(Frame::data(piece))));
+        }
+        Poll::Ready(this.trailers.take().map(|trailers| Ok(Frame::trailers(trailers))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.pieces.is_empty() && self.trailers.is_none()
+    }
 }
 
 fn empty() -> TestBody {
@@ -220,18 +315,52 @@ impl Body for Repeat {
     }
 }
 
-/// A route for the tests.
+/// A route for the tests; `inject` is a `Bearer` value whose sentinel is [`SENTINEL`].
 fn route(host: &str, methods: &[&str], paths: &[&str], inject: Option<&str>) -> EgressRule {
     EgressRule {
-        host: host.to_owned(),
         methods: methods.iter().map(|m| (*m).to_owned()).collect(),
         paths: paths.iter().map(|p| (*p).to_owned()).collect(),
-        inject: inject.map(|value| InjectedHeader {
-            name: "authorization".to_owned(),
-            value: Secret::new(value),
-            source: "TOKEN".to_owned(),
-        }),
+        inject: inject.map(|value| injected("authorization", value, value.strip_prefix("Bearer ").unwrap_or(value))),
+        ..EgressRule::open(host)
     }
+}
+
+fn injected(name: &str, value: &str, credential: &str) -> InjectedHeader {
+    InjectedHeader {
+        name: name.to_owned(),
+        value: Secret::new(value),
+        credential: Secret::new(credential),
+        sentinels: vec![SENTINEL.to_owned()],
+        source: "$TOKEN".to_owned(),
+    }
+}
+
+/// A route to `host` injecting [`SECRET`], reaching the upstream's TLS port (and `more`).
+fn credential_route(host: &str, more: &[u16]) -> EgressRule {
+    EgressRule { ports: [&[upstream().tls_port][..], more].concat(), ..route(host, &[], &[], Some(SECRET)) }
+}
+
+/// What the upstream's JSON echo says arrived in header `name` (from its hex copy).
+fn arrived(got: &Value, name: &str) -> Option<String> {
+    got["hex"]["headers"][name].as_str().map(unhex)
+}
+
+/// The path and query that arrived upstream.
+fn arrived_uri(got: &Value) -> String {
+    unhex(got["hex"]["uri"].as_str().expect("hex uri"))
+}
+
+/// Asserts that curl's whole output (with `-i`, its headers too) holds no
+/// form of the credential and holds the sentinel.
+#[track_caller]
+fn only_the_sentinel(output: &Output) -> String {
+    assert!(output.status.success(), "curl failed: {}", String::from_utf8_lossy(&output.stderr));
+    let text = stdout(output);
+    for leak in [CREDENTIAL, "real-token", &STANDARD.encode(format!("bot:{CREDENTIAL}"))] {
+        assert!(!text.contains(leak), "the agent received {leak}:\n{text}");
+    }
+    assert!(text.contains(SENTINEL), "no sentinel in:\n{text}");
+    text
 }
 
 /// A proxy running in-process, with the bottle CA on disk for curl.
@@ -259,7 +388,7 @@ fn config(dir: &Path, rules: Vec<EgressRule>, resolve: &[(&str, &str)]) -> Egres
         ca_cert_pem,
         ca_key_pem,
         rules,
-        sentinels: vec![SENTINEL.to_owned()],
+        sentinels: vec![SENTINEL.to_owned(), OTHER_SENTINEL.to_owned()],
         extra_upstream_ca_pem: Some(upstream().ca_pem.clone()),
         resolve: resolve.iter().map(|(name, ip)| ((*name).to_owned(), ip.parse::<IpAddr>().expect("ip"))).collect(),
         audit_log: dir.join("audit.jsonl").display().to_string(),
@@ -388,30 +517,38 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
 
 #[test]
 fn curl_sees_injected_credentials_and_sentinels_never_leave() {
-    let proxy = start_proxy(vec![route("localhost", &[], &[], Some(SECRET)), route("127.0.0.1", &[], &[], None)], &[]);
+    let credential = EgressRule { insecure_http: true, ..credential_route("localhost", &[upstream().plain_port]) };
+    let proxy = start_proxy(vec![credential, route("127.0.0.1", &[], &[], None)], &[]);
     let sent = format!("Authorization: Bearer {SENTINEL}");
     let api_key = format!("X-Api-Key: {SENTINEL}");
+    let other_key = format!("X-Other-Key: {OTHER_SENTINEL}");
 
-    let got = echo(&curl(&proxy, &["-H", &sent, "-H", &api_key, "-H", "X-Custom: zebra-42", &https("/echo?q=s3cr3t")]));
-    assert_eq!(got["headers"]["authorization"], SECRET, "{got}");
-    assert_eq!(got["headers"].get("x-api-key"), None, "a sentinel in another header is removed: {got}");
+    let got = echo(&curl(
+        &proxy,
+        &["-H", &sent, "-H", &api_key, "-H", &other_key, "-H", "X-Custom: zebra-42", &https("/echo?q=s3cr3t")],
+    ));
+    assert_eq!(arrived(&got, "authorization").as_deref(), Some(SECRET), "{got}");
+    assert_eq!(got["headers"]["authorization"], SENTINEL, "what comes back is scrubbed: {got}");
+    assert_eq!(arrived(&got, "x-api-key").as_deref(), Some(CREDENTIAL), "the route's sentinel, anywhere: {got}");
+    assert_eq!(got["headers"].get("x-other-key"), None, "another sentinel is removed: {got}");
     assert_eq!(got["headers"]["x-custom"], "zebra-42");
     assert_eq!(got["authority"], format!("localhost:{}", upstream().tls_port));
     assert_eq!(got["uri"], "/echo?q=s3cr3t");
     assert_eq!(got["method"], "GET");
 
     let got = echo(&curl(&proxy, &[&https("/no-header")]));
-    assert_eq!(got["headers"]["authorization"], SECRET, "injected even when the agent sent none: {got}");
+    assert_eq!(arrived(&got, "authorization").as_deref(), Some(SECRET), "injected even when the agent sent none");
 
     let other = format!("https://127.0.0.1:{}/echo", upstream().tls_port);
-    let got = echo(&curl(&proxy, &["-H", &sent, "-H", "X-Other: kept", &other]));
+    let got = echo(&curl(&proxy, &["-H", &sent, "-H", &api_key, "-H", "X-Other: kept", &other]));
     assert_eq!(got["headers"].get("authorization"), None, "the sentinel is stripped for another host: {got}");
+    assert_eq!(got["headers"].get("x-api-key"), None, "{got}");
     assert_eq!(got["headers"]["x-other"], "kept");
 
     let plain = format!("http://localhost:{}/plain", upstream().plain_port);
     let got = echo(&curl(&proxy, &["-H", &sent, &plain]));
     assert_eq!(got["scheme"], "http");
-    assert_eq!(got["headers"]["authorization"], SECRET, "plain http follows the same injection: {got}");
+    assert_eq!(arrived(&got, "authorization").as_deref(), Some(SECRET), "plain http with insecure_http: {got}");
 
     let upload = proxy.dir.path().join("upload.bin");
     std::fs::write(&upload, vec![7u8; 300_000]).expect("write upload");
@@ -462,6 +599,155 @@ fn curl_sees_injected_credentials_and_sentinels_never_leave() {
     for value in ["real-token", SENTINEL, "zebra-42", "kept", "s3cr3t"] {
         assert!(!log.contains(value), "the audit log holds a header value or query ({value}):\n{log}");
     }
+}
+
+#[test]
+fn an_upstream_reflecting_the_credential_hands_the_agent_only_the_sentinel() {
+    let basic =
+        injected("authorization", &format!("Basic {}", STANDARD.encode(format!("bot:{CREDENTIAL}"))), CREDENTIAL);
+    let basic = EgressRule { ports: vec![upstream().tls_port], inject: Some(basic), ..EgressRule::open("127.0.0.1") };
+    let proxy = start_proxy(vec![credential_route("localhost", &[]), basic], &[]);
+    let base64 = STANDARD.encode(format!("bot:{CREDENTIAL}"));
+
+    for protocol in ["--http1.1", "--http2"] {
+        // Headers, body and (over HTTP/2) trailers reflect every request header.
+        let text = only_the_sentinel(&curl(&proxy, &[protocol, "-i", "--compressed", &https("/reflect")]));
+        assert!(text.contains(&format!("x-reflect-authorization: {SENTINEL}")), "{protocol}: {text}");
+        assert!(!text.to_ascii_lowercase().contains("x-reflect-accept-encoding"), "no Accept-Encoding went up: {text}");
+        // The body is the echo; over HTTP/2 curl prints the trailers right after it.
+        let body = text.rsplit_once("\r\n\r\n").map_or("", |(_, body)| body);
+        let got: Value = serde_json::Deserializer::from_str(body).into_iter().next().expect("a body").expect("echo");
+        assert_eq!(got["headers"]["authorization"], SENTINEL, "{protocol}: {got}");
+        assert_eq!(arrived(&got, "authorization").as_deref(), Some(SECRET), "the upstream did get the credential");
+
+        // The value written across chunks, with a flush between them.
+        for pieces in [2, 3, 7, SECRET.len()] {
+            let out = curl(&proxy, &[protocol, "-i", &https(&format!("/split/{pieces}"))]);
+            let text = only_the_sentinel(&out);
+            assert!(text.ends_with(&format!("{{\"authorization\": \"{SENTINEL}\"}}")), "{pieces} pieces: {text}");
+        }
+        // A Basic route: neither the password nor the pair's base64 comes back.
+        let text = only_the_sentinel(&curl(
+            &proxy,
+            &[protocol, "-i", &format!("https://127.0.0.1:{}/reflect", upstream().tls_port)],
+        ));
+        assert!(!text.contains(&base64), "{text}");
+    }
+    // Over HTTP/2 curl shows the trailers after the body: scrubbed too.
+    let text = stdout(&curl(&proxy, &["--http2", "-i", &https("/reflect")]));
+    let trailer = text.lines().filter(|l| l.starts_with("x-reflect-authorization")).count();
+    assert_eq!(trailer, 2, "the header and the trailer, both with the sentinel: {text}");
+
+    // A route without a credential passes the same reflection untouched.
+    let open = start_proxy(vec![route("localhost", &[], &[], None)], &[]);
+    let text = stdout(&curl(&open, &["-i", "-H", "X-Echo: plain-value", &https("/reflect")]));
+    assert!(
+        text.contains("x-reflect-x-echo: plain-value") && text.to_ascii_lowercase().contains("content-length"),
+        "{text}"
+    );
+
+    let log = std::fs::read_to_string(&proxy.audit).expect("audit log");
+    assert!(!log.contains(CREDENTIAL) && !log.contains(&base64), "{log}");
+}
+
+#[test]
+fn a_basic_pair_the_client_builds_with_the_sentinel_carries_the_credential() {
+    // git over HTTPS and gh send `Authorization: Basic base64(user:TOKEN)`, built from the sentinel.
+    let header_route = EgressRule {
+        ports: vec![upstream().tls_port],
+        inject: Some(injected("x-api-key", CREDENTIAL, CREDENTIAL)),
+        ..EgressRule::open("localhost")
+    };
+    let proxy = start_proxy(vec![header_route], &[]);
+    let user = format!("x-access-token:{SENTINEL}");
+    let got = echo(&curl(&proxy, &["-u", &user, &https("/git")]));
+    let real_pair = STANDARD.encode(format!("x-access-token:{CREDENTIAL}"));
+    assert_eq!(arrived(&got, "authorization"), Some(format!("Basic {real_pair}")), "{got}");
+    assert_eq!(arrived(&got, "x-api-key").as_deref(), Some(CREDENTIAL));
+    assert_eq!(got["headers"]["authorization"], SENTINEL, "the pair it became is scrubbed on the way back: {got}");
+    assert!(!got.to_string().contains(&real_pair), "{got}");
+
+    let got = echo(&curl(&proxy, &["-H", &format!("Authorization: token {SENTINEL}"), &https("/gh")]));
+    assert_eq!(arrived(&got, "authorization"), Some(format!("token {CREDENTIAL}")), "{got}");
+
+    let foreign = format!("x-access-token:{OTHER_SENTINEL}");
+    let got = echo(&curl(&proxy, &["-u", &foreign, &https("/other")]));
+    assert_eq!(arrived(&got, "authorization"), None, "a pair with another sentinel is removed: {got}");
+}
+
+#[test]
+fn a_sentinel_in_the_query_is_swapped_for_its_route_and_stripped_elsewhere() {
+    let proxy = start_proxy(vec![credential_route("localhost", &[]), route("127.0.0.1", &[], &[], None)], &[]);
+    let query = "/q?access_token=bot-bottle-hidden%3ATOKEN&x=1&other=bot-bottle-hidden:OTHER&y=a+b";
+    let out = curl(&proxy, &[&https(query)]);
+    let got = echo(&out);
+    assert_eq!(arrived_uri(&got), format!("/q?access_token={CREDENTIAL}&x=1&y=a+b"), "{got}");
+    assert_eq!(got["uri"], format!("/q?access_token={SENTINEL}&x=1&y=a+b"), "the echo comes back scrubbed");
+    assert!(!stdout(&out).contains(CREDENTIAL));
+
+    let other = format!("https://127.0.0.1:{}/q?access_token={SENTINEL}&x=1", upstream().tls_port);
+    let got = echo(&curl(&proxy, &[&other]));
+    assert_eq!(arrived_uri(&got), "/q?x=1", "no credential on this route: the parameter goes: {got}");
+    let got = echo(&curl(&proxy, &[&format!("https://127.0.0.1:{}/q?t={SENTINEL}", upstream().tls_port)]));
+    assert_eq!(arrived_uri(&got), "/q", "{got}");
+}
+
+#[test]
+fn credentials_go_only_over_tls_to_443_or_the_routes_ports() {
+    let (tls, plain) = (upstream().tls_port, upstream().plain_port);
+    // curl's `-i` output and the reason the proxy gave.
+    let refused = |proxy: &Proxy, url: &str| {
+        let text = stdout(&curl(proxy, &["-i", url]));
+        let reason = text.lines().find_map(|l| l.strip_prefix("x-bot-bottle-denied: ")).map(str::to_owned);
+        assert!(text.contains(" 403"), "{url}: {text}");
+        let reason = reason.unwrap_or_else(|| panic!("{url}: no reason: {text}"));
+        assert!(text.trim_end().ends_with(&reason), "the body is the reason: {text}");
+        reason
+    };
+
+    // No ports: the credential goes over TLS to 443 only.
+    let proxy = start_proxy(vec![route("localhost", &[], &[], Some(SECRET))], &[]);
+    let reason = refused(&proxy, &https("/x"));
+    assert_eq!(
+        reason,
+        format!(
+            "egress denied: route localhost of bottle {BOTTLE} sends its credential ($TOKEN) over TLS only to port 443, \
+             and this request goes to port {tls}; add `ports: [{tls}]` to that route in the manifest to send it there"
+        )
+    );
+    let reason = refused(&proxy, &format!("http://localhost:{plain}/x"));
+    assert!(
+        reason.contains("which goes only over TLS, and this request is plain http")
+            && reason.contains("`insecure_http: true`"),
+        "{reason}"
+    );
+
+    // `ports` names the port: TLS there is fine; plain http still needs insecure_http.
+    let proxy = start_proxy(vec![credential_route("localhost", &[plain])], &[]);
+    assert_eq!(arrived(&echo(&curl(&proxy, &[&https("/x")])), "authorization").as_deref(), Some(SECRET));
+    let reason = refused(&proxy, &format!("http://localhost:{plain}/x"));
+    assert!(reason.contains("insecure_http"), "{reason}");
+
+    // With insecure_http, plain http to a listed port carries the credential.
+    let clear = EgressRule { insecure_http: true, ..credential_route("localhost", &[plain]) };
+    let proxy = start_proxy(vec![clear], &[]);
+    let got = echo(&curl(&proxy, &[&format!("http://localhost:{plain}/x")]));
+    assert_eq!((arrived(&got, "authorization").as_deref(), &got["scheme"]), (Some(SECRET), &json!("http")));
+
+    // `ports` is also all the route may reach: another port is refused at CONNECT, before any TLS.
+    let only_tls = EgressRule { ports: vec![tls], ..route("localhost", &[], &[], None) };
+    let proxy = start_proxy(vec![only_tls], &[]);
+    let connect = format!("CONNECT localhost:{plain} HTTP/1.1\r\nHost: localhost:{plain}\r\n\r\n");
+    let (head, body) = raw_exchange(proxy.port, connect.as_bytes());
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    let expect = format!(
+        "egress denied: port {plain} is not allowed by route localhost of bottle {BOTTLE} (ports: {tls}); add {plain} \
+         to that route's ports in the manifest"
+    );
+    assert_eq!((header(&head, "x-bot-bottle-denied"), body.trim_end()), (Some(expect.as_str()), expect.as_str()));
+    let reason = refused(&proxy, &format!("http://localhost:{plain}/x"));
+    assert_eq!(reason, expect);
+    assert_eq!(echo(&curl(&proxy, &[&https("/fine")]))["uri"], "/fine");
 }
 
 #[test]
@@ -744,7 +1030,7 @@ fn malformed_requests_get_400_and_the_proxy_keeps_serving() {
 #[test]
 fn the_binary_announces_its_port_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = config(dir.path(), vec![route("localhost", &[], &[], Some(SECRET))], &[]);
+    let config = config(dir.path(), vec![credential_route("localhost", &[])], &[]);
     let ca_file = dir.path().join("bottle-ca.pem");
     std::fs::write(&ca_file, &config.ca_cert_pem).expect("write CA");
     let config_file = dir.path().join("egress.json");
@@ -764,7 +1050,8 @@ fn the_binary_announces_its_port_and_stops_on_sigterm() {
     assert_ne!(port, 0);
 
     let got = echo(&curl_via(port, &ca_file, &[&https("/from-the-binary")]));
-    assert_eq!(got["headers"]["authorization"], SECRET);
+    assert_eq!(arrived(&got, "authorization").as_deref(), Some(SECRET));
+    assert_eq!(got["headers"]["authorization"], SENTINEL);
 
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
     assert!(status.success());
