@@ -334,9 +334,10 @@ fn sidecars_serve_only_the_token(under: &dyn Under) {
         "token.yaml",
         &format!(
             "agents:\n  shell:\n    bottle: b\nbottles:\n  b:\n    agent_provider:\n      template: shell\n    \
-             egress:\n      - host: \"{}\"\n    git:\n      - Name: project\n        Host: 127.0.0.1\n        \
-             Repo: nowhere.git\n        IdentityFile: {}\n",
+             egress:\n      - host: \"{}\"\n        ports: [{}]\n    git:\n      - Name: project\n        \
+             Host: 127.0.0.1\n        Repo: nowhere.git\n        IdentityFile: {}\n",
             up.ip,
+            up.port,
             crate::harness::write(&world.path("work"), "key", "not a key\n").display()
         ),
     );

@@ -1,53 +1,34 @@
 //! The audit log: one JSON line per request, appended and flushed as the
 //! request ends. A line holds what was asked (method, host, path without the
 //! query), what the policy decided and why, the status, byte counts and
-//! duration — never a header value.
+//! duration — never a header value. Fields the agent controls are cut to
+//! [`MAX_FIELD`] bytes (the line says so), and a log file rotates
+//! (see [`crate::audit`]).
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
 
 use super::EgressError;
+use crate::audit::{AuditSink, MAX_FIELD, bounded};
 use crate::time::rfc3339;
 
 /// Where audit lines go.
-pub(crate) enum AuditLog {
-    Stdout,
-    File(Mutex<File>),
-}
+pub(crate) struct AuditLog(AuditSink);
 
 impl AuditLog {
     /// Opens `target` for appending; `-` is stdout.
     pub(crate) fn open(target: &str) -> Result<Self, EgressError> {
-        if target == "-" {
-            return Ok(AuditLog::Stdout);
-        }
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(target)
-            .map_err(|source| EgressError::AuditLog { path: target.to_owned(), source })?;
-        Ok(AuditLog::File(Mutex::new(file)))
+        AuditSink::open(target)
+            .map(AuditLog)
+            .map_err(|source| EgressError::AuditLog { path: target.to_owned(), source })
     }
 
     /// Appends `line` and a newline in one write, and flushes.
-    fn write_line(&self, mut line: Vec<u8>) {
-        line.push(b'\n');
-        let result = match self {
-            AuditLog::Stdout => {
-                let mut out = std::io::stdout().lock();
-                out.write_all(&line).and_then(|()| out.flush())
-            }
-            AuditLog::File(file) => {
-                let mut file = file.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                file.write_all(&line).and_then(|()| file.flush())
-            }
-        };
-        if let Err(err) = result {
+    fn write_line(&self, line: Vec<u8>) {
+        if let Err(err) = self.0.write_line(&line) {
             eprintln!("egress: cannot write the audit log: {err}");
         }
     }
@@ -103,9 +84,9 @@ impl Entry {
             bottle,
             time: SystemTime::now(),
             start: Instant::now(),
-            method: method.to_owned(),
-            host: host.to_owned(),
-            path: path.to_owned(),
+            method: bounded(method, MAX_FIELD).into_owned(),
+            host: bounded(host, MAX_FIELD).into_owned(),
+            path: bounded(path, MAX_FIELD).into_owned(),
             status: 0,
             rule: None,
             decision: Decision::Allow,
@@ -130,7 +111,7 @@ impl Entry {
     /// Marks the request denied (or failed, for upstream errors) with `reason`.
     pub(crate) fn set_reason(&mut self, decision: Decision, reason: &str) {
         self.decision = decision;
-        self.reason = Some(reason.to_owned());
+        self.reason = Some(bounded(reason, 2 * MAX_FIELD).into_owned());
     }
 
     /// Writes the line, with `bytes_down` response body bytes delivered.

@@ -12,7 +12,7 @@
 //!   (including `/`). Paths are matched without their query string. A route
 //!   with paths refuses paths with `.` or `..` segments (also percent-encoded),
 //!   which the upstream could resolve to a path the route does not allow.
-//! - A route with `ports` reaches only those ports; without, every port.
+//! - A route with `ports` reaches only those ports; without, 443 and 80.
 //! - A route's credential goes over TLS to port 443 or to the route's
 //!   `ports`, and over plain http only with `insecure_http` (to port 80 or to
 //!   `ports`); a request on that route that does not qualify is refused.
@@ -149,13 +149,15 @@ impl Policy {
         Ok(())
     }
 
-    /// Whether route `route` may reach `port`: every port, unless it lists its `ports`.
+    /// Whether route `route` may reach `port`: its `ports`, or without them
+    /// [`DEFAULT_PORTS`] (HTTPS and HTTP).
     pub(crate) fn check_port(&self, route: usize, port: u16) -> Result<(), Denial> {
         let rule = &self.rules[route];
-        if rule.ports.is_empty() || rule.ports.contains(&port) {
+        let allowed: &[u16] = if rule.ports.is_empty() { &DEFAULT_PORTS } else { &rule.ports };
+        if allowed.contains(&port) {
             return Ok(());
         }
-        let ports: Vec<String> = rule.ports.iter().map(u16::to_string).collect();
+        let ports: Vec<String> = allowed.iter().map(u16::to_string).collect();
         Err(Denial {
             reason: sanitize(&format!(
                 "egress denied: port {port} is not allowed by route {} of bottle {} (ports: {}); add {port} to that \
@@ -231,11 +233,21 @@ impl Policy {
     }
 }
 
+/// The ports a route without `ports` reaches.
+pub(crate) const DEFAULT_PORTS: [u16; 2] = [443, 80];
+
 /// What kind of non-public address `ip` is, or `None` for a public one.
+/// IPv6 forms that carry an IPv4 address (mapped, compatible, NAT64's
+/// `64:ff9b::/96`, 6to4's `2002::/16`) are judged by that address.
 pub(crate) fn restricted(ip: IpAddr) -> Option<&'static str> {
+    if let IpAddr::V6(v6) = ip {
+        if let Some(embedded) = embedded_v4(v6) {
+            return restricted(IpAddr::V4(embedded));
+        }
+    }
     match ip.to_canonical() {
         IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
+            let [a, b, c, _] = v4.octets();
             if v4.is_loopback() {
                 Some("loopback")
             } else if v4.is_private() {
@@ -250,6 +262,12 @@ pub(crate) fn restricted(ip: IpAddr) -> Option<&'static str> {
                 Some("multicast")
             } else if v4.is_broadcast() {
                 Some("broadcast")
+            } else if a == 192 && b == 0 && c == 0 {
+                Some("IETF protocol assignments (192.0.0.0/24)")
+            } else if a == 198 && (b == 18 || b == 19) {
+                Some("benchmarking (198.18.0.0/15)")
+            } else if a >= 240 {
+                Some("reserved (240.0.0.0/4)")
             } else {
                 None
             }
@@ -266,10 +284,29 @@ pub(crate) fn restricted(ip: IpAddr) -> Option<&'static str> {
                 Some("link-local")
             } else if first & 0xfe00 == 0xfc00 {
                 Some("unique-local (fc00::/7)")
+            } else if first & 0xffc0 == 0xfec0 {
+                Some("site-local (fec0::/10)")
             } else {
                 None
             }
         }
+    }
+}
+
+/// The IPv4 address an IPv6 one carries: IPv4-compatible (`::a.b.c.d`, not
+/// `::` or `::1`), NAT64 (`64:ff9b::/96`), 6to4 (`2002:AABB:CCDD::/48`).
+/// (IPv4-mapped addresses are canonicalized by the caller.)
+fn embedded_v4(v6: std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
+    let s = v6.segments();
+    let low = |hi: u16, lo: u16| std::net::Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+    let compatible = s[..6] == [0; 6] && (s[6] != 0 || s[7] > 1);
+    let nat64 = s[..6] == [0x64, 0xff9b, 0, 0, 0, 0];
+    if compatible || nat64 {
+        Some(low(s[6], s[7]))
+    } else if s[0] == 0x2002 {
+        Some(low(s[1], s[2]))
+    } else {
+        None
     }
 }
 
@@ -326,8 +363,11 @@ mod tests {
             ],
         );
         let reason = |result: Result<(), Denial>| result.expect_err("denied").reason;
-        assert!(policy.check_port(0, 1234).is_ok() && policy.check_credential(0, false, 1234).is_ok());
-        assert!(policy.check_port(1, 8443).is_ok(), "without ports every port is reachable");
+        assert!(policy.check_port(0, 1234).is_err(), "a route without ports reaches 443 and 80 only");
+        assert!(policy.check_port(0, 443).is_ok() && policy.check_credential(0, false, 1234).is_ok());
+        assert!(policy.check_port(1, 443).is_ok() && policy.check_port(1, 80).is_ok(), "without ports: 443 and 80");
+        let other = policy.check_port(1, 8443).expect_err("without ports, only 443 and 80").reason;
+        assert!(other.contains("port 8443 is not allowed") && other.contains("(ports: 443, 80)"), "{other}");
         assert!(policy.check_credential(1, true, 443).is_ok());
         let off_port = reason(policy.check_credential(1, true, 8443));
         assert!(off_port.contains("only to port 443") && off_port.contains("add `ports: [8443]`"), "{off_port}");
@@ -373,6 +413,17 @@ mod tests {
         check("::ffff:10.0.0.1", Some("private"));
         check("::ffff:169.254.169.254", Some("link-local"));
         check("2606:4700::1111", None);
+        check("192.0.0.8", Some("IETF"));
+        check("198.18.0.1", Some("benchmarking"));
+        check("198.19.255.1", Some("benchmarking"));
+        check("198.20.0.1", None);
+        check("240.0.0.1", Some("reserved"));
+        check("fec0::1", Some("site-local"));
+        check("64:ff9b::a9fe:a9fe", Some("link-local")); // NAT64 of 169.254.169.254
+        check("64:ff9b::808:808", None); // NAT64 of a public address, as DNS64 gives on IPv6-only hosts
+        check("2002:7f00:1::1", Some("loopback")); // 6to4 of 127.0.0.1
+        check("2002:0a00:0001::", Some("private"));
+        check("::7f00:1", Some("loopback")); // IPv4-compatible 127.0.0.1
     }
 
     #[test]

@@ -127,6 +127,9 @@ impl Proxy {
             .timer(HeaderTimer::new(activity, IDLE_TIMEOUT))
             .header_read_timeout(HEADER_TIMEOUT)
             .max_buf_size(MAX_HEAD)
+            // A client that sends its request and shuts its writing half
+            // still gets the answer.
+            .half_close(true)
             .serve_connection(TokioIo::new(io), service)
             .with_upgrades()
             .await;
@@ -368,9 +371,14 @@ impl Proxy {
     }
 }
 
-/// Whether an HTTP/1.1 request asks to switch protocols (WebSocket and the like).
+/// Whether an HTTP/1.1 request asks to switch to WebSocket, the one
+/// protocol the proxy passes through (any other `Upgrade`, h2c included, is
+/// removed and the request goes up as a plain one).
 fn wants_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
+    let websocket = |value: &HeaderValue| value.to_str().is_ok_and(|v| v.trim().eq_ignore_ascii_case("websocket"));
+    let mut upgrades = headers.get_all(header::UPGRADE).iter().peekable();
+    upgrades.peek().is_some()
+        && upgrades.all(websocket)
         && headers
             .get_all(header::CONNECTION)
             .iter()

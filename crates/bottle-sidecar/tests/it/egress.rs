@@ -161,6 +161,8 @@ async fn upstream_handle(
         return Ok(response);
     }
     if path == "/upgrade" && req.headers().contains_key("upgrade") {
+        // Switches to whatever the client asked for, and echoes it.
+        let protocol = req.headers()["upgrade"].clone();
         let upgrade = hyper::upgrade::on(&mut req);
         tokio::spawn(async move {
             if let Ok(upgraded) = upgrade.await {
@@ -171,7 +173,7 @@ async fn upstream_handle(
         let response = Response::builder()
             .status(StatusCode::SWITCHING_PROTOCOLS)
             .header("connection", "upgrade")
-            .header("upgrade", "echo")
+            .header("upgrade", protocol)
             .body(empty())
             .expect("101");
         return Ok(response);
@@ -316,8 +318,11 @@ impl Body for Repeat {
 }
 
 /// A route for the tests; `inject` is a `Bearer` value whose sentinel is [`SENTINEL`].
+/// A route to `host` on the test upstream's ports (a route reaches 443 and 80
+/// only, unless it names its ports).
 fn route(host: &str, methods: &[&str], paths: &[&str], inject: Option<&str>) -> EgressRule {
     EgressRule {
+        ports: vec![upstream().tls_port, upstream().plain_port],
         methods: methods.iter().map(|m| (*m).to_owned()).collect(),
         paths: paths.iter().map(|p| (*p).to_owned()).collect(),
         inject: inject.map(|value| injected("authorization", value, value.strip_prefix("Bearer ").unwrap_or(value))),
@@ -705,16 +710,19 @@ fn credentials_go_only_over_tls_to_443_or_the_routes_ports() {
         reason
     };
 
-    // No ports: the credential goes over TLS to 443 only.
-    let proxy = start_proxy(vec![route("localhost", &[], &[], Some(SECRET))], &[]);
-    let reason = refused(&proxy, &https("/x"));
-    assert_eq!(
-        reason,
-        format!(
-            "egress denied: route localhost of bottle {BOTTLE} sends its credential ($TOKEN) over TLS only to port 443, \
-             and this request goes to port {tls}; add `ports: [{tls}]` to that route in the manifest to send it there"
-        )
+    // No ports: the route reaches 443 and 80 only, so the upstream's port is
+    // refused outright (where its credential may go is the policy's unit test).
+    let proxy = start_proxy(vec![EgressRule { ports: vec![], ..route("localhost", &[], &[], Some(SECRET)) }], &[]);
+    let connect = format!("CONNECT localhost:{tls} HTTP/1.1\r\nHost: localhost:{tls}\r\n\r\n");
+    let (head, body) = raw_exchange(proxy.port, connect.as_bytes());
+    let expect = format!(
+        "egress denied: port {tls} is not allowed by route localhost of bottle {BOTTLE} (ports: 443, 80); add {tls} \
+         to that route's ports in the manifest"
     );
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    assert_eq!((header(&head, "x-bot-bottle-denied"), body.trim_end()), (Some(expect.as_str()), expect.as_str()));
+    // Plain http to a credential route that lists the port: refused for the credential.
+    let proxy = start_proxy(vec![credential_route("localhost", &[plain])], &[]);
     let reason = refused(&proxy, &format!("http://localhost:{plain}/x"));
     assert!(
         reason.contains("which goes only over TLS, and this request is plain http")
@@ -786,8 +794,9 @@ fn denials_say_which_route_and_how_to_allow() {
     let proxy = start_proxy(
         vec![
             route("localhost", &["GET"], &["/allowed/", "/repos/*/pulls"], None),
-            route("internal.test", &[], &[], None),
-            route("metadata.test", &[], &[], None),
+            // No ports: 443 and 80, which the CONNECTs below name.
+            EgressRule { ports: vec![], ..route("internal.test", &[], &[], None) },
+            EgressRule { ports: vec![], ..route("metadata.test", &[], &[], None) },
         ],
         &[("internal.test", "127.0.0.1"), ("metadata.test", "169.254.169.254")],
     );
@@ -915,8 +924,17 @@ fn http1_upstream_connections_are_pooled_and_never_shared_while_busy() {
 }
 
 #[test]
-fn an_upgrade_passes_through_the_tunnel() {
+fn a_websocket_upgrade_passes_through_the_tunnel_and_no_other_does() {
     let proxy = start_proxy(vec![route("localhost", &[], &[], None)], &[]);
+    // Any other protocol (h2c, a made-up one) is not switched to: the
+    // request goes up without its `Upgrade` and gets a plain answer.
+    for other in ["h2c", "echo", "websocket, h2c"] {
+        let out =
+            curl(&proxy, &["-i", "-H", "Connection: Upgrade", "-H", &format!("Upgrade: {other}"), &https("/upgrade")]);
+        let text = stdout(&out);
+        assert!(text.contains("\r\n\r\nHTTP/1.1 200") || text.contains("\r\n\r\nHTTP/2 200"), "{other}: {text}");
+        assert!(!text.to_ascii_lowercase().contains("\"upgrade\""), "the upstream saw no Upgrade for {other}: {text}");
+    }
     let port = upstream().tls_port;
     let mut tcp = TcpStream::connect(("127.0.0.1", proxy.port)).expect("connect");
     tcp.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
@@ -936,11 +954,11 @@ fn an_upgrade_passes_through_the_tunnel() {
     let name = ServerName::try_from("localhost").expect("name");
     let conn = rustls::ClientConnection::new(Arc::new(config), name).expect("client");
     let mut tls = rustls::StreamOwned::new(conn, tcp);
-    write!(tls, "GET /upgrade HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+    write!(tls, "GET /upgrade HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
         .expect("upgrade request");
     let head = read_head(&mut tls);
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    assert_eq!(header(&head, "upgrade"), Some("echo"));
+    assert_eq!(header(&head, "upgrade"), Some("websocket"));
     for message in ["ping-1", "a longer second message"] {
         tls.write_all(message.as_bytes()).expect("send");
         tls.flush().expect("flush");
@@ -949,9 +967,9 @@ fn an_upgrade_passes_through_the_tunnel() {
         assert_eq!(String::from_utf8_lossy(&back), message);
     }
     drop(tls);
-    let lines = audit_lines(&proxy, |lines| !lines.is_empty());
-    assert_eq!(lines[0]["status"], 101, "{lines:?}");
-    assert_eq!(lines[0]["path"], "/upgrade");
+    let lines = audit_lines(&proxy, |lines| lines.iter().any(|l| l["status"] == 101));
+    let switched = lines.iter().find(|l| l["status"] == 101).expect("the 101 is audited");
+    assert_eq!(switched["path"], "/upgrade", "{lines:?}");
 }
 
 #[test]
@@ -1169,4 +1187,20 @@ proptest! {
         prop_assert!(!path_matches(&pattern, &longer), "anchored at the end");
         prop_assert!(!path_matches(&pattern, &elsewhere), "anchored at the start");
     }
+}
+
+#[test]
+fn a_huge_path_makes_a_small_audit_line_that_says_it_was_cut() {
+    let proxy = start_proxy(vec![route("localhost", &[], &["/allowed/"], None)], &[]);
+    let path = format!("/{}", "x".repeat(60 * 1024));
+    let (head, _) = raw_exchange(
+        proxy.port,
+        format!("GET http://localhost:{}{path} HTTP/1.1\r\nHost: localhost\r\n\r\n", upstream().plain_port).as_bytes(),
+    );
+    assert!(head.starts_with("HTTP/1.1 403"), "{}", &head[..head.len().min(200)]);
+    let lines = audit_lines(&proxy, |lines| !lines.is_empty());
+    let text = std::fs::read_to_string(&proxy.audit).expect("audit");
+    assert!(text.len() < 4096, "the line is bounded: {} bytes", text.len());
+    assert!(lines[0]["path"].as_str().expect("path").contains("…[cut "), "{}", lines[0]);
+    assert!(lines[0]["reason"].as_str().expect("reason").contains("…[cut "), "{}", lines[0]);
 }
