@@ -228,6 +228,7 @@ pub(crate) fn gate_config(
         work_dir: "/var/lib/bot-bottle/gate".into(),
         upstreams,
         audit_log: "-".into(),
+        idle_timeout_secs: GitGateConfig::DEFAULT_IDLE_TIMEOUT_SECS,
     })
 }
 

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod connection;
 pub mod egress;
 pub mod gitgate;
 mod listen;
