@@ -27,6 +27,8 @@ const FILES: usize = 5;
 const FILE_BYTES: usize = 10 << 20;
 const TARGET: f64 = 1.5;
 const SSHD: &str = "/usr/sbin/sshd";
+/// The client token of the benchmark's bottle: the gate serves only clients that send it.
+const BENCH_TOKEN: &str = "bench-gate-token";
 
 /// Runs the benchmark.
 pub(crate) fn run() -> Result<()> {
@@ -47,6 +49,10 @@ pub(crate) fn run() -> Result<()> {
     let ssh = sshd.ssh_command();
     let direct_url = sshd.url(&direct);
     let gate_url = format!("{}/project.git", gate.url);
+    // The bottle's git sends its gate credentials as an extra header.
+    use base64::Engine as _;
+    let pair = base64::engine::general_purpose::STANDARD.encode(format!("{}:{BENCH_TOKEN}", bottle_core::TOKEN_USER));
+    let credentials = format!("http.extraHeader=Authorization: Basic {pair}");
 
     let mut times: [Vec<Duration>; 4] = Default::default();
     for round in 1..=ROUNDS {
@@ -59,9 +65,9 @@ pub(crate) fn run() -> Result<()> {
         git(&work, &["commit", "-q", "-m", "50 MB"])?;
         let runs: [(&Path, Vec<&str>); 4] = [
             (&work, vec!["push", "-q", &direct_url, &branch]),
-            (&work, vec!["push", "-q", &gate_url, &branch]),
+            (&work, vec!["-c", &credentials, "push", "-q", &gate_url, &branch]),
             (top, vec!["clone", "-q", "--single-branch", "-b", &branch, &direct_url, "clone-direct"]),
-            (top, vec!["clone", "-q", "--single-branch", "-b", &branch, &gate_url, "clone-gate"]),
+            (top, vec!["-c", &credentials, "clone", "-q", "--single-branch", "-b", &branch, &gate_url, "clone-gate"]),
         ];
         for (slot, (dir, args)) in runs.iter().enumerate() {
             let timer = Instant::now();
@@ -247,7 +253,8 @@ impl Gate {
         let known_hosts = sshd.host_key_line()?;
         let config = serde_json::json!({
             "bottle": "bench",
-            "listen": "127.0.0.1:0",
+            "listen": bottle_core::Listen::Tcp("127.0.0.1:0".into()),
+            "client_token": bottle_core::ClientToken::from_value(BENCH_TOKEN).digest(),
             "work_dir": top.join("gate"),
             "audit_log": top.join("gate-audit.jsonl"),
             "upstreams": [{

@@ -330,7 +330,7 @@ fn default_user() -> String {
 }
 
 /// What pushes the git gate lets through to an upstream.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PushPolicy {
     /// Branch patterns (`*` wildcards) the agent may push to; empty allows none.
@@ -345,6 +345,44 @@ pub struct PushPolicy {
     /// Whether pushing tags is allowed.
     #[serde(default)]
     pub tags: bool,
+    /// Whether a push may add, change or delete a CI definition
+    /// (`.github/workflows/`, `.gitlab-ci.yml`, `Jenkinsfile`, …), which a
+    /// hosted CI runs on push with the repository's secrets.
+    #[serde(default)]
+    pub ci: bool,
+    /// More paths a push may not add, change or delete: globs from the
+    /// repository's top (`*` within a path component, `**` across them); a
+    /// pattern that names a directory covers everything under it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths_deny: Vec<String>,
+    /// The largest push, in MiB of the pack the agent sends.
+    #[serde(default = "default_max_push_mb")]
+    #[schemars(range(min = 1, max = MAX_PUSH_MB_LIMIT))]
+    pub max_push_mb: u64,
+}
+
+/// What `push.max_push_mb` is when the manifest does not say.
+pub const DEFAULT_MAX_PUSH_MB: u64 = 1024;
+/// The largest `push.max_push_mb` (1 TiB).
+const MAX_PUSH_MB_LIMIT: u64 = 1 << 20;
+
+fn default_max_push_mb() -> u64 {
+    DEFAULT_MAX_PUSH_MB
+}
+
+impl Default for PushPolicy {
+    /// Nothing may be pushed; CI definitions refused; pushes up to [`DEFAULT_MAX_PUSH_MB`].
+    fn default() -> Self {
+        Self {
+            branches: Vec::new(),
+            force: false,
+            delete: false,
+            tags: false,
+            ci: false,
+            paths_deny: Vec::new(),
+            max_push_mb: DEFAULT_MAX_PUSH_MB,
+        }
+    }
 }
 
 /// Paths serialize as text even when not UTF-8, so [`Manifest::to_yaml`] cannot fail.

@@ -6,7 +6,7 @@
 use std::fmt::Write;
 
 use crate::backend::ErasedPlan;
-use crate::manifest::{BottleDef, EnvValue};
+use crate::manifest::{BottleDef, EnvValue, PushPolicy};
 use crate::plan::CommonPlan;
 use crate::routes::HostKeyCheck;
 
@@ -56,21 +56,18 @@ pub fn render(common: &CommonPlan, backend: &str, backend_lines: &[(String, Stri
         .iter()
         .zip(&common.git_gate.config.upstreams)
         .map(|(u, gate)| {
+            let host_key = match gate.host_key_check() {
+                HostKeyCheck::Pinned(_) => "pinned from ~/.ssh/known_hosts",
+                HostKeyCheck::FirstUse => "trusted on first use",
+            };
             format!(
-                "{} → {}@{}:{} {} (push branches: {}{}{}{}; host key {})",
+                "{} → {}@{}:{} {} (host key {host_key})\n  push: {}",
                 u.name,
                 u.user,
                 u.host,
                 u.port,
                 u.repo,
-                if u.push.branches.is_empty() { "none".to_string() } else { u.push.branches.join(",") },
-                if u.push.force { ", force" } else { "" },
-                if u.push.delete { ", delete" } else { "" },
-                if u.push.tags { ", tags" } else { "" },
-                match gate.host_key_check() {
-                    HostKeyCheck::Pinned(_) => "pinned from ~/.ssh/known_hosts",
-                    HostKeyCheck::FirstUse => "trusted on first use",
-                },
+                push_policy(&u.push)
             )
         })
         .collect();
@@ -109,6 +106,22 @@ pub fn render(common: &CommonPlan, backend: &str, backend_lines: &[(String, Stri
         }
     }
     out
+}
+
+/// The whole push policy in one line, e.g. `branches agent/*; no force, no
+/// delete, no tags; CI definitions refused; paths_deny none; at most 1024 MB a push`.
+fn push_policy(push: &PushPolicy) -> String {
+    let allowed = |yes: bool, what: &str| if yes { what.to_string() } else { format!("no {what}") };
+    format!(
+        "branches {}; {}, {}, {}; CI definitions {}; paths_deny {}; at most {} MB a push",
+        if push.branches.is_empty() { "none".to_string() } else { push.branches.join(",") },
+        allowed(push.force, "force"),
+        allowed(push.delete, "delete"),
+        allowed(push.tags, "tags"),
+        if push.ci { "allowed" } else { "refused" },
+        if push.paths_deny.is_empty() { "none".to_string() } else { push.paths_deny.join(",") },
+        push.max_push_mb,
+    )
 }
 
 fn list_or_none(items: &[String]) -> String {
@@ -234,5 +247,27 @@ mod tests {
         assert!(secret.is_empty(), "{secret:?}");
         let provider_hidden = warnings(route, "", "      API_KEY: { from_host: TOK }\n", &["API_KEY"]);
         assert!(provider_hidden.is_empty(), "a name the provider hides stays out: {provider_hidden:?}");
+    }
+
+    #[test]
+    fn the_push_line_shows_the_whole_policy() {
+        assert_eq!(
+            push_policy(&PushPolicy::default()),
+            "branches none; no force, no delete, no tags; CI definitions refused; paths_deny none; at most 1024 MB a push"
+        );
+        let open = PushPolicy {
+            branches: vec!["agent/*".into(), "fix/**".into()],
+            force: true,
+            delete: true,
+            tags: true,
+            ci: true,
+            paths_deny: vec!["secrets/**".into(), "**/*.pem".into()],
+            max_push_mb: 10,
+        };
+        assert_eq!(
+            push_policy(&open),
+            "branches agent/*,fix/**; force, delete, tags; CI definitions allowed; paths_deny secrets/**,**/*.pem; \
+             at most 10 MB a push"
+        );
     }
 }

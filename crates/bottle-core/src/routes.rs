@@ -149,18 +149,75 @@ pub enum HostKeyCheck {
     FirstUse,
 }
 
-/// The `known_hosts` lines naming `host` (`[host]:port` when the port is not 22).
+/// The `known_hosts` lines that name `host` (`[host]:port` when the port is
+/// not 22), as `ssh-keygen -F` and ssh itself find them:
+///
+/// - a line's names are a comma-separated list of patterns, matched without
+///   regard to case, where `*` and `?` are wildcards and a leading `!`
+///   negates (a negated match rules the line out);
+/// - a hashed name, `|1|SALT|HASH` (what `HashKnownHosts yes`, Debian's and
+///   Ubuntu's default, writes), matches when HASH is the HMAC-SHA1 of the
+///   name keyed by SALT (both base64);
+/// - `@cert-authority` and `@revoked` lines count by their names like the
+///   others, and go along with their marker; comments never count.
 fn known_host_lines(known_hosts: &str, host: &str, port: u16) -> String {
-    let wanted = if port == 22 { host.to_string() } else { format!("[{host}]:{port}") };
+    let wanted = if port == 22 { host.to_ascii_lowercase() } else { format!("[{}]:{port}", host.to_ascii_lowercase()) };
     known_hosts
         .lines()
+        .map(str::trim)
         .filter(|line| {
-            let line = line.trim();
-            !line.starts_with('#')
-                && line.split_whitespace().next().is_some_and(|names| names.split(',').any(|n| n == wanted))
+            let mut fields = line.split_whitespace();
+            let names = match fields.next() {
+                Some(marker) if marker.starts_with('@') => fields.next(),
+                first => first,
+            };
+            !line.starts_with('#') && names.is_some_and(|names| names_match(names, &wanted))
         })
-        .map(|line| format!("{}\n", line.trim()))
+        .map(|line| format!("{line}\n"))
         .collect()
+}
+
+/// Whether the `known_hosts` names field `names` matches `wanted` (see [`known_host_lines`]).
+fn names_match(names: &str, wanted: &str) -> bool {
+    if let Some(hashed) = names.strip_prefix("|1|") {
+        return hashed_name_matches(hashed, wanted);
+    }
+    let mut matched = false;
+    for pattern in names.split(',') {
+        let (negated, pattern) = match pattern.strip_prefix('!') {
+            Some(pattern) => (true, pattern),
+            None => (false, pattern),
+        };
+        let pattern: Vec<char> = pattern.to_ascii_lowercase().chars().collect();
+        if wildcard_match(&pattern, &wanted.chars().collect::<Vec<_>>()) {
+            if negated {
+                return false;
+            }
+            matched = true;
+        }
+    }
+    matched
+}
+
+/// Whether `SALT|HASH` (the part of a hashed name after `|1|`) is `name`'s.
+fn hashed_name_matches(hashed: &str, name: &str) -> bool {
+    use hmac::Mac as _;
+    let Some((salt, hash)) = hashed.split_once('|') else { return false };
+    let base64 = base64::engine::general_purpose::STANDARD;
+    let (Ok(salt), Ok(hash)) = (base64.decode(salt), base64.decode(hash)) else { return false };
+    let Ok(mut mac) = hmac::Hmac::<sha1::Sha1>::new_from_slice(&salt) else { return false };
+    mac.update(name.as_bytes());
+    mac.verify_slice(&hash).is_ok()
+}
+
+/// ssh's host pattern match: `*` is any run of characters, `?` any one.
+fn wildcard_match(pattern: &[char], name: &[char]) -> bool {
+    match pattern {
+        [] => name.is_empty(),
+        ['*', rest @ ..] => (0..=name.len()).any(|skip| wildcard_match(rest, &name[skip..])),
+        ['?', rest @ ..] => !name.is_empty() && wildcard_match(rest, &name[1..]),
+        [literal, rest @ ..] => name.first() == Some(literal) && wildcard_match(rest, &name[1..]),
+    }
 }
 
 /// The gate configuration for `upstreams`: keys read, host keys pinned where the operator has them.
@@ -195,6 +252,7 @@ pub(crate) fn gate_config(
         work_dir: "/var/lib/bot-bottle/gate".into(),
         upstreams,
         audit_log: "-".into(),
+        idle_timeout_secs: GitGateConfig::DEFAULT_IDLE_TIMEOUT_SECS,
     })
 }
 
@@ -253,6 +311,122 @@ mod tests {
         assert_eq!(known_host_lines(file, "github.com", 22), "github.com,140.82.1.1 ssh-ed25519 AAAA1\n");
         assert_eq!(known_host_lines(file, "git.example", 2222), "[git.example]:2222 ssh-rsa BBBB\n");
         assert_eq!(known_host_lines(file, "git.example", 22), "");
+    }
+
+    #[test]
+    fn known_hosts_patterns_negations_and_markers_count_as_ssh_counts_them() {
+        let file = "*.example.org,!evil.example.org ssh-ed25519 WILD\n\
+                    @revoked git.example.org ssh-ed25519 OLD\n\
+                    @cert-authority [gi?.example.org]:* ssh-ed25519 CA\n\
+                    GIT.Example.Org ssh-ed25519 UPPER\n";
+        let lines = |host: &str, port: u16| -> Vec<String> {
+            known_host_lines(file, host, port)
+                .lines()
+                .map(|l| l.rsplit(' ').next().unwrap_or_default().to_owned())
+                .collect()
+        };
+        assert_eq!(lines("git.example.org", 22), ["WILD", "OLD", "UPPER"]);
+        assert_eq!(lines("evil.example.org", 22), Vec::<String>::new());
+        assert_eq!(lines("git.example.org", 2222), ["CA"]);
+        assert_eq!(lines("example.org", 22), Vec::<String>::new());
+    }
+
+    /// A fresh ed25519 public key, `TYPE BASE64`, made by `ssh-keygen` in `dir`.
+    fn public_key(dir: &Path, name: &str) -> String {
+        let key = dir.join(name);
+        let made = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+            .arg(&key)
+            .stdin(std::process::Stdio::null())
+            .status()
+            .expect("running ssh-keygen");
+        assert!(made.success(), "ssh-keygen -t ed25519 failed");
+        let public = std::fs::read_to_string(key.with_extension("pub")).expect("the public key");
+        public.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+    }
+
+    /// Writes `lines` to `file` and hashes it in place with `ssh-keygen -H`,
+    /// as `HashKnownHosts yes` leaves it; returns the hashed text.
+    fn hash_known_hosts(file: &Path, lines: &str) -> String {
+        std::fs::write(file, lines).expect("writing known_hosts");
+        let hashed = std::process::Command::new("ssh-keygen")
+            .arg("-H")
+            .arg("-f")
+            .arg(file)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("running ssh-keygen -H");
+        assert!(hashed.status.success(), "ssh-keygen -H: {}", String::from_utf8_lossy(&hashed.stderr));
+        std::fs::read_to_string(file).expect("the hashed known_hosts")
+    }
+
+    /// What `ssh-keygen -F NAME` finds in `file`, without its comment lines.
+    fn ssh_keygen_finds(file: &Path, name: &str) -> String {
+        let found = std::process::Command::new("ssh-keygen")
+            .args(["-F", name, "-f"])
+            .arg(file)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("running ssh-keygen -F");
+        String::from_utf8_lossy(&found.stdout)
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    }
+
+    #[test]
+    fn hashed_known_hosts_lines_match_as_ssh_keygen_finds_them() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let (github, example) = (public_key(dir.path(), "github"), public_key(dir.path(), "example"));
+        let file = dir.path().join("known_hosts");
+        let hashed = hash_known_hosts(&file, &format!("github.com {github}\n[git.example]:2222 {example}\n"));
+        assert_eq!(hashed.lines().count(), 2, "{hashed}");
+        assert!(hashed.lines().all(|line| line.starts_with("|1|")), "ssh-keygen -H hashed every name: {hashed}");
+
+        let found = known_host_lines(&hashed, "github.com", 22);
+        assert_eq!(found.lines().count(), 1, "{found}");
+        assert!(found.starts_with("|1|") && found.ends_with(&format!("{github}\n")), "{found}");
+        assert_eq!(found, ssh_keygen_finds(&file, "github.com"));
+        let found = known_host_lines(&hashed, "git.example", 2222);
+        assert!(found.ends_with(&format!("{example}\n")) && found.lines().count() == 1, "{found}");
+        assert_eq!(found, ssh_keygen_finds(&file, "[git.example]:2222"));
+        for (host, port) in [("git.example", 22), ("github.com", 2222), ("gitlab.com", 22), ("github.co", 22)] {
+            assert_eq!(known_host_lines(&hashed, host, port), "", "{host}:{port}");
+        }
+    }
+
+    #[test]
+    fn the_gate_pins_a_host_key_from_a_hashed_known_hosts() {
+        let home = tempfile::tempdir().expect("a temp home");
+        std::fs::create_dir(home.path().join(".ssh")).expect("~/.ssh");
+        let key = public_key(home.path(), "host");
+        let hashed = hash_known_hosts(
+            &home.path().join(".ssh/known_hosts"),
+            &format!("other.example {key}\n[git.example]:2222 {key}\n"),
+        );
+        let pinned: String = hashed.lines().nth(1).map(|line| format!("{line}\n")).expect("the second line");
+        let identity_file = home.path().join("deploy_key");
+        std::fs::write(&identity_file, "a private key").expect("the key");
+        let upstream = |host: &str| GitUpstream {
+            name: "p".into(),
+            host: host.into(),
+            port: 2222,
+            user: "git".into(),
+            repo: "org/p.git".into(),
+            identity_file: identity_file.clone(),
+            push: Default::default(),
+        };
+        let host = Host {
+            env: Default::default(),
+            home: home.path().to_path_buf(),
+            state: crate::StateRoot::at("/nonexistent"),
+        };
+        let digest = crate::ClientToken::mint().expect("token").digest();
+        let config =
+            gate_config("s-1", &[upstream("git.example"), upstream("new.example")], digest, &host).expect("config");
+        assert_eq!(config.upstreams[0].host_key_check(), HostKeyCheck::Pinned(pinned));
+        assert_eq!(config.upstreams[1].host_key_check(), HostKeyCheck::FirstUse);
     }
 
     #[test]

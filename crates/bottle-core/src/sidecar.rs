@@ -244,6 +244,21 @@ pub struct GitGateConfig {
     pub upstreams: Vec<GateUpstream>,
     /// Where to append the audit log (JSON lines); `-` for stdout.
     pub audit_log: String,
+    /// How long the gate waits on a client that sends and reads nothing, in
+    /// the middle of a request or between requests, before it cuts the
+    /// connection (a push stalled mid-pack is then dropped with its quarantine).
+    #[serde(default = "GitGateConfig::default_idle_timeout_secs")]
+    pub idle_timeout_secs: u64,
+}
+
+impl GitGateConfig {
+    /// The default of [`GitGateConfig::idle_timeout_secs`]: 5 minutes, far
+    /// longer than git stays silent (its keepalives come every 5 s).
+    pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 300;
+
+    fn default_idle_timeout_secs() -> u64 {
+        Self::DEFAULT_IDLE_TIMEOUT_SECS
+    }
 }
 
 #[cfg(test)]

@@ -7,10 +7,18 @@
 //!   leaves the mirror as it is, with a warning on stderr.
 //! - Push: the mirror's `pre-receive` hook (this program again, in hook mode,
 //!   see the `hook` module) checks each ref update against [`PushPolicy`]
-//!   (the `policy` module documents the branch patterns), pushes the allowed
-//!   updates to the upstream from the quarantine, and lets the mirror take
-//!   them only when the upstream did. Each push leaves one JSON line in the
-//!   audit log.
+//!   (the `policy` module documents the branch and path patterns): the
+//!   branch, force, delete and tags, and what the update changes (no CI
+//!   definition unless `push.ci`, nothing `push.paths_deny` names). It pushes
+//!   the allowed updates to the upstream from the quarantine, and lets the
+//!   mirror take them only when the upstream did. The mirror refuses a pack
+//!   over `push.max_push_mb` and checks every object it receives. Each push
+//!   leaves one JSON line in the audit log.
+//! - Bounds: a connection that makes no progress for the configured idle
+//!   timeout is cut (a push stalled mid-pack takes its quarantine with it),
+//!   a request head must be whole 30 s after its first byte, at most 16
+//!   requests are served at once (the rest get `503`), and one upstream
+//!   fetch serves every request that arrives while it runs.
 //!
 //! `git` does the git work: `git http-backend` as a CGI, `git fetch` and
 //! `git push` over `ssh`.
@@ -18,6 +26,7 @@
 //! [`PushPolicy`]: bottle_core::PushPolicy
 
 mod audit;
+mod changes;
 mod hook;
 mod http;
 mod mirror;
@@ -27,6 +36,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
 use crate::listen::Listener;
 use bottle_core::GitGateConfig;
@@ -73,10 +83,16 @@ struct Gate {
     /// Checks the bottle's client token (`401` without it).
     client_token: bottle_core::TokenDigest,
     layout: Layout,
-    mirrors: BTreeMap<String, Mirror>,
+    /// `git-http-backend`, in git's exec path.
+    http_backend: std::path::PathBuf,
+    mirrors: BTreeMap<String, Arc<Mirror>>,
     audit: AuditLog,
     /// Pushes so far, to name each one's audit spool file.
     pushes: AtomicU64,
+    /// A permit for each request being served (see `http::MAX_REQUESTS`).
+    requests: Arc<tokio::sync::Semaphore>,
+    /// How long a connection may make no progress.
+    idle_timeout: Duration,
 }
 
 impl Gate {
@@ -97,20 +113,39 @@ impl Gate {
                 return Err(GateError::Config(format!("upstream name `{name}` appears twice")));
             }
         }
+        if config.idle_timeout_secs == 0 {
+            return Err(GateError::Config("idle_timeout_secs is 0; give the clients at least a second".into()));
+        }
         let layout = Layout::create(Path::new(&config.work_dir))?;
         let audit = AuditLog::open(&config.audit_log)?;
+        let exec_path = mirror::git_command(&layout.home, "git")
+            .arg("--exec-path")
+            .output()
+            .await
+            .map_err(|source| GateError::io("running git --exec-path", source))?;
+        if !exec_path.status.success() {
+            return Err(GateError::Git {
+                context: "finding git's exec path".into(),
+                stderr: String::from_utf8_lossy(&exec_path.stderr).trim().to_owned(),
+            });
+        }
+        let http_backend = Path::new(String::from_utf8_lossy(&exec_path.stdout).trim()).join("git-http-backend");
+        let idle_timeout = Duration::from_secs(config.idle_timeout_secs);
         let mut mirrors = BTreeMap::new();
         for upstream in &config.upstreams {
-            let mirror = Mirror::prepare(&layout, &config.bottle, upstream, relaunch).await?;
-            mirrors.insert(upstream.name.clone(), mirror);
+            let mirror = Mirror::prepare(&layout, &config.bottle, upstream, relaunch, idle_timeout).await?;
+            mirrors.insert(upstream.name.clone(), Arc::new(mirror));
         }
         Ok(Self {
             bottle: config.bottle,
             client_token: config.client_token,
             layout,
+            http_backend,
             mirrors,
             audit,
             pushes: AtomicU64::new(0),
+            requests: Arc::new(tokio::sync::Semaphore::new(http::MAX_REQUESTS)),
+            idle_timeout,
         })
     }
 }

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod audit;
+mod connection;
 pub mod egress;
 pub mod gitgate;
 mod listen;

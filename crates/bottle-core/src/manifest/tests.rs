@@ -52,7 +52,7 @@ bottles:
         User: git
         Repo: org/project.git
         IdentityFile: /keys/bot_deploy_key
-        push: { branches: ["agent/*"], force: false, delete: false, tags: false }
+        push: { branches: ["agent/*"], force: false, delete: false, tags: false, ci: false, paths_deny: ["secrets/**"], max_push_mb: 200 }
     supervise: true
 "#;
 
@@ -159,7 +159,12 @@ fn full_example_parses_to_the_expected_structs() {
         user: "git".to_string(),
         repo: "org/project.git".to_string(),
         identity_file: PathBuf::from("/keys/bot_deploy_key"),
-        push: PushPolicy { branches: vec!["agent/*".to_string()], force: false, delete: false, tags: false },
+        push: PushPolicy {
+            branches: vec!["agent/*".to_string()],
+            paths_deny: vec!["secrets/**".to_string()],
+            max_push_mb: 200,
+            ..PushPolicy::default()
+        },
     }];
     let expected = Manifest {
         agents: BTreeMap::from([(
@@ -595,6 +600,33 @@ fn git_upstream_values() {
             ("7:98: unknown key `tag`", "did you mean `tags`?"),
         ],
     );
+    check(
+        &git("Repo: r, push: { ci: 'no', paths_deny: secrets, max_push_mb: '10' }"),
+        &[
+            ("7:67: expected true or false, found a string", "YAML 1.2 reads `no` as text"),
+            ("7:85: expected a list of strings, found a string", "`- item`"),
+            ("7:107: expected a number of megabytes, found a string", "drop the quotes: 10"),
+        ],
+    );
+    check(
+        &git("Repo: r, push: { paths_deny: ['/etc', 'a/', 'a/../b', '[ab]', ok/**], max_push_mb: 0 }"),
+        &[
+            ("7:76: `/etc` starts with `/`", "`secrets/**`"),
+            ("7:84: `a/` ends with `/`", ""),
+            ("7:90: `a/../b` has an empty, `.` or `..` component", ""),
+            ("7:100: `[ab]` uses `[` or `\\`", ""),
+            ("7:129: 0 megabytes is out of range", "between 1 and 1048576"),
+        ],
+    );
+    check(
+        &git("Repo: r, push: { max_push_mb: 1.5, path_deny: [], max_push: 1, CI: true }"),
+        &[
+            ("7:76: 1.5 megabytes is out of range", "whole number"),
+            ("7:81: unknown key `path_deny`", "did you mean `paths_deny`?"),
+            ("7:96: unknown key `max_push`", "did you mean `max_push_mb`?"),
+            ("7:109: unknown key `CI`", "did you mean `ci`?"),
+        ],
+    );
     let host = bottle_with("    git:\n      - { Name: p, Host: 'github.com:22', Repo: r, IdentityFile: k }\n");
     check(&host, &[("7:26: `github.com:22` includes a port", "`github.com`")]);
     check(
@@ -740,6 +772,8 @@ fn json_schema_describes_the_yaml_shape() {
         assert!(git.get(key).is_some(), "GitUpstream lacks {key}: {git}");
     }
     assert_eq!(at("/$defs/GitUpstream/properties/Port/default"), serde_json::json!(22));
+    assert_eq!(at("/$defs/PushPolicy/properties/max_push_mb/default"), serde_json::json!(1024));
+    assert_eq!(at("/$defs/PushPolicy/properties/ci/default"), serde_json::json!(false));
     let env = at("/$defs/EnvValue/anyOf");
     assert!(env.to_string().contains("from_host") && env.to_string().contains("\"string\""), "{env}");
     let route = at("/$defs/EgressRoute/properties");
@@ -856,8 +890,21 @@ fn route() -> impl Strategy<Value = EgressRoute> {
 }
 
 fn upstream(name: String) -> impl Strategy<Value = GitUpstream> {
-    let push = (prop::collection::vec("[a-z0-9][a-z0-9/*_-]{0,8}[a-z0-9*]", 0..3), any::<[bool; 3]>())
-        .prop_map(|(branches, [force, delete, tags])| PushPolicy { branches, force, delete, tags });
+    let push = (
+        prop::collection::vec("[a-z0-9][a-z0-9/*_-]{0,8}[a-z0-9*]", 0..3),
+        any::<[bool; 4]>(),
+        prop::collection::vec("[a-z0-9.*_-]{1,6}(/[a-z0-9.*_-]{1,6}){0,2}", 0..3),
+        1..=1u64 << 20,
+    )
+        .prop_map(|(branches, [force, delete, tags, ci], paths_deny, max_push_mb)| PushPolicy {
+            branches,
+            force,
+            delete,
+            tags,
+            ci,
+            paths_deny: paths_deny.into_iter().filter(|p| !p.split('/').any(|c| c == "." || c == "..")).collect(),
+            max_push_mb,
+        });
     let host = "[a-z0-9]{1,8}(\\.[a-z]{2,4}){0,2}";
     (
         host,

@@ -14,8 +14,8 @@ use serde_yaml::Value;
 
 use super::spans::{Pos, Seg, Spans};
 use super::{
-    AgentDef, AgentProviderDef, AuthScheme, BottleDef, EgressRoute, EnvValue, GitIdentity, GitUpstream, Manifest,
-    ManifestError, ManifestErrors, ManifestSource, PushPolicy, RouteAuth,
+    AgentDef, AgentProviderDef, AuthScheme, BottleDef, EgressRoute, EnvValue, GitIdentity, GitUpstream,
+    MAX_PUSH_MB_LIMIT, Manifest, ManifestError, ManifestErrors, ManifestSource, PushPolicy, RouteAuth,
 };
 use crate::resources::{ByteSize, Cpus, Resources};
 
@@ -30,7 +30,7 @@ const ROUTE_KEYS: &[&str] = &["host", "methods", "paths", "ports", "auth", "inse
 const AUTH_KEYS: &[&str] = &["scheme", "from_host", "user", "header"];
 const AUTH_SCHEMES: &[&str] = &["bearer", "x-api-key", "basic", "header"];
 const GIT_KEYS: &[&str] = &["Name", "Host", "Port", "User", "Repo", "IdentityFile", "push"];
-const PUSH_KEYS: &[&str] = &["branches", "force", "delete", "tags"];
+const PUSH_KEYS: &[&str] = &["branches", "force", "delete", "tags", "ci", "paths_deny", "max_push_mb"];
 
 /// The prefix of the environment variables bot-bottle sets itself.
 const RESERVED_ENV_PREFIX: &str = "BOT_BOTTLE_";
@@ -803,8 +803,44 @@ impl Walker<'_> {
             Some((value, path)) => self.strings(value, &path, check_branch),
             None => Vec::new(),
         };
+        let paths_deny = match fields.get("paths_deny") {
+            Some((value, path)) => self.strings(value, &path, check_path_pattern),
+            None => Vec::new(),
+        };
+        let max_push_mb = fields.get("max_push_mb").map_or(Some(super::DEFAULT_MAX_PUSH_MB), |(value, path)| {
+            self.count(value, &path, "megabytes", 1..=MAX_PUSH_MB_LIMIT)
+        });
         let mut flag = |key: &str| fields.get(key).is_some_and(|(value, path)| self.boolean(value, &path));
-        Some(PushPolicy { branches, force: flag("force"), delete: flag("delete"), tags: flag("tags") })
+        Some(PushPolicy {
+            branches,
+            force: flag("force"),
+            delete: flag("delete"),
+            tags: flag("tags"),
+            ci: flag("ci"),
+            paths_deny,
+            max_push_mb: max_push_mb?,
+        })
+    }
+
+    /// A whole number of `unit` within `range`.
+    fn count(&mut self, value: &Value, path: &[Seg], unit: &str, range: std::ops::RangeInclusive<u64>) -> Option<u64> {
+        let (low, high) = (*range.start(), *range.end());
+        let Value::Number(number) = value else {
+            let hint = match value {
+                Value::String(text) if text.trim().parse::<u64>().is_ok() => {
+                    format!("drop the quotes: {}", text.trim())
+                }
+                _ => format!("write a whole number of {unit} between {low} and {high}"),
+            };
+            self.wrong_type(path, value, &format!("a number of {unit}"), hint);
+            return None;
+        };
+        let count = number.as_u64().filter(|count| range.contains(count));
+        if count.is_none() {
+            let message = format!("{number} {unit} is out of range");
+            self.at_value(path, problem(message, format!("write a whole number between {low} and {high}")));
+        }
+        count
     }
 }
 
@@ -1062,6 +1098,27 @@ fn check_repo(repo: &str) -> Check {
         return Ok(());
     };
     Err(problem(message, "write the repository path on the host, relative and without `..`, e.g. `org/project.git`"))
+}
+
+/// A `push.paths_deny` pattern: a glob from the repository's top.
+fn check_path_pattern(pattern: &str) -> Check {
+    let hint = "write a path or glob from the repository's top, e.g. `secrets/**` or `**/*.pem`";
+    let message = if pattern.is_empty() {
+        "the path pattern is empty".to_string()
+    } else if pattern.starts_with('/') {
+        format!("`{pattern}` starts with `/`: patterns are relative to the repository's top")
+    } else if pattern.ends_with('/') {
+        format!("`{pattern}` ends with `/`: a pattern naming a directory covers everything under it without one")
+    } else if pattern.split('/').any(|part| part.is_empty() || part == "." || part == "..") {
+        format!("`{pattern}` has an empty, `.` or `..` component")
+    } else if pattern.contains(['[', '\\']) {
+        format!("`{pattern}` uses `[` or `\\`, which these patterns do not support")
+    } else if pattern.chars().any(char::is_control) {
+        format!("`{pattern}` contains a control character")
+    } else {
+        return Ok(());
+    };
+    Err(problem(message, hint))
 }
 
 fn check_branch(branch: &str) -> Check {

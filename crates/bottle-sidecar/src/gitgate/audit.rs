@@ -3,14 +3,13 @@
 //! that request; the gate appends it to the audit log (a file, or stdout for
 //! `-`) once the push is over, so one writer owns the log.
 
-use std::io::Write as _;
 use std::path::Path;
-use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
 use super::GateError;
 use super::policy::RefUpdate;
+use crate::audit::AuditSink;
 pub(crate) use crate::time::rfc3339;
 
 /// One push, as the audit log records it. It never holds the key.
@@ -34,44 +33,20 @@ pub(crate) struct PushRecord {
     pub(crate) duration_ms: u64,
 }
 
-/// Where audit lines go.
-pub(crate) struct AuditLog {
-    sink: Mutex<Sink>,
-}
-
-enum Sink {
-    Stdout,
-    File(std::fs::File),
-}
+/// Where audit lines go (rotated: see [`crate::audit`]).
+pub(crate) struct AuditLog(AuditSink);
 
 impl AuditLog {
     /// Opens the audit log `target` for appending: a path, or `-` for stdout.
     pub(crate) fn open(target: &str) -> Result<Self, GateError> {
-        let sink = if target == "-" {
-            Sink::Stdout
-        } else {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(target)
-                .map_err(|source| GateError::io(format!("opening the audit log {target}"), source))?;
-            Sink::File(file)
-        };
-        Ok(Self { sink: Mutex::new(sink) })
+        AuditSink::open(target)
+            .map(AuditLog)
+            .map_err(|source| GateError::io(format!("opening the audit log {target}"), source))
     }
 
     /// Appends one line (a newline is added).
     pub(crate) fn write_line(&self, line: &str) {
-        let mut sink = self.sink.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let line = format!("{}\n", line.trim_end());
-        let written = match &mut *sink {
-            Sink::Stdout => {
-                let mut out = std::io::stdout().lock();
-                out.write_all(line.as_bytes()).and_then(|()| out.flush())
-            }
-            Sink::File(file) => file.write_all(line.as_bytes()),
-        };
-        if let Err(err) = written {
+        if let Err(err) = self.0.write_line(line.trim_end().as_bytes()) {
             eprintln!("git-gate: warning: could not write the audit log: {err}");
         }
     }

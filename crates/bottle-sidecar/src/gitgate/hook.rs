@@ -1,10 +1,12 @@
 //! The mirror's `pre-receive` hook: `bottle-sidecar git-gate --config
 //! WORK/hooks/NAME.json` run with `BOTTLE_GIT_GATE_HOOK=pre-receive` by the
 //! script the gate writes into each mirror. It checks every ref update
-//! against the push policy, forwards an allowed push to the upstream before
-//! the mirror takes it (from the quarantine: the pushed objects are reachable
-//! through the hook's environment), and leaves one audit record in the spool
-//! file the gate named in `BOTTLE_GIT_GATE_AUDIT`.
+//! against the push policy, by ref and by what it changes (the `changes`
+//! module), forwards an allowed push to the upstream before the mirror takes
+//! it (from the quarantine: the pushed objects are reachable through the
+//! hook's environment), holding the mirror's lock while it does, and leaves
+//! one audit record in the spool file the gate named in
+//! `BOTTLE_GIT_GATE_AUDIT`.
 //!
 //! What it prints on stderr reaches the agent's `git push` as `remote:`
 //! lines: one line per refused update, or the upstream's own lines when the
@@ -19,7 +21,13 @@ use bottle_core::PushPolicy;
 use serde::{Deserialize, Serialize};
 
 use super::audit::{PushRecord, rfc3339};
+use super::changes;
+use super::mirror::lock_mirror;
 use super::policy::{self, RefUpdate};
+use crate::audit::{MAX_FIELD, bounded};
+
+/// The most refs one push's audit record lists.
+const MAX_REFS: usize = 100;
 
 /// The environment variable that puts `bottle-sidecar git-gate` in hook mode.
 pub(crate) const HOOK_ENV: &str = "BOTTLE_GIT_GATE_HOOK";
@@ -38,6 +46,8 @@ pub(crate) struct HookConfig {
     pub(crate) url: String,
     /// `GIT_SSH_COMMAND` for the upstream (key, port, known hosts).
     pub(crate) ssh_command: String,
+    /// The mirror's lock file, held while the push is forwarded.
+    pub(crate) lock: PathBuf,
     /// What pushes are allowed.
     pub(crate) policy: PushPolicy,
 }
@@ -67,7 +77,9 @@ pub(crate) fn main(path: &str) -> i32 {
     let mut refspecs = Vec::new();
     let mut refusals = Vec::new();
     for update in &updates {
-        match policy::check(&config.policy, update, || is_ancestor(&update.old, &update.new)) {
+        let verdict = policy::check(&config.policy, update, || is_ancestor(&update.old, &update.new))
+            .and_then(|refspec| check_content(&config.policy, update).map(|()| refspec));
+        match verdict {
             Ok(refspec) => refspecs.push(refspec),
             Err(reason) => refusals.push(reason),
         }
@@ -98,14 +110,26 @@ pub(crate) fn main(path: &str) -> i32 {
             }
         }
     };
+    // What the agent named (refs, and the reasons quoting them) is cut to a
+    // length, and at most MAX_REFS refs are listed, so no push makes a long line.
+    let listed = updates.len().min(MAX_REFS);
+    let mut reason = bounded(&reason, 4 * MAX_FIELD).into_owned();
+    if updates.len() > listed {
+        reason.push_str(&format!(" ({} more refs not listed)", updates.len() - listed));
+    }
+    let refs = updates
+        .into_iter()
+        .take(listed)
+        .map(|update| RefUpdate { name: bounded(&update.name, MAX_FIELD).into_owned(), ..update })
+        .collect();
     let record = PushRecord {
         time,
         bottle: config.bottle,
         upstream: config.upstream,
-        refs: updates,
+        refs,
         verdict: verdict.to_owned(),
         reason,
-        upstream_result,
+        upstream_result: upstream_result.map(|result| bounded(&result, 4 * MAX_FIELD).into_owned()),
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     };
     if let Some(spool) = std::env::var_os(AUDIT_ENV).map(PathBuf::from) {
@@ -117,6 +141,18 @@ pub(crate) fn main(path: &str) -> i32 {
         }
     }
     code
+}
+
+/// The content half of the policy for an update the ref half allowed: what
+/// it changes must be no CI definition (unless allowed) and nothing
+/// `paths_deny` names. Fails closed: what the gate cannot tell is refused.
+fn check_content(policy: &PushPolicy, update: &RefUpdate) -> Result<(), String> {
+    if update.deletes() || (policy.ci && policy.paths_deny.is_empty()) {
+        return Ok(());
+    }
+    let changed = changes::changed_paths(update)
+        .map_err(|err| format!("push refused: the gate cannot tell what {} changes: {err}", update.short_name()))?;
+    policy::check_paths(policy, update, &changed)
 }
 
 /// Whether `new` descends from `old` (the objects of the push in progress
@@ -134,6 +170,9 @@ fn is_ancestor(old: &str, new: &str) -> bool {
 /// Pushes `refspecs` to the upstream; on success returns the upstream's own
 /// `remote:` lines (a pull-request link, say), on failure everything it said.
 fn forward(config: &HookConfig, refspecs: &[String]) -> Result<Vec<String>, String> {
+    // One forward at a time, and no fetch meanwhile; released on return.
+    let _lock = lock_mirror(&config.lock)
+        .map_err(|err| format!("the gate cannot take the mirror's lock {}: {err}", config.lock.display()))?;
     let mut cmd = Command::new("git");
     cmd.arg("push").arg("--no-verify");
     if refspecs.len() > 1 {

@@ -1,8 +1,14 @@
 //! The gate's HTTP side: git's smart HTTP protocol at `/NAME.git`, each
 //! request answered by `git http-backend` run as a CGI, with the request body
 //! streamed in and its response streamed out. A fetch or clone first fetches
-//! the mirror from its upstream; a push holds the mirror while its
-//! `pre-receive` hook forwards it, and its audit record is taken afterwards.
+//! the mirror from its upstream (one fetch shared by the requests that wait
+//! for it); a push's `pre-receive` hook forwards it, and its audit record is
+//! taken afterwards.
+//!
+//! Bounded against a client that would hold the gate: request headers within
+//! [`HEADER_TIMEOUT`] of their first byte, no connection idle past the
+//! gate's idle timeout (see the crate's `connection` module), at most
+//! [`MAX_REQUESTS`] requests at once.
 
 use std::convert::Infallible;
 
@@ -13,6 +19,7 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::connection::{Activity, HeaderTimer, Watched};
 use crate::listen::Listener;
 use crate::token;
 use hyper::body::{Body, Bytes, Frame, Incoming};
@@ -23,7 +30,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncBufReadExt as _, AsyncRead, AsyncReadExt as _, AsyncWriteExt as _, BufReader, ReadBuf};
 use tokio::process::ChildStdout;
-use tokio::sync::OwnedMutexGuard;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::Gate;
 use super::hook::AUDIT_ENV;
@@ -33,6 +40,12 @@ use super::mirror::{Mirror, git_command};
 const ENDPOINTS: [&str; 3] = ["/info/refs", "/git-upload-pack", "/git-receive-pack"];
 /// The most a CGI response's header may take.
 const MAX_CGI_HEADER: usize = 64 * 1024;
+/// How long a client may take to send a request's header from its first
+/// byte, however steadily it trickles in: git sends one at once.
+pub(crate) const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// The most requests the gate serves at once (each may run a git); one more
+/// gets `503`. A bottle's git makes one request at a time per command.
+pub(crate) const MAX_REQUESTS: usize = 16;
 
 /// Accepts connections on `listener` and serves each one, forever.
 pub(crate) async fn run(gate: Arc<Gate>, listener: Listener) {
@@ -48,18 +61,27 @@ pub(crate) async fn run(gate: Arc<Gate>, listener: Listener) {
         };
         let gate = Arc::clone(&gate);
         tokio::spawn(async move {
+            let io = Watched::new(stream, gate.idle_timeout);
+            let activity = io.activity();
+            let timer = HeaderTimer::new(Arc::clone(&activity), gate.idle_timeout);
             let service = service_fn(move |req| {
                 let gate = Arc::clone(&gate);
                 let peer = peer.clone();
-                async move { Ok::<_, Infallible>(handle(gate, req, peer).await) }
+                let activity = Arc::clone(&activity);
+                async move { Ok::<_, Infallible>(handle(gate, req, peer, activity).await) }
             });
-            // A client that goes away mid-request is no concern of the gate's.
-            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            // A client that goes away mid-request, or stalls and is cut, is
+            // no concern of the gate's: its git is ended (see `cgi`).
+            let _ = http1::Builder::new()
+                .timer(timer)
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(io), service)
+                .await;
         });
     }
 }
 
-async fn handle(gate: Arc<Gate>, req: Request<Incoming>, peer: String) -> Response<GateBody> {
+async fn handle(gate: Arc<Gate>, req: Request<Incoming>, peer: String, activity: Arc<Activity>) -> Response<GateBody> {
     if !token::presents(&gate.client_token, req.headers().get(hyper::header::AUTHORIZATION)) {
         let mut response = text(
             StatusCode::UNAUTHORIZED,
@@ -71,6 +93,14 @@ async fn handle(gate: Arc<Gate>, req: Request<Incoming>, peer: String) -> Respon
             .insert(hyper::header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"bot-bottle git gate\""));
         return response;
     }
+    // Taken before anything that waits (the fetch below): a request holding
+    // a permit has joined the fetch in flight.
+    let Ok(permit) = Arc::clone(&gate.requests).try_acquire_owned() else {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("busy: {MAX_REQUESTS} requests are being served already; try again in a moment"),
+        );
+    };
     let path = req.uri().path();
     let Some((repo, endpoint)) =
         ENDPOINTS.iter().find_map(|endpoint| Some((path.strip_suffix(endpoint)?.strip_prefix('/')?, *endpoint)))
@@ -89,17 +119,18 @@ async fn handle(gate: Arc<Gate>, req: Request<Incoming>, peer: String) -> Respon
         );
     };
     let service = req.uri().query().unwrap_or("").split('&').find_map(|pair| pair.strip_prefix("service="));
-    let (guard, spool) = match (req.method(), endpoint, service) {
+    let spool = match (req.method(), endpoint, service) {
         (&Method::GET, "/info/refs", Some("git-upload-pack" | "git-receive-pack")) => {
-            // Fresh refs for every fetch, and for every push to be checked against.
+            // Fresh refs for every fetch, and for every push to be checked
+            // against; the client has nothing to say meanwhile.
+            let _busy = activity.busy();
             mirror.refresh().await;
-            (None, None)
+            None
         }
-        (&Method::POST, "/git-upload-pack", _) => (None, None),
+        (&Method::POST, "/git-upload-pack", _) => None,
         (&Method::POST, "/git-receive-pack", _) => {
-            let guard = Arc::clone(&mirror.lock).lock_owned().await;
             let n = gate.pushes.fetch_add(1, Ordering::Relaxed);
-            (Some(guard), Some(gate.layout.spool.join(format!("push-{}-{n}.json", std::process::id()))))
+            Some(gate.layout.spool.join(format!("push-{}-{n}.json", std::process::id())))
         }
         (_, "/info/refs", _) => {
             return text(StatusCode::FORBIDDEN, "this gate speaks git's smart HTTP protocol only (no dumb HTTP)");
@@ -107,7 +138,7 @@ async fn handle(gate: Arc<Gate>, req: Request<Incoming>, peer: String) -> Respon
         _ => return text(StatusCode::METHOD_NOT_ALLOWED, "use GET for /info/refs and POST for the git services"),
     };
     let path_info = format!("/{name}.git{endpoint}");
-    cgi(&gate, mirror, req, peer, &path_info, guard, spool).await
+    cgi(&gate, mirror, req, peer, &path_info, permit, spool).await
 }
 
 /// Runs `git http-backend` for one request.
@@ -117,13 +148,14 @@ async fn cgi(
     req: Request<Incoming>,
     peer: String,
     path_info: &str,
-    guard: Option<OwnedMutexGuard<()>>,
+    permit: OwnedSemaphorePermit,
     spool: Option<PathBuf>,
 ) -> Response<GateBody> {
     let (parts, mut body) = req.into_parts();
-    let mut cmd = git_command(&gate.layout.home);
-    cmd.arg("http-backend")
-        .env("GIT_PROJECT_ROOT", &gate.layout.repos)
+    // The program itself rather than `git http-backend`, so that killing it
+    // kills it, not a `git` in front of it.
+    let mut cmd = git_command(&gate.layout.home, &gate.http_backend);
+    cmd.env("GIT_PROJECT_ROOT", &gate.layout.repos)
         .env("GIT_HTTP_EXPORT_ALL", "1")
         .env("GATEWAY_INTERFACE", "CGI/1.1")
         .env("SERVER_PROTOCOL", "HTTP/1.1")
@@ -156,15 +188,32 @@ async fn cgi(
     else {
         return text(StatusCode::INTERNAL_SERVER_ERROR, "git http-backend has no pipes");
     };
+    let promised = parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let (abort, aborted) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
-        while let Some(Ok(frame)) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
-            if let Ok(data) = frame.into_data()
-                && stdin.write_all(&data).await.is_err()
-            {
-                break;
+        let mut received = 0u64;
+        let whole = loop {
+            match std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+                Some(Ok(frame)) => {
+                    let Ok(data) = frame.into_data() else { continue };
+                    received += data.len() as u64;
+                    if stdin.write_all(&data).await.is_err() {
+                        // It stopped reading, and knows why (a pack over the limit, say).
+                        break true;
+                    }
+                }
+                // The client went away or was cut off mid-body.
+                Some(Err(_)) => break false,
+                None => break promised.is_none_or(|promised| promised == received),
             }
+        };
+        // Dropping stdin ends the request for http-backend...
+        drop(stdin);
+        if !whole {
+            // ...except one that promised a Content-Length: it would wait
+            // for the rest forever (spinning), so it is ended instead.
+            let _ = abort.send(());
         }
-        // Dropping stdin ends the request for http-backend.
     });
     let name = mirror.name.clone();
     tokio::spawn(async move {
@@ -175,12 +224,19 @@ async fn cgi(
     });
     let gate = Arc::clone(gate);
     tokio::spawn(async move {
-        let _ = child.wait().await;
+        tokio::select! {
+            _ = child.wait() => {}
+            Ok(()) = aborted => {
+                // Its git sees the end of its input and goes, and with it a
+                // push's quarantine.
+                let _ = child.kill().await;
+            }
+        }
         if let Some(spool) = spool {
             gate.audit.drain(&spool);
         }
-        // The mirror is free again only once the push is over.
-        drop(guard);
+        // The request counts until its git is done.
+        drop(permit);
     });
 
     let (head, rest) = match read_cgi_header(&mut stdout).await {

@@ -3,6 +3,15 @@
 //! agent clones from and pushes to, with the `pre-receive` hook that forwards
 //! pushes upstream.
 //!
+//! Fetching is coalesced: at most one fetch of an upstream runs at a time,
+//! and requests that arrive meanwhile wait for it and take its result. The
+//! mirror's lock (a `flock` on `WORK/locks/NAME.lock`, which the hook takes
+//! too) is held only while its refs change from the upstream's side: during
+//! a fetch, and while the hook forwards a push, never while a client uploads
+//! a pack, so a stalled push holds nothing. (receive-pack updates the
+//! mirror's refs just after the hook lets go: a fetch landing in between can
+//! only make that update fail, and the agent's next fetch sees the upstream.)
+//!
 //! Work directory layout:
 //!
 //! ```text
@@ -12,17 +21,18 @@
 //! WORK/repos/NAME.git      the bare mirror, served as /NAME.git
 //! WORK/hooks/NAME.json     what the mirror's pre-receive hook needs (no key)
 //! WORK/spool/              audit records the hook leaves for the gate
+//! WORK/locks/NAME.lock     the mirror's lock
 //! ```
 
 use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bottle_core::GateUpstream;
 use tokio::process::Command;
-use tokio::sync::Mutex;
+use tokio::sync::watch;
 
 use super::GateError;
 use super::hook::{HOOK_ENV, HookConfig};
@@ -44,6 +54,8 @@ pub(crate) struct Layout {
     hooks: PathBuf,
     /// Audit records in transit.
     pub(crate) spool: PathBuf,
+    /// The mirrors' lock files.
+    locks: PathBuf,
 }
 
 impl Layout {
@@ -57,8 +69,9 @@ impl Layout {
             repos: work.join("repos"),
             hooks: work.join("hooks"),
             spool: work.join("spool"),
+            locks: work.join("locks"),
         };
-        for dir in [&work, &layout.home, &layout.ssh, &layout.repos, &layout.hooks, &layout.spool] {
+        for dir in [&work, &layout.home, &layout.ssh, &layout.repos, &layout.hooks, &layout.spool, &layout.locks] {
             std::fs::create_dir_all(dir)
                 .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
                 .map_err(|source| GateError::io(format!("creating {}", dir.display()), source))?;
@@ -80,19 +93,23 @@ pub(crate) struct Mirror {
     ssh_command: String,
     /// HOME for git and ssh.
     home: PathBuf,
-    /// Held while the mirror's refs change: a fetch from the upstream, a push.
-    pub(crate) lock: Arc<Mutex<()>>,
+    /// The mirror's lock file (see [`lock_mirror`]).
+    lock: PathBuf,
+    /// The fetch in flight, if any: done when it says `true`.
+    fetching: Mutex<Option<watch::Receiver<bool>>>,
 }
 
 impl Mirror {
     /// Writes the upstream's key and known hosts, creates the mirror with its
     /// hook (running `relaunch`), and fetches it from the upstream; an
-    /// unreachable upstream is a warning, not an error.
+    /// unreachable upstream is a warning, not an error. `idle_timeout` is
+    /// how long the gate lets a client connection be silent.
     pub(crate) async fn prepare(
         layout: &Layout,
         bottle: &str,
         upstream: &GateUpstream,
         relaunch: &Relaunch,
+        idle_timeout: std::time::Duration,
     ) -> Result<Self, GateError> {
         let name = &upstream.name;
         let key = layout.ssh.join(format!("{name}.key"));
@@ -131,7 +148,8 @@ impl Mirror {
             url: format!("{}@{host}:{}", upstream.user, upstream.repo),
             ssh_command,
             home: layout.home.clone(),
-            lock: Arc::new(Mutex::new(())),
+            lock: layout.locks.join(format!("{name}.lock")),
+            fetching: Mutex::new(None),
         };
 
         let hook_config = HookConfig {
@@ -139,6 +157,7 @@ impl Mirror {
             upstream: name.clone(),
             url: mirror.url.clone(),
             ssh_command: mirror.ssh_command.clone(),
+            lock: mirror.lock.clone(),
             policy: upstream.push.clone(),
         };
         let hook_config_path = layout.hooks.join(format!("{name}.json"));
@@ -151,6 +170,10 @@ impl Mirror {
                 git.args(["init", "--quiet", "--bare", "--template="]).arg(&mirror.dir);
             })
             .await?;
+        let max_input_size = upstream.push.max_push_mb.saturating_mul(1 << 20).to_string();
+        // git's keepalives (5 s by default) while it works before answering:
+        // often enough that the idle timeout never cuts a client waiting on it.
+        let keepalive = (idle_timeout.as_secs() / 2).clamp(1, 5).to_string();
         for (key, value) in [
             // http-backend serves receive-pack only when told to.
             ("http.receivepack", "true"),
@@ -163,6 +186,13 @@ impl Mirror {
             // git or the upstream already did. It keeps a 50 MB push through
             // the gate within seconds of a direct one.
             ("pack.window", "0"),
+            // Check every object a push brings (index-pack --strict)...
+            ("receive.fsckObjects", "true"),
+            // ...and refuse a pack larger than the policy allows.
+            ("receive.maxInputSize", &max_input_size),
+            // (See `keepalive` above.)
+            ("receive.keepAlive", &keepalive),
+            ("uploadpack.keepAlive", &keepalive),
         ] {
             mirror
                 .git_ok("configuring the mirror", |git| {
@@ -207,11 +237,46 @@ impl Mirror {
 
     /// Fetches the upstream into the mirror, so the agent sees fresh refs; if
     /// the upstream cannot be reached the mirror stays as it is, with a warning.
-    pub(crate) async fn refresh(&self) {
-        let _guard = self.lock.lock().await;
+    ///
+    /// A fetch already in flight is waited for and taken instead of starting
+    /// another. The fetch runs on its own task: a request that goes away
+    /// while waiting stops nothing.
+    pub(crate) async fn refresh(self: &Arc<Self>) {
+        let mut fetched = {
+            let mut in_flight = self.fetching.lock().unwrap_or_else(PoisonError::into_inner);
+            match &*in_flight {
+                // (A fetch task that went away without saying is no fetch in flight.)
+                Some(fetched) if fetched.has_changed().is_ok() => fetched.clone(),
+                _ => {
+                    let (done, fetched) = watch::channel(false);
+                    *in_flight = Some(fetched.clone());
+                    let mirror = Arc::clone(self);
+                    tokio::spawn(async move {
+                        mirror.fetch_locked().await;
+                        // Requests from now on start a fetch of their own.
+                        *mirror.fetching.lock().unwrap_or_else(PoisonError::into_inner) = None;
+                        let _ = done.send(true);
+                    });
+                    fetched
+                }
+            }
+        };
+        // An error means the fetch task is gone: there is nothing more to wait for.
+        let _ = fetched.wait_for(|done| *done).await;
+    }
+
+    /// [`Mirror::fetch`] under the mirror's lock; failures are warnings.
+    async fn fetch_locked(&self) {
+        let lock = self.lock.clone();
+        let held = match tokio::task::spawn_blocking(move || lock_mirror(&lock)).await {
+            Ok(Ok(held)) => held,
+            Ok(Err(err)) => return self.warn(&format!("cannot take the mirror's lock: {err}")),
+            Err(err) => return self.warn(&format!("cannot take the mirror's lock: {err}")),
+        };
         if let Err(err) = self.fetch().await {
             self.warn(&err);
         }
+        drop(held);
     }
 
     fn warn(&self, err: &str) {
@@ -250,7 +315,7 @@ impl Mirror {
     /// Runs git as the gate runs it (see [`git_command`]) with the upstream's
     /// ssh command; returns its stdout, or its stderr as the error.
     async fn git_output(&self, args: impl FnOnce(&mut Command)) -> Result<String, String> {
-        let mut git = git_command(&self.home);
+        let mut git = git_command(&self.home, "git");
         git.env("GIT_SSH_COMMAND", &self.ssh_command);
         args(&mut git);
         let out = git.output().await.map_err(|err| format!("could not run git: {err}"))?;
@@ -270,10 +335,20 @@ impl Mirror {
     }
 }
 
-/// `git` with a clean environment: `PATH`, `HOME` = `home` (so no operator
-/// configuration and no ssh agent leak in), C locale, no prompts.
-pub(crate) fn git_command(home: &Path) -> Command {
-    let mut git = Command::new("git");
+/// Takes the mirror's lock at `path` (waiting for whoever holds it): an
+/// exclusive `flock`, released when the returned file is dropped or the
+/// process ends, however it ends.
+pub(crate) fn lock_mirror(path: &Path) -> std::io::Result<std::fs::File> {
+    let file = std::fs::OpenOptions::new().create(true).write(true).truncate(false).mode(0o600).open(path)?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)?;
+    Ok(file)
+}
+
+/// `git` (or another `program` of git's) with a clean environment: `PATH`,
+/// `HOME` = `home` (so no operator configuration and no ssh agent leak in),
+/// C locale, no prompts.
+pub(crate) fn git_command(home: &Path, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut git = Command::new(program);
     git.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()))
         .env("HOME", home)

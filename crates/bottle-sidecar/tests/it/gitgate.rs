@@ -94,7 +94,42 @@ fn random_file(path: &Path, bytes: usize) {
 }
 
 fn agent_policy() -> PushPolicy {
-    PushPolicy { branches: vec!["agent/*".into()], force: false, delete: false, tags: false }
+    PushPolicy { branches: vec!["agent/*".into()], ..PushPolicy::default() }
+}
+
+/// Writes `content` to `file` in the clone `dir` and commits it.
+fn commit_file(dir: &Path, file: &str, content: &str) {
+    let path = dir.join(file);
+    std::fs::create_dir_all(path.parent().expect("a parent")).expect("its folder");
+    std::fs::write(&path, content).expect("a file");
+    git_ok(dir, &["add", file]);
+    git_ok(dir, &["commit", "-q", "-m", file]);
+}
+
+/// Sends `request` (head and as much body as it has) to the gate at `url`
+/// and leaves the connection open, the test's to read or to stall.
+fn send(url: &str, request: &[u8]) -> std::net::TcpStream {
+    let mut stream = std::net::TcpStream::connect(url.trim_start_matches("http://")).expect("connecting to the gate");
+    stream.write_all(request).expect("a request");
+    // Not a timing assertion: only so that a broken gate fails the test rather than hanging it.
+    stream.set_read_timeout(Some(Duration::from_secs(120))).expect("a read timeout");
+    stream
+}
+
+/// Reads what the gate answers on `stream` until it closes the connection.
+fn answer(mut stream: std::net::TcpStream) -> String {
+    let mut response = Vec::new();
+    match stream.read_to_end(&mut response) {
+        Ok(_) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(err) => panic!("the gate neither answered nor closed the connection: {err}"),
+    }
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+/// A `GET` of `path` with the bottle's credentials, closing the connection after.
+fn get(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: gate\r\nAuthorization: {}\r\nConnection: close\r\n\r\n", gate_auth())
 }
 
 /// One test's surroundings: sshd with bare upstreams, and a scratch dir for
@@ -135,9 +170,7 @@ impl World {
         }
         git_ok(&seed, &["fetch", "-q", "origin"]);
         git_ok(&seed, &["checkout", "-q", "-B", branch, "origin/main"]);
-        std::fs::write(seed.join(file), file).expect("a file");
-        git_ok(&seed, &["add", file]);
-        git_ok(&seed, &["commit", "-q", "-m", file]);
+        commit_file(&seed, file, file);
         git_ok(&seed, &["push", "-q", "origin", &format!("{branch}:{branch}")]);
         git_ok(&seed, &["rev-parse", "HEAD"])
     }
@@ -163,6 +196,7 @@ impl World {
             work_dir: self.path("gate").to_string_lossy().into_owned(),
             upstreams,
             audit_log: self.path("audit.jsonl").to_string_lossy().into_owned(),
+            idle_timeout_secs: GitGateConfig::DEFAULT_IDLE_TIMEOUT_SECS,
         }
     }
 
@@ -324,7 +358,7 @@ fn refused_pushes_say_why_in_one_line_and_leave_the_upstream_alone() {
 fn a_permissive_policy_forwards_force_pushes_deletes_and_tags() {
     let world = World::new();
     let repo = world.upstream("project");
-    let open = PushPolicy { branches: vec!["**".into()], force: true, delete: true, tags: true };
+    let open = PushPolicy { branches: vec!["**".into()], force: true, delete: true, tags: true, ..agent_policy() };
     let gate = InProcessGate::start(world.config(vec![world.gate_upstream("project", &repo, open)]));
     let clone = world.clone(&gate.url, "project", &world.sshd.ssh_url(&repo), "agent");
     git_ok(&clone, &["commit", "-q", "--allow-empty", "-m", "second"]);
@@ -337,6 +371,215 @@ fn a_permissive_policy_forwards_force_pushes_deletes_and_tags() {
     assert_eq!(git_ok(&repo, &["rev-parse", "main"]), head);
     assert_eq!(git_ok(&repo, &["rev-parse", "v1"]), head);
     assert_eq!(git_ok(&repo, &["for-each-ref", "--format=%(refname)", "refs/heads/topic"]), "");
+}
+
+/// The one line refusing a push to `branch` that changes the CI definition `file`.
+fn ci_refusal(branch: &str, file: &str) -> String {
+    format!(
+        "bot-bottle: push refused: {branch} changes {file}, a CI definition; the manifest's push: {{ ci: true }} allows it"
+    )
+}
+
+#[test]
+fn an_allowed_push_that_changes_a_ci_definition_is_refused_and_the_upstream_is_unchanged() {
+    let world = World::new();
+    let repo = world.upstream("project");
+    let gate = InProcessGate::start(world.config(vec![world.gate_upstream("project", &repo, agent_policy())]));
+    let clone = world.clone(&gate.url, "project", &world.sshd.ssh_url(&repo), "agent");
+    git_ok(&clone, &["checkout", "-q", "-b", "agent/x"]);
+    commit_file(&clone, "work.txt", "work\n");
+    git_ok(&clone, &["push", "-q", "origin", "agent/x"]);
+    let upstream_refs = || git_ok(&repo, &["for-each-ref"]);
+    let before = upstream_refs();
+
+    // An update of an allowed branch that adds a workflow (diffed against its old tip).
+    commit_file(&clone, ".github/workflows/x.yml", "on: push\n");
+    let stderr = git_err(&clone, &["push", "origin", "agent/x"]);
+    assert_eq!(gate_lines(&stderr), [ci_refusal("agent/x", ".github/workflows/x.yml")], "{stderr}");
+    assert!(stderr.contains("pre-receive hook declined"), "{stderr}");
+
+    // A new branch whose only change from the default branch is a CI definition.
+    git_ok(&clone, &["checkout", "-q", "-b", "agent/y", "origin/main"]);
+    commit_file(&clone, ".gitlab-ci.yml", "job: { script: [env] }\n");
+    let stderr = git_err(&clone, &["push", "origin", "agent/y"]);
+    assert_eq!(gate_lines(&stderr), [ci_refusal("agent/y", ".gitlab-ci.yml")], "{stderr}");
+
+    // Added and removed again within one push: its commits still carry it.
+    git_ok(&clone, &["checkout", "-q", "-b", "agent/z", "origin/agent/x"]);
+    commit_file(&clone, "Jenkinsfile", "pipeline {}\n");
+    git_ok(&clone, &["rm", "-q", "Jenkinsfile"]);
+    git_ok(&clone, &["commit", "-q", "-m", "never mind"]);
+    let stderr = git_err(&clone, &["push", "origin", "agent/z"]);
+    assert_eq!(gate_lines(&stderr), [ci_refusal("agent/z", "Jenkinsfile")], "{stderr}");
+    assert_eq!(upstream_refs(), before);
+
+    // The upstream's own CI change, merged in from its default branch, is no change of the agent's.
+    world.commit_upstream(&repo, "main", ".github/workflows/ci.yml");
+    git_ok(&clone, &["checkout", "-q", "-B", "agent/x", "origin/agent/x"]);
+    git_ok(&clone, &["fetch", "-q", "origin"]);
+    git_ok(&clone, &["merge", "-q", "--no-edit", "origin/main"]);
+    git_ok(&clone, &["push", "-q", "origin", "agent/x"]);
+    assert_eq!(git_ok(&repo, &["rev-parse", "agent/x"]), git_ok(&clone, &["rev-parse", "HEAD"]));
+
+    let audit = world.audit();
+    let verdicts: Vec<&str> = audit.iter().filter_map(|r| r["verdict"].as_str()).collect();
+    assert_eq!(verdicts, ["allow", "deny", "deny", "deny", "allow"], "{audit:?}");
+    assert!(audit[1]["reason"].as_str().is_some_and(|r| r.contains("a CI definition")), "{audit:?}");
+}
+
+#[test]
+fn with_ci_allowed_a_workflow_lands_and_paths_deny_refuses_its_glob() {
+    let world = World::new();
+    let repo = world.upstream("project");
+    let policy = PushPolicy { ci: true, paths_deny: vec!["secrets/**".into()], ..agent_policy() };
+    let gate = InProcessGate::start(world.config(vec![world.gate_upstream("project", &repo, policy)]));
+    let clone = world.clone(&gate.url, "project", &world.sshd.ssh_url(&repo), "agent");
+    git_ok(&clone, &["checkout", "-q", "-b", "agent/x"]);
+    commit_file(&clone, ".github/workflows/x.yml", "on: push\n");
+    git_ok(&clone, &["push", "-q", "origin", "agent/x"]);
+    let landed = git_ok(&clone, &["rev-parse", "HEAD"]);
+    assert_eq!(git_ok(&repo, &["rev-parse", "agent/x"]), landed);
+
+    commit_file(&clone, "secrets/prod.env", "TOKEN=x\n");
+    let stderr = git_err(&clone, &["push", "origin", "agent/x"]);
+    assert_eq!(
+        gate_lines(&stderr),
+        ["bot-bottle: push refused: agent/x changes secrets/prod.env, which the manifest's push.paths_deny forbids \
+          (`secrets/**`)"],
+        "{stderr}"
+    );
+    assert_eq!(git_ok(&repo, &["rev-parse", "agent/x"]), landed);
+}
+
+#[test]
+fn a_push_over_max_push_mb_is_refused() {
+    let world = World::new();
+    let repo = world.upstream("project");
+    let policy = PushPolicy { max_push_mb: 1, ..agent_policy() };
+    let gate = InProcessGate::start(world.config(vec![world.gate_upstream("project", &repo, policy)]));
+    let clone = world.clone(&gate.url, "project", &world.sshd.ssh_url(&repo), "agent");
+    git_ok(&clone, &["checkout", "-q", "-b", "agent/big"]);
+    random_file(&clone.join("big.bin"), 2 << 20);
+    git_ok(&clone, &["add", "big.bin"]);
+    git_ok(&clone, &["commit", "-q", "-m", "2 MB"]);
+    let stderr = git_err(&clone, &["push", "origin", "agent/big"]);
+    assert!(stderr.contains("pack exceeds maximum allowed size"), "{stderr}");
+    assert!(!git_ok(&repo, &["for-each-ref"]).contains("agent/big"));
+
+    // A push within the limit goes through.
+    git_ok(&clone, &["checkout", "-q", "-b", "agent/small", "origin/main"]);
+    commit_file(&clone, "small.txt", "small\n");
+    git_ok(&clone, &["push", "-q", "origin", "agent/small"]);
+    assert_eq!(git_ok(&repo, &["rev-parse", "agent/small"]), git_ok(&clone, &["rev-parse", "HEAD"]));
+}
+
+#[test]
+fn a_push_stalled_mid_pack_is_cut_off_and_holds_nothing() {
+    let world = World::new();
+    let repo = world.upstream("project");
+    let mut config = world.config(vec![world.gate_upstream("project", &repo, agent_policy())]);
+    config.idle_timeout_secs = 2;
+    let gate = InProcessGate::start(config);
+    let clone = world.clone(&gate.url, "project", &world.sshd.ssh_url(&repo), "agent");
+
+    // The request head, the ref update and the start of a pack; then nothing more.
+    let zero = "0".repeat(40);
+    let command = format!("{zero} {} refs/heads/agent/stalled\0report-status side-band-64k\n", "1".repeat(40));
+    let mut body = format!("{:04x}{command}0000", command.len() + 4).into_bytes();
+    body.extend_from_slice(b"PACK\0\0\0\x02\0\0\0\x01\x95");
+    let mut request = format!(
+        "POST /project.git/git-receive-pack HTTP/1.1\r\nHost: gate\r\nAuthorization: {}\r\n\
+         Content-Type: application/x-git-receive-pack-request\r\nContent-Length: 1000000\r\n\r\n",
+        gate_auth()
+    )
+    .into_bytes();
+    request.extend_from_slice(&body);
+    let stalled = send(&gate.url, &request);
+
+    // Meanwhile the mirror is free: fetches and pushes go on.
+    git_ok(&clone, &["checkout", "-q", "-b", "agent/x"]);
+    commit_file(&clone, "one.txt", "one\n");
+    git_ok(&clone, &["push", "-q", "origin", "agent/x"]);
+
+    // The gate stops waiting for the rest (`answer` would report our own
+    // read timeout), and git's answer is that the push failed.
+    let response = answer(stalled);
+    assert!(response.contains("ng refs/heads/agent/stalled"), "{response}");
+    // Its quarantine goes with it.
+    let objects = world.path("gate/repos/project.git/objects");
+    let quarantines = || -> Vec<String> {
+        std::fs::read_dir(&objects)
+            .expect("the mirror's objects")
+            .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+            .filter(|name| name.starts_with("incoming-"))
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !quarantines().is_empty() {
+        assert!(Instant::now() < deadline, "the stalled push's quarantine stays: {:?}", quarantines());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    commit_file(&clone, "two.txt", "two\n");
+    git_ok(&clone, &["push", "-q", "origin", "agent/x"]);
+    assert_eq!(git_ok(&repo, &["rev-parse", "agent/x"]), git_ok(&clone, &["rev-parse", "HEAD"]));
+    assert!(!git_ok(&repo, &["for-each-ref"]).contains("agent/stalled"));
+}
+
+#[test]
+fn concurrent_ref_advertisements_share_one_upstream_fetch_and_a_17th_request_gets_503() {
+    let world = World::new();
+    let repo = world.upstream("project");
+    let gate = InProcessGate::start(world.config(vec![world.gate_upstream("project", &repo, agent_policy())]));
+    // Once this answers, the gate has prepared its mirror.
+    git_ok(world.scratch.path(), &["ls-remote", &format!("{}/project.git", gate.url)]);
+    let sessions = world.sshd.sessions();
+
+    // Upstream sessions wait until the hold is off: the fetch for the first
+    // advertisement stays in flight while the others arrive, so none of them
+    // is answered before the hold goes, and all hold a permit but the one
+    // past the cap, which is answered `503` at once.
+    let hold = world.sshd.hold();
+    let (answers, answered) = std::sync::mpsc::channel();
+    for _ in 0..17 {
+        let stream = send(&gate.url, get("/project.git/info/refs?service=git-upload-pack").as_bytes());
+        let answers = answers.clone();
+        std::thread::spawn(move || {
+            let _ = answers.send(answer(stream));
+        });
+    }
+    let first = answered.recv().expect("an answer");
+    assert!(first.starts_with("HTTP/1.1 503"), "the request past the cap is refused at once: {first}");
+    assert!(
+        first.contains("\r\ngit-gate: busy: 16 requests are being served already; try again in a moment\n"),
+        "{first}"
+    );
+    drop(hold);
+    for _ in 0..16 {
+        let response = answered.recv().expect("an answer");
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(response.contains("refs/heads/main"), "{response}");
+    }
+    assert_eq!(world.sshd.sessions(), sessions + 1, "one fetch for 16 advertisements");
+}
+
+#[test]
+fn a_hashed_known_hosts_line_pins_the_upstream() {
+    let world = World::new();
+    let repo = world.upstream("project");
+    let file = world.path("known_hosts");
+    std::fs::write(&file, world.sshd.known_hosts_line()).expect("known_hosts");
+    let hashed = Command::new("ssh-keygen").arg("-H").arg("-f").arg(&file).output().expect("ssh-keygen -H");
+    assert!(hashed.status.success(), "{}", String::from_utf8_lossy(&hashed.stderr));
+    let mut upstream = world.gate_upstream("project", &repo, agent_policy());
+    upstream.known_hosts = Some(std::fs::read_to_string(&file).expect("the hashed known_hosts"));
+    assert!(upstream.known_hosts.as_deref().is_some_and(|line| line.starts_with("|1|")), "{upstream:?}");
+    let gate = InProcessGate::start(world.config(vec![upstream]));
+    let clone = world.clone(&gate.url, "project", &world.sshd.ssh_url(&repo), "agent");
+    git_ok(&clone, &["checkout", "-q", "-b", "agent/x"]);
+    commit_file(&clone, "work.txt", "work\n");
+    git_ok(&clone, &["push", "-q", "origin", "agent/x"]);
+    assert_eq!(git_ok(&repo, &["rev-parse", "agent/x"]), git_ok(&clone, &["rev-parse", "HEAD"]));
 }
 
 #[test]

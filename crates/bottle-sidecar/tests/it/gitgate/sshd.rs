@@ -4,6 +4,10 @@
 //! included) by that key only. Whatever path a test names over it is served,
 //! so bare repositories in [`Sshd::dir`] are upstreams for `git` over ssh.
 //!
+//! Every session runs through a `ForceCommand` script that records it (so a
+//! test can count the gate's fetches, [`Sshd::sessions`]) and waits while a
+//! hold is on ([`Sshd::hold`]) before it runs the command the client asked for.
+//!
 //! As non-root-safe as sshd allows: `StrictModes no` (the temp dir's modes
 //! don't matter), `UsePAM no`, and the privilege separation directory
 //! `/run/sshd` is made only when running as root (where sshd needs it). sshd
@@ -53,6 +57,10 @@ impl Sshd {
             // sshd's privilege separation directory; Debian makes it at boot only.
             std::fs::create_dir_all("/run/sshd").expect("/run/sshd");
         }
+
+        let session = dir.path().join("session.sh");
+        std::fs::write(&session, session_script(dir.path())).expect("session.sh");
+        std::fs::set_permissions(&session, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
 
         let mut last_log = String::new();
         for _attempt in 0..10 {
@@ -134,6 +142,19 @@ impl Sshd {
         )
     }
 
+    /// How many ssh sessions have started so far.
+    pub(crate) fn sessions(&self) -> usize {
+        std::fs::read_to_string(self.dir.path().join("sessions")).map_or(0, |log| log.lines().count())
+    }
+
+    /// Holds every session that starts from now on, before it runs its
+    /// command, until the returned guard is dropped.
+    pub(crate) fn hold(&self) -> Hold {
+        let path = self.dir.path().join("hold");
+        std::fs::write(&path, "").expect("the hold file");
+        Hold(path)
+    }
+
     /// `repo` as an `ssh://` URL on this server.
     pub(crate) fn ssh_url(&self, repo: &Path) -> String {
         format!("ssh://{}@{}:{}{}", self.user, self.host, self.port, repo.display())
@@ -144,6 +165,26 @@ impl Drop for Sshd {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Sessions are held while this file exists; see [`Sshd::hold`].
+pub(crate) struct Hold(PathBuf);
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The `ForceCommand`: records the session, waits while `dir/hold` exists, runs what was asked.
+fn session_script(dir: &Path) -> String {
+    let quoted = |name: &str| format!("'{}'", dir.join(name).display().to_string().replace('\'', r"'\''"));
+    format!(
+        "#!/bin/sh\necho \"$SSH_ORIGINAL_COMMAND\" >> {sessions}\nwhile [ -e {hold} ]; do sleep 0.05; done\n\
+         exec /bin/sh -c \"$SSH_ORIGINAL_COMMAND\"\n",
+        sessions = quoted("sessions"),
+        hold = quoted("hold"),
+    )
 }
 
 fn sshd_config(dir: &Path, host: &str, host_key: &Path, authorized: &Path, port: u16) -> String {
@@ -160,11 +201,13 @@ fn sshd_config(dir: &Path, host: &str, host_key: &Path, authorized: &Path, port:
          KbdInteractiveAuthentication no\n\
          PermitRootLogin prohibit-password\n\
          AcceptEnv GIT_PROTOCOL\n\
+         ForceCommand {session}\n\
          PrintMotd no\n\
          LogLevel INFO\n",
         host_key = host_key.display(),
         pid = dir.join("sshd.pid").display(),
         authorized = authorized.display(),
+        session = dir.join("session.sh").display(),
     )
 }
 
