@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
 use base64::Engine as _;
-use bottle_core::{EgressConfig, EgressRule, InjectedHeader, Secret};
+use bottle_core::{EgressConfig, EgressPolicy, EgressRule, InjectedHeader, Secret};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::{Body, Bytes, Frame, SizeHint};
 use hyper::client::conn::http1::SendRequest;
@@ -495,16 +495,18 @@ fn start_egress(
     };
     let name = if credential_port.is_some() { "egress-credential" } else { "egress" };
     let config = EgressConfig {
-        bottle: "bench".to_owned(),
         listen: bottle_core::Listen::Tcp("127.0.0.1:0".to_owned()),
-        client_token: bottle_core::ClientToken::from_value(BENCH_TOKEN).digest(),
-        ca_cert_pem: ca_cert_pem.clone(),
-        ca_key_pem,
-        rules: vec![rule],
-        sentinels: vec!["bot-bottle-hidden:BENCH".to_owned()],
-        extra_upstream_ca_pem: Some(upstream_ca.to_owned()),
-        resolve: Default::default(),
         audit_log: scratch.path(&format!("{name}-audit.jsonl")).display().to_string(),
+        policy: EgressPolicy {
+            bottle: "bench".to_owned(),
+            client_token: bottle_core::ClientToken::from_value(BENCH_TOKEN).digest(),
+            ca_cert_pem: ca_cert_pem.clone(),
+            ca_key_pem,
+            rules: vec![rule],
+            sentinels: vec!["bot-bottle-hidden:BENCH".to_owned()],
+            extra_upstream_ca_pem: Some(upstream_ca.to_owned()),
+            resolve: Default::default(),
+        },
     };
     let config_file = scratch.path(&format!("{name}.json"));
     fs::write(&config_file, serde_json::to_string(&config)?)?;

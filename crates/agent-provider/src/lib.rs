@@ -77,7 +77,6 @@ mod tests {
         let shell = Shell.build_provision_plan(input(false, false)).expect("plan");
         assert_eq!(Shell.agent_argv(&shell, &["-c".into(), "id".into()]), ["bash", "-l", "-c", "id"]);
         assert_eq!(shell.workdir, "/home/agent/workspace");
-        assert_eq!(shell.instance_name, "bb-a-1");
     }
 
     fn host(home: &std::path::Path, env: &[(&str, &str)]) -> bottle_core::Host {

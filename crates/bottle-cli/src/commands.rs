@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result, bail};
 use bottle_core::{
-    ActiveAgent, AgentProvider, BottleSpec, DynBackend, EnvValue, GuestUser, Manifest, Sidecar, session, sort_active,
-    summary,
+    ActiveAgent, Backend as _, BottleSpec, DynBackend, EnvValue, ErrorKind, GuestUser, Manifest, Session, Sidecar,
+    session, sort_active,
 };
 use clap::CommandFactory;
 
@@ -117,62 +117,33 @@ async fn resume(ctx: &Context, identity: &str, run: RunArgs) -> Result<i32> {
     run_bottle(ctx, spec, &run).await
 }
 
-/// prepare → summary → y/N → launch → session → teardown.
+/// The library's session, with the confirmation, the signals and the printing.
 async fn run_bottle(ctx: &Context, spec: BottleSpec, run: &RunArgs) -> Result<i32> {
-    let backend = ctx.backend()?;
-    backend.is_available().await?;
-    let minted = spec.identity.is_none();
-    let common = bottle_core::prepare(&spec, &ctx.providers, &ctx.host, backend.name())?;
-    let slug = common.slug.clone();
-    let discard = |ctx: &Context| {
-        if minted {
-            let _ = ctx.host.state.discard(&slug);
-        }
-    };
-    let provider = ctx.providers.get(&common.provision.provider)?;
-    let plan = match backend.resolve_plan(common).await {
-        Ok(plan) => plan,
-        Err(e) => {
-            discard(ctx);
-            return Err(e.into());
-        }
-    };
-    eprintln!("bottle {slug}:\n{}", summary(&plan));
-    if !confirm("Start this bottle?", run.yes).inspect_err(|_| discard(ctx))? {
-        discard(ctx);
+    let session = Session::prepare(&spec, &ctx.providers, &ctx.host, ctx.backend()?).await?;
+    let slug = session.slug().to_string();
+    eprintln!("bottle {slug}:\n{}", session.summary());
+    if !confirm("Start this bottle?", run.yes)? {
         eprintln!("not started");
         return Ok(1);
     }
-    let common = plan.common().clone();
-    let launched = tokio::select! {
-        launched = session::launch(backend.as_ref(), plan, provider.as_ref(), &ctx.host.state) => launched,
-        _ = interrupted() => {
-            let _ = backend.remove(&slug).await;
-            eprintln!("interrupted: bottle {slug} removed");
+    let running = match session.launch(interrupted()).await {
+        Ok(running) => running,
+        Err(e) if e.kind() == ErrorKind::Interrupted => {
+            eprintln!("{e}");
             return Ok(INTERRUPTED);
         }
+        Err(e) => return Err(e.into()),
     };
-    let bottle = launched?;
     if run.detach {
         eprintln!(
             "bottle {slug} is running; `bottle exec {slug} -- CMD` runs commands, `bottle stop {slug}` removes it"
         );
-        println!("{slug}");
+        println!("{}", running.detach());
         return Ok(0);
     }
-    let argv = agent_argv(provider.as_ref(), &common);
-    let outcome = tokio::select! {
-        code = bottle.exec_attached(&argv, GuestUser::Agent) => code.map_err(anyhow::Error::from),
-        _ = interrupted() => Ok(INTERRUPTED),
-    };
-    let teardown = session::teardown(bottle.as_ref(), &ctx.host.state).await;
-    let code = outcome?;
-    warn_all(&teardown.with_context(|| format!("while removing bottle {slug}"))?);
-    Ok(code)
-}
-
-fn agent_argv(provider: &dyn AgentProvider, common: &bottle_core::CommonPlan) -> Vec<String> {
-    provider.agent_argv(&common.provision, &common.agent_args)
+    let ended = running.attach(interrupted()).await.with_context(|| format!("while running bottle {slug}"))?;
+    warn_all(&ended.notes);
+    Ok(ended.code)
 }
 
 fn list_agents(ctx: &Context, json: bool) -> Result<i32> {
@@ -206,8 +177,8 @@ fn list_agents(ctx: &Context, json: bool) -> Result<i32> {
 /// Say why a backend is skipped when it is the selected one; other
 /// unavailable backends (smolvm on a Docker-only host) are skipped quietly.
 fn note_unavailable(ctx: &Context, backend: &dyn DynBackend, e: &bottle_core::Error) {
-    if ctx.backend().is_ok_and(|selected| selected.name() == backend.name()) {
-        eprintln!("note: skipping backend {}: {e}", backend.name());
+    if ctx.backend().is_ok_and(|selected| selected.name() == backend.name_dyn()) {
+        eprintln!("note: skipping backend {}: {e}", backend.name_dyn());
     }
 }
 
@@ -339,7 +310,7 @@ async fn cleanup(ctx: &Context, yes: bool, dry_run: bool) -> Result<i32> {
 }
 
 async fn cleanup_one(backend: &dyn DynBackend, plan: bottle_core::ErasedCleanupPlan) -> Result<Vec<String>> {
-    Ok(backend.cleanup(plan).await?)
+    Ok(backend.cleanup_dyn(plan).await?)
 }
 
 fn manifest_check(ctx: &Context) -> Result<i32> {

@@ -1,6 +1,8 @@
 //! The backend traits: [`Backend`] with associated plan, bottle and cleanup
-//! types, and its object-safe twin [`DynBackend`], implemented once for every
-//! `Backend` so the registry can hold them behind `Arc<dyn DynBackend>`.
+//! types, and its object-safe twin [`DynBackend`] (methods suffixed `_dyn`),
+//! implemented once for every `Backend` so the registry can hold them behind
+//! `Arc<dyn DynBackend>` — which is itself a `Backend`, so generic code takes
+//! either, and a caller with both traits in scope meets no ambiguous method.
 
 use std::any::Any;
 use std::future::Future;
@@ -26,7 +28,7 @@ pub trait CleanupPlan: Send + 'static {
 /// A runtime that runs bottles (Docker, smolvm, …).
 pub trait Backend: Send + Sync + 'static {
     /// The name users select it by (`--backend NAME`).
-    const NAME: &'static str;
+    fn name(&self) -> &'static str;
     /// This backend's resolved plan.
     type Plan: BackendPlan;
     /// Its running-bottle handle.
@@ -38,7 +40,8 @@ pub trait Backend: Send + Sync + 'static {
     /// error saying exactly what to install or start.
     fn is_available(&self) -> impl Future<Output = Result<()>> + Send;
 
-    /// Turn the common plan into this backend's plan (names, runtime, image tag). No side effects.
+    /// Turn the common plan into this backend's plan (names, runtime, image
+    /// tag) and its [`Wiring`](crate::Wiring). No side effects.
     fn resolve_plan(&self, common: CommonPlan) -> impl Future<Output = Result<Self::Plan>> + Send;
 
     /// Create everything the plan names and return the running bottle. On
@@ -65,6 +68,7 @@ pub trait Backend: Send + Sync + 'static {
 pub struct ErasedPlan {
     backend: &'static str,
     common: CommonPlan,
+    wiring: crate::Wiring,
     summary_lines: Vec<(String, String)>,
     inner: Box<dyn Any + Send>,
 }
@@ -78,9 +82,31 @@ impl ErasedPlan {
     pub fn common(&self) -> &CommonPlan {
         &self.common
     }
+    /// How the backend wires the bottle to its sidecars.
+    pub fn wiring(&self) -> &crate::Wiring {
+        &self.wiring
+    }
     /// The backend's summary lines.
     pub fn summary_lines(&self) -> &[(String, String)] {
         &self.summary_lines
+    }
+}
+
+impl BackendPlan for ErasedPlan {
+    fn common(&self) -> &CommonPlan {
+        &self.common
+    }
+    fn wiring(&self) -> &crate::Wiring {
+        &self.wiring
+    }
+    fn summary_lines(&self) -> Vec<(String, String)> {
+        self.summary_lines.clone()
+    }
+}
+
+impl CleanupPlan for ErasedCleanupPlan {
+    fn describe(&self) -> Vec<String> {
+        self.lines.clone()
     }
 }
 
@@ -110,24 +136,63 @@ impl ErasedCleanupPlan {
 
 /// The object-safe twin of [`Backend`]; every `Backend` implements it.
 pub trait DynBackend: Send + Sync {
-    /// The backend's name.
-    fn name(&self) -> &'static str;
+    /// See [`Backend::name`].
+    fn name_dyn(&self) -> &'static str;
     /// See [`Backend::is_available`].
-    fn is_available(&self) -> BoxFuture<'_, Result<()>>;
+    fn is_available_dyn(&self) -> BoxFuture<'_, Result<()>>;
     /// See [`Backend::resolve_plan`].
-    fn resolve_plan(&self, common: CommonPlan) -> BoxFuture<'_, Result<ErasedPlan>>;
+    fn resolve_plan_dyn(&self, common: CommonPlan) -> BoxFuture<'_, Result<ErasedPlan>>;
     /// See [`Backend::launch`]; a plan from another backend is an [`ErrorKind::PlanMismatch`] error.
-    fn launch(&self, plan: ErasedPlan) -> BoxFuture<'_, Result<Box<dyn Bottle>>>;
+    fn launch_dyn(&self, plan: ErasedPlan) -> BoxFuture<'_, Result<Box<dyn Bottle>>>;
     /// See [`Backend::attach`].
-    fn attach<'a>(&'a self, slug: &'a str) -> BoxFuture<'a, Result<Box<dyn Bottle>>>;
+    fn attach_dyn<'a>(&'a self, slug: &'a str) -> BoxFuture<'a, Result<Box<dyn Bottle>>>;
     /// See [`Backend::remove`].
-    fn remove<'a>(&'a self, slug: &'a str) -> BoxFuture<'a, Result<()>>;
+    fn remove_dyn<'a>(&'a self, slug: &'a str) -> BoxFuture<'a, Result<()>>;
     /// See [`Backend::enumerate_active`].
-    fn enumerate_active(&self) -> BoxFuture<'_, Result<Vec<ActiveAgent>>>;
+    fn enumerate_active_dyn(&self) -> BoxFuture<'_, Result<Vec<ActiveAgent>>>;
     /// See [`Backend::prepare_cleanup`].
-    fn prepare_cleanup(&self) -> BoxFuture<'_, Result<ErasedCleanupPlan>>;
+    fn prepare_cleanup_dyn(&self) -> BoxFuture<'_, Result<ErasedCleanupPlan>>;
     /// See [`Backend::cleanup`]; a plan from another backend is an [`ErrorKind::PlanMismatch`] error.
-    fn cleanup(&self, plan: ErasedCleanupPlan) -> BoxFuture<'_, Result<Vec<String>>>;
+    fn cleanup_dyn(&self, plan: ErasedCleanupPlan) -> BoxFuture<'_, Result<Vec<String>>>;
+}
+
+/// A registry's backend is a `Backend` too: generic code takes either. (It
+/// calls through to the erased backend: `(**self)`, not the blanket impl
+/// that `Arc<dyn DynBackend>` also has, which would call back here.)
+impl Backend for std::sync::Arc<dyn DynBackend> {
+    type Plan = ErasedPlan;
+    type Bottle = Box<dyn Bottle>;
+    type CleanupPlan = ErasedCleanupPlan;
+
+    fn name(&self) -> &'static str {
+        (**self).name_dyn()
+    }
+    fn is_available(&self) -> impl Future<Output = Result<()>> + Send {
+        (**self).is_available_dyn()
+    }
+    fn resolve_plan(&self, common: CommonPlan) -> impl Future<Output = Result<ErasedPlan>> + Send {
+        (**self).resolve_plan_dyn(common)
+    }
+    fn launch(&self, plan: ErasedPlan) -> impl Future<Output = Result<Box<dyn Bottle>>> + Send {
+        (**self).launch_dyn(plan)
+    }
+    fn attach(&self, slug: &str) -> impl Future<Output = Result<Box<dyn Bottle>>> + Send {
+        let slug = slug.to_string();
+        async move { (**self).attach_dyn(&slug).await }
+    }
+    fn remove(&self, slug: &str) -> impl Future<Output = Result<()>> + Send {
+        let slug = slug.to_string();
+        async move { (**self).remove_dyn(&slug).await }
+    }
+    fn enumerate_active(&self) -> impl Future<Output = Result<Vec<ActiveAgent>>> + Send {
+        (**self).enumerate_active_dyn()
+    }
+    fn prepare_cleanup(&self) -> impl Future<Output = Result<ErasedCleanupPlan>> + Send {
+        (**self).prepare_cleanup_dyn()
+    }
+    fn cleanup(&self, plan: ErasedCleanupPlan) -> impl Future<Output = Result<Vec<String>>> + Send {
+        (**self).cleanup_dyn(plan)
+    }
 }
 
 fn mismatch(expected: &'static str, got: &'static str, what: &str) -> Error {
@@ -139,64 +204,93 @@ fn mismatch(expected: &'static str, got: &'static str, what: &str) -> Error {
 }
 
 impl<B: Backend> DynBackend for B {
-    fn name(&self) -> &'static str {
-        B::NAME
+    fn name_dyn(&self) -> &'static str {
+        Backend::name(self)
     }
 
-    fn is_available(&self) -> BoxFuture<'_, Result<()>> {
+    fn is_available_dyn(&self) -> BoxFuture<'_, Result<()>> {
         Box::pin(Backend::is_available(self))
     }
 
-    fn resolve_plan(&self, common: CommonPlan) -> BoxFuture<'_, Result<ErasedPlan>> {
+    fn resolve_plan_dyn(&self, common: CommonPlan) -> BoxFuture<'_, Result<ErasedPlan>> {
         Box::pin(async move {
             let plan = Backend::resolve_plan(self, common).await?;
-            Ok(ErasedPlan {
-                backend: B::NAME,
-                common: plan.common().clone(),
-                summary_lines: plan.summary_lines(),
-                inner: Box::new(plan),
-            })
+            let (common, wiring, summary_lines) = (plan.common().clone(), plan.wiring().clone(), plan.summary_lines());
+            // Erased once only: `Arc<dyn DynBackend>` is a `Backend` whose plan is already erased.
+            let plan: Box<dyn Any + Send> = Box::new(plan);
+            match plan.downcast::<ErasedPlan>() {
+                Ok(erased) => Ok(*erased),
+                Err(inner) => Ok(ErasedPlan { backend: Backend::name(self), common, wiring, summary_lines, inner }),
+            }
         })
     }
 
-    fn launch(&self, plan: ErasedPlan) -> BoxFuture<'_, Result<Box<dyn Bottle>>> {
+    fn launch_dyn(&self, plan: ErasedPlan) -> BoxFuture<'_, Result<Box<dyn Bottle>>> {
         Box::pin(async move {
-            if plan.backend != B::NAME {
-                return Err(mismatch(B::NAME, plan.backend, "plan"));
-            }
-            let inner = plan.inner.downcast::<B::Plan>().map_err(|_| mismatch(B::NAME, plan.backend, "plan"))?;
-            let bottle = Backend::launch(self, *inner).await?;
+            let bottle = Backend::launch(self, unerase::<B::Plan>(plan, Backend::name(self), "plan")?).await?;
             Ok(Box::new(bottle) as Box<dyn Bottle>)
         })
     }
 
-    fn attach<'a>(&'a self, slug: &'a str) -> BoxFuture<'a, Result<Box<dyn Bottle>>> {
+    fn attach_dyn<'a>(&'a self, slug: &'a str) -> BoxFuture<'a, Result<Box<dyn Bottle>>> {
         Box::pin(async move { Ok(Box::new(Backend::attach(self, slug).await?) as Box<dyn Bottle>) })
     }
 
-    fn remove<'a>(&'a self, slug: &'a str) -> BoxFuture<'a, Result<()>> {
+    fn remove_dyn<'a>(&'a self, slug: &'a str) -> BoxFuture<'a, Result<()>> {
         Box::pin(Backend::remove(self, slug))
     }
 
-    fn enumerate_active(&self) -> BoxFuture<'_, Result<Vec<ActiveAgent>>> {
+    fn enumerate_active_dyn(&self) -> BoxFuture<'_, Result<Vec<ActiveAgent>>> {
         Box::pin(Backend::enumerate_active(self))
     }
 
-    fn prepare_cleanup(&self) -> BoxFuture<'_, Result<ErasedCleanupPlan>> {
+    fn prepare_cleanup_dyn(&self) -> BoxFuture<'_, Result<ErasedCleanupPlan>> {
         Box::pin(async move {
             let plan = Backend::prepare_cleanup(self).await?;
-            Ok(ErasedCleanupPlan { backend: B::NAME, lines: plan.describe(), inner: Box::new(plan) })
+            let lines = plan.describe();
+            let plan: Box<dyn Any + Send> = Box::new(plan);
+            match plan.downcast::<ErasedCleanupPlan>() {
+                Ok(erased) => Ok(*erased),
+                Err(inner) => Ok(ErasedCleanupPlan { backend: Backend::name(self), lines, inner }),
+            }
         })
     }
 
-    fn cleanup(&self, plan: ErasedCleanupPlan) -> BoxFuture<'_, Result<Vec<String>>> {
+    fn cleanup_dyn(&self, plan: ErasedCleanupPlan) -> BoxFuture<'_, Result<Vec<String>>> {
         Box::pin(async move {
-            if plan.backend != B::NAME {
-                return Err(mismatch(B::NAME, plan.backend, "cleanup plan"));
-            }
-            let inner =
-                plan.inner.downcast::<B::CleanupPlan>().map_err(|_| mismatch(B::NAME, plan.backend, "cleanup plan"))?;
-            Backend::cleanup(self, *inner).await
+            let name = Backend::name(self);
+            let plan: Box<dyn Any + Send> = Box::new(plan);
+            let plan = match plan.downcast::<B::CleanupPlan>() {
+                Ok(plan) => *plan,
+                Err(plan) => {
+                    let erased =
+                        plan.downcast::<ErasedCleanupPlan>().map_err(|_| mismatch(name, "?", "cleanup plan"))?;
+                    if erased.backend != name {
+                        return Err(mismatch(name, erased.backend, "cleanup plan"));
+                    }
+                    let backend = erased.backend;
+                    *erased.inner.downcast::<B::CleanupPlan>().map_err(|_| mismatch(name, backend, "cleanup plan"))?
+                }
+            };
+            Backend::cleanup(self, plan).await
         })
+    }
+}
+
+/// `plan` as backend `name`'s own plan type `P`: the erased plan itself when
+/// `P` is [`ErasedPlan`] (the backend is an `Arc<dyn DynBackend>`), else what
+/// it erased, which must be that backend's.
+fn unerase<P: 'static>(plan: ErasedPlan, name: &'static str, what: &str) -> Result<P> {
+    let plan: Box<dyn Any + Send> = Box::new(plan);
+    match plan.downcast::<P>() {
+        Ok(plan) => Ok(*plan),
+        Err(plan) => {
+            let erased = plan.downcast::<ErasedPlan>().map_err(|_| mismatch(name, "?", what))?;
+            if erased.backend != name {
+                return Err(mismatch(name, erased.backend, what));
+            }
+            let backend = erased.backend;
+            erased.inner.downcast::<P>().map(|plan| *plan).map_err(|_| mismatch(name, backend, what))
+        }
     }
 }

@@ -126,6 +126,35 @@ pub trait Bottle: Send + Sync {
     async fn close(&self) -> Result<()>;
 }
 
+/// A bottle behind a box is a bottle (what the dynamic backends hand out).
+#[async_trait]
+impl Bottle for Box<dyn Bottle> {
+    fn slug(&self) -> &str {
+        (**self).slug()
+    }
+    fn agent_user(&self) -> &str {
+        (**self).agent_user()
+    }
+    async fn exec(&self, script: &str, user: GuestUser) -> Result<ExecResult> {
+        (**self).exec(script, user).await
+    }
+    async fn cp_in(&self, host: &Path, guest: &str) -> Result<()> {
+        (**self).cp_in(host, guest).await
+    }
+    async fn cp_out(&self, guest: &str, host: &Path, limit: crate::ByteSize) -> Result<crate::CopyOut> {
+        (**self).cp_out(guest, host, limit).await
+    }
+    async fn exec_attached(&self, argv: &[String], user: GuestUser) -> Result<i32> {
+        (**self).exec_attached(argv, user).await
+    }
+    async fn sidecar_log(&self, sidecar: Sidecar, follow: bool, sink: &mut (dyn std::io::Write + Send)) -> Result<()> {
+        (**self).sidecar_log(sidecar, follow, sink).await
+    }
+    async fn close(&self) -> Result<()> {
+        (**self).close().await
+    }
+}
+
 /// A running bottle as `list active` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActiveAgent {

@@ -16,10 +16,12 @@ mod prepare;
 mod provider;
 mod registry;
 mod resources;
-mod routes;
 pub mod session;
+pub use session::{Ended, Running, Session};
 mod sidecar;
+mod sidecar_config;
 mod state;
+mod wiring;
 
 pub use backend::{Backend, BoxFuture, CleanupPlan, DynBackend, ErasedCleanupPlan, ErasedPlan};
 pub use bottle::{ActiveAgent, Bottle, ExecResult, GuestUser, Sidecar, agent_ids, sort_active};
@@ -41,12 +43,13 @@ pub use provider::{
 };
 pub use registry::{BACKEND_ENV, DEFAULT_BACKEND, Registry};
 pub use resources::{ByteSize, Cpus, Limits, Resources};
-pub use routes::{
+pub use sidecar::{
+    ClientToken, EgressConfig, EgressPolicy, EgressRule, GatePolicy, GateUpstream, GitGateConfig, InjectedHeader,
+    Listen, Placement, Secret, TOKEN_USER, TokenDigest,
+};
+pub use sidecar_config::{
     EGRESS_PORT, GATE_PORT, GUEST_CA_BUNDLE, GUEST_CA_FILE, HostKeyCheck, SOCKET_DIR, UPSTREAM_CA_ENV, proxy_env,
     upstream_url_forms,
 };
-pub use sidecar::{
-    ClientToken, EgressConfig, EgressRule, GateUpstream, GitGateConfig, InjectedHeader, Listen, Secret, TOKEN_USER,
-    TokenDigest,
-};
 pub use state::{BottleMetadata, METADATA_FILE, RESUME_DIR, StateRoot, validate_slug};
+pub use wiring::Wiring;

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::manifest::{EgressRoute, GitIdentity, GitUpstream};
 use crate::owner::Owner;
-use crate::sidecar::{EgressConfig, GitGateConfig};
+use crate::sidecar::{EgressPolicy, GatePolicy};
 
 /// How to build the agent's image: a Dockerfile and what goes in its context.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,8 +66,6 @@ pub struct CopyIn {
 /// How the agent is provisioned inside its bottle; built by the provider.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentProvisionPlan {
-    /// Name of the agent's instance (container or VM).
-    pub instance_name: String,
     /// Provider (template) name.
     pub provider: String,
     /// The image to build and run.
@@ -99,10 +97,9 @@ pub struct AgentProvisionPlan {
 pub struct EgressPlan {
     /// Allowed routes, as the manifest lists them.
     pub routes: Vec<EgressRoute>,
-    /// The proxy's configuration (credentials and the CA key inside: it goes only to the sidecar).
-    pub config: EgressConfig,
-    /// The proxy's URL as the bottle reaches it; set by the backend.
-    pub proxy_url: Option<String>,
+    /// What the proxy enforces (credentials and the CA key inside: it goes
+    /// only to the sidecar, placed by the backend's [`Wiring`](crate::Wiring)).
+    pub policy: EgressPolicy,
     /// What the summary warns about the routes' credentials, one line each.
     pub warnings: Vec<String>,
 }
@@ -112,7 +109,7 @@ impl EgressPlan {
     /// `host [methods] [paths] [ports P,…] [auth:scheme from SOURCE[, also over plain http]]`.
     /// Never a credential.
     pub fn route_lines(&self) -> Vec<String> {
-        self.config
+        self.policy
             .rules
             .iter()
             .map(|r| {
@@ -149,10 +146,9 @@ impl EgressPlan {
 pub struct GitGatePlan {
     /// Upstreams, as the manifest lists them.
     pub upstreams: Vec<GitUpstream>,
-    /// The gate's configuration (the push keys inside: it goes only to the sidecar).
-    pub config: GitGateConfig,
-    /// The gate's base URL as the bottle reaches it (`http://gate:8080`); set by the backend.
-    pub url: Option<String>,
+    /// What the gate enforces (the push keys inside: it goes only to the
+    /// sidecar, placed by the backend's [`Wiring`](crate::Wiring)).
+    pub policy: GatePolicy,
 }
 
 impl GitGatePlan {
@@ -213,10 +209,13 @@ pub struct CommonPlan {
     pub limits: crate::resources::Limits,
 }
 
-/// A backend's plan: the common part and the lines it adds to the summary.
+/// A backend's plan: the common part, how the backend wires the bottle to
+/// its sidecars, and the lines it adds to the summary.
 pub trait BackendPlan: Send + 'static {
     /// The backend-neutral plan it was resolved from.
     fn common(&self) -> &CommonPlan;
+    /// How the bottle reaches its sidecars, and where they listen.
+    fn wiring(&self) -> &crate::Wiring;
     /// Backend-specific lines for the preflight summary, as (label, value).
     fn summary_lines(&self) -> Vec<(String, String)>;
 }

@@ -8,15 +8,16 @@ use std::fmt::Write;
 use crate::backend::ErasedPlan;
 use crate::manifest::{BottleDef, EnvValue, PushPolicy};
 use crate::plan::CommonPlan;
-use crate::routes::HostKeyCheck;
+use crate::sidecar_config::HostKeyCheck;
+use crate::wiring::Wiring;
 
 /// Render the summary of `plan` (one screen, aligned labels).
 pub fn summary(plan: &ErasedPlan) -> String {
-    render(plan.common(), plan.backend(), plan.summary_lines())
+    render(plan.common(), plan.wiring(), plan.backend(), plan.summary_lines())
 }
 
 /// Render the summary from its parts (what [`summary`] does after erasure).
-pub fn render(common: &CommonPlan, backend: &str, backend_lines: &[(String, String)]) -> String {
+pub fn render(common: &CommonPlan, wiring: &Wiring, backend: &str, backend_lines: &[(String, String)]) -> String {
     let p = &common.provision;
     let mut rows: Vec<(String, String)> = vec![
         ("agent".into(), format!("{} (bottle `{}`, {})", common.agent, common.bottle, common.manifest_source)),
@@ -24,10 +25,11 @@ pub fn render(common: &CommonPlan, backend: &str, backend_lines: &[(String, Stri
         ("provider".into(), format!("{} — Dockerfile {}", p.provider, p.image.dockerfile_origin)),
         ("backend".into(), backend.to_string()),
         ("user".into(), format!("{} (home {}, workdir {})", p.guest_user, p.guest_home, p.workdir)),
+        ("isolation".into(), wiring.isolation.clone()),
     ];
     rows.extend(backend_lines.iter().cloned());
-    let env: Vec<String> = p
-        .guest_env
+    let env: Vec<String> = wiring
+        .guest_env(common)
         .iter()
         .map(|(k, v)| {
             if p.hidden_env.contains(k) {
@@ -54,7 +56,7 @@ pub fn render(common: &CommonPlan, backend: &str, backend_lines: &[(String, Stri
         .git_gate
         .upstreams
         .iter()
-        .zip(&common.git_gate.config.upstreams)
+        .zip(&common.git_gate.policy.upstreams)
         .map(|(u, gate)| {
             let host_key = match gate.host_key_check() {
                 HostKeyCheck::Pinned(_) => "pinned from ~/.ssh/known_hosts",
@@ -80,10 +82,8 @@ pub fn render(common: &CommonPlan, backend: &str, backend_lines: &[(String, Stri
     for warning in &common.egress.warnings {
         rows.push(("warning".into(), warning.clone()));
     }
-    if let Some(proxy) = &common.egress.proxy_url {
-        rows.push(("egress proxy".into(), format!("{proxy} (TLS intercepted with this bottle's own CA)")));
-    }
-    if let Some(gate) = &common.git_gate.url {
+    rows.push(("egress proxy".into(), format!("{} (TLS intercepted with this bottle's own CA)", wiring.proxy_url())));
+    if let Some(gate) = wiring.gate.as_ref().filter(|_| common.git_gate.is_needed()) {
         rows.push(("git gate".into(), gate.clone()));
     }
     rows.push(("supervise".into(), if common.supervise.enabled { "on" } else { "off" }.into()));

@@ -12,8 +12,8 @@ use crate::owner::Owner;
 use crate::plan::{CommonPlan, EgressPlan, GitGatePlan, SupervisePlan};
 use crate::provider::{AgentProvider, Providers, ProvisionInput};
 use crate::resources::Limits;
-use crate::routes;
 use crate::sidecar::ClientToken;
+use crate::sidecar_config;
 use crate::state::{BottleMetadata, StateRoot};
 use crate::{Error, ErrorKind, Result};
 
@@ -200,7 +200,7 @@ pub fn prepare(spec: &BottleSpec, providers: &Providers, host: &Host, backend: &
             resumed: !minted,
         })?;
         let client_token = ClientToken::mint()?;
-        let egress = routes::egress_config(
+        let egress = sidecar_config::egress_config(
             &slug,
             agent_routes.rules,
             &bottle.egress,
@@ -209,7 +209,7 @@ pub fn prepare(spec: &BottleSpec, providers: &Providers, host: &Host, backend: &
             client_token.digest(),
             host,
         )?;
-        let gate = routes::gate_config(&slug, &bottle.git, client_token.digest(), host)?;
+        let gate = sidecar_config::gate_config(&slug, &bottle.git, client_token.digest(), host)?;
         let warnings = crate::preflight::credential_warnings(bottle, &provision.hidden_env);
         let stage_dir = state_dir.join("stage");
         std::fs::create_dir_all(&stage_dir).map_err(|e| Error::io(format!("creating {}", stage_dir.display()), e))?;
@@ -239,8 +239,8 @@ pub fn prepare(spec: &BottleSpec, providers: &Providers, host: &Host, backend: &
             state_dir: state_dir.clone(),
             manifest_source: manifest.source.to_string(),
             provision,
-            egress: EgressPlan { routes: bottle.egress.clone(), config: egress, proxy_url: None, warnings },
-            git_gate: GitGatePlan { upstreams: bottle.git.clone(), config: gate, url: None },
+            egress: EgressPlan { routes: bottle.egress.clone(), policy: egress, warnings },
+            git_gate: GitGatePlan { upstreams: bottle.git.clone(), policy: gate },
             supervise: SupervisePlan { enabled: bottle.supervise },
             copy_cwd: spec.copy_cwd.then(|| spec.user_cwd.clone()),
             label: spec.label.clone(),

@@ -115,7 +115,6 @@ pub trait AgentProvider: Send + Sync {
             None => (self.bundled_dockerfile().to_string(), format!("bundled ({})", self.name()), None),
         };
         Ok(AgentProvisionPlan {
-            instance_name: format!("bb-{}", input.slug),
             provider: self.name().to_string(),
             image: ImageRecipe {
                 repository: format!("bot-bottle/{}", self.name()),
@@ -179,20 +178,20 @@ pub trait AgentProvider: Send + Sync {
     /// Write the agent's git identity, rewrite every upstream URL form to the
     /// git gate, and give git the gate's credentials (an `http.extraHeader`
     /// for the gate's URL only, in a file of its own: never on a command line).
-    async fn provision_git(&self, bottle: &dyn Bottle, plan: &CommonPlan) -> Result<()> {
+    async fn provision_git(&self, bottle: &dyn Bottle, plan: &CommonPlan, wiring: &crate::Wiring) -> Result<()> {
         let mut script = Vec::new();
         if let Some(id) = &plan.provision.git_identity {
             script.push(format!("git config --global user.name {}", shell_quote(&id.name)));
             script.push(format!("git config --global user.email {}", shell_quote(&id.email)));
         }
-        if let Some(gate) = &plan.git_gate.url {
+        if let Some(gate) = wiring.gate.as_ref().filter(|_| plan.git_gate.is_needed()) {
             let credentials = crate::sidecar::gate_credentials_config(gate, &plan.client_token);
             let include = format!("{}/{GATE_GITCONFIG}", plan.provision.guest_home);
             write_guest_file(bottle, &plan.stage_dir, &include, credentials.as_bytes()).await?;
             script.push(format!("git config --global --add include.path {}", shell_quote(&include)));
             for upstream in &plan.git_gate.upstreams {
                 let key = format!("url.{gate}/{}.git.insteadOf", upstream.name);
-                for form in crate::routes::upstream_url_forms(upstream) {
+                for form in crate::sidecar_config::upstream_url_forms(upstream) {
                     script.push(format!("git config --global --add {} {}", shell_quote(&key), shell_quote(&form)));
                 }
             }

@@ -27,7 +27,7 @@ impl Registry {
 
     /// Add a backend under its own name (replacing one of the same name).
     pub fn register(&mut self, backend: Arc<dyn DynBackend>) {
-        self.backends.insert(backend.name(), backend);
+        self.backends.insert(backend.name_dyn(), backend);
     }
 
     /// Names of the registered backends, sorted.

@@ -181,13 +181,24 @@ impl EgressRule {
     }
 }
 
-/// The egress proxy's whole configuration.
+/// Where a sidecar listens and writes: what its backend decides (see
+/// `Wiring`), never core.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EgressConfig {
+pub struct Placement {
+    /// Where it listens.
+    pub listen: Listen,
+    /// Where it appends its audit log (JSON lines); `-` for stdout.
+    pub audit_log: String,
+    /// Where it keeps its files (the git gate's mirrors and keys).
+    pub work_dir: String,
+}
+
+/// What the egress proxy enforces: the bottle's routes, credentials and CA,
+/// resolved by `prepare`. With a [`Placement`] it makes an [`EgressConfig`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EgressPolicy {
     /// The bottle's slug (in every audit line).
     pub bottle: String,
-    /// Where to listen.
-    pub listen: Listen,
     /// The bottle's client token, checked on every request (`407` without it).
     pub client_token: TokenDigest,
     /// The bottle's CA certificate (PEM): leaf certificates are minted from it.
@@ -204,8 +215,25 @@ pub struct EgressConfig {
     pub extra_upstream_ca_pem: Option<String>,
     /// Name → address overrides for upstream resolution (like curl's `--resolve`).
     pub resolve: BTreeMap<String, std::net::IpAddr>,
+}
+
+impl EgressPolicy {
+    /// The proxy's configuration with this policy, placed by its backend.
+    pub fn placed(&self, placement: &Placement) -> EgressConfig {
+        EgressConfig { listen: placement.listen.clone(), audit_log: placement.audit_log.clone(), policy: self.clone() }
+    }
+}
+
+/// The egress proxy's whole configuration: what `bottle sidecar egress` reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EgressConfig {
+    /// Where to listen.
+    pub listen: Listen,
     /// Where to append the audit log (JSON lines); `-` for stdout.
     pub audit_log: String,
+    /// What to enforce.
+    #[serde(flatten)]
+    pub policy: EgressPolicy,
 }
 
 /// One upstream the git gate mirrors and pushes to.
@@ -229,36 +257,55 @@ pub struct GateUpstream {
     pub push: PushPolicy,
 }
 
-/// The git gate's whole configuration.
+/// What the git gate enforces: the bottle's upstreams and push policies,
+/// resolved by `prepare`. With a [`Placement`] it makes a [`GitGateConfig`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GitGateConfig {
+pub struct GatePolicy {
     /// The bottle's slug (in every audit line).
     pub bottle: String,
-    /// Where to listen for git smart HTTP.
-    pub listen: Listen,
     /// The bottle's client token, checked on every request (`401` without it).
     pub client_token: TokenDigest,
-    /// Where mirrors, keys and scratch files live (created if missing).
-    pub work_dir: String,
     /// The upstreams.
     pub upstreams: Vec<GateUpstream>,
-    /// Where to append the audit log (JSON lines); `-` for stdout.
-    pub audit_log: String,
     /// How long the gate waits on a client that sends and reads nothing, in
     /// the middle of a request or between requests, before it cuts the
     /// connection (a push stalled mid-pack is then dropped with its quarantine).
-    #[serde(default = "GitGateConfig::default_idle_timeout_secs")]
+    #[serde(default = "GatePolicy::default_idle_timeout_secs")]
     pub idle_timeout_secs: u64,
 }
 
-impl GitGateConfig {
-    /// The default of [`GitGateConfig::idle_timeout_secs`]: 5 minutes, far
+impl GatePolicy {
+    /// The default of [`GatePolicy::idle_timeout_secs`]: 5 minutes, far
     /// longer than git stays silent (its keepalives come every 5 s).
     pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 300;
 
     fn default_idle_timeout_secs() -> u64 {
         Self::DEFAULT_IDLE_TIMEOUT_SECS
     }
+
+    /// The gate's configuration with this policy, placed by its backend.
+    pub fn placed(&self, placement: &Placement) -> GitGateConfig {
+        GitGateConfig {
+            listen: placement.listen.clone(),
+            audit_log: placement.audit_log.clone(),
+            work_dir: placement.work_dir.clone(),
+            policy: self.clone(),
+        }
+    }
+}
+
+/// The git gate's whole configuration: what `bottle sidecar git-gate` reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GitGateConfig {
+    /// Where to listen for git smart HTTP.
+    pub listen: Listen,
+    /// Where to append the audit log (JSON lines); `-` for stdout.
+    pub audit_log: String,
+    /// Where mirrors, keys and scratch files live (created if missing).
+    pub work_dir: String,
+    /// What to enforce.
+    #[serde(flatten)]
+    pub policy: GatePolicy,
 }
 
 #[cfg(test)]

@@ -11,8 +11,8 @@ use bollard::query_parameters::{
     RemoveVolumeOptions, StartContainerOptions,
 };
 use bottle_core::{
-    ActiveAgent, Backend, BackendPlan, Bottle, ByteSize, CleanupPlan, CommonPlan, Error, ErrorKind, GuestUser, Result,
-    TOKEN_USER, sort_active,
+    ActiveAgent, Backend, BackendPlan, Bottle, ByteSize, CleanupPlan, CommonPlan, Error, ErrorKind, GuestUser, Listen,
+    Placement, Result, Wiring, sort_active,
 };
 use tokio::sync::OnceCell;
 
@@ -53,6 +53,7 @@ impl DockerBackend {
 #[derive(Debug)]
 pub struct DockerPlan {
     common: CommonPlan,
+    wiring: Wiring,
     /// Tag of the agent image (content-addressed).
     pub image_tag: String,
     /// Whether the engine has that image already.
@@ -79,6 +80,10 @@ impl BackendPlan for DockerPlan {
         &self.common
     }
 
+    fn wiring(&self) -> &Wiring {
+        &self.wiring
+    }
+
     fn summary_lines(&self) -> Vec<(String, String)> {
         vec![
             (
@@ -87,12 +92,6 @@ impl BackendPlan for DockerPlan {
             ),
             ("runtime".into(), self.runtime.clone().unwrap_or_else(|| "runc (daemon default)".into())),
             ("limits".into(), self.limits_line()),
-            (
-                "isolation".into(),
-                "no network in the bottle (no route, no gateway, no DNS); its only way out is a relay on its \
-                 loopback to its own sidecars' unix sockets"
-                    .into(),
-            ),
             (
                 "sidecars".into(),
                 format!("{} ({})", self.sidecar_tag, if self.sidecar_cached { "cached" } else { "will be built" }),
@@ -156,6 +155,32 @@ pub(crate) fn log_config() -> bollard::models::HostConfigLogConfig {
             [("max-size".to_string(), LOG_MAX_SIZE.to_string()), ("max-file".to_string(), LOG_MAX_FILES.to_string())]
                 .into(),
         ),
+    }
+}
+
+/// The agent container's name; its sidecars' are `NAME-ROLE`.
+pub(crate) fn container_name(slug: &str) -> String {
+    format!("bb-{slug}")
+}
+
+/// A Docker bottle's wiring: the bottle reaches its sidecars on its own
+/// loopback, through the relay; they listen on unix sockets in the socket
+/// volume and log to stdout (the container log).
+fn wiring() -> Wiring {
+    let placement = |kind: Kind, work_dir: &str| Placement {
+        listen: Listen::Unix(sidecar::socket(kind)),
+        audit_log: "-".into(),
+        work_dir: work_dir.into(),
+    };
+    Wiring {
+        proxy: format!("127.0.0.1:{}", bottle_core::EGRESS_PORT),
+        gate: Some(format!("http://127.0.0.1:{}", bottle_core::GATE_PORT)),
+        egress: placement(Kind::Egress, "/var/lib/bot-bottle"),
+        git_gate: Some(placement(Kind::GitGate, "/var/lib/bot-bottle/gate")),
+        install_ca: true,
+        isolation: "no network in the bottle (no route, no gateway, no DNS); its only way out is a relay on its \
+                    loopback to its own sidecars' unix sockets"
+            .into(),
     }
 }
 
@@ -267,9 +292,9 @@ impl DockerBackend {
             .map_err(failed("create the sidecars' socket volume"))?;
         let encode =
             |e: serde_json::Error| Error::new(ErrorKind::Io, "encoding a sidecar configuration").with_source(e);
-        let mut configs = vec![(Kind::Egress, serde_json::to_vec(&common.egress.config).map_err(encode)?)];
-        if common.git_gate.is_needed() {
-            configs.push((Kind::GitGate, serde_json::to_vec(&common.git_gate.config).map_err(encode)?));
+        let mut configs = vec![(Kind::Egress, serde_json::to_vec(&plan.wiring.egress_config(common)).map_err(encode)?)];
+        if let Some(gate) = plan.wiring.gate_config(common) {
+            configs.push((Kind::GitGate, serde_json::to_vec(&gate).map_err(encode)?));
         }
         let kinds: Vec<Kind> = configs.iter().map(|(kind, _)| *kind).collect();
         // The sidecars and the bottle start side by side: the bottle needs
@@ -301,7 +326,7 @@ impl DockerBackend {
             image: Some(plan.image_tag.clone()),
             user: Some(p.guest_user.clone()),
             hostname: Some(common.agent.clone()),
-            env: Some(p.guest_env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            env: Some(plan.wiring.guest_env(common).iter().map(|(k, v)| format!("{k}={v}")).collect()),
             entrypoint: Some(vec!["sleep".into()]),
             cmd: Some(vec!["infinity".into()]),
             labels: Some(labels::for_plan(common, labels::ROLE_AGENT)),
@@ -378,7 +403,10 @@ impl DockerBackend {
 }
 
 impl Backend for DockerBackend {
-    const NAME: &'static str = crate::NAME;
+    fn name(&self) -> &'static str {
+        crate::NAME
+    }
+
     type Plan = DockerPlan;
     type Bottle = DockerBottle;
     type CleanupPlan = DockerCleanupPlan;
@@ -407,18 +435,9 @@ impl Backend for DockerBackend {
                 .await
                 .map_err(|e| Error::new(ErrorKind::Io, format!("packing the sidecar build context: {e}")))??;
         let sidecar_cached = image::exists(docker, &sidecar_context.tag).await?;
-        let mut common = common;
-        // The bottle reaches its sidecars on its own loopback, through the relay.
-        let proxy_url = format!("http://127.0.0.1:{}", bottle_core::EGRESS_PORT);
-        let with_token =
-            format!("http://{}:{}@127.0.0.1:{}", TOKEN_USER, common.client_token.expose(), bottle_core::EGRESS_PORT);
-        if common.git_gate.is_needed() {
-            common.git_gate.url = Some(format!("http://127.0.0.1:{}", bottle_core::GATE_PORT));
-        }
-        common.provision.guest_env.extend(bottle_core::proxy_env(&with_token, &["localhost", "127.0.0.1", "::1"]));
-        common.egress.proxy_url = Some(proxy_url);
-        let name = common.provision.instance_name.clone();
+        let name = container_name(&common.slug);
         Ok(DockerPlan {
+            wiring: wiring(),
             image_tag: context.tag,
             image_cached,
             context: context.tar,

@@ -86,7 +86,7 @@ pub(crate) async fn launch(
     sockets: &str,
     config_json: Vec<u8>,
 ) -> Result<()> {
-    let name = container_name(&plan.provision.instance_name, kind.name());
+    let name = container_name(&crate::backend::container_name(&plan.slug), kind.name());
     let config_path = format!("/etc/bot-bottle/{}.json", kind.name());
     let body = ContainerCreateBody {
         image: Some(image.to_string()),
@@ -119,7 +119,7 @@ pub(crate) async fn launch_relay(
     sockets: &str,
     kinds: &[Kind],
 ) -> Result<()> {
-    let name = container_name(&plan.provision.instance_name, RELAY);
+    let name = container_name(&crate::backend::container_name(&plan.slug), RELAY);
     let pairs = kinds.iter().map(|&kind| {
         let port = match kind {
             Kind::Egress => bottle_core::EGRESS_PORT,

@@ -99,7 +99,7 @@ impl Gate {
     /// Prepares the work directory and every mirror (fetching each upstream).
     async fn prepare(config: GitGateConfig, relaunch: &Relaunch) -> Result<Self, GateError> {
         let mut seen = std::collections::BTreeSet::new();
-        for upstream in &config.upstreams {
+        for upstream in &config.policy.upstreams {
             let name = &upstream.name;
             let valid = !name.is_empty()
                 && !name.starts_with('.')
@@ -113,7 +113,7 @@ impl Gate {
                 return Err(GateError::Config(format!("upstream name `{name}` appears twice")));
             }
         }
-        if config.idle_timeout_secs == 0 {
+        if config.policy.idle_timeout_secs == 0 {
             return Err(GateError::Config("idle_timeout_secs is 0; give the clients at least a second".into()));
         }
         let layout = Layout::create(Path::new(&config.work_dir))?;
@@ -130,15 +130,15 @@ impl Gate {
             });
         }
         let http_backend = Path::new(String::from_utf8_lossy(&exec_path.stdout).trim()).join("git-http-backend");
-        let idle_timeout = Duration::from_secs(config.idle_timeout_secs);
+        let idle_timeout = Duration::from_secs(config.policy.idle_timeout_secs);
         let mut mirrors = BTreeMap::new();
-        for upstream in &config.upstreams {
-            let mirror = Mirror::prepare(&layout, &config.bottle, upstream, relaunch, idle_timeout).await?;
+        for upstream in &config.policy.upstreams {
+            let mirror = Mirror::prepare(&layout, &config.policy.bottle, upstream, relaunch, idle_timeout).await?;
             mirrors.insert(upstream.name.clone(), Arc::new(mirror));
         }
         Ok(Self {
-            bottle: config.bottle,
-            client_token: config.client_token,
+            bottle: config.policy.bottle,
+            client_token: config.policy.client_token,
             layout,
             http_backend,
             mirrors,

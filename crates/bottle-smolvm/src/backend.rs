@@ -18,7 +18,7 @@ use std::sync::atomic::AtomicBool;
 use bottle_core::labels::{self, Labels, Verdict};
 use bottle_core::{
     ActiveAgent, Backend, BackendPlan, Bottle, CleanupPlan, CommonPlan, EGRESS_PORT, Error, ErrorKind, GATE_PORT,
-    GuestUser, Listen, Liveness, Result, Sidecar, StateRoot, TOKEN_USER, sort_active,
+    GuestUser, Listen, Liveness, Placement, Result, Sidecar, StateRoot, Wiring, sort_active,
 };
 use tokio::sync::OnceCell;
 
@@ -127,8 +127,8 @@ impl SmolvmBackend {
         };
         let encode =
             |e: serde_json::Error| Error::new(ErrorKind::Io, "encoding a sidecar configuration").with_source(e);
-        let gate_json = serde_json::to_vec(&common.git_gate.config).map_err(encode)?;
-        let egress_json = serde_json::to_vec(&common.egress.config).map_err(encode)?;
+        let gate_json = serde_json::to_vec(&plan.wiring.gate_config(common)).map_err(encode)?;
+        let egress_json = serde_json::to_vec(&plan.wiring.egress_config(common)).map_err(encode)?;
         let started: Vec<std::process::Child> = match plan.isolation {
             Isolation::Netns { name, sockets } => {
                 network::create(&name, &sockets).await?;
@@ -146,7 +146,7 @@ impl SmolvmBackend {
                 started.push(sidecar::start_relay(&dir, &netns, &pairs).await?);
                 // The VM's sockets live where its process runs: in the namespace.
                 let inside = smolvm.through(netns);
-                self.boot(&inside, &plan.machine, &archive, &plan.labels, common).await?;
+                self.boot(&inside, &plan.machine, &archive, &plan.labels, (common, &plan.wiring)).await?;
                 started
             }
             Isolation::SharedLoopback { egress, gate } => {
@@ -155,7 +155,7 @@ impl SmolvmBackend {
                     started.push(sidecar::start(&dir, Sidecar::GitGate, Bind::Reserved(reserved), &gate_json).await?);
                 }
                 started.push(sidecar::start(&dir, Sidecar::Egress, Bind::Reserved(egress), &egress_json).await?);
-                self.boot(smolvm, &plan.machine, &archive, &plan.labels, common).await?;
+                self.boot(smolvm, &plan.machine, &archive, &plan.labels, (common, &plan.wiring)).await?;
                 started
             }
         };
@@ -171,7 +171,7 @@ impl SmolvmBackend {
         machine: &str,
         archive: &std::path::Path,
         labels: &BTreeMap<String, String>,
-        common: &CommonPlan,
+        (common, wiring): (&CommonPlan, &Wiring),
     ) -> Result<()> {
         let limits = &common.limits;
         let spec = CreateSpec {
@@ -187,7 +187,7 @@ impl SmolvmBackend {
             .prefix("guest-env")
             .tempfile_in(&common.stage_dir)
             .map_err(|e| Error::io(format!("creating a file in {}", common.stage_dir.display()), e))?;
-        std::fs::write(staged.path(), cli::env_file(&common.provision.guest_env))
+        std::fs::write(staged.path(), cli::env_file(&wiring.guest_env(common)))
             .map_err(|e| Error::io(format!("writing {}", staged.path().display()), e))?;
         smolvm
             .checked(&cli::cp_in_args(machine, staged.path(), cli::GUEST_ENV_FILE, "644"), "write the bottle's env")
@@ -200,6 +200,7 @@ impl SmolvmBackend {
 #[derive(Debug)]
 pub struct SmolvmPlan {
     common: CommonPlan,
+    wiring: Wiring,
     /// The machine's name (`bb-<slug>`).
     pub machine: String,
     /// Tag of the agent image (content-addressed, shared with the Docker backend).
@@ -216,6 +217,10 @@ pub struct SmolvmPlan {
 impl BackendPlan for SmolvmPlan {
     fn common(&self) -> &CommonPlan {
         &self.common
+    }
+
+    fn wiring(&self) -> &Wiring {
+        &self.wiring
     }
 
     fn summary_lines(&self) -> Vec<(String, String)> {
@@ -238,7 +243,6 @@ impl BackendPlan for SmolvmPlan {
         vec![
             ("image".into(), format!("{} ({image})", self.image_tag)),
             ("machine".into(), format!("{} (smolvm microVM, outbound to its loopback only)", self.machine)),
-            ("isolation".into(), self.isolation.describe()),
             ("limits".into(), {
                 let l = &self.common.limits;
                 format!(
@@ -276,7 +280,10 @@ struct Found {
 }
 
 impl Backend for SmolvmBackend {
-    const NAME: &'static str = crate::NAME;
+    fn name(&self) -> &'static str {
+        crate::NAME
+    }
+
     type Plan = SmolvmPlan;
     type Bottle = SmolvmBottle;
     type CleanupPlan = SmolvmCleanupPlan;
@@ -307,40 +314,46 @@ impl Backend for SmolvmBackend {
             }
         };
 
-        let mut common = common;
         let dir = sidecar::dir(&common.state_dir);
         let isolation = Isolation::choose(&common.slug, common.git_gate.is_needed())?;
-        let token = common.client_token.expose().to_string();
-        let (proxy, gate) = match &isolation {
+        let (proxy, gate, listen): (String, String, [Listen; 2]) = match &isolation {
             Isolation::Netns { sockets, .. } => {
-                common.egress.config.listen =
-                    Listen::Unix(Isolation::socket(sockets, Sidecar::Egress).display().to_string());
-                common.git_gate.config.listen =
-                    Listen::Unix(Isolation::socket(sockets, Sidecar::GitGate).display().to_string());
-                (format!("127.0.0.1:{EGRESS_PORT}"), format!("127.0.0.1:{GATE_PORT}"))
+                let socket = |kind| Listen::Unix(Isolation::socket(sockets, kind).display().to_string());
+                (
+                    format!("127.0.0.1:{EGRESS_PORT}"),
+                    format!("127.0.0.1:{GATE_PORT}"),
+                    [socket(Sidecar::Egress), socket(Sidecar::GitGate)],
+                )
             }
             Isolation::SharedLoopback { egress, gate } => {
-                common.egress.config.listen = Listen::Tcp(egress.addr().to_string());
                 let gate = gate.as_ref().map(|g| g.addr().to_string()).unwrap_or_default();
-                common.git_gate.config.listen = Listen::Tcp(gate.clone());
-                (egress.addr().to_string(), gate)
+                (egress.addr().to_string(), gate.clone(), [Listen::Tcp(egress.addr().to_string()), Listen::Tcp(gate)])
             }
         };
-        common.egress.config.audit_log = sidecar::audit_path(&dir, Sidecar::Egress).display().to_string();
-        common.egress.proxy_url = Some(format!("http://{proxy}"));
-        // The git gate is on 127.0.0.1 too, which NO_PROXY already names.
-        let with_token = format!("http://{TOKEN_USER}:{token}@{proxy}");
-        common.provision.guest_env.extend(bottle_core::proxy_env(&with_token, &["localhost", "127.0.0.1", "::1"]));
-        if common.git_gate.is_needed() {
-            common.git_gate.config.work_dir = sidecar::gate_work_dir(&dir).display().to_string();
-            common.git_gate.config.audit_log = sidecar::audit_path(&dir, Sidecar::GitGate).display().to_string();
-            common.git_gate.url = Some(format!("http://{gate}"));
-        }
+        let [egress_listen, gate_listen] = listen;
+        // The git gate is on 127.0.0.1 too, which NO_PROXY names.
+        let wiring = Wiring {
+            proxy,
+            gate: common.git_gate.is_needed().then(|| format!("http://{gate}")),
+            egress: Placement {
+                listen: egress_listen,
+                audit_log: sidecar::audit_path(&dir, Sidecar::Egress).display().to_string(),
+                work_dir: dir.display().to_string(),
+            },
+            git_gate: common.git_gate.is_needed().then(|| Placement {
+                listen: gate_listen,
+                audit_log: sidecar::audit_path(&dir, Sidecar::GitGate).display().to_string(),
+                work_dir: sidecar::gate_work_dir(&dir).display().to_string(),
+            }),
+            install_ca: true,
+            isolation: isolation.describe(),
+        };
         let mut labels: BTreeMap<String, String> =
             labels::for_plan(&common, crate::NAME, labels::ROLE_AGENT).into_iter().collect();
         labels.insert(IMAGE_LABEL.into(), context.tag.clone());
         Ok(SmolvmPlan {
-            machine: common.provision.instance_name.clone(),
+            machine: format!("bb-{}", common.slug),
+            wiring,
             image_tag: context.tag,
             image_id,
             image_cache,

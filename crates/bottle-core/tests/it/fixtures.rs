@@ -52,11 +52,14 @@ pub(crate) fn host(dir: &std::path::Path, env: &[(&str, &str)]) -> Host {
 /// A backend that only answers to its name; `launch` hands back no bottle.
 pub(crate) struct Named<const N: usize>;
 
-pub(crate) struct NamedPlan(CommonPlan);
+pub(crate) struct NamedPlan(CommonPlan, bottle_core::Wiring);
 
 impl BackendPlan for NamedPlan {
     fn common(&self) -> &CommonPlan {
         &self.0
+    }
+    fn wiring(&self) -> &bottle_core::Wiring {
+        &self.1
     }
     fn summary_lines(&self) -> Vec<(String, String)> {
         vec![("fixture".into(), "yes".into())]
@@ -102,6 +105,23 @@ impl Bottle for NoBottle {
     }
 }
 
+/// A wiring as a backend would hand it back.
+pub(crate) fn wiring() -> bottle_core::Wiring {
+    let placement = |name: &str| bottle_core::Placement {
+        listen: bottle_core::Listen::Tcp("127.0.0.1:0".into()),
+        audit_log: "-".into(),
+        work_dir: format!("/{name}"),
+    };
+    bottle_core::Wiring {
+        proxy: "127.0.0.1:3128".into(),
+        gate: Some("http://127.0.0.1:8080".into()),
+        egress: placement("egress"),
+        git_gate: Some(placement("gate")),
+        install_ca: true,
+        isolation: "fixture".into(),
+    }
+}
+
 fn refused() -> Error {
     Error::new(ErrorKind::Unavailable, "fixture backend runs nothing")
 }
@@ -109,7 +129,9 @@ fn refused() -> Error {
 macro_rules! named_backend {
     ($n:literal, $name:literal) => {
         impl Backend for Named<$n> {
-            const NAME: &'static str = $name;
+            fn name(&self) -> &'static str {
+                $name
+            }
             type Plan = NamedPlan;
             type Bottle = NoBottle;
             type CleanupPlan = NoCleanup;
@@ -117,7 +139,7 @@ macro_rules! named_backend {
                 Ok(())
             }
             async fn resolve_plan(&self, common: CommonPlan) -> Result<NamedPlan> {
-                Ok(NamedPlan(common))
+                Ok(NamedPlan(common, wiring()))
             }
             async fn launch(&self, _plan: NamedPlan) -> Result<NoBottle> {
                 Err(refused())

@@ -107,9 +107,9 @@ fn a_route_knows_its_sentinels_and_the_summary_warns_where_its_credential_reache
     );
     let host = host(tmp.path(), &[("GH_TOKEN", "ghp-secret-1")]);
     let plan = prepare(&spec(manifest(tmp.path(), &text), tmp.path()), &providers(), &host, "docker").expect("prepare");
-    let inject = plan.egress.config.rules.iter().find_map(|rule| rule.inject.as_ref()).expect("the route injects");
+    let inject = plan.egress.policy.rules.iter().find_map(|rule| rule.inject.as_ref()).expect("the route injects");
     assert_eq!(inject.sentinels, [placeholder("GH")], "the hidden copy's placeholder, not the clear one's");
-    let summary = render_summary(&plan, "docker", &[]);
+    let summary = render_summary(&plan, &crate::fixtures::wiring(), "docker", &[]);
     let warnings: Vec<&str> = summary.lines().filter(|line| line.trim_start().starts_with("warning")).collect();
     assert_eq!(warnings.len(), 2, "{summary}");
     assert!(warnings[0].contains("bypassing the git gate"), "{summary}");
@@ -124,7 +124,7 @@ proptest! {
         let host = host(tmp.path(), &[("HOST_EDITOR", &plain), ("HOST_TOKEN", &secret), ("HOST_KEY", &secret)]);
         let plan = prepare(&spec(manifest(tmp.path(), ENV_MANIFEST), tmp.path()), &providers(), &host, "docker")
             .expect("prepare");
-        let summary = render_summary(&plan, "docker", &[]);
+        let summary = render_summary(&plan, &crate::fixtures::wiring(), "docker", &[]);
         prop_assert!(!summary.contains(&secret), "secret shown:\n{}", summary);
         prop_assert!(summary.contains("TOKEN=•••• (hidden)"), "{}", summary);
         prop_assert!(summary.contains(&format!("COPIED={plain}")), "{}", summary);

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use bottle_core::{BottleSpec, DynBackend, ErrorKind, Manifest, Registry, prepare};
+use bottle_core::{Backend as _, BottleSpec, DynBackend, ErrorKind, Manifest, Registry, prepare};
 
 use crate::fixtures::{Named, host, providers};
 
@@ -52,14 +52,44 @@ async fn a_plan_for_another_backend_is_a_typed_error() {
     let common = prepare(&spec, &providers(), &host, "smolmachines").expect("prepare");
     let r = registry();
     let smol = r.get("smolmachines").expect("smol");
-    let plan = smol.resolve_plan(common).await.expect("plan");
+    let plan = smol.resolve_plan_dyn(common).await.expect("plan");
     assert_eq!(plan.backend(), "smolmachines");
     assert_eq!(plan.summary_lines(), [("fixture".to_string(), "yes".to_string())]);
     let docker: Arc<dyn DynBackend> = r.get("docker").expect("docker");
-    let err = docker.launch(plan).await.err().expect("mismatch");
+    let err = docker.launch_dyn(plan).await.err().expect("mismatch");
     assert_eq!(err.kind(), ErrorKind::PlanMismatch);
     assert!(err.to_string().contains("smolmachines") && err.to_string().contains("docker"), "{err}");
-    let cleanup = smol.prepare_cleanup().await.expect("cleanup plan");
-    let err = docker.cleanup(cleanup).await.expect_err("mismatch");
+    let cleanup = smol.prepare_cleanup_dyn().await.expect("cleanup plan");
+    let err = docker.cleanup_dyn(cleanup).await.expect_err("mismatch");
     assert_eq!(err.kind(), ErrorKind::PlanMismatch);
+}
+
+#[tokio::test]
+async fn an_arc_of_a_backend_is_a_backend_and_erases_once() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let host = host(tmp.path(), &[]);
+    let spec = BottleSpec {
+        manifest: Arc::new(Manifest::embedded_default(&["shell"])),
+        agent: "shell".into(),
+        copy_cwd: false,
+        user_cwd: tmp.path().into(),
+        identity: None,
+        label: None,
+        color: None,
+        detached: true,
+        host_ca: false,
+        agent_args: vec![],
+    };
+    let common = prepare(&spec, &providers(), &host, "docker").expect("prepare");
+    let docker: Arc<dyn DynBackend> = registry().get("docker").expect("docker");
+    // Through the `Backend` impl of the Arc, and through its `_dyn` methods: the same plan.
+    assert_eq!(bottle_core::Backend::name(&docker), "docker");
+    let plan = docker.resolve_plan_dyn(common.clone()).await.expect("plan");
+    let err = docker.launch_dyn(plan).await.err().expect("the fixture launches nothing");
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "the backend itself answered, no plan mismatch: {err}");
+    let plan = bottle_core::Backend::resolve_plan(&docker, common).await.expect("plan");
+    let err = bottle_core::Backend::launch(&docker, plan).await.err().expect("the fixture launches nothing");
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    let cleanup = docker.prepare_cleanup_dyn().await.expect("cleanup");
+    assert!(docker.cleanup_dyn(cleanup).await.expect("cleanup").is_empty());
 }

@@ -91,11 +91,11 @@ impl Credentials {
             };
             owners[at].extend(owner);
         };
-        for sentinel in &config.sentinels {
+        for sentinel in &config.policy.sentinels {
             know(sentinel, None);
         }
-        let mut routes = Vec::with_capacity(config.rules.len());
-        for (route, rule) in config.rules.iter().enumerate() {
+        let mut routes = Vec::with_capacity(config.policy.rules.len());
+        for (route, rule) in config.policy.rules.iter().enumerate() {
             let Some(inject) = &rule.inject else {
                 routes.push(None);
                 continue;
@@ -365,19 +365,21 @@ mod tests {
             source: "$GH".into(),
         };
         let config = EgressConfig {
-            bottle: "b".into(),
             listen: Listen::Tcp("127.0.0.1:0".into()),
-            client_token: ClientToken::from_value("t").digest(),
-            ca_cert_pem: String::new(),
-            ca_key_pem: Secret::new(""),
-            rules: vec![
-                EgressRule { inject: Some(inject), ..EgressRule::open("api.example.com") },
-                EgressRule::open("other.example.com"),
-            ],
-            sentinels: vec![OWN.into(), "bot-bottle-hidden:GH_OTHER".into()],
-            extra_upstream_ca_pem: None,
-            resolve: Default::default(),
             audit_log: "-".into(),
+            policy: bottle_core::EgressPolicy {
+                bottle: "b".into(),
+                client_token: ClientToken::from_value("t").digest(),
+                ca_cert_pem: String::new(),
+                ca_key_pem: Secret::new(""),
+                rules: vec![
+                    EgressRule { inject: Some(inject), ..EgressRule::open("api.example.com") },
+                    EgressRule::open("other.example.com"),
+                ],
+                sentinels: vec![OWN.into(), "bot-bottle-hidden:GH_OTHER".into()],
+                extra_upstream_ca_pem: None,
+                resolve: Default::default(),
+            },
         };
         Credentials::new(&config).expect("credentials")
     }

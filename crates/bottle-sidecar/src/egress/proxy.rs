@@ -73,21 +73,26 @@ struct Destination {
 
 impl Proxy {
     pub(crate) fn new(config: EgressConfig) -> Result<Arc<Self>, EgressError> {
-        if config.rules.iter().any(|rule| rule.host.trim().is_empty()) {
+        if config.policy.rules.iter().any(|rule| rule.host.trim().is_empty()) {
             return Err(EgressError::Config("a route has an empty host".into()));
         }
         let credentials = Credentials::new(&config)?;
         let tls = Tls::new(&config)?;
         let upstreams = Upstreams {
             pool: Pool::default(),
-            resolve: config.resolve.iter().map(|(name, ip)| (normalize_host(name), *ip)).collect::<HashMap<_, _>>(),
+            resolve: config
+                .policy
+                .resolve
+                .iter()
+                .map(|(name, ip)| (normalize_host(name), *ip))
+                .collect::<HashMap<_, _>>(),
             tls: Arc::clone(&tls.upstream),
             tls_h1: Arc::clone(&tls.upstream_h1),
         };
         Ok(Arc::new(Proxy {
-            bottle: Arc::from(config.bottle.as_str()),
-            client_token: config.client_token,
-            policy: Policy::new(&config.bottle, config.rules),
+            bottle: Arc::from(config.policy.bottle.as_str()),
+            client_token: config.policy.client_token,
+            policy: Policy::new(&config.policy.bottle, config.policy.rules),
             credentials,
             tls,
             upstreams,

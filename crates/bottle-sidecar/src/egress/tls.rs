@@ -51,8 +51,8 @@ pub(crate) struct Tls {
 impl Tls {
     pub(crate) fn new(config: &EgressConfig) -> Result<Self, EgressError> {
         let ca = |what: &str, err: &dyn std::fmt::Display| EgressError::Ca(format!("{what}: {err}"));
-        let ca_key = KeyPair::from_pem(config.ca_key_pem.expose()).map_err(|err| ca("the CA key", &err))?;
-        let ca_der = CertificateDer::from_pem_slice(config.ca_cert_pem.as_bytes())
+        let ca_key = KeyPair::from_pem(config.policy.ca_key_pem.expose()).map_err(|err| ca("the CA key", &err))?;
+        let ca_der = CertificateDer::from_pem_slice(config.policy.ca_cert_pem.as_bytes())
             .map_err(|err| ca("the CA certificate", &err))?;
         let issuer = Issuer::from_ca_cert_der(&ca_der, ca_key).map_err(|err| ca("the CA certificate", &err))?;
         let leaf_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|err| ca("the leaf key", &err))?;
@@ -61,7 +61,7 @@ impl Tls {
         let mut roots = RootCertStore::empty();
         let native = rustls_native_certs::load_native_certs();
         let (system, _) = roots.add_parsable_certificates(native.certs);
-        if let Some(pem) = &config.extra_upstream_ca_pem {
+        if let Some(pem) = &config.policy.extra_upstream_ca_pem {
             let mut added = 0;
             for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
                 let cert = cert.map_err(|err| EgressError::Config(format!("extra_upstream_ca_pem: {err}")))?;

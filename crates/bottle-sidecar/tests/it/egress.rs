@@ -387,16 +387,18 @@ impl Drop for Proxy {
 fn config(dir: &Path, rules: Vec<EgressRule>, resolve: &[(&str, &str)]) -> EgressConfig {
     let (ca_cert_pem, ca_key_pem) = mint_ca(BOTTLE).expect("mint CA");
     EgressConfig {
-        bottle: BOTTLE.to_owned(),
         listen: bottle_core::Listen::Tcp("127.0.0.1:0".to_owned()),
-        client_token: ClientToken::from_value(TOKEN).digest(),
-        ca_cert_pem,
-        ca_key_pem,
-        rules,
-        sentinels: vec![SENTINEL.to_owned(), OTHER_SENTINEL.to_owned()],
-        extra_upstream_ca_pem: Some(upstream().ca_pem.clone()),
-        resolve: resolve.iter().map(|(name, ip)| ((*name).to_owned(), ip.parse::<IpAddr>().expect("ip"))).collect(),
         audit_log: dir.join("audit.jsonl").display().to_string(),
+        policy: bottle_core::EgressPolicy {
+            bottle: BOTTLE.to_owned(),
+            client_token: ClientToken::from_value(TOKEN).digest(),
+            ca_cert_pem,
+            ca_key_pem,
+            rules,
+            sentinels: vec![SENTINEL.to_owned(), OTHER_SENTINEL.to_owned()],
+            extra_upstream_ca_pem: Some(upstream().ca_pem.clone()),
+            resolve: resolve.iter().map(|(name, ip)| ((*name).to_owned(), ip.parse::<IpAddr>().expect("ip"))).collect(),
+        },
     }
 }
 
@@ -408,9 +410,9 @@ fn start_proxy(rules: Vec<EgressRule>, resolve: &[(&str, &str)]) -> Proxy {
 
 fn launch(dir: TempDir, config: EgressConfig) -> Proxy {
     let ca_file = dir.path().join("bottle-ca.pem");
-    std::fs::write(&ca_file, &config.ca_cert_pem).expect("write CA");
+    std::fs::write(&ca_file, &config.policy.ca_cert_pem).expect("write CA");
     let audit = PathBuf::from(&config.audit_log);
-    let ca_pem = config.ca_cert_pem.clone();
+    let ca_pem = config.policy.ca_cert_pem.clone();
     let _guard = rt().enter();
     let listener = tokio::net::TcpListener::from_std(bind()).expect("proxy listener");
     let port = port_of(&listener);
@@ -1050,7 +1052,7 @@ fn the_binary_announces_its_port_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = config(dir.path(), vec![credential_route("localhost", &[])], &[]);
     let ca_file = dir.path().join("bottle-ca.pem");
-    std::fs::write(&ca_file, &config.ca_cert_pem).expect("write CA");
+    std::fs::write(&ca_file, &config.policy.ca_cert_pem).expect("write CA");
     let config_file = dir.path().join("egress.json");
     std::fs::write(&config_file, serde_json::to_string(&config).expect("json")).expect("write config");
     let mut child = Command::new(env!("CARGO_BIN_EXE_bottle-sidecar"))
@@ -1088,7 +1090,7 @@ fn the_binary_announces_its_port_and_stops_on_sigterm() {
 fn upstream_tls_is_verified() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = config(dir.path(), vec![route("localhost", &[], &[], None)], &[]);
-    config.extra_upstream_ca_pem = None;
+    config.policy.extra_upstream_ca_pem = None;
     let proxy = launch(dir, config);
     let text = stdout(&curl(&proxy, &["-i", &https("/x")]));
     assert!(text.contains("\r\n\r\nHTTP/2 502"), "the test CA is not a system root: {text}");
@@ -1102,7 +1104,7 @@ fn upstream_tls_is_verified() {
 fn a_bad_configuration_fails_with_a_reason() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut bad = config(dir.path(), vec![], &[]);
-    bad.ca_key_pem = Secret::new("not a key");
+    bad.policy.ca_key_pem = Secret::new("not a key");
     let listener = {
         let _guard = rt().enter();
         tokio::net::TcpListener::from_std(bind()).expect("listener")

@@ -190,13 +190,15 @@ impl World {
 
     fn config(&self, upstreams: Vec<GateUpstream>) -> GitGateConfig {
         GitGateConfig {
-            bottle: BOTTLE.into(),
             listen: bottle_core::Listen::Tcp("127.0.0.1:0".into()),
-            client_token: bottle_core::ClientToken::from_value(TOKEN).digest(),
             work_dir: self.path("gate").to_string_lossy().into_owned(),
-            upstreams,
             audit_log: self.path("audit.jsonl").to_string_lossy().into_owned(),
-            idle_timeout_secs: GitGateConfig::DEFAULT_IDLE_TIMEOUT_SECS,
+            policy: bottle_core::GatePolicy {
+                bottle: BOTTLE.into(),
+                client_token: bottle_core::ClientToken::from_value(TOKEN).digest(),
+                upstreams,
+                idle_timeout_secs: bottle_core::GatePolicy::DEFAULT_IDLE_TIMEOUT_SECS,
+            },
         }
     }
 
@@ -478,7 +480,7 @@ fn a_push_stalled_mid_pack_is_cut_off_and_holds_nothing() {
     let world = World::new();
     let repo = world.upstream("project");
     let mut config = world.config(vec![world.gate_upstream("project", &repo, agent_policy())]);
-    config.idle_timeout_secs = 2;
+    config.policy.idle_timeout_secs = 2;
     let gate = InProcessGate::start(config);
     let clone = world.clone(&gate.url, "project", &world.sshd.ssh_url(&repo), "agent");
 

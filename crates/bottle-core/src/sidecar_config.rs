@@ -1,5 +1,5 @@
-//! From the manifest's `egress` routes and `git` upstreams to the sidecars'
-//! configuration: credentials read from the host (the only place they
+//! From the manifest's `egress` routes and `git` upstreams to what the
+//! sidecars enforce ([`EgressPolicy`], [`GatePolicy`]): credentials read from the host (the only place they
 //! live), the bottle's CA minted, the sentinels the bottle sees listed, and
 //! each upstream's host key pinned from the operator's `known_hosts` when it
 //! is there.
@@ -9,12 +9,9 @@ use std::path::Path;
 
 use base64::Engine as _;
 
-use crate::bottle::Sidecar;
 use crate::manifest::{AuthScheme, EgressRoute, EnvValue, GitUpstream};
 use crate::prepare::{Host, placeholder};
-use crate::sidecar::{
-    EgressConfig, EgressRule, GateUpstream, GitGateConfig, InjectedHeader, Listen, Secret, TokenDigest,
-};
+use crate::sidecar::{EgressPolicy, EgressRule, GatePolicy, GateUpstream, InjectedHeader, Secret, TokenDigest};
 use crate::{Error, ErrorKind, Result};
 
 /// Environment variable naming a CA bundle (PEM) the egress proxy trusts for
@@ -62,7 +59,7 @@ pub(crate) fn egress_config(
     hidden: &[String],
     client_token: TokenDigest,
     host: &Host,
-) -> Result<EgressConfig> {
+) -> Result<EgressPolicy> {
     let mut missing = Vec::new();
     let manifest_rules: Vec<EgressRule> = routes
         .iter()
@@ -126,9 +123,8 @@ pub(crate) fn egress_config(
         None => None,
     };
     let (ca_cert_pem, ca_key_pem) = crate::mint_ca(slug)?;
-    Ok(EgressConfig {
+    Ok(EgressPolicy {
         bottle: slug.to_string(),
-        listen: Listen::Unix(format!("{SOCKET_DIR}/{}.sock", Sidecar::Egress.name())),
         client_token,
         ca_cert_pem,
         ca_key_pem,
@@ -136,7 +132,6 @@ pub(crate) fn egress_config(
         sentinels: hidden.iter().map(|name| placeholder(name)).collect(),
         extra_upstream_ca_pem,
         resolve: BTreeMap::new(),
-        audit_log: "-".into(),
     })
 }
 
@@ -226,7 +221,7 @@ pub(crate) fn gate_config(
     upstreams: &[GitUpstream],
     client_token: TokenDigest,
     host: &Host,
-) -> Result<GitGateConfig> {
+) -> Result<GatePolicy> {
     let known = std::fs::read_to_string(host.home.join(".ssh/known_hosts")).unwrap_or_default();
     let upstreams = upstreams
         .iter()
@@ -245,14 +240,11 @@ pub(crate) fn gate_config(
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(GitGateConfig {
+    Ok(GatePolicy {
         bottle: slug.to_string(),
-        listen: Listen::Unix(format!("{SOCKET_DIR}/{}.sock", Sidecar::GitGate.name())),
         client_token,
-        work_dir: "/var/lib/bot-bottle/gate".into(),
         upstreams,
-        audit_log: "-".into(),
-        idle_timeout_secs: GitGateConfig::DEFAULT_IDLE_TIMEOUT_SECS,
+        idle_timeout_secs: GatePolicy::DEFAULT_IDLE_TIMEOUT_SECS,
     })
 }
 
@@ -510,9 +502,9 @@ mod tests {
         }
         assert_eq!(config.sentinels, ["bot-bottle-hidden:GH", "bot-bottle-hidden:OTHER"]);
         assert!(config.ca_cert_pem.contains("BEGIN CERTIFICATE"));
-        let mut plan = crate::EgressPlan { routes: routes.to_vec(), config, proxy_url: None, warnings: vec![] };
-        plan.config.rules[0].ports = vec![443, 8443];
-        plan.config.rules[0].insecure_http = true;
+        let mut plan = crate::EgressPlan { routes: routes.to_vec(), policy: config, warnings: vec![] };
+        plan.policy.rules[0].ports = vec![443, 8443];
+        plan.policy.rules[0].insecure_http = true;
         let lines = plan.route_lines();
         assert_eq!(lines[0], "api.example.com ports 443,8443 [auth:bearer from $T, also over plain http]");
         assert_eq!(lines[2], "api.example.com [auth:basic from $T]");
