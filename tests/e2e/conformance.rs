@@ -18,7 +18,7 @@ pub(crate) trait Under {
     /// Assert that nothing of the bottle is left.
     fn assert_gone(&self, slug: &str);
     /// The unix socket where `kind` of bottle `slug` listens, as the host sees it.
-    fn sidecar_socket(&self, slug: &str, kind: bottle_core::Sidecar) -> std::path::PathBuf;
+    fn sidecar_socket(&self, slug: &str, kind: bot_bottle::Sidecar) -> std::path::PathBuf;
     /// Make bottle `slug`'s egress proxy answer on TCP `port` beside it (in
     /// its proxy's container on Docker, in its network namespace on smolvm),
     /// as a careless design would, and check that it answers there; returns
@@ -62,7 +62,7 @@ impl Under for Docker {
         let out = std::process::Command::new("docker").args(["kill", &format!("bb-{slug}-egress")]).output();
         assert!(out.expect("docker kill").status.success(), "killing the proxy container");
     }
-    fn sidecar_socket(&self, slug: &str, kind: bottle_core::Sidecar) -> std::path::PathBuf {
+    fn sidecar_socket(&self, slug: &str, kind: bot_bottle::Sidecar) -> std::path::PathBuf {
         let out = std::process::Command::new("docker")
             .args(["volume", "inspect", "--format", "{{.Mountpoint}}", &format!("bb-{slug}-sockets")])
             .output()
@@ -72,9 +72,9 @@ impl Under for Docker {
     }
     fn expose_egress(&self, slug: &str, port: u16) -> Vec<String> {
         let egress = format!("bb-{slug}-egress");
-        let relay = format!("0.0.0.0:{port}={}/egress.sock", bottle_core::SOCKET_DIR);
+        let relay = format!("0.0.0.0:{port}={}/egress.sock", bot_bottle::backend::SOCKET_DIR);
         let out = std::process::Command::new("docker")
-            .args(["exec", "-d", &egress, bottle_core::LAUNCHER, "sidecar", "relay", &relay])
+            .args(["exec", "-d", &egress, bot_bottle::backend::LAUNCHER, "sidecar", "relay", &relay])
             .output()
             .expect("docker exec");
         assert!(out.status.success(), "exposing {egress}: {}", crate::harness::text(&out.stderr));
@@ -115,11 +115,11 @@ impl Under for Smol {
     fn assert_gone(&self, slug: &str) {
         Smol::assert_gone(self, slug)
     }
-    fn sidecar_socket(&self, slug: &str, kind: bottle_core::Sidecar) -> std::path::PathBuf {
+    fn sidecar_socket(&self, slug: &str, kind: bot_bottle::Sidecar) -> std::path::PathBuf {
         Path::new("/run/bot-bottle").join(slug).join(format!("{}.sock", kind.name()))
     }
     fn expose_egress(&self, slug: &str, port: u16) -> Vec<String> {
-        let socket = self.sidecar_socket(slug, bottle_core::Sidecar::Egress);
+        let socket = self.sidecar_socket(slug, bot_bottle::Sidecar::Egress);
         self.expose_in_netns(slug, &format!("127.0.0.1:{port}={}", socket.display()));
         let probe = format!("curl -s -o /dev/null -w '%{{http_code}}' --noproxy '*' http://127.0.0.1:{port}/");
         let answered = crate::harness::wait_for(10, || {

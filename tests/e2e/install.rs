@@ -19,7 +19,7 @@ fn bottle_copied_alone_into_an_empty_folder_runs_a_bottle_with_its_sidecars() {
         .bottle_at(&bin, &["start", "shell", "--yes", "--detach"])
         // Nothing to find on PATH either: only the system's own programs.
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .env_remove(bottle_core::SIDECAR_ENV)
+        .env_remove(bot_bottle::backend::SIDECAR_ENV)
         .output()
         .expect("run the copied bottle");
     assert!(out.status.success(), "the copied bottle failed: {}", text(&out.stderr));
@@ -32,7 +32,7 @@ fn bottle_copied_alone_into_an_empty_folder_runs_a_bottle_with_its_sidecars() {
 
     let inspect = docker(&["inspect", "--format", "{{json .Config.Cmd}}", &format!("bb-{slug}-egress")]);
     let cmd: Vec<String> = serde_json::from_str(inspect.trim()).expect("Cmd as JSON");
-    assert_eq!(cmd[..3], [bottle_core::LAUNCHER, "sidecar", "egress"], "the sidecar runs through the launcher");
+    assert_eq!(cmd[..3], [bot_bottle::backend::LAUNCHER, "sidecar", "egress"], "the sidecar runs through the launcher");
     world.bottle_at(&bin, &["stop", &slug]).output().expect("stop");
 }
 
@@ -51,7 +51,7 @@ fn the_sidecar_bundle_runs_in_an_image_that_has_nothing_else() {
     std::fs::create_dir(&dir).expect("mkdir");
     let tar = dir.join("bundle.tar");
     let copied = Command::new("docker")
-        .args(["cp", &format!("{holder}:{}", bottle_core::BUNDLE_DIR), "-"])
+        .args(["cp", &format!("{holder}:{}", bot_bottle::backend::BUNDLE_DIR), "-"])
         .stdout(std::fs::File::create(&tar).expect("create tar"))
         .status()
         .expect("docker cp");
@@ -74,7 +74,7 @@ fn the_sidecar_bundle_runs_in_an_image_that_has_nothing_else() {
     let argv: Vec<String> = exec
         .split_whitespace()
         .filter(|word| *word != "\"$@\"")
-        .map(|word| word.replace(bottle_core::BUNDLE_DIR, "/bot-bottle"))
+        .map(|word| word.replace(bot_bottle::backend::BUNDLE_DIR, "/bot-bottle"))
         .collect();
     assert!(
         argv[0].starts_with("/bot-bottle/"),

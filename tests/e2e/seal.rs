@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bottle_core::Sidecar;
+use bot_bottle::Sidecar;
 
 use crate::conformance::{BARE_CONNECT, Under, ask_socket, for_each_backend};
 use crate::harness::{World, text, warm_image};

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
 use base64::Engine as _;
-use bottle_core::{EgressConfig, EgressPolicy, EgressRule, InjectedHeader, Secret};
+use bottle_core::sidecar::{EgressConfig, EgressPolicy, EgressRule, InjectedHeader, Secret};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::{Body, Bytes, Frame, SizeHint};
 use hyper::client::conn::http1::SendRequest;
@@ -478,7 +478,7 @@ fn start_egress(
     upstream_ca: &str,
     credential_port: Option<u16>,
 ) -> Result<(Proxy, String)> {
-    let (ca_cert_pem, ca_key_pem) = bottle_core::mint_ca("bench").context("while minting the bottle CA")?;
+    let (ca_cert_pem, ca_key_pem) = bottle_core::sidecar::mint_ca("bench").context("while minting the bottle CA")?;
     let rule = match credential_port {
         None => EgressRule::open("127.0.0.1"),
         Some(port) => EgressRule {
@@ -495,11 +495,11 @@ fn start_egress(
     };
     let name = if credential_port.is_some() { "egress-credential" } else { "egress" };
     let config = EgressConfig {
-        listen: bottle_core::Listen::Tcp("127.0.0.1:0".to_owned()),
+        listen: bottle_core::sidecar::Listen::Tcp("127.0.0.1:0".to_owned()),
         audit_log: scratch.path(&format!("{name}-audit.jsonl")).display().to_string(),
         policy: EgressPolicy {
             bottle: "bench".to_owned(),
-            client_token: bottle_core::ClientToken::from_value(BENCH_TOKEN).digest(),
+            client_token: bottle_core::sidecar::ClientToken::from_value(BENCH_TOKEN).digest(),
             ca_cert_pem: ca_cert_pem.clone(),
             ca_key_pem,
             rules: vec![rule],

@@ -51,7 +51,8 @@ pub(crate) fn run() -> Result<()> {
     let gate_url = format!("{}/project.git", gate.url);
     // The bottle's git sends its gate credentials as an extra header.
     use base64::Engine as _;
-    let pair = base64::engine::general_purpose::STANDARD.encode(format!("{}:{BENCH_TOKEN}", bottle_core::TOKEN_USER));
+    let pair =
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{BENCH_TOKEN}", bottle_core::sidecar::TOKEN_USER));
     let credentials = format!("http.extraHeader=Authorization: Basic {pair}");
 
     let mut times: [Vec<Duration>; 4] = Default::default();
@@ -253,8 +254,8 @@ impl Gate {
         let known_hosts = sshd.host_key_line()?;
         let config = serde_json::json!({
             "bottle": "bench",
-            "listen": bottle_core::Listen::Tcp("127.0.0.1:0".into()),
-            "client_token": bottle_core::ClientToken::from_value(BENCH_TOKEN).digest(),
+            "listen": bottle_core::sidecar::Listen::Tcp("127.0.0.1:0".into()),
+            "client_token": bottle_core::sidecar::ClientToken::from_value(BENCH_TOKEN).digest(),
             "work_dir": top.join("gate"),
             "audit_log": top.join("gate-audit.jsonl"),
             "upstreams": [{

@@ -2,10 +2,8 @@
 //! to its system prompt and `--continue` on resume.
 
 use async_trait::async_trait;
-use bottle_core::{
-    AgentProvider, AgentProviderDef, AgentProvisionPlan, AgentRoutes, Bottle, Error, ErrorKind, GuestUser, Host,
-    Result, run_checked,
-};
+use bottle_core::provider::{AgentProvider, AgentProvisionPlan, AgentRoutes, run_checked};
+use bottle_core::{AgentProviderDef, Bottle, Error, ErrorKind, GuestUser, Host, Result};
 
 use crate::credentials::{Api, api_key_route, json_string, key_rule};
 

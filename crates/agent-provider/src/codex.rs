@@ -2,7 +2,8 @@
 //! its global `AGENTS.md` and resume runs `codex resume --last`.
 
 use async_trait::async_trait;
-use bottle_core::{AgentProvider, AgentProviderDef, AgentRoutes, Error, ErrorKind, Host, Result};
+use bottle_core::provider::{AgentProvider, AgentRoutes};
+use bottle_core::{AgentProviderDef, Error, ErrorKind, Host, Result};
 
 use crate::credentials::{Api, api_key_route, json_string, key_rule};
 

@@ -5,9 +5,9 @@
 
 use std::path::Path;
 
-use bottle_core::{
-    AgentProviderDef, AgentRoutes, EgressRule, Error, ErrorKind, Host, InjectedHeader, Result, Secret, placeholder,
-};
+use bottle_core::provider::AgentRoutes;
+use bottle_core::sidecar::{EgressRule, InjectedHeader, Secret};
+use bottle_core::{AgentProviderDef, Error, ErrorKind, Host, Result, placeholder};
 
 /// How a provider's API takes a credential.
 pub(crate) struct Api {

@@ -28,7 +28,7 @@ pub const TEMPLATES: &[&str] = &["claude", "codex", "shell"];
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bottle_core::{AgentProvider, ProvisionInput};
+    use bottle_core::provider::{AgentProvider, ProvisionInput};
 
     fn input(resumed: bool, prompt: bool) -> ProvisionInput {
         ProvisionInput {
@@ -54,7 +54,10 @@ mod tests {
             let dockerfile = p.bundled_dockerfile();
             assert!(dockerfile.contains(&format!("USER {}", p.guest_user())), "{name}: USER line");
             assert!(dockerfile.contains(&format!("WORKDIR {}", p.guest_home())), "{name}: WORKDIR line");
-            assert!(dockerfile.contains(bottle_core::HOST_CA_CONTEXT_FILE), "{name}: takes the host CA bundle");
+            assert!(
+                dockerfile.contains(bottle_core::provider::HOST_CA_CONTEXT_FILE),
+                "{name}: takes the host CA bundle"
+            );
             assert!(dockerfile.contains("FROM debian:bookworm-slim"), "{name}: builds from the offline base");
             assert_ne!(p.guest_user(), "root");
         }

@@ -1,7 +1,7 @@
 //! The `shell` provider: a login bash as a non-root user, for humans and tests.
 
 use async_trait::async_trait;
-use bottle_core::AgentProvider;
+use bottle_core::provider::AgentProvider;
 
 /// A plain bash shell.
 #[derive(Debug, Clone, Copy, Default)]

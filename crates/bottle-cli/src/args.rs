@@ -87,13 +87,6 @@ bottle start reviewer --copy-cwd --label 'PR 42'\n  bottle start shell --yes -- 
         /// The shell.
         shell: clap_complete::Shell,
     },
-    /// Run a sidecar program (what bottles run beside them; not for people).
-    #[command(hide = true, disable_help_flag = true)]
-    Sidecar {
-        /// `egress --config FILE` or `git-gate --config FILE`.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARGS")]
-        args: Vec<String>,
-    },
 }
 
 #[derive(Debug, Args)]

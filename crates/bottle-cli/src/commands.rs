@@ -4,9 +4,10 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result, bail};
-use bottle_core::{
-    ActiveAgent, Backend as _, BottleSpec, DynBackend, EnvValue, ErrorKind, GuestUser, Manifest, Session, Sidecar,
-    session, sort_active,
+use bot_bottle::backend::Backend as _;
+use bot_bottle::{
+    ActiveAgent, BottleSpec, DynBackend, EnvValue, ErrorKind, GuestUser, Manifest, Session, Sidecar, session,
+    sort_active,
 };
 use clap::CommandFactory;
 
@@ -41,8 +42,6 @@ pub(crate) async fn run(cli: Cli) -> Result<i32> {
             clap_complete::generate(shell, &mut Cli::command(), "bottle", &mut std::io::stdout());
             Ok(0)
         }
-        // `main` runs it before any runtime starts: a sidecar builds its own.
-        Command::Sidecar { .. } => bail!("`bottle sidecar` cannot run inside another command"),
     }
 }
 
@@ -176,7 +175,7 @@ fn list_agents(ctx: &Context, json: bool) -> Result<i32> {
 
 /// Say why a backend is skipped when it is the selected one; other
 /// unavailable backends (smolvm on a Docker-only host) are skipped quietly.
-fn note_unavailable(ctx: &Context, backend: &dyn DynBackend, e: &bottle_core::Error) {
+fn note_unavailable(ctx: &Context, backend: &dyn DynBackend, e: &bot_bottle::Error) {
     if ctx.backend().is_ok_and(|selected| selected.name() == backend.name_dyn()) {
         eprintln!("note: skipping backend {}: {e}", backend.name_dyn());
     }
@@ -206,7 +205,7 @@ async fn list_active(ctx: &Context, json: bool) -> Result<i32> {
         eprintln!("no bottles running; `bottle start shell` starts one");
         return Ok(0);
     }
-    let now = bottle_core::now_ms();
+    let now = bot_bottle::backend::now_ms();
     let header = ["SLUG", "AGENT", "BACKEND", "STATUS", "UP", "LABEL"].map(String::from);
     let rows: Vec<[String; 6]> = active
         .into_iter()
@@ -238,7 +237,7 @@ fn age(ms: u64) -> String {
 }
 
 async fn exec(ctx: &Context, slug: &str, user: Option<&str>, command: &[String]) -> Result<i32> {
-    bottle_core::validate_slug(slug)?;
+    bot_bottle::validate_slug(slug)?;
     let backend = ctx.backend_of(slug)?;
     backend.is_available().await?;
     let bottle = backend.attach(slug).await?;
@@ -247,7 +246,7 @@ async fn exec(ctx: &Context, slug: &str, user: Option<&str>, command: &[String])
 }
 
 async fn sidecar_log(ctx: &Context, slug: &str, sidecar: Sidecar, follow: bool) -> Result<i32> {
-    bottle_core::validate_slug(slug)?;
+    bot_bottle::validate_slug(slug)?;
     let backend = ctx.backend_of(slug)?;
     backend.is_available().await?;
     let bottle = backend.attach(slug).await?;
@@ -309,7 +308,7 @@ async fn cleanup(ctx: &Context, yes: bool, dry_run: bool) -> Result<i32> {
     Ok(0)
 }
 
-async fn cleanup_one(backend: &dyn DynBackend, plan: bottle_core::ErasedCleanupPlan) -> Result<Vec<String>> {
+async fn cleanup_one(backend: &dyn DynBackend, plan: bot_bottle::backend::ErasedCleanupPlan) -> Result<Vec<String>> {
     Ok(backend.cleanup_dyn(plan).await?)
 }
 

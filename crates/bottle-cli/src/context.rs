@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
-use bottle_core::{DynBackend, Host, Manifest, Providers, Registry, discover_manifest};
+use bot_bottle::{DynBackend, Host, Manifest, Providers, Registry, discover_manifest};
 
 /// The loaded world of one `bottle` invocation.
 pub(crate) struct Context {
@@ -22,10 +22,14 @@ impl Context {
         let cwd = std::env::current_dir().context("while reading the current directory")?;
         let lookup = |k: &str| host.var(k).map(str::to_string);
         let manifest_path = discover_manifest(manifest, &lookup, &cwd);
-        let mut registry = Registry::new();
-        bottle_docker::register(&mut registry);
-        bottle_smolvm::register(&mut registry);
-        Ok(Context { providers: agent_provider::builtin(), registry, host, manifest_path, explicit_backend: backend })
+        let registry = bot_bottle::default_registry();
+        Ok(Context {
+            providers: bot_bottle::builtin_providers(),
+            registry,
+            host,
+            manifest_path,
+            explicit_backend: backend,
+        })
     }
 
     /// Parse and validate the manifest (the embedded default when none was found).
@@ -40,7 +44,7 @@ impl Context {
 
     /// The selected backend: `--backend`, then `$BOT_BOTTLE_BACKEND`, then docker.
     pub(crate) fn backend(&self) -> Result<Arc<dyn DynBackend>> {
-        Ok(self.registry.select(self.explicit_backend.as_deref(), self.host.var(bottle_core::BACKEND_ENV))?)
+        Ok(self.registry.select(self.explicit_backend.as_deref(), self.host.var(bot_bottle::BACKEND_ENV))?)
     }
 
     /// The backend that runs bottle `slug` (from its metadata), else the selected one.

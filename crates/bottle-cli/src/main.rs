@@ -8,11 +8,9 @@ mod context;
 use clap::Parser;
 
 fn main() {
+    // `bottle sidecar …`: what bottles run beside them (its own runtime, its own exit code).
+    bot_bottle::run_sidecar_if_asked();
     let cli = args::Cli::parse();
-    if let args::Command::Sidecar { args } = &cli.command {
-        // A sidecar runs its own runtime and exits with its own code.
-        std::process::exit(sidecar(args));
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -31,17 +29,6 @@ fn main() {
     };
     // Exit now: a blocked stdin reader must not keep the process alive.
     std::process::exit(code);
-}
-
-/// `bottle sidecar ARGS`: the sidecar programs, which bottles run beside them.
-fn sidecar(args: &[String]) -> i32 {
-    match bottle_sidecar::Relaunch::current(&["sidecar"]) {
-        Ok(relaunch) => bottle_sidecar::main(args, &relaunch),
-        Err(e) => {
-            eprintln!("error: cannot find the running executable: {e}");
-            1
-        }
-    }
 }
 
 /// The error and its causes on one line (multi-line messages, such as a

@@ -3,13 +3,29 @@
 //! implemented once for every `Backend` so the registry can hold them behind
 //! `Arc<dyn DynBackend>` — which is itself a `Backend`, so generic code takes
 //! either, and a caller with both traits in scope meets no ambiguous method.
+//!
+//! This module is the backend author's kit: with the traits come the
+//! [`Wiring`] a backend hands back, the shared label keys and orphan rule
+//! ([`labels`](crate::labels)), the ready marker, the sidecar program
+//! ([`SidecarProgram`]), build contexts and the bounded copy helpers.
+
+pub use crate::bottle::agent_ids;
+pub use crate::bundle::{BUNDLE_DIR, LAUNCHER, SELF_ENV, SIDECAR_ENV, SidecarProgram};
+pub use crate::copy::{CopyOut, guest_size, pack_tree, split_guest_path, tar_allowance, unpack_bounded};
+pub use crate::image::{BuildContext, DOCKERFILE_IN_CONTEXT, build_context};
+pub use crate::owner::{Liveness, Owner, host_name, now_ms};
+pub use crate::plan::BackendPlan;
+pub use crate::session::{READY_MARKER, is_ready};
+pub use crate::sidecar::Placement;
+pub use crate::sidecar_config::{EGRESS_PORT, GATE_PORT, SOCKET_DIR};
+pub use crate::wiring::Wiring;
 
 use std::any::Any;
 use std::future::Future;
 use std::pin::Pin;
 
 use crate::bottle::{ActiveAgent, Bottle};
-use crate::plan::{BackendPlan, CommonPlan};
+use crate::plan::CommonPlan;
 use crate::{Error, ErrorKind, Result};
 
 /// A boxed, `Send` future: what the dynamic twin's methods return.
@@ -41,7 +57,7 @@ pub trait Backend: Send + Sync + 'static {
     fn is_available(&self) -> impl Future<Output = Result<()>> + Send;
 
     /// Turn the common plan into this backend's plan (names, runtime, image
-    /// tag) and its [`Wiring`](crate::Wiring). No side effects.
+    /// tag) and its [`Wiring`](crate::wiring::Wiring). No side effects.
     fn resolve_plan(&self, common: CommonPlan) -> impl Future<Output = Result<Self::Plan>> + Send;
 
     /// Create everything the plan names and return the running bottle. On
@@ -68,7 +84,7 @@ pub trait Backend: Send + Sync + 'static {
 pub struct ErasedPlan {
     backend: &'static str,
     common: CommonPlan,
-    wiring: crate::Wiring,
+    wiring: crate::wiring::Wiring,
     summary_lines: Vec<(String, String)>,
     inner: Box<dyn Any + Send>,
 }
@@ -83,7 +99,7 @@ impl ErasedPlan {
         &self.common
     }
     /// How the backend wires the bottle to its sidecars.
-    pub fn wiring(&self) -> &crate::Wiring {
+    pub fn wiring(&self) -> &crate::wiring::Wiring {
         &self.wiring
     }
     /// The backend's summary lines.
@@ -96,7 +112,7 @@ impl BackendPlan for ErasedPlan {
     fn common(&self) -> &CommonPlan {
         &self.common
     }
-    fn wiring(&self) -> &crate::Wiring {
+    fn wiring(&self) -> &crate::wiring::Wiring {
         &self.wiring
     }
     fn summary_lines(&self) -> Vec<(String, String)> {

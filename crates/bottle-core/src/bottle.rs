@@ -110,9 +110,10 @@ pub trait Bottle: Send + Sync {
     /// keeps; never more than [`tar_allowance`] of it in flight, never all
     /// of it in memory.
     ///
-    /// [`unpack_bounded`]: crate::unpack_bounded
-    /// [`tar_allowance`]: crate::tar_allowance
-    async fn cp_out(&self, guest: &str, host: &Path, limit: crate::ByteSize) -> Result<crate::CopyOut>;
+    /// [`unpack_bounded`]: crate::copy::unpack_bounded
+    /// [`tar_allowance`]: crate::copy::tar_allowance
+    async fn cp_out(&self, guest: &str, host: &Path, limit: crate::resources::ByteSize)
+    -> Result<crate::copy::CopyOut>;
 
     /// Run `argv` in the bottle attached to this process's stdio (a TTY when
     /// stdin is one), in the agent's workdir, and return its exit code.
@@ -141,7 +142,12 @@ impl Bottle for Box<dyn Bottle> {
     async fn cp_in(&self, host: &Path, guest: &str) -> Result<()> {
         (**self).cp_in(host, guest).await
     }
-    async fn cp_out(&self, guest: &str, host: &Path, limit: crate::ByteSize) -> Result<crate::CopyOut> {
+    async fn cp_out(
+        &self,
+        guest: &str,
+        host: &Path,
+        limit: crate::resources::ByteSize,
+    ) -> Result<crate::copy::CopyOut> {
         (**self).cp_out(guest, host, limit).await
     }
     async fn exec_attached(&self, argv: &[String], user: GuestUser) -> Result<i32> {

@@ -6,7 +6,8 @@ use std::time::{Duration, SystemTime};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256};
 
-use crate::{Error, ErrorKind, Result, Secret};
+use crate::sidecar::Secret;
+use crate::{Error, ErrorKind, Result};
 
 /// How long a bottle's CA is valid: a bottle lives hours, not months.
 const VALIDITY: Duration = Duration::from_secs(30 * 24 * 60 * 60);

@@ -83,10 +83,10 @@ pub fn split_guest_path(guest: &str) -> Result<(&str, &str)> {
 
 /// The apparent size in bytes of `guest` in `bottle` (sparse files count
 /// whole: that is what a copy would stream), or `None` when it does not exist.
-pub async fn guest_size(bottle: &dyn crate::Bottle, guest: &str) -> Result<Option<u64>> {
-    let g = crate::shell_quote(guest);
+pub async fn guest_size(bottle: &dyn crate::bottle::Bottle, guest: &str) -> Result<Option<u64>> {
+    let g = crate::provider::shell_quote(guest);
     let script = format!("test -e {g} || test -L {g} || exit 3; du -s -B1 --apparent-size {g} | cut -f1");
-    let out = bottle.exec(&script, crate::GuestUser::Root).await?;
+    let out = bottle.exec(&script, crate::bottle::GuestUser::Root).await?;
     match out.exit_code {
         3 => Ok(None),
         0 => out.stdout.trim().parse().map(Some).map_err(|_| {

@@ -98,7 +98,7 @@ pub struct EgressPlan {
     /// Allowed routes, as the manifest lists them.
     pub routes: Vec<EgressRoute>,
     /// What the proxy enforces (credentials and the CA key inside: it goes
-    /// only to the sidecar, placed by the backend's [`Wiring`](crate::Wiring)).
+    /// only to the sidecar, placed by the backend's [`Wiring`](crate::wiring::Wiring)).
     pub policy: EgressPolicy,
     /// What the summary warns about the routes' credentials, one line each.
     pub warnings: Vec<String>,
@@ -147,7 +147,7 @@ pub struct GitGatePlan {
     /// Upstreams, as the manifest lists them.
     pub upstreams: Vec<GitUpstream>,
     /// What the gate enforces (the push keys inside: it goes only to the
-    /// sidecar, placed by the backend's [`Wiring`](crate::Wiring)).
+    /// sidecar, placed by the backend's [`Wiring`](crate::wiring::Wiring)).
     pub policy: GatePolicy,
 }
 
@@ -215,7 +215,7 @@ pub trait BackendPlan: Send + 'static {
     /// The backend-neutral plan it was resolved from.
     fn common(&self) -> &CommonPlan;
     /// How the bottle reaches its sidecars, and where they listen.
-    fn wiring(&self) -> &crate::Wiring;
+    fn wiring(&self) -> &crate::wiring::Wiring;
     /// Backend-specific lines for the preflight summary, as (label, value).
     fn summary_lines(&self) -> Vec<(String, String)>;
 }

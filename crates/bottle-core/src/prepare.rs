@@ -45,6 +45,26 @@ pub struct BottleSpec {
     pub agent_args: Vec<String>,
 }
 
+impl BottleSpec {
+    /// A spec to start `agent` of `manifest` in a fresh bottle, owned by this
+    /// process (not detached), with an empty workspace: set the other fields
+    /// for more.
+    pub fn new(manifest: Arc<Manifest>, agent: impl Into<String>, user_cwd: PathBuf) -> Self {
+        BottleSpec {
+            manifest,
+            agent: agent.into(),
+            copy_cwd: false,
+            user_cwd,
+            identity: None,
+            label: None,
+            color: None,
+            detached: false,
+            host_ca: true,
+            agent_args: Vec::new(),
+        }
+    }
+}
+
 /// The host as `prepare` sees it: its environment, home and state root.
 #[derive(Debug, Clone)]
 pub struct Host {

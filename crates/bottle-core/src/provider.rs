@@ -2,13 +2,16 @@
 //! bottle. The provided methods are the shared behaviour; a provider overrides
 //! the steps where its agent differs.
 
+pub use crate::plan::{AgentProvisionPlan, ContextFile, ContextSource, CopyIn, HOST_CA_CONTEXT_FILE, ImageRecipe};
+pub use crate::sidecar_config::{GUEST_CA_BUNDLE, GUEST_CA_FILE, upstream_url_forms};
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
 use crate::bottle::{Bottle, GuestUser};
-use crate::plan::{AgentProvisionPlan, CommonPlan, CopyIn, ImageRecipe};
+use crate::plan::CommonPlan;
 use crate::prepare::Host;
 use crate::sidecar::EgressRule;
 use crate::{AgentProviderDef, Error, ErrorKind, GitIdentity, Result};
@@ -178,7 +181,12 @@ pub trait AgentProvider: Send + Sync {
     /// Write the agent's git identity, rewrite every upstream URL form to the
     /// git gate, and give git the gate's credentials (an `http.extraHeader`
     /// for the gate's URL only, in a file of its own: never on a command line).
-    async fn provision_git(&self, bottle: &dyn Bottle, plan: &CommonPlan, wiring: &crate::Wiring) -> Result<()> {
+    async fn provision_git(
+        &self,
+        bottle: &dyn Bottle,
+        plan: &CommonPlan,
+        wiring: &crate::wiring::Wiring,
+    ) -> Result<()> {
         let mut script = Vec::new();
         if let Some(id) = &plan.provision.git_identity {
             script.push(format!("git config --global user.name {}", shell_quote(&id.name)));

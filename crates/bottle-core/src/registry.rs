@@ -10,13 +10,13 @@ use crate::{Error, ErrorKind, Result};
 /// The environment variable that selects a backend when `--backend` is not given.
 pub const BACKEND_ENV: &str = "BOT_BOTTLE_BACKEND";
 
-/// The backend used when neither `--backend` nor [`BACKEND_ENV`] names one.
-pub const DEFAULT_BACKEND: &str = "docker";
-
-/// Registered backends by name.
+/// Registered backends by name, other names for them, and the one used when
+/// nothing selects another.
 #[derive(Default, Clone)]
 pub struct Registry {
     backends: BTreeMap<&'static str, Arc<dyn DynBackend>>,
+    aliases: BTreeMap<&'static str, &'static str>,
+    default: Option<&'static str>,
 }
 
 impl Registry {
@@ -28,6 +28,16 @@ impl Registry {
     /// Add a backend under its own name (replacing one of the same name).
     pub fn register(&mut self, backend: Arc<dyn DynBackend>) {
         self.backends.insert(backend.name_dyn(), backend);
+    }
+
+    /// Let `alias` select the backend called `name` too (`smolvm` for `smolmachines`).
+    pub fn alias(&mut self, alias: &'static str, name: &'static str) {
+        self.aliases.insert(alias, name);
+    }
+
+    /// The backend [`Registry::select`] picks when nothing names one.
+    pub fn set_default(&mut self, name: &'static str) {
+        self.default = Some(name);
     }
 
     /// Names of the registered backends, sorted.
@@ -42,6 +52,7 @@ impl Registry {
 
     /// The backend called `name`; an unknown name's error lists the known ones.
     pub fn get(&self, name: &str) -> Result<Arc<dyn DynBackend>> {
+        let name = self.aliases.get(name).copied().unwrap_or(name);
         self.backends.get(name).cloned().ok_or_else(|| {
             Error::new(
                 ErrorKind::NotFound,
@@ -51,10 +62,19 @@ impl Registry {
     }
 
     /// Select a backend: `explicit` (from `--backend`), then the value of
-    /// [`BACKEND_ENV`] (`env`), then [`DEFAULT_BACKEND`]. Empty values count as absent.
+    /// [`BACKEND_ENV`] (`env`), then the default. Empty values count as absent.
     pub fn select(&self, explicit: Option<&str>, env: Option<&str>) -> Result<Arc<dyn DynBackend>> {
-        let name = [explicit, env].into_iter().flatten().find(|s| !s.trim().is_empty()).unwrap_or(DEFAULT_BACKEND);
-        self.get(name.trim())
+        let name = [explicit, env].into_iter().flatten().map(str::trim).find(|s| !s.is_empty()).or(self.default);
+        match name {
+            Some(name) => self.get(name),
+            None => Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "no backend selected; pass --backend NAME or set {BACKEND_ENV}; known backends: {}",
+                    self.names().join(", ")
+                ),
+            )),
+        }
     }
 }
 

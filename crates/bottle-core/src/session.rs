@@ -166,7 +166,7 @@ pub struct Running {
     provider: Arc<dyn AgentProvider>,
     state: StateRoot,
     common: CommonPlan,
-    wiring: crate::Wiring,
+    wiring: crate::wiring::Wiring,
 }
 
 /// How an attached agent session ended.
@@ -190,7 +190,7 @@ impl Running {
     }
 
     /// How the bottle is wired to its sidecars.
-    pub fn wiring(&self) -> &crate::Wiring {
+    pub fn wiring(&self) -> &crate::wiring::Wiring {
         &self.wiring
     }
 
@@ -255,7 +255,7 @@ async fn race<A: Future, B: Future>(a: A, b: B) -> Either<A::Output, B::Output> 
 pub async fn provision(
     bottle: &dyn Bottle,
     plan: &CommonPlan,
-    wiring: &crate::Wiring,
+    wiring: &crate::wiring::Wiring,
     provider: &dyn AgentProvider,
 ) -> Result<()> {
     let p = &plan.provision;

@@ -3,6 +3,10 @@
 //! backend writes it as JSON into the sidecar's own container or state
 //! folder — never into the bottle — and `bottle sidecar` reads it.
 
+pub use crate::bundle::{LAUNCHER, SidecarProgram};
+pub use crate::ca::mint_ca;
+pub use crate::sidecar_config::{HostKeyCheck, UPSTREAM_CA_ENV, proxy_env};
+
 use std::collections::BTreeMap;
 use std::fmt;
 

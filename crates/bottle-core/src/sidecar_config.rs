@@ -122,7 +122,7 @@ pub(crate) fn egress_config(
         })?),
         None => None,
     };
-    let (ca_cert_pem, ca_key_pem) = crate::mint_ca(slug)?;
+    let (ca_cert_pem, ca_key_pem) = crate::ca::mint_ca(slug)?;
     Ok(EgressPolicy {
         bottle: slug.to_string(),
         client_token,
@@ -412,9 +412,9 @@ mod tests {
         let host = Host {
             env: Default::default(),
             home: home.path().to_path_buf(),
-            state: crate::StateRoot::at("/nonexistent"),
+            state: crate::state::StateRoot::at("/nonexistent"),
         };
-        let digest = crate::ClientToken::mint().expect("token").digest();
+        let digest = crate::sidecar::ClientToken::mint().expect("token").digest();
         let config =
             gate_config("s-1", &[upstream("git.example"), upstream("new.example")], digest, &host).expect("config");
         assert_eq!(config.upstreams[0].host_key_check(), HostKeyCheck::Pinned(pinned));
@@ -453,7 +453,7 @@ mod tests {
         let host = Host {
             env: [("T".to_string(), "tok".to_string())].into(),
             home: "/nonexistent".into(),
-            state: crate::StateRoot::at("/nonexistent"),
+            state: crate::state::StateRoot::at("/nonexistent"),
         };
         let route = |scheme| EgressRoute {
             host: "api.example.com".into(),
@@ -470,7 +470,7 @@ mod tests {
             route(AuthScheme::Basic { user: "bot".into() }),
             route(AuthScheme::Header { name: "X-Token".into() }),
         ];
-        let digest = crate::ClientToken::mint().expect("token").digest();
+        let digest = crate::sidecar::ClientToken::mint().expect("token").digest();
         let env = BTreeMap::from([
             ("GH".to_string(), EnvValue::FromHost { from_host: "T".into(), secret: true }),
             ("COPY".to_string(), EnvValue::FromHost { from_host: "T".into(), secret: false }),
@@ -502,7 +502,7 @@ mod tests {
         }
         assert_eq!(config.sentinels, ["bot-bottle-hidden:GH", "bot-bottle-hidden:OTHER"]);
         assert!(config.ca_cert_pem.contains("BEGIN CERTIFICATE"));
-        let mut plan = crate::EgressPlan { routes: routes.to_vec(), policy: config, warnings: vec![] };
+        let mut plan = crate::plan::EgressPlan { routes: routes.to_vec(), policy: config, warnings: vec![] };
         plan.policy.rules[0].ports = vec![443, 8443];
         plan.policy.rules[0].insecure_http = true;
         let lines = plan.route_lines();

@@ -10,10 +10,9 @@ use bollard::query_parameters::{
     CreateContainerOptions, ListContainersOptions, ListNetworksOptions, ListVolumesOptions, RemoveContainerOptions,
     RemoveVolumeOptions, StartContainerOptions,
 };
-use bottle_core::{
-    ActiveAgent, Backend, BackendPlan, Bottle, ByteSize, CleanupPlan, CommonPlan, Error, ErrorKind, GuestUser, Listen,
-    Placement, Result, Wiring, sort_active,
-};
+use bottle_core::backend::{Backend, BackendPlan, CleanupPlan, Wiring};
+use bottle_core::sidecar::{Listen, Placement};
+use bottle_core::{ActiveAgent, Bottle, ByteSize, CommonPlan, Error, ErrorKind, GuestUser, Result, sort_active};
 use tokio::sync::OnceCell;
 
 use crate::bottle::DockerBottle;
@@ -173,8 +172,8 @@ fn wiring() -> Wiring {
         work_dir: work_dir.into(),
     };
     Wiring {
-        proxy: format!("127.0.0.1:{}", bottle_core::EGRESS_PORT),
-        gate: Some(format!("http://127.0.0.1:{}", bottle_core::GATE_PORT)),
+        proxy: format!("127.0.0.1:{}", bottle_core::backend::EGRESS_PORT),
+        gate: Some(format!("http://127.0.0.1:{}", bottle_core::backend::GATE_PORT)),
         egress: placement(Kind::Egress, "/var/lib/bot-bottle"),
         git_gate: Some(placement(Kind::GitGate, "/var/lib/bot-bottle/gate")),
         install_ca: true,
@@ -258,15 +257,18 @@ impl DockerBackend {
             if plan.image_cached || image::exists(docker, &plan.image_tag).await? {
                 return Ok(());
             }
-            image::build(docker, bottle_core::BuildContext { tag: plan.image_tag.clone(), tar: plan.context.clone() })
-                .await
+            image::build(
+                docker,
+                bottle_core::backend::BuildContext { tag: plan.image_tag.clone(), tar: plan.context.clone() },
+            )
+            .await
         };
         let sidecar_image = async {
             if plan.sidecar_cached || image::exists(docker, &plan.sidecar_tag).await? {
                 return Ok(());
             }
             let context =
-                bottle_core::BuildContext { tag: plan.sidecar_tag.clone(), tar: plan.sidecar_context.clone() };
+                bottle_core::backend::BuildContext { tag: plan.sidecar_tag.clone(), tar: plan.sidecar_context.clone() };
             image::build(docker, context).await
         };
         let (agent, sidecar) = tokio::join!(agent_image, sidecar_image);
@@ -309,7 +311,8 @@ impl DockerBackend {
             self.create_agent(docker, plan).await?;
             let relay =
                 sidecar::launch_relay(docker, common, &plan.sidecar_tag, &plan.container, &plan.sockets, &kinds);
-            let resolver = bottle_core::run_checked(&handle, NO_RESOLVER, GuestUser::Root, "writing /etc/resolv.conf");
+            let resolver =
+                bottle_core::provider::run_checked(&handle, NO_RESOLVER, GuestUser::Root, "writing /etc/resolv.conf");
             tokio::try_join!(relay, resolver).map(|_| ())
         };
         tokio::try_join!(sidecars, bottle)?;
@@ -419,7 +422,7 @@ impl Backend for DockerBackend {
     async fn resolve_plan(&self, common: CommonPlan) -> Result<DockerPlan> {
         let docker = self.docker().await?;
         let recipe = common.provision.image.clone();
-        let context = tokio::task::spawn_blocking(move || bottle_core::build_context(&recipe))
+        let context = tokio::task::spawn_blocking(move || bottle_core::backend::build_context(&recipe))
             .await
             .map_err(|e| Error::new(ErrorKind::Io, format!("packing the build context: {e}")))??;
         let image_cached = image::exists(docker, &context.tag).await?;
@@ -430,10 +433,9 @@ impl Backend for DockerBackend {
         };
         let disk_quota = disk_quota(&info);
         let sidecar_recipe = sidecar::recipe(common.provision.image.host_ca_bundle.clone())?;
-        let sidecar_context =
-            tokio::task::spawn_blocking(move || bottle_core::build_context(&sidecar_recipe))
-                .await
-                .map_err(|e| Error::new(ErrorKind::Io, format!("packing the sidecar build context: {e}")))??;
+        let sidecar_context = tokio::task::spawn_blocking(move || bottle_core::backend::build_context(&sidecar_recipe))
+            .await
+            .map_err(|e| Error::new(ErrorKind::Io, format!("packing the sidecar build context: {e}")))??;
         let sidecar_cached = image::exists(docker, &sidecar_context.tag).await?;
         let name = container_name(&common.slug);
         Ok(DockerPlan {

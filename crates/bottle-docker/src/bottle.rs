@@ -11,10 +11,9 @@ use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, ResizeExecOptions, StartExecOptions, StartExecResults};
 use bollard::query_parameters::{DownloadFromContainerOptions, UploadToContainerOptions};
-use bottle_core::{
-    Bottle, ByteSize, CopyOut, Error, ErrorKind, ExecResult, GuestUser, Result, pack_tree, shell_quote,
-    split_guest_path,
-};
+use bottle_core::backend::{CopyOut, pack_tree, split_guest_path};
+use bottle_core::provider::shell_quote;
+use bottle_core::{Bottle, ByteSize, Error, ErrorKind, ExecResult, GuestUser, Result};
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::OnceCell;
@@ -49,7 +48,7 @@ impl DockerBottle {
 
     /// The agent user's numeric uid and gid (asked once).
     async fn agent_ids(&self) -> Result<(u64, u64)> {
-        self.ids.get_or_try_init(|| bottle_core::agent_ids(self)).await.copied()
+        self.ids.get_or_try_init(|| bottle_core::backend::agent_ids(self)).await.copied()
     }
 
     async fn start(
@@ -133,7 +132,7 @@ impl Bottle for DockerBottle {
         let (uid, gid) = self.agent_ids().await?;
         let mkdir = format!("mkdir -p {}", shell_quote(parent));
         if !self.exec(&mkdir, GuestUser::Agent).await?.success() {
-            bottle_core::run_checked(self, &mkdir, GuestUser::Root, "creating a folder").await?;
+            bottle_core::provider::run_checked(self, &mkdir, GuestUser::Root, "creating a folder").await?;
         }
         let (host_path, name_owned) = (host.to_path_buf(), name.to_string());
         let tar = tokio::task::spawn_blocking(move || pack_tree(&host_path, &name_owned, uid, gid))
@@ -150,7 +149,7 @@ impl Bottle for DockerBottle {
     async fn cp_out(&self, guest: &str, host: &Path, limit: ByteSize) -> Result<CopyOut> {
         let (_, name) = split_guest_path(guest)?;
         // Measured first: a tree over the limit is not even streamed.
-        match bottle_core::guest_size(self, guest).await.map_err(|e| self.err(e))? {
+        match bottle_core::backend::guest_size(self, guest).await.map_err(|e| self.err(e))? {
             None => return Ok(CopyOut::Missing),
             Some(size) if size > limit.0 => return Ok(CopyOut::TooLarge { limit }),
             Some(_) => {}
@@ -166,7 +165,7 @@ impl Bottle for DockerBottle {
         );
         let options = DownloadFromContainerOptions { path: guest.to_string() };
         let mut stream = self.docker.download_from_container(&self.container, Some(options));
-        let (allowance, mut spooled) = (bottle_core::tar_allowance(limit), 0u64);
+        let (allowance, mut spooled) = (bottle_core::backend::tar_allowance(limit), 0u64);
         while let Some(chunk) = stream.next().await {
             let chunk = match chunk {
                 Ok(chunk) => chunk,
@@ -184,7 +183,7 @@ impl Bottle for DockerBottle {
         let (name, host) = (name.to_string(), host.to_path_buf());
         tokio::task::spawn_blocking(move || {
             let tar = std::fs::File::open(spool.path()).map_err(|e| Error::io("reading the copy", e))?;
-            bottle_core::unpack_bounded(std::io::BufReader::new(tar), &name, &host, limit)
+            bottle_core::backend::unpack_bounded(std::io::BufReader::new(tar), &name, &host, limit)
         })
         .await
         .map_err(|e| Error::new(ErrorKind::Io, format!("unpacking {guest}: {e}")))?

@@ -1,12 +1,13 @@
 //! Images on the engine: whether a tag exists, and the build of a context
-//! ([`bottle_core::build_context`]: the tag is the context's content hash, so
+//! ([`bottle_core::backend::build_context`]: the tag is the context's content hash, so
 //! an unchanged image is never rebuilt) with a progress line on a terminal.
 
 use std::io::IsTerminal;
 
 use bollard::Docker;
 use bollard::query_parameters::BuildImageOptions;
-use bottle_core::{BuildContext, DOCKERFILE_IN_CONTEXT, Error, ErrorKind, Result};
+use bottle_core::backend::{BuildContext, DOCKERFILE_IN_CONTEXT};
+use bottle_core::{Error, ErrorKind, Result};
 use futures_util::StreamExt;
 
 use crate::engine::{failed, is_not_found};

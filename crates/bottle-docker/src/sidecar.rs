@@ -17,7 +17,9 @@ use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{CreateContainerOptions, LogsOptions, StartContainerOptions, UploadToContainerOptions};
-use bottle_core::{CommonPlan, Error, ErrorKind, ImageRecipe, LAUNCHER, Result, SidecarProgram};
+use bottle_core::backend::{LAUNCHER, SidecarProgram};
+use bottle_core::provider::ImageRecipe;
+use bottle_core::{CommonPlan, Error, ErrorKind, Result};
 use futures_util::StreamExt;
 
 use crate::engine::failed;
@@ -34,7 +36,7 @@ pub(crate) const RELAY: &str = "relay";
 
 /// The bottle's sidecar socket of `kind`, in the socket volume.
 pub(crate) fn socket(kind: Kind) -> String {
-    format!("{}/{}.sock", bottle_core::SOCKET_DIR, kind.name())
+    format!("{}/{}.sock", bottle_core::backend::SOCKET_DIR, kind.name())
 }
 
 /// What the least-privileged sidecar containers share: no capabilities, no
@@ -51,7 +53,11 @@ fn host_config(network_mode: String, sockets: &str, read_only: bool) -> HostConf
         nano_cpus: Some(1_000_000_000),
         pids_limit: Some(crate::backend::SIDECAR_PIDS),
         log_config: Some(crate::backend::log_config()),
-        binds: Some(vec![format!("{sockets}:{}:{}", bottle_core::SOCKET_DIR, if read_only { "ro" } else { "rw" })]),
+        binds: Some(vec![format!(
+            "{sockets}:{}:{}",
+            bottle_core::backend::SOCKET_DIR,
+            if read_only { "ro" } else { "rw" }
+        )]),
         ..Default::default()
     }
 }
@@ -122,8 +128,8 @@ pub(crate) async fn launch_relay(
     let name = container_name(&crate::backend::container_name(&plan.slug), RELAY);
     let pairs = kinds.iter().map(|&kind| {
         let port = match kind {
-            Kind::Egress => bottle_core::EGRESS_PORT,
-            Kind::GitGate => bottle_core::GATE_PORT,
+            Kind::Egress => bottle_core::backend::EGRESS_PORT,
+            Kind::GitGate => bottle_core::backend::GATE_PORT,
         };
         format!("127.0.0.1:{port}={}", socket(kind))
     });

@@ -49,7 +49,7 @@ mod upstream;
 use std::time::Duration;
 
 use crate::listen::Listener;
-use bottle_core::EgressConfig;
+use bottle_core::sidecar::EgressConfig;
 
 pub use policy::{host_matches, path_matches};
 

@@ -39,7 +39,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use crate::listen::Listener;
-use bottle_core::GitGateConfig;
+use bottle_core::sidecar::GitGateConfig;
 
 use self::audit::AuditLog;
 use self::mirror::{Layout, Mirror};
@@ -81,7 +81,7 @@ impl GateError {
 struct Gate {
     bottle: String,
     /// Checks the bottle's client token (`401` without it).
-    client_token: bottle_core::TokenDigest,
+    client_token: bottle_core::sidecar::TokenDigest,
     layout: Layout,
     /// `git-http-backend`, in git's exec path.
     http_backend: std::path::PathBuf,

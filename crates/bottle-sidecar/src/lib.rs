@@ -17,7 +17,7 @@ use std::path::PathBuf;
 /// gate's push hook runs `PROGRAM ARGS… git-gate --config FILE`.
 ///
 /// For `bottle` that is `bottle sidecar`, through the image's launcher when
-/// there is one (see `bottle_core::SELF_ENV`).
+/// there is one (see `bottle_core::backend::SELF_ENV`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Relaunch {
     /// The executable (or launcher) to run.
@@ -30,7 +30,7 @@ impl Relaunch {
     /// `$BOT_BOTTLE_SELF` when a launcher set it, else the running
     /// executable; with `args` before the sidecar's name.
     pub fn current(args: &[&str]) -> std::io::Result<Self> {
-        let program = match std::env::var_os(bottle_core::SELF_ENV).filter(|p| !p.is_empty()) {
+        let program = match std::env::var_os(bottle_core::backend::SELF_ENV).filter(|p| !p.is_empty()) {
             Some(launcher) => PathBuf::from(launcher),
             None => std::env::current_exe()?,
         };

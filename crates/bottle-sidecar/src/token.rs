@@ -4,7 +4,7 @@
 //! bearer token. It is compared through its digest, in constant time.
 
 use base64::Engine as _;
-use bottle_core::TokenDigest;
+use bottle_core::sidecar::TokenDigest;
 use hyper::header::HeaderValue;
 
 /// Whether `value` (a `Proxy-Authorization` or `Authorization` header)
@@ -34,7 +34,7 @@ mod tests {
 
     #[test]
     fn the_token_counts_as_a_basic_password_or_a_bearer_token_and_nothing_else_does() {
-        let token = bottle_core::ClientToken::mint().expect("token");
+        let token = bottle_core::sidecar::ClientToken::mint().expect("token");
         let digest = token.digest();
         let basic = |pair: &str| {
             let encoded = base64::engine::general_purpose::STANDARD.encode(pair);

@@ -15,10 +15,11 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
 
+use bottle_core::backend::{Backend, BackendPlan, CleanupPlan, EGRESS_PORT, GATE_PORT, Liveness, Wiring};
 use bottle_core::labels::{self, Labels, Verdict};
+use bottle_core::sidecar::{Listen, Placement};
 use bottle_core::{
-    ActiveAgent, Backend, BackendPlan, Bottle, CleanupPlan, CommonPlan, EGRESS_PORT, Error, ErrorKind, GATE_PORT,
-    GuestUser, Listen, Liveness, Placement, Result, Sidecar, StateRoot, Wiring, sort_active,
+    ActiveAgent, Bottle, CommonPlan, Error, ErrorKind, GuestUser, Result, Sidecar, StateRoot, sort_active,
 };
 use tokio::sync::OnceCell;
 
@@ -106,7 +107,8 @@ impl SmolvmBackend {
                 let id = match &plan.image_id {
                     Some(id) => id.clone(),
                     None => {
-                        let context = bottle_core::BuildContext { tag: plan.image_tag.clone(), tar: plan.context };
+                        let context =
+                            bottle_core::backend::BuildContext { tag: plan.image_tag.clone(), tar: plan.context };
                         image::build(&context).await?
                     }
                 };
@@ -274,7 +276,7 @@ impl CleanupPlan for SmolvmCleanupPlan {
 #[derive(Default)]
 struct Found {
     machine: Option<Machine>,
-    owner: Option<bottle_core::Owner>,
+    owner: Option<bottle_core::backend::Owner>,
     detached: bool,
     what: Vec<String>,
 }
@@ -294,18 +296,18 @@ impl Backend for SmolvmBackend {
 
     async fn resolve_plan(&self, common: CommonPlan) -> Result<SmolvmPlan> {
         Smolvm::locate()?;
-        bottle_core::SidecarProgram::locate()?;
+        bottle_core::backend::SidecarProgram::locate()?;
         let image_cache = image::cache_dir(&|k| std::env::var(k).ok())?;
         let (context, image_id, archive_cached) = match &common.provision.image.prebuilt_archive {
             // The manifest's archive: no Docker needed.
             Some(prebuilt) => {
                 let tag = format!("prebuilt:{}", prebuilt.display());
-                (bottle_core::BuildContext { tag, tar: Vec::new() }, None, true)
+                (bottle_core::backend::BuildContext { tag, tar: Vec::new() }, None, true)
             }
             None => {
                 image::require_docker().await?;
                 let recipe = common.provision.image.clone();
-                let context = tokio::task::spawn_blocking(move || bottle_core::build_context(&recipe))
+                let context = tokio::task::spawn_blocking(move || bottle_core::backend::build_context(&recipe))
                     .await
                     .map_err(|e| Error::new(ErrorKind::Io, format!("packing the build context: {e}")))??;
                 let image_id = image::image_id(&context.tag).await?;
@@ -465,7 +467,7 @@ impl Backend for SmolvmBackend {
                 continue;
             }
             let running = found.machine.as_ref().is_some_and(Machine::is_running);
-            let liveness: Option<Liveness> = found.owner.as_ref().map(bottle_core::Owner::liveness);
+            let liveness: Option<Liveness> = found.owner.as_ref().map(bottle_core::backend::Owner::liveness);
             let orphan = match labels::judge(liveness, running, found.detached) {
                 Verdict::Keep => false,
                 Verdict::Remove => true,

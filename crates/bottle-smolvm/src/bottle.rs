@@ -11,10 +11,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
-use bottle_core::{
-    Bottle, ByteSize, CopyOut, Error, ErrorKind, ExecResult, GuestUser, Result, Sidecar, pack_tree, run_checked,
-    shell_quote, split_guest_path,
-};
+use bottle_core::backend::{CopyOut, pack_tree, split_guest_path};
+use bottle_core::provider::{run_checked, shell_quote};
+use bottle_core::{Bottle, ByteSize, Error, ErrorKind, ExecResult, GuestUser, Result, Sidecar};
 use tokio::sync::OnceCell;
 
 use crate::cli::{self, ExecSpec, Smolvm};
@@ -58,7 +57,7 @@ impl SmolvmBottle {
 
     /// The agent user's numeric uid and gid (asked once).
     async fn agent_ids(&self) -> Result<(u64, u64)> {
-        self.ids.get_or_try_init(|| bottle_core::agent_ids(self)).await.copied()
+        self.ids.get_or_try_init(|| bottle_core::backend::agent_ids(self)).await.copied()
     }
 
     /// Remove the machine (stopped first) and the sidecars; what was there.
@@ -149,7 +148,7 @@ impl Bottle for SmolvmBottle {
         let (parent, name) = split_guest_path(guest)?;
         // Measured first: a tree over the limit is not even packed (the
         // guest's /tmp is memory).
-        match bottle_core::guest_size(self, guest).await.map_err(|e| self.err(e))? {
+        match bottle_core::backend::guest_size(self, guest).await.map_err(|e| self.err(e))? {
             None => return Ok(CopyOut::Missing),
             Some(size) if size > limit.0 => return Ok(CopyOut::TooLarge { limit }),
             Some(_) => {}
@@ -161,7 +160,7 @@ impl Bottle for SmolvmBottle {
             s = shell_quote(&scratch),
             p = shell_quote(parent),
             n = shell_quote(name),
-            allowance = bottle_core::tar_allowance(limit),
+            allowance = bottle_core::backend::tar_allowance(limit),
         );
         let packed = self.exec(&pack, GuestUser::Root).await?;
         match packed.exit_code {
@@ -187,7 +186,7 @@ impl Bottle for SmolvmBottle {
         copied.map_err(|e| self.err(e))?;
         let tar = std::fs::File::open(local.path())
             .map_err(|e| Error::io(format!("reading {}", local.path().display()), e))?;
-        bottle_core::unpack_bounded(std::io::BufReader::new(tar), name, host, limit).map_err(|e| self.err(e))
+        bottle_core::backend::unpack_bounded(std::io::BufReader::new(tar), name, host, limit).map_err(|e| self.err(e))
     }
 
     async fn exec_attached(&self, argv: &[String], user: GuestUser) -> Result<i32> {

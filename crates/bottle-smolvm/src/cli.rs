@@ -81,7 +81,7 @@ pub(crate) const GUEST_ENV_FILE: &str = "/etc/bot-bottle.env";
 
 /// The text of [`GUEST_ENV_FILE`] for `env`.
 pub(crate) fn env_file(env: &BTreeMap<String, String>) -> String {
-    env.iter().map(|(k, v)| format!("export {k}={}\n", bottle_core::shell_quote(v))).collect()
+    env.iter().map(|(k, v)| format!("export {k}={}\n", bottle_core::provider::shell_quote(v))).collect()
 }
 
 /// `machine start`, `stop`, `delete -f`.

@@ -9,7 +9,8 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use bottle_core::{BuildContext, DOCKERFILE_IN_CONTEXT, Error, ErrorKind, Result};
+use bottle_core::backend::{BuildContext, DOCKERFILE_IN_CONTEXT};
+use bottle_core::{Error, ErrorKind, Result};
 use tokio::io::AsyncWriteExt;
 
 /// What a user without Docker is told.

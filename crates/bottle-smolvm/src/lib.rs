@@ -17,7 +17,11 @@ pub use bottle::SmolvmBottle;
 /// The name this backend registers under (`--backend smolmachines`, `BOT_BOTTLE_BACKEND=smolmachines`).
 pub const NAME: &str = "smolmachines";
 
-/// Register the smolvm backend in `registry`.
+/// Another name it answers to (`--backend smolvm`).
+pub const ALIAS: &str = "smolvm";
+
+/// Register the smolvm backend in `registry`, as [`NAME`] and [`ALIAS`].
 pub fn register(registry: &mut Registry) {
     registry.register(Arc::new(SmolvmBackend::new()));
+    registry.alias(ALIAS, NAME);
 }

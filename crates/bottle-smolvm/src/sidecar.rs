@@ -28,7 +28,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use bottle_core::{Error, ErrorKind, Result, Sidecar, SidecarProgram};
+use bottle_core::backend::SidecarProgram;
+use bottle_core::{Error, ErrorKind, Result, Sidecar};
 use rustix::process::{Pid, Signal};
 
 /// The sidecars' folder inside a bottle's state folder.

@@ -5,10 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bottle_core::{
-    ActiveAgent, AgentProvider, Backend, BackendPlan, Bottle, CleanupPlan, CommonPlan, Error, ErrorKind, Host,
-    Providers, Result, StateRoot,
-};
+use bottle_core::backend::{Backend, BackendPlan, CleanupPlan};
+use bottle_core::provider::AgentProvider;
+use bottle_core::{ActiveAgent, Bottle, CommonPlan, Error, ErrorKind, Host, Providers, Result, StateRoot};
 
 /// A provider with fixed answers.
 pub(crate) struct Plain;
@@ -52,13 +51,13 @@ pub(crate) fn host(dir: &std::path::Path, env: &[(&str, &str)]) -> Host {
 /// A backend that only answers to its name; `launch` hands back no bottle.
 pub(crate) struct Named<const N: usize>;
 
-pub(crate) struct NamedPlan(CommonPlan, bottle_core::Wiring);
+pub(crate) struct NamedPlan(CommonPlan, bottle_core::backend::Wiring);
 
 impl BackendPlan for NamedPlan {
     fn common(&self) -> &CommonPlan {
         &self.0
     }
-    fn wiring(&self) -> &bottle_core::Wiring {
+    fn wiring(&self) -> &bottle_core::backend::Wiring {
         &self.1
     }
     fn summary_lines(&self) -> Vec<(String, String)> {
@@ -91,7 +90,12 @@ impl Bottle for NoBottle {
     async fn cp_in(&self, _: &std::path::Path, _: &str) -> Result<()> {
         match *self {}
     }
-    async fn cp_out(&self, _: &str, _: &std::path::Path, _: bottle_core::ByteSize) -> Result<bottle_core::CopyOut> {
+    async fn cp_out(
+        &self,
+        _: &str,
+        _: &std::path::Path,
+        _: bottle_core::ByteSize,
+    ) -> Result<bottle_core::backend::CopyOut> {
         match *self {}
     }
     async fn exec_attached(&self, _: &[String], _: bottle_core::GuestUser) -> Result<i32> {
@@ -106,13 +110,13 @@ impl Bottle for NoBottle {
 }
 
 /// A wiring as a backend would hand it back.
-pub(crate) fn wiring() -> bottle_core::Wiring {
-    let placement = |name: &str| bottle_core::Placement {
-        listen: bottle_core::Listen::Tcp("127.0.0.1:0".into()),
+pub(crate) fn wiring() -> bottle_core::backend::Wiring {
+    let placement = |name: &str| bottle_core::sidecar::Placement {
+        listen: bottle_core::sidecar::Listen::Tcp("127.0.0.1:0".into()),
         audit_log: "-".into(),
         work_dir: format!("/{name}"),
     };
-    bottle_core::Wiring {
+    bottle_core::backend::Wiring {
         proxy: "127.0.0.1:3128".into(),
         gate: Some("http://127.0.0.1:8080".into()),
         egress: placement("egress"),

@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use bottle_core::{Backend as _, BottleSpec, DynBackend, ErrorKind, Manifest, Registry, prepare};
+use bottle_core::backend::Backend as _;
+use bottle_core::{BottleSpec, DynBackend, ErrorKind, Manifest, Registry, prepare};
 
 use crate::fixtures::{Named, host, providers};
 
@@ -11,6 +12,8 @@ fn registry() -> Registry {
     let mut r = Registry::new();
     r.register(Arc::new(Named::<0>));
     r.register(Arc::new(Named::<1>));
+    r.alias("smolvm", "smolmachines");
+    r.set_default("docker");
     r
 }
 
@@ -26,6 +29,11 @@ fn selection_is_explicit_then_env_then_docker() {
     check(Some("smolmachines"), None, "smolmachines");
     check(Some(""), Some("smolmachines"), "smolmachines");
     check(None, Some("  "), "docker");
+    check(Some("smolvm"), None, "smolmachines");
+    let mut bare = Registry::new();
+    bare.register(Arc::new(Named::<0>));
+    let err = bare.select(None, None).err().expect("nothing selects one");
+    assert!(err.to_string().contains("no backend selected") && err.to_string().contains("docker"), "{err}");
     let err = r.select(Some("podman"), None).err().expect("unknown");
     assert_eq!(err.kind(), ErrorKind::NotFound);
     assert!(err.to_string().contains("podman") && err.to_string().contains("docker, smolmachines"), "{err}");
@@ -83,12 +91,12 @@ async fn an_arc_of_a_backend_is_a_backend_and_erases_once() {
     let common = prepare(&spec, &providers(), &host, "docker").expect("prepare");
     let docker: Arc<dyn DynBackend> = registry().get("docker").expect("docker");
     // Through the `Backend` impl of the Arc, and through its `_dyn` methods: the same plan.
-    assert_eq!(bottle_core::Backend::name(&docker), "docker");
+    assert_eq!(bottle_core::backend::Backend::name(&docker), "docker");
     let plan = docker.resolve_plan_dyn(common.clone()).await.expect("plan");
     let err = docker.launch_dyn(plan).await.err().expect("the fixture launches nothing");
     assert_eq!(err.kind(), ErrorKind::Unavailable, "the backend itself answered, no plan mismatch: {err}");
-    let plan = bottle_core::Backend::resolve_plan(&docker, common).await.expect("plan");
-    let err = bottle_core::Backend::launch(&docker, plan).await.err().expect("the fixture launches nothing");
+    let plan = bottle_core::backend::Backend::resolve_plan(&docker, common).await.expect("plan");
+    let err = bottle_core::backend::Backend::launch(&docker, plan).await.err().expect("the fixture launches nothing");
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
     let cleanup = docker.prepare_cleanup_dyn().await.expect("cleanup");
     assert!(docker.cleanup_dyn(cleanup).await.expect("cleanup").is_empty());

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use aho_corasick::{AhoCorasick, MatchKind};
 use base64::Engine as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-use bottle_core::{EgressConfig, InjectedHeader};
+use bottle_core::sidecar::{EgressConfig, InjectedHeader};
 use hyper::Uri;
 use hyper::body::Bytes;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -349,7 +349,7 @@ fn percent_encode(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use bottle_core::{ClientToken, EgressRule, Listen, Secret};
+    use bottle_core::sidecar::{ClientToken, EgressRule, Listen, Secret};
     use hyper::Request;
 
     use super::*;
@@ -367,7 +367,7 @@ mod tests {
         let config = EgressConfig {
             listen: Listen::Tcp("127.0.0.1:0".into()),
             audit_log: "-".into(),
-            policy: bottle_core::EgressPolicy {
+            policy: bottle_core::sidecar::EgressPolicy {
                 bottle: "b".into(),
                 client_token: ClientToken::from_value("t").digest(),
                 ca_cert_pem: String::new(),

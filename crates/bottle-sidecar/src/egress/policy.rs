@@ -22,7 +22,7 @@
 
 use std::net::IpAddr;
 
-use bottle_core::EgressRule;
+use bottle_core::sidecar::EgressRule;
 
 /// Whether the route host `pattern` (exact, or `*.suffix`) covers `host`;
 /// case-insensitive, ignoring a trailing dot and IPv6 brackets.
@@ -339,10 +339,10 @@ mod tests {
         EgressRule {
             ports: ports.to_vec(),
             insecure_http,
-            inject: Some(bottle_core::InjectedHeader {
+            inject: Some(bottle_core::sidecar::InjectedHeader {
                 name: "authorization".into(),
-                value: bottle_core::Secret::new("Bearer t"),
-                credential: bottle_core::Secret::new("t"),
+                value: bottle_core::sidecar::Secret::new("Bearer t"),
+                credential: bottle_core::sidecar::Secret::new("t"),
                 sentinels: vec![],
                 source: "$T".into(),
             }),

@@ -12,7 +12,7 @@ use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use bottle_core::{EgressConfig, TokenDigest};
+use bottle_core::sidecar::{EgressConfig, TokenDigest};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::server::conn::{http1, http2};

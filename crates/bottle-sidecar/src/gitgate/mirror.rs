@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use bottle_core::GateUpstream;
+use bottle_core::sidecar::GateUpstream;
 use tokio::process::Command;
 use tokio::sync::watch;
 

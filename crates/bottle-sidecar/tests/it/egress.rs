@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use bottle_core::{ClientToken, EgressConfig, EgressRule, InjectedHeader, Secret, mint_ca};
+use bottle_core::sidecar::{ClientToken, EgressConfig, EgressRule, InjectedHeader, Secret, mint_ca};
 use bottle_sidecar::egress::{host_matches, path_matches, serve};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
@@ -387,9 +387,9 @@ impl Drop for Proxy {
 fn config(dir: &Path, rules: Vec<EgressRule>, resolve: &[(&str, &str)]) -> EgressConfig {
     let (ca_cert_pem, ca_key_pem) = mint_ca(BOTTLE).expect("mint CA");
     EgressConfig {
-        listen: bottle_core::Listen::Tcp("127.0.0.1:0".to_owned()),
+        listen: bottle_core::sidecar::Listen::Tcp("127.0.0.1:0".to_owned()),
         audit_log: dir.join("audit.jsonl").display().to_string(),
-        policy: bottle_core::EgressPolicy {
+        policy: bottle_core::sidecar::EgressPolicy {
             bottle: BOTTLE.to_owned(),
             client_token: ClientToken::from_value(TOKEN).digest(),
             ca_cert_pem,

@@ -11,7 +11,8 @@ use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use bottle_core::{GateUpstream, GitGateConfig, PushPolicy, Secret};
+use bottle_core::PushPolicy;
+use bottle_core::sidecar::{GateUpstream, GitGateConfig, Secret};
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -190,14 +191,14 @@ impl World {
 
     fn config(&self, upstreams: Vec<GateUpstream>) -> GitGateConfig {
         GitGateConfig {
-            listen: bottle_core::Listen::Tcp("127.0.0.1:0".into()),
+            listen: bottle_core::sidecar::Listen::Tcp("127.0.0.1:0".into()),
             work_dir: self.path("gate").to_string_lossy().into_owned(),
             audit_log: self.path("audit.jsonl").to_string_lossy().into_owned(),
-            policy: bottle_core::GatePolicy {
+            policy: bottle_core::sidecar::GatePolicy {
                 bottle: BOTTLE.into(),
-                client_token: bottle_core::ClientToken::from_value(TOKEN).digest(),
+                client_token: bottle_core::sidecar::ClientToken::from_value(TOKEN).digest(),
                 upstreams,
-                idle_timeout_secs: bottle_core::GatePolicy::DEFAULT_IDLE_TIMEOUT_SECS,
+                idle_timeout_secs: bottle_core::sidecar::GatePolicy::DEFAULT_IDLE_TIMEOUT_SECS,
             },
         }
     }
