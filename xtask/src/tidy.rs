@@ -28,6 +28,18 @@ const FORBIDDEN: &[Forbidden] = &[
     },
     Forbidden {
         crates: |krate| krate == "bottle-core",
+        dep: "kube*",
+        dev_ok: false,
+        why: "bottle-core knows no backend",
+    },
+    Forbidden {
+        crates: |krate| krate == "bottle-core",
+        dep: "k8s-openapi",
+        dev_ok: false,
+        why: "bottle-core knows no backend",
+    },
+    Forbidden {
+        crates: |krate| krate == "bottle-core",
         dep: "tokio",
         dev_ok: true,
         why: "bottle-core is runtime-agnostic",
@@ -84,10 +96,7 @@ fn every_crate_uses_the_workspace_lints() {
 fn no_forbidden_dependencies() {
     let mut broken = Vec::new();
     for (path, text) in manifests() {
-        let krate = entries(&text)
-            .find(|(section, key, _)| *section == "package" && *key == "name")
-            .map(|(_, _, value)| value.trim_matches('"').to_owned())
-            .unwrap_or_default();
+        let krate = package_name(&text);
         for (dep, dev) in entries(&text).filter_map(|(section, key, value)| dependency(section, key, value)) {
             for rule in FORBIDDEN.iter().filter(|rule| (rule.crates)(&krate) && !(dev && rule.dev_ok)) {
                 let matches = match rule.dep.strip_suffix('*') {
@@ -102,6 +111,85 @@ fn no_forbidden_dependencies() {
     }
     broken.dedup();
     check("forbidden dependencies", broken);
+}
+
+/// The facade crate, the one library that sees every crate.
+const FACADE: &str = "bot-bottle";
+
+/// ARCHITECTURE.md's invariants on the crate graph: the backend crates (the
+/// facade's optional dependencies, one cargo feature each) depend on no
+/// other backend, and only the facade depends on a backend or on the
+/// agent providers (the CLI sees them through the facade; a test may use
+/// the providers).
+#[test]
+fn the_crate_graph_keeps_the_architecture_invariants() {
+    /// A member's manifest path, package name and dependencies (name, whether dev).
+    type Member = (String, String, Vec<(String, bool)>);
+    let manifests: Vec<Member> = manifests()
+        .into_iter()
+        .map(|(path, text)| {
+            let krate = package_name(&text);
+            let deps = entries(&text).filter_map(|(section, key, value)| dependency(section, key, value)).collect();
+            (path, krate, deps)
+        })
+        .collect();
+    let facade = manifests.iter().find(|(_, krate, _)| krate == FACADE).expect("the facade crate is a member");
+    let facade_text = fs::read_to_string(root().join(&facade.0)).expect("the facade's manifest");
+    let backends: Vec<String> = entries(&facade_text)
+        .filter(|(section, _, value)| *section == "dependencies" && value.contains("optional = true"))
+        .filter_map(|(section, key, value)| dependency(section, key, value).map(|(name, _)| name))
+        .collect();
+    assert!(backends.len() >= 2, "the facade names its backends as optional dependencies: {backends:?}");
+    let mut broken = Vec::new();
+    for (path, krate, deps) in &manifests {
+        for (dep, dev) in deps {
+            let backend_dep = backends.contains(dep);
+            if backends.contains(krate) && backend_dep {
+                broken.push(format!("{path}: backend {krate} depends on backend {dep}: no backend knows another"));
+            } else if backend_dep && krate != FACADE {
+                broken.push(format!("{path}: {krate} depends on backend {dep}: only {FACADE} sees every backend"));
+            } else if dep == "agent-provider" && !dev && krate != FACADE {
+                broken.push(format!("{path}: {krate} depends on agent-provider: only {FACADE} sees the providers"));
+            }
+        }
+    }
+    check("the crate graph breaks ARCHITECTURE.md's invariants", broken);
+}
+
+/// Calls that are steps of a bottle's life, which the library's `Session`
+/// owns: the CLI adds only the confirmation, the signals and the printing.
+const LIFECYCLE_STEPS: [&str; 9] = [
+    "discard(",
+    "remove_dyn(",
+    ".remove(",
+    "remove_dir",
+    "resolve_plan",
+    "launch_dyn(",
+    ".close()",
+    "cp_in(",
+    "cp_out(",
+];
+
+#[test]
+fn the_cli_holds_no_lifecycle_step() {
+    let broken = rust_files().into_iter().filter(|(path, _)| path.starts_with("crates/bottle-cli/src/")).flat_map(
+        |(path, text)| {
+            text.lines()
+                .enumerate()
+                .filter(|(_, line)| LIFECYCLE_STEPS.iter().any(|step| line.contains(step)))
+                .map(|(n, line)| format!("{path}:{}: {}", n + 1, line.trim()))
+                .collect::<Vec<_>>()
+        },
+    );
+    check("the CLI runs a step of a bottle's life itself; call the library's Session (or session::stop)", broken);
+}
+
+/// The `[package] name` of a manifest.
+fn package_name(text: &str) -> String {
+    entries(text)
+        .find(|(section, key, _)| *section == "package" && *key == "name")
+        .map(|(_, _, value)| value.trim_matches('"').to_owned())
+        .unwrap_or_default()
 }
 
 /// Fails, listing `broken`, unless it is empty.

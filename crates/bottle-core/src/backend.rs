@@ -5,17 +5,23 @@
 //! either, and a caller with both traits in scope meets no ambiguous method.
 //!
 //! This module is the backend author's kit: with the traits come the
-//! [`Wiring`] a backend hands back, the shared label keys and orphan rule
-//! ([`labels`](crate::labels)), the ready marker, the sidecar program
-//! ([`SidecarProgram`]), build contexts and the bounded copy helpers.
+//! [`Wiring`] a backend hands back (in its [`WiredPlan`]), the bottle
+//! [`Handle`] with the engine-neutral halves of the copies, the shared label
+//! keys and the orphan rule ([`labels`](crate::labels): [`Leftovers`] judged
+//! into [`Orphans`], the ready marker), the sidecar program
+//! ([`SidecarProgram`]) and its start protocol ([`SidecarCommand`], the
+//! readiness line of [`SidecarProcess`]), build contexts and the bounded
+//! copy helpers.
 
 pub use crate::bottle::agent_ids;
 pub use crate::bundle::{BUNDLE_DIR, LAUNCHER, SELF_ENV, SIDECAR_ENV, SidecarProgram};
 pub use crate::copy::{CopyOut, guest_size, pack_tree, split_guest_path, tar_allowance, unpack_bounded};
-pub use crate::image::{BuildContext, DOCKERFILE_IN_CONTEXT, build_context};
+pub use crate::handle::{Handle, Packed};
+pub use crate::image::{BuildContext, DOCKERFILE_IN_CONTEXT, build_context, pack_context};
+pub use crate::labels::{Leftovers, Orphans, READY_MARKER, is_ready};
 pub use crate::owner::{Liveness, Owner, host_name, now_ms};
-pub use crate::plan::BackendPlan;
-pub use crate::session::{READY_MARKER, is_ready};
+pub use crate::plan::{BackendPlan, WiredPlan};
+pub use crate::protocol::{RelayPair, SidecarCommand, SidecarProcess};
 pub use crate::sidecar::Placement;
 pub use crate::sidecar_config::{EGRESS_PORT, GATE_PORT, SOCKET_DIR};
 pub use crate::wiring::Wiring;
@@ -80,11 +86,19 @@ pub trait Backend: Send + Sync + 'static {
     fn cleanup(&self, plan: Self::CleanupPlan) -> impl Future<Output = Result<Vec<String>>> + Send;
 }
 
+/// The error of `attach` for a slug the backend runs no bottle of.
+pub fn not_running(slug: &str, backend: &'static str) -> Error {
+    Error::new(
+        ErrorKind::NotFound,
+        format!("no running bottle `{slug}` on {backend}; `bottle list active` shows the running ones"),
+    )
+    .with_backend(backend)
+}
+
 /// A backend plan with its type erased, carrying what the summary needs.
 pub struct ErasedPlan {
     backend: &'static str,
-    common: CommonPlan,
-    wiring: crate::wiring::Wiring,
+    wired: WiredPlan,
     summary_lines: Vec<(String, String)>,
     inner: Box<dyn Any + Send>,
 }
@@ -96,11 +110,11 @@ impl ErasedPlan {
     }
     /// The common plan.
     pub fn common(&self) -> &CommonPlan {
-        &self.common
+        &self.wired.common
     }
     /// How the backend wires the bottle to its sidecars.
     pub fn wiring(&self) -> &crate::wiring::Wiring {
-        &self.wiring
+        &self.wired.wiring
     }
     /// The backend's summary lines.
     pub fn summary_lines(&self) -> &[(String, String)] {
@@ -109,11 +123,8 @@ impl ErasedPlan {
 }
 
 impl BackendPlan for ErasedPlan {
-    fn common(&self) -> &CommonPlan {
-        &self.common
-    }
-    fn wiring(&self) -> &crate::wiring::Wiring {
-        &self.wiring
+    fn wired(&self) -> &WiredPlan {
+        &self.wired
     }
     fn summary_lines(&self) -> Vec<(String, String)> {
         self.summary_lines.clone()
@@ -128,7 +139,7 @@ impl CleanupPlan for ErasedCleanupPlan {
 
 impl std::fmt::Debug for ErasedPlan {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ErasedPlan").field("backend", &self.backend).field("slug", &self.common.slug).finish()
+        f.debug_struct("ErasedPlan").field("backend", &self.backend).field("slug", &self.wired.common.slug).finish()
     }
 }
 
@@ -231,12 +242,12 @@ impl<B: Backend> DynBackend for B {
     fn resolve_plan_dyn(&self, common: CommonPlan) -> BoxFuture<'_, Result<ErasedPlan>> {
         Box::pin(async move {
             let plan = Backend::resolve_plan(self, common).await?;
-            let (common, wiring, summary_lines) = (plan.common().clone(), plan.wiring().clone(), plan.summary_lines());
+            let (wired, summary_lines) = (plan.wired().clone(), plan.summary_lines());
             // Erased once only: `Arc<dyn DynBackend>` is a `Backend` whose plan is already erased.
             let plan: Box<dyn Any + Send> = Box::new(plan);
             match plan.downcast::<ErasedPlan>() {
                 Ok(erased) => Ok(*erased),
-                Err(inner) => Ok(ErasedPlan { backend: Backend::name(self), common, wiring, summary_lines, inner }),
+                Err(inner) => Ok(ErasedPlan { backend: Backend::name(self), wired, summary_lines, inner }),
             }
         })
     }

@@ -15,7 +15,6 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::bottle::Sidecar;
 use crate::plan::{ContextFile, ContextSource};
 use crate::{Error, ErrorKind, Result};
 
@@ -72,11 +71,6 @@ impl SidecarProgram {
     /// The executable.
     pub fn exe(&self) -> &Path {
         &self.exe
-    }
-
-    /// The arguments that run `sidecar` with the configuration file `config`.
-    pub fn args(sidecar: Sidecar, config: &str) -> Vec<String> {
-        ["sidecar", sidecar.subcommand(), "--config", config].map(String::from).to_vec()
     }
 
     /// The files of the bundle, named for a build context under `dir/`:
@@ -258,11 +252,5 @@ mod tests {
         let err = SidecarProgram::at(&script).bundle("b").expect_err("not ELF");
         assert!(err.to_string().contains("not an ELF file"), "{err}");
         assert!(err.to_string().contains(&script.display().to_string()), "{err}");
-    }
-
-    #[test]
-    fn the_sidecar_arguments_name_the_subcommand_and_the_configuration() {
-        assert_eq!(SidecarProgram::args(Sidecar::Egress, "/c.json"), ["sidecar", "egress", "--config", "/c.json"]);
-        assert_eq!(SidecarProgram::args(Sidecar::GitGate, "/g.json"), ["sidecar", "git-gate", "--config", "/g.json"]);
     }
 }

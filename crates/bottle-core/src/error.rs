@@ -124,6 +124,12 @@ impl Error {
     pub fn backend(&self) -> Option<&'static str> {
         self.backend
     }
+
+    /// Each problem of an invalid manifest (file, line, column, message,
+    /// fix), when this is an [`ErrorKind::Manifest`] error.
+    pub fn manifest_errors(&self) -> Option<&crate::ManifestErrors> {
+        self.source.as_deref()?.downcast_ref::<crate::ManifestErrors>()
+    }
 }
 
 impl fmt::Display for Error {
@@ -151,8 +157,10 @@ impl std::error::Error for Error {
     }
 }
 
+/// The manifest's problems, listed in the message and kept, structured, as
+/// the source ([`Error::manifest_errors`]).
 impl From<crate::ManifestErrors> for Error {
     fn from(errors: crate::ManifestErrors) -> Self {
-        Error::new(ErrorKind::Manifest, errors.to_string())
+        Error::new(ErrorKind::Manifest, errors.to_string()).with_source(errors)
     }
 }

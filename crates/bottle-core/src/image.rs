@@ -13,11 +13,26 @@ use crate::{Error, Result};
 pub const DOCKERFILE_IN_CONTEXT: &str = "bot-bottle.Dockerfile";
 
 /// A build context ready to send, and the tag its content hashes to.
+#[derive(Clone)]
 pub struct BuildContext {
     /// `<recipe repository>:<12 hex digits of the context's SHA-256>`.
     pub tag: String,
     /// The context itself, a tar.
     pub tar: Vec<u8>,
+}
+
+impl std::fmt::Debug for BuildContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuildContext").field("tag", &self.tag).field("tar_bytes", &self.tar.len()).finish()
+    }
+}
+
+/// [`build_context`] on a blocking thread, for async callers; `what` names
+/// the image in an error (`agent`, `sidecar`).
+pub async fn pack_context(recipe: ImageRecipe, what: &str) -> Result<BuildContext> {
+    crate::blocking::unblock(move || build_context(&recipe))
+        .await
+        .map_err(|_| Error::new(crate::ErrorKind::Io, format!("packing the {what} image's build context failed")))?
 }
 
 /// Make the context of `recipe` (blocking file I/O: call it off the async runtime).

@@ -1,12 +1,28 @@
 //! The labels every backend resource of a bottle carries (containers,
 //! networks, VMs), reading them back, and the one rule by which `cleanup`
-//! tells an orphan from a live bottle: how `list`, `stop` and `cleanup` find
-//! what belongs to whom, the same on every backend.
+//! tells an orphan from a live bottle ([`judge`], with the [`READY_MARKER`]
+//! check, applied to what a backend found by [`Leftovers`]): how `list`,
+//! `stop` and `cleanup` find what belongs to whom, the same on every backend.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 
+use crate::backend::CleanupPlan;
+use crate::bottle::{ActiveAgent, Bottle, GuestUser};
 use crate::owner::{Liveness, Owner};
 use crate::plan::CommonPlan;
+
+/// A root-owned file inside every bottle that finished launching and
+/// provisioning. `cleanup` spares a detached bottle whose launcher is gone only
+/// when it has this marker: without it, the bottle was left half-made.
+pub const READY_MARKER: &str = "/var/lib/bot-bottle/ready";
+
+/// Whether a bottle finished launching (its [`READY_MARKER`] is there):
+/// what `cleanup` asks before it spares a detached bottle whose owner is gone.
+pub async fn is_ready(bottle: &dyn Bottle) -> bool {
+    let check = format!("test -e {READY_MARKER}");
+    bottle.exec(&check, GuestUser::Root).await.is_ok_and(|r| r.success())
+}
 
 /// The bottle's slug.
 pub const SLUG: &str = "dev.bot-bottle.slug";
@@ -94,6 +110,22 @@ impl Labels<'_> {
     pub fn created_ms(&self) -> u64 {
         self.get(CREATED_MS).and_then(|v| v.parse().ok()).unwrap_or(0)
     }
+
+    /// The bottle as `list active` shows it, from its agent's labels, when
+    /// they name a slug: `backend` runs it, in the engine's `status`, from
+    /// `image`.
+    pub fn active_agent(&self, backend: &str, status: String, image: String) -> Option<ActiveAgent> {
+        Some(ActiveAgent {
+            slug: self.get(SLUG)?.to_string(),
+            agent: self.get(AGENT).unwrap_or_default().to_string(),
+            backend: backend.to_string(),
+            started_at_ms: self.created_ms(),
+            status: if status.is_empty() { "unknown".into() } else { status },
+            image,
+            label: self.get(LABEL).map(str::to_string),
+            color: self.get(COLOR).map(str::to_string),
+        })
+    }
 }
 
 /// What `cleanup` does with the resources of one bottle.
@@ -120,6 +152,97 @@ pub fn judge(owner: Option<Liveness>, agent_running: bool, detached: bool) -> Ve
         (Some(Liveness::Gone), true) if !detached => Verdict::Remove,
         // A detached bottle outlives its launcher; it is an orphan only if it never became ready.
         (Some(Liveness::Gone), true) => Verdict::RemoveUnlessReady,
+    }
+}
+
+/// What a backend's `prepare_cleanup` found, by slug: one line per
+/// resource, the owner and detachment the first of them names, and whether
+/// the agent runs. [`Leftovers::judge`] applies the orphan rule to it.
+#[derive(Debug, Default)]
+pub struct Leftovers {
+    found: BTreeMap<String, Leftover>,
+}
+
+#[derive(Debug, Default)]
+struct Leftover {
+    owner: Option<Owner>,
+    detached: bool,
+    agent_running: bool,
+    what: Vec<String>,
+}
+
+impl Leftovers {
+    /// Note `what` (one line: `container bb-x (stopped)`) of bottle `slug`,
+    /// whose labels are `found`.
+    pub fn saw(&mut self, slug: &str, what: String, found: &HashMap<String, String>) {
+        let l = Labels(found);
+        self.saw_owned(slug, what, l.owner(), l.detached());
+    }
+
+    /// Note `what` of bottle `slug`, owned by `owner` (`None` when unknown),
+    /// detached or not: the first owner known for a slug is its owner.
+    pub fn saw_owned(&mut self, slug: &str, what: String, owner: Option<Owner>, detached: bool) {
+        let leftover = self.found.entry(slug.to_string()).or_default();
+        if leftover.owner.is_none() {
+            (leftover.owner, leftover.detached) = (owner, detached);
+        }
+        leftover.what.push(what);
+    }
+
+    /// Note that bottle `slug`'s agent container or VM runs.
+    pub fn agent_runs(&mut self, slug: &str) {
+        self.found.entry(slug.to_string()).or_default().agent_running = true;
+    }
+
+    /// Whether anything of `slug` was noted.
+    pub fn has(&self, slug: &str) -> bool {
+        self.found.get(slug).is_some_and(|l| !l.what.is_empty())
+    }
+
+    /// The orphans among what was found, by [`judge`]; `ready(slug)` says
+    /// whether a detached bottle whose launcher is gone finished launching
+    /// ([`is_ready`] on a handle on its agent).
+    pub async fn judge<F, Fut>(self, mut ready: F) -> Orphans
+    where
+        F: FnMut(String) -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        let mut orphans = Orphans::default();
+        for (slug, leftover) in self.found {
+            if leftover.what.is_empty() {
+                continue;
+            }
+            let liveness = leftover.owner.as_ref().map(Owner::liveness);
+            let orphan = match judge(liveness, leftover.agent_running, leftover.detached) {
+                Verdict::Keep => false,
+                Verdict::Remove => true,
+                Verdict::RemoveUnlessReady => !ready(slug.clone()).await,
+            };
+            if orphan {
+                orphans.by_slug.insert(slug, leftover.what);
+            }
+        }
+        orphans
+    }
+}
+
+/// What `cleanup` removes: the orphaned bottles' slugs, with one line per
+/// resource of theirs. Every backend's [`CleanupPlan`].
+#[derive(Debug, Default)]
+pub struct Orphans {
+    by_slug: BTreeMap<String, Vec<String>>,
+}
+
+impl Orphans {
+    /// The orphaned bottles' slugs.
+    pub fn slugs(&self) -> impl Iterator<Item = &str> {
+        self.by_slug.keys().map(String::as_str)
+    }
+}
+
+impl CleanupPlan for Orphans {
+    fn describe(&self) -> Vec<String> {
+        self.by_slug.iter().flat_map(|(slug, what)| what.iter().map(move |w| format!("{slug}: {w}"))).collect()
     }
 }
 
@@ -161,5 +284,57 @@ mod tests {
         assert!(l.detached());
         assert_eq!(l.created_ms(), owner.created_ms);
         assert_eq!(Labels(&HashMap::new()).owner(), None);
+    }
+
+    #[tokio::test]
+    async fn leftovers_are_judged_by_the_rule_and_only_the_detached_asked_if_ready() {
+        let alive = Owner::current();
+        let gone = Owner { pid_start: alive.pid_start + 1, ..alive.clone() };
+        let mut found = Leftovers::default();
+        found.saw_owned("live", "container bb-live (running)".into(), Some(alive.clone()), false);
+        found.agent_runs("live");
+        found.saw_owned("crashed", "container bb-crashed (running)".into(), Some(gone.clone()), false);
+        found.agent_runs("crashed");
+        for slug in ["ready", "half-made"] {
+            found.saw_owned(slug, format!("container bb-{slug} (running)"), Some(gone.clone()), true);
+            found.agent_runs(slug);
+        }
+        found.saw_owned("stopped", "network bb-stopped-out".into(), None, false);
+        // An owner learned later fills in an unknown one: a live launcher's bottle is kept.
+        found.saw_owned("late", "network bb-late-out".into(), None, false);
+        found.saw_owned("late", "egress sidecar (pid 1)".into(), Some(alive.clone()), false);
+        // The first owner noted wins: a later resource's labels do not make a live bottle an orphan.
+        found.saw_owned("live", "volume bb-live-sockets".into(), Some(gone), false);
+        assert!(found.has("live") && !found.has("never-seen"));
+        let mut asked = Vec::new();
+        let orphans = found
+            .judge(|slug| {
+                asked.push(slug.clone());
+                std::future::ready(slug == "ready")
+            })
+            .await;
+        assert_eq!(asked, ["half-made", "ready"], "only detached bottles of a gone launcher are asked");
+        assert_eq!(orphans.slugs().collect::<Vec<_>>(), ["crashed", "half-made", "stopped"]);
+        assert_eq!(
+            orphans.describe(),
+            [
+                "crashed: container bb-crashed (running)",
+                "half-made: container bb-half-made (running)",
+                "stopped: network bb-stopped-out"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_agent_is_listed_from_its_labels() {
+        let labels: HashMap<String, String> = [(SLUG, "s1"), (AGENT, "dev"), (CREATED_MS, "42"), (LABEL, "mine")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let agent = Labels(&labels).active_agent("docker", String::new(), "img".into()).expect("a slug");
+        assert_eq!((agent.slug.as_str(), agent.agent.as_str(), agent.backend.as_str()), ("s1", "dev", "docker"));
+        assert_eq!((agent.started_at_ms, agent.status.as_str(), agent.image.as_str()), (42, "unknown", "img"));
+        assert_eq!((agent.label.as_deref(), agent.color.as_deref()), (Some("mine"), None));
+        assert_eq!(Labels(&HashMap::new()).active_agent("docker", "running".into(), "img".into()), None);
     }
 }

@@ -1,11 +1,13 @@
 #![doc = include_str!("../README.md")]
 
 pub mod backend;
+mod blocking;
 mod bottle;
 mod bundle;
 mod ca;
 mod copy;
 mod error;
+mod handle;
 mod image;
 pub mod labels;
 mod manifest;
@@ -13,6 +15,7 @@ mod owner;
 mod plan;
 mod preflight;
 mod prepare;
+mod protocol;
 pub mod provider;
 mod registry;
 mod resources;

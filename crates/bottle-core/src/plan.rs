@@ -209,13 +209,29 @@ pub struct CommonPlan {
     pub limits: crate::resources::Limits,
 }
 
-/// A backend's plan: the common part, how the backend wires the bottle to
-/// its sidecars, and the lines it adds to the summary.
-pub trait BackendPlan: Send + 'static {
-    /// The backend-neutral plan it was resolved from.
-    fn common(&self) -> &CommonPlan;
+/// The part of every backend's plan that core reads: the common plan it
+/// was resolved from and how the backend wires the bottle to its sidecars.
+#[derive(Debug, Clone)]
+pub struct WiredPlan {
+    /// The backend-neutral plan.
+    pub common: CommonPlan,
     /// How the bottle reaches its sidecars, and where they listen.
-    fn wiring(&self) -> &crate::wiring::Wiring;
+    pub wiring: crate::wiring::Wiring,
+}
+
+/// A backend's plan: the common part, how the backend wires the bottle to
+/// its sidecars ([`WiredPlan`]), and the lines it adds to the summary.
+pub trait BackendPlan: Send + 'static {
+    /// The common plan and the wiring.
+    fn wired(&self) -> &WiredPlan;
+    /// The backend-neutral plan it was resolved from.
+    fn common(&self) -> &CommonPlan {
+        &self.wired().common
+    }
+    /// How the bottle reaches its sidecars, and where they listen.
+    fn wiring(&self) -> &crate::wiring::Wiring {
+        &self.wired().wiring
+    }
     /// Backend-specific lines for the preflight summary, as (label, value).
     fn summary_lines(&self) -> Vec<(String, String)>;
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use crate::backend::{DynBackend, ErasedPlan};
 use crate::bottle::{Bottle, GuestUser};
 use crate::copy::CopyOut;
+use crate::labels::READY_MARKER;
 use crate::plan::CommonPlan;
 use crate::prepare::{BottleSpec, Host};
 use crate::provider::Providers;
@@ -18,11 +19,6 @@ use crate::resources::ByteSize;
 use crate::sidecar_config::{GUEST_CA_BUNDLE, GUEST_CA_FILE};
 use crate::state::{RESUME_DIR, StateRoot};
 use crate::{Error, ErrorKind, Result};
-
-/// A root-owned file inside every bottle that finished launching and
-/// provisioning. `cleanup` spares a detached bottle whose launcher is gone only
-/// when it has this marker: without it, the bottle was left half-made.
-pub const READY_MARKER: &str = "/var/lib/bot-bottle/ready";
 
 /// One bottle's life in the library: prepared (its state folder minted),
 /// shown, launched, then run attached or left detached, and torn down.
@@ -223,13 +219,6 @@ impl Running {
     pub async fn teardown(self) -> Result<Vec<String>> {
         teardown(self.bottle.as_ref(), &self.state).await
     }
-}
-
-/// Whether a bottle finished launching (its [`READY_MARKER`] is there):
-/// what `cleanup` asks before it spares a detached bottle whose owner is gone.
-pub async fn is_ready(bottle: &dyn Bottle) -> bool {
-    let check = format!("test -e {READY_MARKER}");
-    bottle.exec(&check, GuestUser::Root).await.is_ok_and(|r| r.success())
 }
 
 /// One of two futures' outputs.

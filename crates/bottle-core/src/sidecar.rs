@@ -5,6 +5,7 @@
 
 pub use crate::bundle::{LAUNCHER, SidecarProgram};
 pub use crate::ca::mint_ca;
+pub use crate::protocol::{RelayPair, SidecarCommand, SidecarProcess};
 pub use crate::sidecar_config::{HostKeyCheck, UPSTREAM_CA_ENV, proxy_env};
 
 use std::collections::BTreeMap;

@@ -4,51 +4,40 @@
 
 use std::io::IsTerminal;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, ResizeExecOptions, StartExecOptions, StartExecResults};
 use bollard::query_parameters::{DownloadFromContainerOptions, UploadToContainerOptions};
-use bottle_core::backend::{CopyOut, pack_tree, split_guest_path};
-use bottle_core::provider::shell_quote;
+use bottle_core::backend::{CopyOut, Handle, split_guest_path};
 use bottle_core::{Bottle, ByteSize, Error, ErrorKind, ExecResult, GuestUser, Result};
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::OnceCell;
 
 use crate::engine::{failed, is_not_found};
 
 /// A handle on one bottle's agent container.
 pub struct DockerBottle {
-    pub(crate) docker: Docker,
-    pub(crate) container: String,
-    pub(crate) slug: String,
-    pub(crate) user: String,
-    pub(crate) workdir: String,
-    pub(crate) ids: OnceCell<(u64, u64)>,
-    pub(crate) closed: AtomicBool,
+    docker: Docker,
+    container: String,
+    handle: Handle,
 }
 
 impl std::fmt::Debug for DockerBottle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DockerBottle").field("slug", &self.slug).field("container", &self.container).finish()
+        f.debug_struct("DockerBottle").field("slug", &self.handle.slug()).field("container", &self.container).finish()
     }
 }
 
 impl DockerBottle {
-    fn user_name(&self, user: GuestUser) -> String {
-        user.name(&self.user)
+    /// A handle on the agent container `container` of the bottle `handle` describes.
+    pub(crate) fn new(docker: &Docker, container: String, handle: Handle) -> Self {
+        DockerBottle { docker: docker.clone(), container, handle }
     }
 
     fn err(&self, e: Error) -> Error {
-        e.with_bottle(&self.slug)
-    }
-
-    /// The agent user's numeric uid and gid (asked once).
-    async fn agent_ids(&self) -> Result<(u64, u64)> {
-        self.ids.get_or_try_init(|| bottle_core::backend::agent_ids(self)).await.copied()
+        self.handle.err(e)
     }
 
     async fn start(
@@ -101,16 +90,16 @@ impl DockerBottle {
 #[async_trait]
 impl Bottle for DockerBottle {
     fn slug(&self) -> &str {
-        &self.slug
+        self.handle.slug()
     }
 
     fn agent_user(&self) -> &str {
-        &self.user
+        self.handle.user()
     }
 
     async fn exec(&self, script: &str, user: GuestUser) -> Result<ExecResult> {
         let argv = vec!["sh".to_string(), "-c".to_string(), script.to_string()];
-        let (id, started) = self.start(argv, &self.user_name(user), false, false, None).await?;
+        let (id, started) = self.start(argv, &self.handle.user_name(user), false, false, None).await?;
         let mut result = ExecResult::default();
         if let StartExecResults::Attached { mut output, .. } = started {
             while let Some(chunk) = output.next().await {
@@ -128,32 +117,20 @@ impl Bottle for DockerBottle {
     }
 
     async fn cp_in(&self, host: &Path, guest: &str) -> Result<()> {
-        let (parent, name) = split_guest_path(guest)?;
-        let (uid, gid) = self.agent_ids().await?;
-        let mkdir = format!("mkdir -p {}", shell_quote(parent));
-        if !self.exec(&mkdir, GuestUser::Agent).await?.success() {
-            bottle_core::provider::run_checked(self, &mkdir, GuestUser::Root, "creating a folder").await?;
-        }
-        let (host_path, name_owned) = (host.to_path_buf(), name.to_string());
-        let tar = tokio::task::spawn_blocking(move || pack_tree(&host_path, &name_owned, uid, gid))
-            .await
-            .map_err(|e| Error::new(ErrorKind::Io, format!("packing {}: {e}", host.display())))?
-            .map_err(|e| self.err(Error::io(format!("packing {}", host.display()), e)))?;
-        let options = UploadToContainerOptions { path: parent.to_string(), ..Default::default() };
+        let packed = self.handle.pack_in(self, host, guest).await?;
+        let options = UploadToContainerOptions { path: packed.parent, ..Default::default() };
         self.docker
-            .upload_to_container(&self.container, Some(options), bollard::body_full(tar.into()))
+            .upload_to_container(&self.container, Some(options), bollard::body_full(packed.tar.into()))
             .await
             .map_err(|e| self.err(failed("copy files into the bottle")(e)))
     }
 
     async fn cp_out(&self, guest: &str, host: &Path, limit: ByteSize) -> Result<CopyOut> {
-        let (_, name) = split_guest_path(guest)?;
         // Measured first: a tree over the limit is not even streamed.
-        match bottle_core::backend::guest_size(self, guest).await.map_err(|e| self.err(e))? {
-            None => return Ok(CopyOut::Missing),
-            Some(size) if size > limit.0 => return Ok(CopyOut::TooLarge { limit }),
-            Some(_) => {}
+        if let Some(answer) = self.handle.measure_out(self, guest, limit).await? {
+            return Ok(answer);
         }
+        let (_, name) = split_guest_path(guest)?;
         // Streamed to a file beside `host`, cut off past the allowance (the
         // tree may grow between the measure and the copy), then unpacked.
         let parent = host.parent().unwrap_or(Path::new("."));
@@ -192,7 +169,8 @@ impl Bottle for DockerBottle {
 
     async fn exec_attached(&self, argv: &[String], user: GuestUser) -> Result<i32> {
         let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
-        let (id, started) = self.start(argv.to_vec(), &self.user_name(user), tty, true, Some(&self.workdir)).await?;
+        let (id, started) =
+            self.start(argv.to_vec(), &self.handle.user_name(user), tty, true, Some(self.handle.workdir())).await?;
         let StartExecResults::Attached { mut output, mut input } = started else {
             return Err(self.err(Error::new(ErrorKind::Backend, "the engine detached an attached exec")));
         };
@@ -254,15 +232,15 @@ impl Bottle for DockerBottle {
         follow: bool,
         sink: &mut (dyn std::io::Write + Send),
     ) -> Result<()> {
-        let name = crate::sidecar::container_name(&self.container, sidecar.name());
+        let name = crate::sidecar::container_name(self.handle.slug(), sidecar.into());
         crate::sidecar::audit_log(&self.docker, &name, follow, sink).await.map_err(|e| self.err(e))
     }
 
     async fn close(&self) -> Result<()> {
-        if self.closed.swap(true, Ordering::SeqCst) {
+        if !self.handle.close_once() {
             return Ok(());
         }
-        crate::backend::remove_slug(&self.docker, &self.slug).await
+        crate::cleanup::remove_slug(&self.docker, self.handle.slug()).await
     }
 }
 

@@ -1,9 +1,16 @@
 //! The connection to the Docker Engine: made on first use, API version
-//! negotiated (Engine 20.10 speaks 1.41), and engine errors mapped into
-//! bot-bottle's error with the operation as context.
+//! negotiated (Engine 20.10 speaks 1.41); engine errors mapped into
+//! bot-bottle's error with the operation as context; and the labels by
+//! which this backend's resources are made and found again (the shared
+//! [`bottle_core::labels`] with this backend's name).
+
+use std::collections::HashMap;
 
 use bollard::Docker;
-use bottle_core::{Error, ErrorKind, Result};
+use bollard::models::ContainerSummary;
+use bollard::query_parameters::ListContainersOptions;
+use bottle_core::labels::{BACKEND, ROLE, ROLE_AGENT, SLUG};
+use bottle_core::{CommonPlan, Error, ErrorKind, Result};
 use tokio::sync::OnceCell;
 
 /// How to get Docker when it is missing: shown by `is_available`.
@@ -61,4 +68,41 @@ pub(crate) fn failed(operation: &'static str) -> impl FnOnce(bollard::errors::Er
             .with_backend(crate::NAME)
             .with_source(e)
     }
+}
+
+/// The labels of a resource of `plan` with `role`.
+pub(crate) fn labels_for(plan: &CommonPlan, role: &str) -> HashMap<String, String> {
+    bottle_core::labels::for_plan(plan, crate::NAME, role)
+}
+
+/// A filter selecting this backend's resources, optionally of one slug.
+pub(crate) fn filter(slug: Option<&str>) -> HashMap<String, Vec<String>> {
+    let mut labels = vec![format!("{BACKEND}={}", crate::NAME)];
+    if let Some(slug) = slug {
+        labels.push(format!("{SLUG}={slug}"));
+    }
+    HashMap::from([("label".to_string(), labels)])
+}
+
+/// This backend's containers (`all`: stopped ones too), optionally of one
+/// slug, optionally agents only.
+pub(crate) async fn containers(
+    docker: &Docker,
+    all: bool,
+    slug: Option<&str>,
+    agents_only: bool,
+) -> Result<Vec<ContainerSummary>> {
+    let mut filters = filter(slug);
+    if agents_only {
+        filters.entry("label".into()).or_default().push(format!("{ROLE}={ROLE_AGENT}"));
+    }
+    docker
+        .list_containers(Some(ListContainersOptions { all, filters: Some(filters), ..Default::default() }))
+        .await
+        .map_err(failed("list containers"))
+}
+
+/// A container's name as the engine lists it (without the leading `/`).
+pub(crate) fn container_name(c: &ContainerSummary) -> Option<String> {
+    c.names.as_ref().and_then(|n| n.first()).map(|n| n.trim_start_matches('/').to_string())
 }

@@ -22,7 +22,7 @@ pub(crate) async fn exists(docker: &Docker, tag: &str) -> Result<bool> {
 }
 
 /// Build `context` under its tag, showing progress on a terminal.
-pub(crate) async fn build(docker: &Docker, context: BuildContext) -> Result<()> {
+pub(crate) async fn build(docker: &Docker, context: &BuildContext) -> Result<()> {
     let options = BuildImageOptions {
         dockerfile: DOCKERFILE_IN_CONTEXT.to_string(),
         t: Some(context.tag.clone()),
@@ -37,7 +37,7 @@ pub(crate) async fn build(docker: &Docker, context: BuildContext) -> Result<()> 
         bar.set_message(format!("building {}", context.tag));
         bar
     });
-    let mut stream = docker.build_image(options, None, Some(bollard::body_full(context.tar.into())));
+    let mut stream = docker.build_image(options, None, Some(bollard::body_full(context.tar.clone().into())));
     let mut tail: Vec<String> = Vec::new();
     let mut result = Ok(());
     while let Some(item) = stream.next().await {

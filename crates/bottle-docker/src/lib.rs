@@ -2,17 +2,20 @@
 
 mod backend;
 mod bottle;
+mod cleanup;
 mod engine;
 mod image;
-mod labels;
+mod launch;
+mod plan;
 mod sidecar;
 
 use std::sync::Arc;
 
 use bottle_core::Registry;
 
-pub use backend::{DockerBackend, DockerCleanupPlan, DockerPlan, RUNTIME_ENV};
+pub use backend::{DockerBackend, DockerCleanupPlan};
 pub use bottle::DockerBottle;
+pub use plan::{DockerPlan, RUNTIME_ENV};
 
 /// The name this backend registers under.
 pub const NAME: &str = "docker";

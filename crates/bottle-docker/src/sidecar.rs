@@ -17,22 +17,19 @@ use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{CreateContainerOptions, LogsOptions, StartContainerOptions, UploadToContainerOptions};
-use bottle_core::backend::{LAUNCHER, SidecarProgram};
+use bottle_core::backend::{LAUNCHER, RelayPair, SidecarCommand, SidecarProcess, SidecarProgram};
 use bottle_core::provider::ImageRecipe;
 use bottle_core::{CommonPlan, Error, ErrorKind, Result};
 use futures_util::StreamExt;
 
-use crate::engine::failed;
-use crate::labels;
+use crate::engine::{failed, labels_for};
+use crate::launch::{SIDECAR_MEMORY, SIDECAR_PIDS, log_config};
 
 /// The sidecar image's Dockerfile.
 const DOCKERFILE: &str = include_str!("../sidecar.Dockerfile");
 
 /// Which sidecar; its name is its role label, network alias and container-name suffix.
 pub(crate) use bottle_core::Sidecar as Kind;
-
-/// The role label, name suffix and log prefix of the relay container.
-pub(crate) const RELAY: &str = "relay";
 
 /// The bottle's sidecar socket of `kind`, in the socket volume.
 pub(crate) fn socket(kind: Kind) -> String {
@@ -48,11 +45,11 @@ fn host_config(network_mode: String, sockets: &str, read_only: bool) -> HostConf
         init: Some(true),
         cap_drop: Some(vec!["ALL".into()]),
         security_opt: Some(vec!["no-new-privileges".into()]),
-        memory: Some(crate::backend::SIDECAR_MEMORY),
-        memory_swap: Some(crate::backend::SIDECAR_MEMORY),
+        memory: Some(SIDECAR_MEMORY),
+        memory_swap: Some(SIDECAR_MEMORY),
         nano_cpus: Some(1_000_000_000),
-        pids_limit: Some(crate::backend::SIDECAR_PIDS),
-        log_config: Some(crate::backend::log_config()),
+        pids_limit: Some(SIDECAR_PIDS),
+        log_config: Some(log_config()),
         binds: Some(vec![format!(
             "{sockets}:{}:{}",
             bottle_core::backend::SOCKET_DIR,
@@ -76,9 +73,14 @@ pub(crate) fn recipe(host_ca_bundle: Option<std::path::PathBuf>) -> Result<Image
     })
 }
 
-/// The container name of a bottle's sidecar (or relay) `role`.
-pub(crate) fn container_name(instance: &str, role: &str) -> String {
-    format!("{instance}-{role}")
+/// The container name of bottle `slug`'s sidecar (or relay) `process`.
+pub(crate) fn container_name(slug: &str, process: SidecarProcess) -> String {
+    format!("{}-{}", crate::plan::container_name(slug), process.name())
+}
+
+/// `command` run by the image's launcher.
+fn launcher_cmd(command: &SidecarCommand) -> Vec<String> {
+    std::iter::once(LAUNCHER.to_string()).chain(command.args()).collect()
 }
 
 /// Create, configure and start one sidecar on the `outside` network with
@@ -92,12 +94,12 @@ pub(crate) async fn launch(
     sockets: &str,
     config_json: Vec<u8>,
 ) -> Result<()> {
-    let name = container_name(&crate::backend::container_name(&plan.slug), kind.name());
+    let name = container_name(&plan.slug, kind.into());
     let config_path = format!("/etc/bot-bottle/{}.json", kind.name());
     let body = ContainerCreateBody {
         image: Some(image.to_string()),
-        cmd: Some(std::iter::once(LAUNCHER.to_string()).chain(SidecarProgram::args(kind, &config_path)).collect()),
-        labels: Some(labels::for_plan(plan, kind.name())),
+        cmd: Some(launcher_cmd(&SidecarCommand::configured(kind, config_path))),
+        labels: Some(labels_for(plan, kind.name())),
         host_config: Some(host_config(outside.to_string(), sockets, false)),
         ..Default::default()
     };
@@ -112,7 +114,7 @@ pub(crate) async fn launch(
         .await
         .map_err(failed("configure a sidecar"))?;
     docker.start_container(&name, None::<StartContainerOptions>).await.map_err(failed("start a sidecar"))?;
-    wait_until_listening(docker, &name, kind.name(), &format!("{}: listening on", kind.subcommand())).await
+    wait_until_listening(docker, &name, kind.into()).await
 }
 
 /// Create and start the relay in the network namespace of the bottle's
@@ -125,19 +127,22 @@ pub(crate) async fn launch_relay(
     sockets: &str,
     kinds: &[Kind],
 ) -> Result<()> {
-    let name = container_name(&crate::backend::container_name(&plan.slug), RELAY);
-    let pairs = kinds.iter().map(|&kind| {
-        let port = match kind {
-            Kind::Egress => bottle_core::backend::EGRESS_PORT,
-            Kind::GitGate => bottle_core::backend::GATE_PORT,
-        };
-        format!("127.0.0.1:{port}={}", socket(kind))
-    });
-    let cmd = [LAUNCHER.to_string(), "sidecar".into(), RELAY.into()].into_iter().chain(pairs).collect();
+    let relay = SidecarProcess::Relay;
+    let name = container_name(&plan.slug, relay);
+    let pairs = kinds
+        .iter()
+        .map(|&kind| {
+            let port = match kind {
+                Kind::Egress => bottle_core::backend::EGRESS_PORT,
+                Kind::GitGate => bottle_core::backend::GATE_PORT,
+            };
+            RelayPair { listen: ([127, 0, 0, 1], port).into(), socket: socket(kind).into() }
+        })
+        .collect();
     let body = ContainerCreateBody {
         image: Some(image.to_string()),
-        cmd: Some(cmd),
-        labels: Some(labels::for_plan(plan, RELAY)),
+        cmd: Some(launcher_cmd(&SidecarCommand::Relay { pairs })),
+        labels: Some(labels_for(plan, relay.name())),
         host_config: Some(host_config(format!("container:{agent}"), sockets, true)),
         ..Default::default()
     };
@@ -146,7 +151,7 @@ pub(crate) async fn launch_relay(
         .await
         .map_err(failed("create the relay container"))?;
     docker.start_container(&name, None::<StartContainerOptions>).await.map_err(failed("start the relay"))?;
-    wait_until_listening(docker, &name, RELAY, "relay: listening on").await
+    wait_until_listening(docker, &name, relay).await
 }
 
 /// A tar holding the configuration file, readable by the sidecar's user only.
@@ -162,11 +167,13 @@ fn config_tar(name: &str, data: &[u8]) -> Result<Vec<u8>> {
     builder.into_inner().map_err(|e| Error::io("packing a sidecar configuration", e))
 }
 
-async fn wait_until_listening(docker: &Docker, name: &str, role: &str, ready_line: &str) -> Result<()> {
+/// Wait until the container `name` running `process` says it listens.
+async fn wait_until_listening(docker: &Docker, name: &str, process: SidecarProcess) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(20);
+    let role = process.name();
     loop {
         let logs = read_logs(docker, name, false, true).await?;
-        if logs.contains(ready_line) {
+        if process.listening_on(&logs).is_some() {
             return Ok(());
         }
         let running = docker

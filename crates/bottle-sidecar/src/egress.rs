@@ -49,7 +49,7 @@ mod upstream;
 use std::time::Duration;
 
 use crate::listen::Listener;
-use bottle_core::sidecar::EgressConfig;
+use bottle_core::sidecar::{EgressConfig, SidecarProcess};
 
 pub use policy::{host_matches, path_matches};
 
@@ -148,7 +148,7 @@ async fn run(config: EgressConfig) -> Result<(), EgressError> {
     let listener = Listener::bind(&config.listen).await.map_err(bind_failed)?;
     let addr = listener.local_addr().map_err(bind_failed)?;
     let proxy = proxy::Proxy::new(config)?;
-    eprintln!("egress: listening on {addr}");
+    eprintln!("{}", SidecarProcess::Egress.ready_line(&addr.to_string()));
     tokio::select! {
         result = proxy.run(listener) => result,
         () = shutdown() => Ok(()),

@@ -39,7 +39,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use crate::listen::Listener;
-use bottle_core::sidecar::GitGateConfig;
+use bottle_core::sidecar::{GitGateConfig, SidecarProcess};
 
 use self::audit::AuditLog;
 use self::mirror::{Layout, Mirror};
@@ -206,7 +206,7 @@ async fn run(config: GitGateConfig, relaunch: &Relaunch) -> Result<(), GateError
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|source| GateError::io("installing the SIGTERM handler", source))?;
     let gate = Gate::prepare(config, relaunch).await?;
-    eprintln!("git-gate: listening on {addr}");
+    eprintln!("{}", SidecarProcess::GitGate.ready_line(&addr.to_string()));
     tokio::select! {
         () = http::run(Arc::new(gate), listener) => {}
         _ = terminate.recv() => {}

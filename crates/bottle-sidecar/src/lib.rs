@@ -13,6 +13,8 @@ pub use listen::{Listener, Stream};
 
 use std::path::PathBuf;
 
+use bottle_core::sidecar::SidecarCommand;
+
 /// How the running program starts its sidecar programs again: the git
 /// gate's push hook runs `PROGRAM ARGS… git-gate --config FILE`.
 ///
@@ -38,21 +40,18 @@ impl Relaunch {
     }
 }
 
-/// The usage line of the sidecar programs, after the program's own prefix.
-pub const USAGE: &str = "egress --config FILE.json | git-gate --config FILE.json | relay ADDRESS=SOCKET…";
-
 /// Runs the sidecar program that `args` name (`egress --config FILE`,
-/// `git-gate --config FILE` or `relay ADDRESS=SOCKET…`); returns the
-/// process's exit code.
+/// `git-gate --config FILE` or `relay ADDRESS=SOCKET…`, as
+/// [`SidecarCommand`] writes them); returns the process's exit code.
 pub fn main(args: &[String], relaunch: &Relaunch) -> i32 {
-    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-        ["egress", "--config", path] => egress::main(path),
-        ["git-gate", "--config", path] => gitgate::main(path, relaunch),
-        ["relay", ..] => relay::main(&args[1..]),
-        _ => {
+    match SidecarCommand::parse(args) {
+        Ok(SidecarCommand::Egress { config }) => egress::main(&config),
+        Ok(SidecarCommand::GitGate { config }) => gitgate::main(&config, relaunch),
+        Ok(SidecarCommand::Relay { pairs }) => relay::main(pairs),
+        Err(err) => {
             let prefix: Vec<String> =
                 std::iter::once(relaunch.program.display().to_string()).chain(relaunch.args.clone()).collect();
-            eprintln!("usage: {} {USAGE}", prefix.join(" "));
+            eprintln!("error: {err}\nusage: {} {}", prefix.join(" "), SidecarCommand::USAGE);
             2
         }
     }

@@ -9,46 +9,13 @@
 //! `ADDRESS=SOCKET` pair per sidecar. A socket that cannot be reached closes
 //! the connection: the bottle fails closed.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use bottle_core::sidecar::{RelayPair, SidecarProcess};
 use tokio::net::{TcpListener, TcpStream, UnixStream};
 
-/// One listening address and the socket it leads to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Pair {
-    listen: SocketAddr,
-    socket: PathBuf,
-}
-
-fn parse(args: &[String]) -> Result<Vec<Pair>, String> {
-    if args.is_empty() {
-        return Err(
-            "relay needs at least one ADDRESS=SOCKET pair, e.g. 127.0.0.1:3128=/run/bot-bottle/egress.sock".into()
-        );
-    }
-    args.iter()
-        .map(|arg| {
-            let (listen, socket) =
-                arg.split_once('=').ok_or_else(|| format!("`{arg}` is not ADDRESS=SOCKET (e.g. 127.0.0.1:3128=/s)"))?;
-            let listen = listen.parse().map_err(|_| format!("`{listen}` in `{arg}` is not an IP:PORT address"))?;
-            if !socket.starts_with('/') {
-                return Err(format!("`{socket}` in `{arg}` is not an absolute socket path"));
-            }
-            Ok(Pair { listen, socket: PathBuf::from(socket) })
-        })
-        .collect()
-}
-
-/// Runs the relay for `args` (the `ADDRESS=SOCKET` pairs); returns the exit code.
-pub fn main(args: &[String]) -> i32 {
-    let pairs = match parse(args) {
-        Ok(pairs) => pairs,
-        Err(err) => {
-            eprintln!("relay: error: {err}");
-            return 2;
-        }
-    };
+/// Runs the relay for `pairs`; returns the exit code.
+pub fn main(pairs: Vec<RelayPair>) -> i32 {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -65,7 +32,7 @@ pub fn main(args: &[String]) -> i32 {
     }
 }
 
-async fn run(pairs: Vec<Pair>) -> Result<(), String> {
+async fn run(pairs: Vec<RelayPair>) -> Result<(), String> {
     let mut listeners = Vec::with_capacity(pairs.len());
     for pair in &pairs {
         let listener =
@@ -73,7 +40,7 @@ async fn run(pairs: Vec<Pair>) -> Result<(), String> {
         listeners.push((listener, pair.socket.clone()));
     }
     let shown: Vec<String> = pairs.iter().map(|p| format!("{} → unix:{}", p.listen, p.socket.display())).collect();
-    eprintln!("relay: listening on {}", shown.join(", "));
+    eprintln!("{}", SidecarProcess::Relay.ready_line(&shown.join(", ")));
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|err| format!("cannot install the SIGTERM handler: {err}"))?;
     let serving: Vec<_> =
@@ -117,23 +84,6 @@ async fn carry(mut stream: TcpStream, socket: PathBuf) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pairs_are_address_equals_socket_and_bad_ones_say_why() {
-        let args = ["127.0.0.1:3128=/run/b/egress.sock".to_string(), "[::1]:8080=/run/b/gate.sock".to_string()];
-        let pairs = parse(&args).expect("pairs");
-        assert_eq!(pairs[0].listen, "127.0.0.1:3128".parse().expect("addr"));
-        assert_eq!(pairs[1].socket, PathBuf::from("/run/b/gate.sock"));
-        for (bad, why) in [
-            ("127.0.0.1:3128", "is not ADDRESS=SOCKET"),
-            ("localhost:1=/s", "is not an IP:PORT"),
-            ("127.0.0.1:1=rel/s", "absolute socket path"),
-        ] {
-            let err = parse(&[bad.to_string()]).expect_err(bad);
-            assert!(err.contains(why), "{bad}: {err}");
-        }
-        assert!(parse(&[]).expect_err("none").contains("at least one"));
-    }
 
     #[tokio::test]
     async fn a_connection_is_carried_to_the_socket_and_back() {

@@ -8,35 +8,29 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
-use bottle_core::backend::{CopyOut, pack_tree, split_guest_path};
+use bottle_core::backend::{CopyOut, Handle, split_guest_path};
 use bottle_core::provider::{run_checked, shell_quote};
 use bottle_core::{Bottle, ByteSize, Error, ErrorKind, ExecResult, GuestUser, Result, Sidecar};
-use tokio::sync::OnceCell;
 
 use crate::cli::{self, ExecSpec, Smolvm};
 use crate::sidecar;
 
 /// A handle on one bottle's machine and its host-side sidecars.
 pub struct SmolvmBottle {
-    pub(crate) smolvm: Smolvm,
-    pub(crate) machine: String,
-    pub(crate) slug: String,
-    pub(crate) user: String,
-    pub(crate) workdir: String,
+    smolvm: Smolvm,
+    machine: String,
     /// The sidecars' folder in the bottle's state folder.
-    pub(crate) sidecars: PathBuf,
+    sidecars: PathBuf,
     /// The sidecar processes this process started (reaped at close).
-    pub(crate) children: Mutex<Vec<Child>>,
-    pub(crate) ids: OnceCell<(u64, u64)>,
-    pub(crate) closed: AtomicBool,
+    children: Mutex<Vec<Child>>,
+    handle: Handle,
 }
 
 impl std::fmt::Debug for SmolvmBottle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SmolvmBottle").field("slug", &self.slug).field("machine", &self.machine).finish()
+        f.debug_struct("SmolvmBottle").field("slug", &self.handle.slug()).field("machine", &self.machine).finish()
     }
 }
 
@@ -47,65 +41,26 @@ fn guest_scratch() -> String {
 }
 
 impl SmolvmBottle {
-    fn user_name(&self, user: GuestUser) -> String {
-        user.name(&self.user)
+    /// A handle on machine `machine` of the bottle `handle` describes, whose
+    /// sidecars keep their files in `sidecars`.
+    pub(crate) fn new(smolvm: Smolvm, machine: String, sidecars: PathBuf, handle: Handle) -> Self {
+        SmolvmBottle { smolvm, machine, sidecars, children: Mutex::new(Vec::new()), handle }
+    }
+
+    /// Keep `started` (this process's sidecar children) to reap at close.
+    pub(crate) fn adopt(&mut self, started: Vec<Child>) {
+        self.children.get_mut().unwrap_or_else(|e| e.into_inner()).extend(started);
     }
 
     fn err(&self, e: Error) -> Error {
-        e.with_bottle(&self.slug)
-    }
-
-    /// The agent user's numeric uid and gid (asked once).
-    async fn agent_ids(&self) -> Result<(u64, u64)> {
-        self.ids.get_or_try_init(|| bottle_core::backend::agent_ids(self)).await.copied()
-    }
-
-    /// Remove the machine (stopped first) and the sidecars; what was there.
-    pub(crate) async fn remove_everything(
-        smolvm: &Smolvm,
-        machine: Option<&cli::Machine>,
-        sidecars: &Path,
-    ) -> Result<()> {
-        let mut errors = Vec::new();
-        if let Some(m) = machine {
-            if m.is_running() {
-                // A failed stop is fine as long as the delete succeeds.
-                let _ = smolvm.output(&cli::lifecycle_args("stop", &m.name), "stop the machine").await;
-            }
-            if let Err(e) = smolvm.checked(&cli::lifecycle_args("delete", &m.name), "delete the machine").await {
-                errors.push(e);
-            }
-        }
-        if let Err(e) = sidecar::remove_all(sidecars).await {
-            errors.push(e);
-        }
-        // A bottle isolated in a network namespace: the namespace and its socket folder.
-        if let Some(slug) = sidecars.parent().and_then(|d| d.file_name()).and_then(|n| n.to_str()) {
-            if let Err(e) =
-                crate::network::remove(&crate::network::netns_name(slug), &crate::network::socket_dir(slug)).await
-            {
-                errors.push(e);
-            }
-        }
-        match errors.into_iter().next() {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        self.handle.err(e)
     }
 }
 
 #[async_trait]
 impl Bottle for SmolvmBottle {
-    fn slug(&self) -> &str {
-        &self.slug
-    }
-
-    fn agent_user(&self) -> &str {
-        &self.user
-    }
-
     async fn exec(&self, script: &str, user: GuestUser) -> Result<ExecResult> {
-        let user = self.user_name(user);
+        let user = self.handle.user_name(user);
         let spec = ExecSpec { user: Some(&user), ..Default::default() };
         let argv = ["sh", "-c", script].map(String::from);
         let out = self.smolvm.output(&cli::exec_args(&self.machine, &spec, &argv), "exec").await?;
@@ -117,19 +72,10 @@ impl Bottle for SmolvmBottle {
     }
 
     async fn cp_in(&self, host: &Path, guest: &str) -> Result<()> {
-        let (parent, name) = split_guest_path(guest)?;
-        let (uid, gid) = self.agent_ids().await?;
-        let mkdir = format!("mkdir -p {}", shell_quote(parent));
-        if !self.exec(&mkdir, GuestUser::Agent).await?.success() {
-            run_checked(self, &mkdir, GuestUser::Root, "creating a folder").await?;
-        }
-        let (host_path, name_owned) = (host.to_path_buf(), name.to_string());
-        let tar = tokio::task::spawn_blocking(move || pack_tree(&host_path, &name_owned, uid, gid))
-            .await
-            .map_err(|e| Error::new(ErrorKind::Io, format!("packing {}: {e}", host.display())))?
-            .map_err(|e| self.err(Error::io(format!("packing {}", host.display()), e)))?;
+        let packed = self.handle.pack_in(self, host, guest).await?;
         let local = tempfile::NamedTempFile::new().map_err(|e| Error::io("creating a temporary file", e))?;
-        std::fs::write(local.path(), &tar).map_err(|e| Error::io(format!("writing {}", local.path().display()), e))?;
+        std::fs::write(local.path(), &packed.tar)
+            .map_err(|e| Error::io(format!("writing {}", local.path().display()), e))?;
         let scratch = guest_scratch();
         self.smolvm
             .checked(&cli::cp_in_args(&self.machine, local.path(), &scratch, "600"), "copy files into the bottle")
@@ -139,20 +85,18 @@ impl Bottle for SmolvmBottle {
         let unpack = format!(
             "tar -xf {s} -C {p}; code=$?; rm -f {s}; exit $code",
             s = shell_quote(&scratch),
-            p = shell_quote(parent)
+            p = shell_quote(&packed.parent)
         );
         run_checked(self, &unpack, GuestUser::Root, &format!("unpacking {guest}")).await
     }
 
     async fn cp_out(&self, guest: &str, host: &Path, limit: ByteSize) -> Result<CopyOut> {
-        let (parent, name) = split_guest_path(guest)?;
         // Measured first: a tree over the limit is not even packed (the
         // guest's /tmp is memory).
-        match bottle_core::backend::guest_size(self, guest).await.map_err(|e| self.err(e))? {
-            None => return Ok(CopyOut::Missing),
-            Some(size) if size > limit.0 => return Ok(CopyOut::TooLarge { limit }),
-            Some(_) => {}
+        if let Some(answer) = self.handle.measure_out(self, guest, limit).await? {
+            return Ok(answer);
         }
+        let (parent, name) = split_guest_path(guest)?;
         let scratch = guest_scratch();
         // Packed, then cut off past the allowance (the tree may grow between the measure and the copy).
         let pack = format!(
@@ -195,8 +139,8 @@ impl Bottle for SmolvmBottle {
             Ok(term) if tty => vec![("TERM".to_string(), term)],
             _ => Vec::new(),
         };
-        let user = self.user_name(user);
-        let spec = ExecSpec { user: Some(&user), workdir: Some(&self.workdir), env, interactive: true, tty };
+        let user = self.handle.user_name(user);
+        let spec = ExecSpec { user: Some(&user), workdir: Some(self.handle.workdir()), env, interactive: true, tty };
         let status = self
             .smolvm
             .command(&cli::exec_args(&self.machine, &spec, argv))
@@ -214,7 +158,7 @@ impl Bottle for SmolvmBottle {
     }
 
     async fn close(&self) -> Result<()> {
-        if self.closed.swap(true, Ordering::SeqCst) {
+        if !self.handle.close_once() {
             return Ok(());
         }
         // Without the machine list, still stop the sidecars; then report why the machine may remain.
@@ -222,12 +166,21 @@ impl Bottle for SmolvmBottle {
             Ok(machines) => (machines.into_iter().find(|m| m.name == self.machine), Ok(())),
             Err(e) => (None, Err(e)),
         };
-        let removed = Self::remove_everything(&self.smolvm, machine.as_ref(), &self.sidecars).await.and(listed);
+        let removed =
+            crate::cleanup::remove_everything(&self.smolvm, machine.as_ref(), &self.sidecars).await.and(listed);
         let children = std::mem::take(&mut *self.children.lock().unwrap_or_else(|e| e.into_inner()));
         for mut child in children {
             let _ = child.kill();
             let _ = child.wait();
         }
         removed.map_err(|e| self.err(e))
+    }
+
+    fn slug(&self) -> &str {
+        self.handle.slug()
+    }
+
+    fn agent_user(&self) -> &str {
+        self.handle.user()
     }
 }

@@ -2,17 +2,21 @@
 
 mod backend;
 mod bottle;
+mod cleanup;
 mod cli;
 mod image;
+mod launch;
 mod network;
+mod plan;
 mod sidecar;
 
 use std::sync::Arc;
 
 use bottle_core::Registry;
 
-pub use backend::{IMAGE_LABEL, SmolvmBackend, SmolvmCleanupPlan, SmolvmPlan};
+pub use backend::{SmolvmBackend, SmolvmCleanupPlan};
 pub use bottle::SmolvmBottle;
+pub use plan::{IMAGE_LABEL, SmolvmPlan};
 
 /// The name this backend registers under (`--backend smolmachines`, `BOT_BOTTLE_BACKEND=smolmachines`).
 pub const NAME: &str = "smolmachines";

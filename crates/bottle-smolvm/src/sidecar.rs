@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use bottle_core::backend::SidecarProgram;
+use bottle_core::backend::{RelayPair, SidecarCommand, SidecarProgram};
 use bottle_core::{Error, ErrorKind, Result, Sidecar};
 use rustix::process::{Pid, Signal};
 
@@ -38,34 +38,9 @@ pub(crate) fn dir(state_dir: &Path) -> PathBuf {
 }
 
 /// A process beside a smolvm bottle: one of its sidecars, or the relay
-/// that carries its namespace's loopback to the sidecars' sockets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Role {
-    /// The egress proxy or the git gate.
-    Sidecar(Sidecar),
-    /// `bottle sidecar relay`, inside the bottle's network namespace.
-    Relay,
-}
-
-impl Role {
-    /// Its name: pid, log and summary.
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Role::Sidecar(kind) => kind.name(),
-            Role::Relay => "relay",
-        }
-    }
-
-    fn ready_prefix(self) -> String {
-        match self {
-            Role::Sidecar(kind) => format!("{}: listening on ", kind.subcommand()),
-            Role::Relay => "relay: listening on ".into(),
-        }
-    }
-}
-
-/// Every process kind, in stop order.
-pub(crate) const ROLES: [Role; 3] = [Role::Relay, Role::Sidecar(Sidecar::GitGate), Role::Sidecar(Sidecar::Egress)];
+/// that carries its namespace's loopback to the sidecars' sockets; its
+/// name names its pid and log files.
+pub(crate) use bottle_core::backend::SidecarProcess as Role;
 
 /// Where a sidecar listens: a reserved port on the host's loopback, or a unix socket.
 #[derive(Debug)]
@@ -162,26 +137,26 @@ pub(crate) async fn start(dir: &Path, kind: Sidecar, bind: Bind, config_json: &[
         Bind::Socket(path) => format!("unix:{}", path.display()),
     };
     let mut command = std::process::Command::new(program.exe());
-    command.args(SidecarProgram::args(kind, &config.to_string_lossy()));
-    let started = spawn(dir, Role::Sidecar(kind), command).await;
+    command.args(SidecarCommand::configured(kind, config.to_string_lossy()).args());
+    let started = spawn(dir, kind.into(), command).await;
     let _ = std::fs::remove_file(&config);
     let (mut child, addr) = started?;
     if addr == expected {
         return Ok(child);
     }
-    stop_child(dir, Role::Sidecar(kind), &mut child).await;
-    Err(role_error(Role::Sidecar(kind), format!("listens on {addr}, not on {expected}")))
+    stop_child(dir, kind.into(), &mut child).await;
+    Err(role_error(kind.into(), format!("listens on {addr}, not on {expected}")))
 }
 
 /// Start the relay inside the network namespace that `netns` (the command
-/// prefix `ip netns exec NAME`) enters, carrying `pairs`
-/// (`ADDRESS=SOCKET`); wait until it listens.
-pub(crate) async fn start_relay(dir: &Path, netns: &[String], pairs: &[String]) -> Result<Child> {
+/// prefix `ip netns exec NAME`) enters, carrying `pairs`; wait until it
+/// listens.
+pub(crate) async fn start_relay(dir: &Path, netns: &[String], pairs: Vec<RelayPair>) -> Result<Child> {
     let program = SidecarProgram::locate()?;
     mkdir_private(dir)?;
     let (first, rest) = netns.split_first().ok_or_else(|| role_error(Role::Relay, "has no namespace".into()))?;
     let mut command = std::process::Command::new(first);
-    command.args(rest).arg(program.exe()).args(["sidecar", "relay"]).args(pairs);
+    command.args(rest).arg(program.exe()).args(SidecarCommand::Relay { pairs }.args());
     spawn(dir, Role::Relay, command).await.map(|(child, _)| child)
 }
 
@@ -228,11 +203,10 @@ fn role_error(role: Role, message: String) -> Error {
 }
 
 async fn wait_until_listening(child: &mut Child, log: &Path, role: Role) -> Result<String> {
-    let prefix = role.ready_prefix();
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
         let text = std::fs::read_to_string(log).unwrap_or_default();
-        if let Some(addr) = text.lines().find_map(|l| l.strip_prefix(&prefix)) {
+        if let Some(addr) = role.listening_on(&text) {
             return Ok(addr.trim().to_string());
         }
         let exited = child.try_wait().map_err(|e| Error::io("waiting for a sidecar", e))?;
@@ -259,11 +233,11 @@ async fn stop_child(dir: &Path, role: Role, child: &mut Child) {
 /// socket folder.
 pub(crate) fn running(dir: &Path, role: Role) -> Option<u32> {
     let pid: u32 = std::fs::read_to_string(pid_path(dir, role)).ok()?.trim().parse().ok()?;
-    let marker = match role {
-        Role::Sidecar(kind) => config_path(dir, kind),
-        Role::Relay => crate::network::socket_dir(&slug_of(dir)?),
+    let marker = match role.sidecar() {
+        Some(kind) => config_path(dir, kind),
+        None => crate::network::socket_dir(&slug_of(dir)?),
     };
-    let exact = matches!(role, Role::Sidecar(_));
+    let exact = role.sidecar().is_some();
     runs_with(pid, &marker, exact).then_some(pid)
 }
 
@@ -335,7 +309,7 @@ pub(crate) async fn stop(dir: &Path, role: Role) -> Result<bool> {
 /// gate's keys and mirrors, logs). Returns one line per stopped process.
 pub(crate) async fn remove_all(dir: &Path) -> Result<Vec<String>> {
     let mut stopped = Vec::new();
-    for role in ROLES {
+    for role in Role::STOP_ORDER {
         if stop(dir, role).await? {
             stopped.push(format!("{} sidecar", role.name()));
         }
@@ -357,7 +331,7 @@ pub(crate) async fn copy_audit_log(
     let path = audit_path(dir, kind);
     let mut offset = 0usize;
     loop {
-        let alive = follow && running(dir, Role::Sidecar(kind)).is_some();
+        let alive = follow && running(dir, kind.into()).is_some();
         let data = match std::fs::read(&path) {
             Ok(data) => data,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
@@ -402,7 +376,7 @@ mod tests {
             .arg(&config)
             .spawn()
             .expect("spawn a stand-in");
-        let (egress, gate) = (Role::Sidecar(Sidecar::Egress), Role::Sidecar(Sidecar::GitGate));
+        let (egress, gate) = (Role::Egress, Role::GitGate);
         std::fs::write(pid_path(dir, egress), format!("{}\n", child.id())).expect("pid file");
         // Right after spawn the child may not have exec'd yet (its command line is still ours).
         let deadline = Instant::now() + Duration::from_secs(5);

@@ -1092,3 +1092,17 @@ fn resources_take_sizes_cpus_and_counts() {
     check(&r("pids: 3"), &[("6:24: pids must be a whole number of at least 16", "512")]);
     check(&r("memroy: 1g"), &[("6:18: unknown key `memroy`", "did you mean `memory`?")]);
 }
+
+#[test]
+fn an_invalid_manifest_error_keeps_each_problem_structured() {
+    let errors = parse("agents:\n  a:\n    bottle: nope\n    extra: 1\n").expect_err("invalid");
+    let count = errors.0.len();
+    assert!(count >= 2, "{errors}");
+    let error = crate::Error::from(errors.clone());
+    assert_eq!(error.kind(), crate::ErrorKind::Manifest);
+    assert_eq!(error.message(), errors.to_string(), "the message lists every problem");
+    let kept = error.manifest_errors().expect("the problems are the source");
+    assert_eq!(kept, &errors);
+    assert!(kept.0.iter().all(|e| e.line > 0 && e.column > 0 && !e.hint.is_empty()), "{kept:?}");
+    assert!(crate::Error::new(crate::ErrorKind::Io, "x").manifest_errors().is_none());
+}

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bottle_core::backend::{Backend, BackendPlan, CleanupPlan};
+use bottle_core::backend::{Backend, BackendPlan, CleanupPlan, WiredPlan};
 use bottle_core::provider::AgentProvider;
 use bottle_core::{ActiveAgent, Bottle, CommonPlan, Error, ErrorKind, Host, Providers, Result, StateRoot};
 
@@ -51,14 +51,11 @@ pub(crate) fn host(dir: &std::path::Path, env: &[(&str, &str)]) -> Host {
 /// A backend that only answers to its name; `launch` hands back no bottle.
 pub(crate) struct Named<const N: usize>;
 
-pub(crate) struct NamedPlan(CommonPlan, bottle_core::backend::Wiring);
+pub(crate) struct NamedPlan(WiredPlan);
 
 impl BackendPlan for NamedPlan {
-    fn common(&self) -> &CommonPlan {
+    fn wired(&self) -> &WiredPlan {
         &self.0
-    }
-    fn wiring(&self) -> &bottle_core::backend::Wiring {
-        &self.1
     }
     fn summary_lines(&self) -> Vec<(String, String)> {
         vec![("fixture".into(), "yes".into())]
@@ -143,7 +140,7 @@ macro_rules! named_backend {
                 Ok(())
             }
             async fn resolve_plan(&self, common: CommonPlan) -> Result<NamedPlan> {
-                Ok(NamedPlan(common, wiring()))
+                Ok(NamedPlan(WiredPlan { common, wiring: wiring() }))
             }
             async fn launch(&self, _plan: NamedPlan) -> Result<NoBottle> {
                 Err(refused())

@@ -1,0 +1,153 @@
+//! Launching a Docker bottle from its [`DockerPlan`]: the images built when
+//! missing, the sidecars' network and socket volume, the sidecars and the
+//! agent container started side by side, then the relay in the agent's
+//! network namespace and the bottle's `resolv.conf` saying it has no
+//! resolver. Whatever was created is removed when a step fails.
+
+use bollard::Docker;
+use bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest, VolumeCreateOptions};
+use bollard::query_parameters::{CreateContainerOptions, StartContainerOptions};
+use bottle_core::backend::{BackendPlan, Handle};
+use bottle_core::{Error, ErrorKind, GuestUser, Result};
+
+use crate::bottle::DockerBottle;
+use crate::engine::{failed, labels_for};
+use crate::plan::DockerPlan;
+use crate::sidecar::{self, Kind};
+
+/// What the bottle's `/etc/resolv.conf` says: the engine copies the host's
+/// resolvers there, none of which the bottle can reach.
+const NO_RESOLVER: &str = "printf '# bot-bottle: this bottle has no network and no DNS resolver.\\n\
+# Names are resolved by its egress proxy (HTTPS_PROXY), for the routes it allows.\\n' > /etc/resolv.conf";
+
+/// The memory each sidecar container may use.
+pub(crate) const SIDECAR_MEMORY: i64 = 256 << 20;
+/// The processes each sidecar container may run.
+pub(crate) const SIDECAR_PIDS: i64 = 512;
+/// A container log file's size before the engine rotates it.
+pub(crate) const LOG_MAX_SIZE: &str = "10m";
+/// How many rotated container log files the engine keeps.
+pub(crate) const LOG_MAX_FILES: &str = "3";
+
+/// Container logs rotated by size, for every container of a bottle.
+pub(crate) fn log_config() -> bollard::models::HostConfigLogConfig {
+    bollard::models::HostConfigLogConfig {
+        typ: Some("json-file".into()),
+        config: Some(
+            [("max-size".to_string(), LOG_MAX_SIZE.to_string()), ("max-file".to_string(), LOG_MAX_FILES.to_string())]
+                .into(),
+        ),
+    }
+}
+
+/// Create everything `plan` names and hand back the running bottle; on
+/// error, remove what was created.
+pub(crate) async fn launch(docker: &Docker, plan: DockerPlan) -> Result<DockerBottle> {
+    let slug = plan.common().slug.clone();
+    match create(docker, &plan).await {
+        Ok(bottle) => Ok(bottle),
+        Err(e) => {
+            let _ = crate::cleanup::remove_slug(docker, &slug).await;
+            Err(e.with_operation("launch").with_bottle(slug))
+        }
+    }
+}
+
+async fn create(docker: &Docker, plan: &DockerPlan) -> Result<DockerBottle> {
+    let (common, wiring) = (plan.common(), plan.wiring());
+    let (agent, sidecar) = tokio::join!(plan.agent_image.ensure(docker), plan.sidecar_image.ensure(docker));
+    agent?;
+    sidecar?;
+    docker
+        .create_network(NetworkCreateRequest {
+            name: plan.outside.clone(),
+            driver: Some("bridge".into()),
+            internal: Some(false),
+            labels: Some(labels_for(common, "network")),
+            ..Default::default()
+        })
+        .await
+        .map_err(failed("create the sidecars' network"))?;
+    docker
+        .create_volume(VolumeCreateOptions {
+            name: Some(plan.sockets.clone()),
+            labels: Some(labels_for(common, "sockets")),
+            ..Default::default()
+        })
+        .await
+        .map_err(failed("create the sidecars' socket volume"))?;
+    let encode = |e: serde_json::Error| Error::new(ErrorKind::Io, "encoding a sidecar configuration").with_source(e);
+    let mut configs = vec![(Kind::Egress, serde_json::to_vec(&wiring.egress_config(common)).map_err(encode)?)];
+    if let Some(gate) = wiring.gate_config(common) {
+        configs.push((Kind::GitGate, serde_json::to_vec(&gate).map_err(encode)?));
+    }
+    let kinds: Vec<Kind> = configs.iter().map(|(kind, _)| *kind).collect();
+    // The sidecars and the bottle start side by side: the bottle needs
+    // them only once the relay carries its first connection.
+    let sidecars = futures_util::future::try_join_all(configs.into_iter().map(|(kind, json)| {
+        sidecar::launch(docker, common, kind, plan.sidecar_tag(), &plan.outside, &plan.sockets, json)
+    }));
+    let p = &common.provision;
+    let handle = DockerBottle::new(
+        docker,
+        plan.container.clone(),
+        Handle::new(common.slug.clone(), p.guest_user.clone(), p.workdir.clone()),
+    );
+    let bottle = async {
+        create_agent(docker, plan).await?;
+        let relay = sidecar::launch_relay(docker, common, plan.sidecar_tag(), &plan.container, &plan.sockets, &kinds);
+        let resolver =
+            bottle_core::provider::run_checked(&handle, NO_RESOLVER, GuestUser::Root, "writing /etc/resolv.conf");
+        tokio::try_join!(relay, resolver).map(|_| ())
+    };
+    tokio::try_join!(sidecars, bottle)?;
+    Ok(handle)
+}
+
+/// The agent container, started: least privilege and no network at all
+/// (no route, no gateway, no DNS server); its only way out is the relay
+/// on its loopback.
+async fn create_agent(docker: &Docker, plan: &DockerPlan) -> Result<()> {
+    let common = plan.common();
+    let (p, limits) = (&common.provision, &common.limits);
+    let body = ContainerCreateBody {
+        image: Some(plan.image_tag().to_string()),
+        user: Some(p.guest_user.clone()),
+        hostname: Some(common.agent.clone()),
+        env: Some(plan.wiring().guest_env(common).iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        entrypoint: Some(vec!["sleep".into()]),
+        cmd: Some(vec!["infinity".into()]),
+        labels: Some(labels_for(common, bottle_core::labels::ROLE_AGENT)),
+        host_config: Some(HostConfig {
+            network_mode: Some("none".into()),
+            init: Some(true),
+            privileged: Some(false),
+            cap_drop: Some(vec!["ALL".into()]),
+            cap_add: Some(
+                ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID"].map(String::from).to_vec(),
+            ),
+            security_opt: Some(vec!["no-new-privileges".into()]),
+            memory: i64::try_from(limits.memory.0).ok(),
+            // The same as memory: no swap on top of it.
+            memory_swap: i64::try_from(limits.memory.0).ok(),
+            nano_cpus: Some(limits.cpus.nano()),
+            pids_limit: Some(i64::from(limits.pids)),
+            storage_opt: plan.disk_quota.is_ok().then(|| [("size".to_string(), limits.disk.0.to_string())].into()),
+            log_config: Some(log_config()),
+            runtime: plan.runtime.clone(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    docker
+        .create_container(
+            Some(CreateContainerOptions { name: Some(plan.container.clone()), platform: String::new() }),
+            body,
+        )
+        .await
+        .map_err(failed("create the agent container"))?;
+    docker
+        .start_container(&plan.container, None::<StartContainerOptions>)
+        .await
+        .map_err(failed("start the agent container"))
+}
