@@ -40,12 +40,14 @@ pub enum CopyOut {
 }
 
 /// Pack `host` (file, directory or symlink) as a tar holding `name`, every
-/// entry owned by `uid`/`gid`: what a backend unpacks in the guest.
+/// entry owned by `uid`/`gid`, with its mode and modification time (builds
+/// that compare times see the files as they were): what a backend unpacks
+/// in the guest.
 pub fn pack_tree(host: &Path, name: &str, uid: u64, gid: u64) -> std::io::Result<Vec<u8>> {
     fn add(b: &mut tar::Builder<Vec<u8>>, path: &Path, name: &str, uid: u64, gid: u64) -> std::io::Result<()> {
         let meta = std::fs::symlink_metadata(path)?;
         let mut header = tar::Header::new_gnu();
-        header.set_metadata_in_mode(&meta, tar::HeaderMode::Deterministic);
+        header.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
         header.set_uid(uid);
         header.set_gid(gid);
         if meta.is_dir() {
@@ -192,7 +194,7 @@ mod tests {
     }
 
     #[test]
-    fn packed_trees_are_owned_by_the_agent() {
+    fn packed_trees_are_owned_by_the_agent_and_keep_their_times() {
         let tmp = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(tmp.path().join("d/sub")).expect("mkdir");
         std::fs::write(tmp.path().join("d/sub/f"), "data").expect("write");
@@ -207,6 +209,17 @@ mod tests {
                 (e.path().expect("path").display().to_string(), h.uid().expect("uid"), h.gid().expect("gid"))
             })
             .collect();
+        let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_650_000_000);
+        std::fs::File::options()
+            .write(true)
+            .open(tmp.path().join("d/sub/f"))
+            .expect("open")
+            .set_modified(when)
+            .expect("touch");
+        let tar = pack_tree(&tmp.path().join("d"), "workspace", 1000, 1001).expect("pack");
+        let mut archive = tar::Archive::new(tar.as_slice());
+        let file = archive.entries().expect("entries").map(|e| e.expect("entry")).last().expect("the file");
+        assert_eq!(file.header().mtime().expect("mtime"), 1_650_000_000, "the file keeps its time");
         assert_eq!(
             entries,
             [

@@ -24,18 +24,28 @@ pub(crate) struct Engine {
 }
 
 impl Engine {
-    /// The client, connecting and negotiating on first use.
+    /// The client, connecting and negotiating on first use: to the engine
+    /// `DOCKER_HOST` names (`unix://PATH`, `tcp://HOST:PORT`,
+    /// `http://HOST:PORT`), else the local socket. An engine that does not
+    /// answer is an error, never a fall back to another one.
     pub(crate) async fn client(&self) -> Result<&Docker> {
         self.client
             .get_or_try_init(|| async {
-                let docker = Docker::connect_with_local_defaults().map_err(unavailable)?;
+                let docker = match docker_host() {
+                    None => Docker::connect_with_unix_defaults(),
+                    Some(_) => Docker::connect_with_defaults(),
+                }
+                .map_err(unavailable)?;
                 let negotiate = tokio::time::timeout(std::time::Duration::from_secs(5), docker.negotiate_version());
                 match negotiate.await {
                     Ok(Ok(docker)) => Ok(docker),
                     Ok(Err(e)) => Err(unavailable(e)),
                     Err(_) => Err(Error::new(
                         ErrorKind::Unavailable,
-                        format!("the Docker Engine did not answer within 5 s; {HOW_TO_GET_DOCKER}"),
+                        format!(
+                            "the Docker Engine at {} did not answer within 5 s; {HOW_TO_GET_DOCKER}",
+                            engine_address()
+                        ),
                     )
                     .with_backend(crate::NAME)),
                 }
@@ -44,11 +54,26 @@ impl Engine {
     }
 }
 
+/// `DOCKER_HOST`, when set and not empty (empty means unset, as for the docker CLI).
+fn docker_host() -> Option<String> {
+    std::env::var("DOCKER_HOST").ok().filter(|h| !h.trim().is_empty())
+}
+
+/// Where the engine is looked for, for messages.
+fn engine_address() -> String {
+    docker_host().unwrap_or_else(|| "unix:///var/run/docker.sock".into())
+}
+
 fn unavailable(e: bollard::errors::Error) -> Error {
-    let host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
-    Error::new(ErrorKind::Unavailable, format!("cannot reach the Docker Engine at {host}; {HOW_TO_GET_DOCKER}"))
-        .with_backend(crate::NAME)
-        .with_source(e)
+    let host = engine_address();
+    let message = match &e {
+        bollard::errors::Error::UnsupportedURISchemeError { .. } => format!(
+            "DOCKER_HOST={host} is not a form bot-bottle supports; use unix:///PATH, tcp://HOST:PORT or \
+             http://HOST:PORT, or unset it for the local socket"
+        ),
+        _ => format!("cannot reach the Docker Engine at {host}; {HOW_TO_GET_DOCKER}"),
+    };
+    Error::new(ErrorKind::Unavailable, message).with_backend(crate::NAME).with_source(e)
 }
 
 /// Whether an engine error is a 404.
