@@ -8,6 +8,7 @@ mod harness;
 mod upstream;
 
 mod cleanup;
+mod cli;
 mod egress;
 mod gate;
 mod install;

@@ -11,7 +11,7 @@ RUN set -eux; \
     rm -f /tmp/bot-bottle-host-ca.pem; \
     apt-get update; \
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        bash ca-certificates curl git iproute2 less nodejs npm procps ripgrep; \
+        bash ca-certificates curl git iproute2 less nodejs npm procps ripgrep tmux; \
     rm -rf /var/lib/apt/lists/*; \
     update-ca-certificates; \
     useradd --create-home --shell /bin/bash --uid 1000 node

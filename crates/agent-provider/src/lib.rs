@@ -59,6 +59,10 @@ mod tests {
                 "{name}: takes the host CA bundle"
             );
             assert!(dockerfile.contains("FROM debian:bookworm-slim"), "{name}: builds from the offline base");
+            assert!(
+                dockerfile.split_whitespace().any(|w| w.trim_end_matches(';') == "tmux"),
+                "{name}: installs tmux, which runs the agent's session"
+            );
             assert_ne!(p.guest_user(), "root");
         }
     }

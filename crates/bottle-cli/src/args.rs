@@ -5,11 +5,14 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// `bottle --version`: the version and the commit it was built from.
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("BOT_BOTTLE_COMMIT"), ")");
+
 /// Run AI coding agents in isolated bottles: a container (or microVM) with a
 /// copy of your workspace and only the network paths and credentials your
 /// manifest grants.
 #[derive(Debug, Parser)]
-#[command(name = "bottle", version, propagate_version = true, max_term_width = 100)]
+#[command(name = "bottle", version = VERSION, propagate_version = true, max_term_width = 100)]
 #[command(after_help = "Manifest discovery: --manifest, then $BOT_BOTTLE_MANIFEST, then ./bot-bottle.yaml, \
 then $XDG_CONFIG_HOME/bot-bottle/manifest.yaml, else the embedded default (one agent `shell`).\n\
 Backend selection: --backend, then $BOT_BOTTLE_BACKEND, then docker.\n\n\
@@ -82,7 +85,11 @@ bottle start reviewer --copy-cwd --label 'PR 42'\n  bottle start shell --yes -- 
         #[command(subcommand)]
         action: ManifestAction,
     },
-    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout.
+    #[command(after_help = "Where the script goes (it is printed to stdout; the hint goes to stderr):\n  \
+bash: bottle completions bash > ~/.local/share/bash-completion/completions/bottle\n  \
+zsh:  bottle completions zsh > ~/.zfunc/_bottle   (with `fpath+=~/.zfunc` before `compinit` in ~/.zshrc)\n  \
+fish: bottle completions fish > ~/.config/fish/completions/bottle.fish")]
     Completions {
         /// The shell.
         shell: clap_complete::Shell,

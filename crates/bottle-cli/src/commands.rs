@@ -14,8 +14,17 @@ use clap::CommandFactory;
 use crate::args::{Cli, Command, ListWhat, LogAction, ManifestAction, RunArgs, StartArgs};
 use crate::context::Context;
 
-/// Exit code after an interrupt (128 + SIGINT).
-const INTERRUPTED: i32 = 130;
+/// The signal that interrupted this process (0 while none did).
+static SIGNAL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// The exit code after an interrupt: 128 + the signal (130 for Ctrl-C,
+/// 143 for SIGTERM, 129 for SIGHUP).
+fn interrupted_code() -> i32 {
+    match SIGNAL.load(std::sync::atomic::Ordering::SeqCst) {
+        0 => 130,
+        signal => 128 + signal,
+    }
+}
 
 pub(crate) async fn run(cli: Cli) -> Result<i32> {
     let ctx = Context::new(cli.manifest.as_deref(), cli.backend)?;
@@ -40,23 +49,43 @@ pub(crate) async fn run(cli: Cli) -> Result<i32> {
         }
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "bottle", &mut std::io::stdout());
+            eprintln!("{}", completion_hint(shell));
             Ok(0)
         }
     }
 }
 
-/// Resolves when the process is asked to stop (Ctrl-C, SIGTERM, SIGHUP).
+/// Resolves when the process is asked to stop (Ctrl-C, SIGTERM, SIGHUP),
+/// noting which signal it was for [`interrupted_code`].
 async fn interrupted() {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
         let _ = tokio::signal::ctrl_c().await;
+        SIGNAL.store(2, std::sync::atomic::Ordering::SeqCst);
         return;
     };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-        _ = hup.recv() => {}
-    }
+    let signal = tokio::select! {
+        _ = tokio::signal::ctrl_c() => 2,
+        _ = term.recv() => 15,
+        _ = hup.recv() => 1,
+    };
+    SIGNAL.store(signal, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Where a completion script of `shell` goes, for stderr.
+fn completion_hint(shell: clap_complete::Shell) -> String {
+    use clap_complete::Shell;
+    let place = match shell {
+        Shell::Bash => "save it as ~/.local/share/bash-completion/completions/bottle",
+        Shell::Zsh => {
+            "save it as _bottle in a folder on $fpath (e.g. ~/.zfunc, with `fpath+=~/.zfunc` before `compinit`)"
+        }
+        Shell::Fish => "save it as ~/.config/fish/completions/bottle.fish",
+        Shell::Elvish => "add it to ~/.config/elvish/rc.elv (or `eval` it there)",
+        Shell::PowerShell => "add it to your PowerShell profile ($PROFILE)",
+        _ => "save it where your shell loads completions from",
+    };
+    format!("# bottle completions for {shell}: {place}")
 }
 
 /// Ask y/N on the terminal; without one, refuse unless `yes`.
@@ -129,7 +158,7 @@ async fn run_bottle(ctx: &Context, spec: BottleSpec, run: &RunArgs) -> Result<i3
         Ok(running) => running,
         Err(e) if e.kind() == ErrorKind::Interrupted => {
             eprintln!("{e}");
-            return Ok(INTERRUPTED);
+            return Ok(interrupted_code());
         }
         Err(e) => return Err(e.into()),
     };
@@ -142,7 +171,8 @@ async fn run_bottle(ctx: &Context, spec: BottleSpec, run: &RunArgs) -> Result<i3
     }
     let ended = running.attach(interrupted()).await.with_context(|| format!("while running bottle {slug}"))?;
     warn_all(&ended.notes);
-    Ok(ended.code)
+    let interrupted = SIGNAL.load(std::sync::atomic::Ordering::SeqCst) != 0;
+    Ok(if interrupted { interrupted_code() } else { ended.code })
 }
 
 fn list_agents(ctx: &Context, json: bool) -> Result<i32> {
@@ -173,12 +203,18 @@ fn list_agents(ctx: &Context, json: bool) -> Result<i32> {
     Ok(0)
 }
 
-/// Say why a backend is skipped when it is the selected one; other
-/// unavailable backends (smolvm on a Docker-only host) are skipped quietly.
-fn note_unavailable(ctx: &Context, backend: &dyn DynBackend, e: &bot_bottle::Error) {
-    if ctx.backend().is_ok_and(|selected| selected.name() == backend.name_dyn()) {
-        eprintln!("note: skipping backend {}: {e}", backend.name_dyn());
+/// An unavailable backend: an error when the operator named it (`--backend`,
+/// `$BOT_BOTTLE_BACKEND`), a note when it is the default, skipped quietly
+/// otherwise (smolvm on a Docker-only host).
+fn note_unavailable(ctx: &Context, backend: &dyn DynBackend, e: bot_bottle::Error) -> Result<()> {
+    let name = backend.name_dyn();
+    if ctx.named_backend().is_some_and(|named| named.name() == name) {
+        return Err(e.into());
     }
+    if ctx.backend().is_ok_and(|selected| selected.name() == name) {
+        eprintln!("note: skipping backend {name}: {e}");
+    }
+    Ok(())
 }
 
 /// Every available backend's bottles; an unavailable backend is skipped with a note.
@@ -186,7 +222,7 @@ async fn all_active(ctx: &Context) -> Result<Vec<ActiveAgent>> {
     let mut all = Vec::new();
     for backend in ctx.registry.all() {
         if let Err(e) = backend.is_available().await {
-            note_unavailable(ctx, backend.as_ref(), &e);
+            note_unavailable(ctx, backend.as_ref(), e)?;
             continue;
         }
         all.extend(backend.enumerate_active().await?);
@@ -278,7 +314,7 @@ async fn cleanup(ctx: &Context, yes: bool, dry_run: bool) -> Result<i32> {
     let mut plans = Vec::new();
     for backend in ctx.registry.all() {
         if let Err(e) = backend.is_available().await {
-            note_unavailable(ctx, backend.as_ref(), &e);
+            note_unavailable(ctx, backend.as_ref(), e)?;
             continue;
         }
         let plan = backend.prepare_cleanup().await?;

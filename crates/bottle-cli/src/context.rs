@@ -23,6 +23,11 @@ impl Context {
         let lookup = |k: &str| host.var(k).map(str::to_string);
         let manifest_path = discover_manifest(manifest, &lookup, &cwd);
         let registry = bot_bottle::default_registry();
+        // Every command refuses a backend it does not know, not only `start`.
+        let named = backend.as_deref().or(host.var(bot_bottle::BACKEND_ENV)).map(str::trim).filter(|n| !n.is_empty());
+        if let Some(name) = named {
+            registry.get(name)?;
+        }
         Ok(Context {
             providers: bot_bottle::builtin_providers(),
             registry,
@@ -45,6 +50,12 @@ impl Context {
     /// The selected backend: `--backend`, then `$BOT_BOTTLE_BACKEND`, then docker.
     pub(crate) fn backend(&self) -> Result<Arc<dyn DynBackend>> {
         Ok(self.registry.select(self.explicit_backend.as_deref(), self.host.var(bot_bottle::BACKEND_ENV))?)
+    }
+
+    /// The backend the operator named (`--backend`, `$BOT_BOTTLE_BACKEND`), if any.
+    pub(crate) fn named_backend(&self) -> Option<Arc<dyn DynBackend>> {
+        let named = self.explicit_backend.as_deref().or(self.host.var(bot_bottle::BACKEND_ENV));
+        self.registry.get(named.map(str::trim).filter(|n| !n.is_empty())?).ok()
     }
 
     /// The backend that runs bottle `slug` (from its metadata), else the selected one.
