@@ -370,5 +370,14 @@ fn manifest_check(ctx: &Context) -> Result<i32> {
             if bottle.supervise { "on" } else { "off" }
         );
     }
+    warn_unset_host_vars(ctx, &manifest);
     Ok(0)
+}
+
+/// One warning on stderr per place the manifest reads a host variable that is
+/// not set here: the manifest is valid, but `start` would refuse.
+fn warn_unset_host_vars(ctx: &Context, manifest: &Manifest) {
+    for reference in manifest.host_vars().iter().filter(|reference| ctx.host.var(&reference.name).is_none()) {
+        eprintln!("warning: {}; `bottle start` of an agent using it will refuse to start", reference.not_set_message());
+    }
 }

@@ -33,7 +33,8 @@ pub use bottle::{ActiveAgent, Bottle, ExecResult, GuestUser, Sidecar, sort_activ
 pub use error::{Error, ErrorKind, Result};
 pub use manifest::{
     AgentDef, AgentProviderDef, AuthScheme, BottleDef, DEFAULT_MANIFEST, DEFAULT_MAX_PUSH_MB, EgressRoute, EnvValue,
-    GitIdentity, GitUpstream, Manifest, ManifestError, ManifestErrors, ManifestSource, PushPolicy, RouteAuth,
+    GitIdentity, GitUpstream, HostVarRef, HostVarUse, MAX_ENV_ENTRIES, MAX_ENV_ENTRY_BYTES, MAX_ENV_TOTAL_BYTES,
+    MAX_MANIFEST_BYTES, Manifest, ManifestError, ManifestErrors, ManifestSource, PushPolicy, RouteAuth,
     discover_manifest,
 };
 pub use plan::{CommonPlan, EgressPlan, GitGatePlan, SupervisePlan};

@@ -12,18 +12,28 @@
 //! The typed structs also derive `Serialize`, `Deserialize` and `JsonSchema`
 //! in the same YAML shape, so [`Manifest::to_yaml`] re-parses to an equal
 //! manifest and [`Manifest::json_schema`] describes what users write.
+//!
+//! Parsing also enforces the [`limits`]: the file's size, and what a bottle's
+//! `env` may hold so that its environment fits what Linux lets a process exec
+//! with. And it keeps where each host variable is read ([`HostVarRef`]), so
+//! that an unset one can be pointed at before and when a bottle starts.
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+mod limits;
 mod spans;
 #[cfg(test)]
 mod tests;
 mod validate;
+
+pub(crate) use limits::{EXEC_REASON, EnvSize, Excess};
+pub use limits::{MAX_ENV_ENTRIES, MAX_ENV_ENTRY_BYTES, MAX_ENV_TOTAL_BYTES, MAX_MANIFEST_BYTES};
 
 /// The built-in manifest used when no manifest file is found: one `shell`
 /// agent in a `shell` bottle with no env, egress or git access.
@@ -37,7 +47,11 @@ const ENV_NAME_PATTERN: &str = "^[A-Za-z_][A-Za-z0-9_]*$";
 const EMBEDDED_FILE: &str = "<embedded default manifest>";
 
 /// A parsed and validated manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+///
+/// Two manifests are equal when they say the same thing: where they say it
+/// (the positions in [`Manifest::host_vars`]) is not compared, so a manifest
+/// re-parsed from [`Manifest::to_yaml`] equals the original.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
     /// The agents that can be started, by name. At least one is required.
@@ -49,6 +63,93 @@ pub struct Manifest {
     /// Where this manifest came from (not part of the file).
     #[serde(skip)]
     pub source: ManifestSource,
+    /// Where the file reads host variables, in file order (found by parsing;
+    /// not part of the file's format).
+    #[serde(skip)]
+    #[schemars(skip)]
+    host_vars: Vec<HostVarRef>,
+}
+
+impl PartialEq for Manifest {
+    fn eq(&self, other: &Self) -> bool {
+        // Destructured so that a new field has to be decided on here.
+        let Manifest { agents, bottles, source, host_vars: _ } = self;
+        (agents, bottles, source) == (&other.agents, &other.bottles, &other.source)
+    }
+}
+
+impl Eq for Manifest {}
+
+/// Where a manifest reads a host environment variable: an `env` entry's
+/// `from_host` (secret or not) or an egress route's `auth.from_host`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostVarRef {
+    /// The host variable's name.
+    pub name: String,
+    /// The manifest file.
+    pub file: PathBuf,
+    /// The 1-based line of the `from_host` value.
+    pub line: usize,
+    /// The 1-based column (in characters).
+    pub column: usize,
+    /// What reads the variable.
+    pub used_by: HostVarUse,
+}
+
+impl HostVarRef {
+    /// `FILE:LINE:COL: host variable `NAME` is not set (used by …)`: what to
+    /// say when the variable is missing on the host.
+    pub fn not_set_message(&self) -> String {
+        format!(
+            "{}:{}:{}: host variable `{}` is not set (used by {})",
+            self.file.display(),
+            self.line,
+            self.column,
+            self.name,
+            self.used_by
+        )
+    }
+}
+
+/// What reads a host variable. Displays as `bottle dev, env API_KEY` or
+/// `bottle dev, egress route api.example.com`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HostVarUse {
+    /// An `env` entry's `from_host`.
+    Env {
+        /// The bottle.
+        bottle: String,
+        /// The entry's name (the variable the bottle sees).
+        name: String,
+    },
+    /// An egress route's `auth.from_host`.
+    Route {
+        /// The bottle.
+        bottle: String,
+        /// The route's place in the bottle's `egress` list.
+        index: usize,
+        /// The route's host.
+        host: String,
+    },
+}
+
+impl HostVarUse {
+    /// The bottle whose entry or route reads the variable.
+    pub fn bottle(&self) -> &str {
+        match self {
+            HostVarUse::Env { bottle, .. } | HostVarUse::Route { bottle, .. } => bottle,
+        }
+    }
+}
+
+impl fmt::Display for HostVarUse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostVarUse::Env { bottle, name } => write!(f, "bottle {bottle}, env {name}"),
+            HostVarUse::Route { bottle, host, .. } => write!(f, "bottle {bottle}, egress route {host}"),
+        }
+    }
 }
 
 /// Where a [`Manifest`] was read from.
@@ -444,15 +545,18 @@ impl Manifest {
     /// its parent directory); `known_templates` are the agent provider templates
     /// `agent_provider.template` may name. A leading `~/` in a path expands
     /// with this process's `$HOME`. Every problem is reported.
+    /// A text longer than [`MAX_MANIFEST_BYTES`] is refused unparsed.
     pub fn parse(text: &str, file: &Path, known_templates: &[&str]) -> Result<Manifest, ManifestErrors> {
+        check_size(file, Some(text.len() as u64))?;
         let mut manifest = validate::parse(text, file, known_templates)?;
         manifest.source = ManifestSource::File(file.to_path_buf());
         Ok(manifest)
     }
 
-    /// Reads and parses a manifest file (see [`Manifest::parse`]).
+    /// Reads and parses a manifest file (see [`Manifest::parse`]). A file
+    /// longer than [`MAX_MANIFEST_BYTES`] is refused before it is read.
     pub fn load(file: &Path, known_templates: &[&str]) -> Result<Manifest, ManifestErrors> {
-        let text = std::fs::read(file).map_err(|error| {
+        let unreadable = |error: std::io::Error| {
             let hint = if error.kind() == std::io::ErrorKind::NotFound {
                 "check the path (given with --manifest, $BOT_BOTTLE_MANIFEST, or found by discovery)"
             } else {
@@ -465,7 +569,15 @@ impl Manifest {
                 message: format!("cannot read the manifest: {error}"),
                 hint: hint.to_string(),
             }])
-        })?;
+        };
+        let opened = std::fs::File::open(file).map_err(unreadable)?;
+        // What the file system says (a pipe or device says 0), then what is read.
+        check_size(file, opened.metadata().ok().filter(std::fs::Metadata::is_file).map(|meta| meta.len()))?;
+        let mut text = Vec::new();
+        opened.take(MAX_MANIFEST_BYTES + 1).read_to_end(&mut text).map_err(unreadable)?;
+        if text.len() as u64 > MAX_MANIFEST_BYTES {
+            return Err(size_error(file, None));
+        }
         let text = String::from_utf8(text).map_err(|error| {
             let valid = &error.as_bytes()[..error.utf8_error().valid_up_to()];
             // `valid` is UTF-8 up to that point, so this never loses anything.
@@ -496,6 +608,14 @@ impl Manifest {
         }
     }
 
+    /// Where the manifest reads host variables (env `from_host`, plain and
+    /// secret, and egress routes' `auth.from_host`), in file order. Recorded
+    /// by [`Manifest::parse`]; empty for a manifest built otherwise, and not
+    /// updated when the fields are changed after parsing.
+    pub fn host_vars(&self) -> &[HostVarRef] {
+        &self.host_vars
+    }
+
     /// The JSON schema of the manifest file format.
     pub fn json_schema() -> serde_json::Value {
         schemars::schema_for!(Manifest).to_value()
@@ -508,6 +628,31 @@ impl Manifest {
         // and paths written lossily.
         serde_yaml::to_string(self).unwrap_or_else(|error| format!("# cannot serialize the manifest: {error}\n"))
     }
+}
+
+/// Refuses a manifest of `size` bytes over [`MAX_MANIFEST_BYTES`].
+fn check_size(file: &Path, size: Option<u64>) -> Result<(), ManifestErrors> {
+    match size {
+        Some(size) if size > MAX_MANIFEST_BYTES => Err(size_error(file, Some(size))),
+        _ => Ok(()),
+    }
+}
+
+/// The error for a manifest over [`MAX_MANIFEST_BYTES`] (of `size` bytes, when known).
+fn size_error(file: &Path, size: Option<u64>) -> ManifestErrors {
+    let size = size.map_or_else(|| format!("more than {MAX_MANIFEST_BYTES}"), |size| size.to_string());
+    ManifestErrors(vec![ManifestError {
+        file: file.to_path_buf(),
+        line: 1,
+        column: 1,
+        message: format!(
+            "the manifest is {size} bytes, more than the {MAX_MANIFEST_BYTES} (1 MiB) a manifest may be, so that \
+             checking and starting stay fast"
+        ),
+        hint: "a manifest names agents, bottles and what they may reach: keep bulk data in files (a prompt, a \
+               skill, the copied working directory) rather than in `env`"
+            .to_string(),
+    }])
 }
 
 /// Finds the manifest file to use.

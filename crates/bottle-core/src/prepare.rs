@@ -1,13 +1,15 @@
 //! The host-side pipeline from a [`BottleSpec`] to a [`CommonPlan`]: validate
 //! everything the manifest names, resolve the environment, mint (or reuse) the
 //! slug and write its metadata. Safe to run before the operator's y/N: on
-//! error it leaves nothing behind.
+//! error it leaves nothing behind. An unset host variable is refused at the
+//! place the manifest reads it; an environment that would not fit what Linux
+//! lets a process exec with is refused by the names of its largest entries.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::manifest::{EnvValue, Manifest};
+use crate::manifest::{EXEC_REASON, EnvSize, EnvValue, Excess, HostVarRef, Manifest};
 use crate::owner::Owner;
 use crate::plan::{CommonPlan, EgressPlan, GitGatePlan, SupervisePlan};
 use crate::provider::{AgentProvider, Providers, ProvisionInput};
@@ -171,6 +173,7 @@ pub fn prepare(spec: &BottleSpec, providers: &Providers, host: &Host, backend: &
     if let Some(archive) = &bottle.agent_provider.image_archive {
         require_file(archive, &format!("bottle `{}`'s image_archive", agent.bottle))?;
     }
+    require_host_vars(manifest, &agent.bottle, host)?;
     let (mut guest_env, mut hidden_env) = resolve_env(&bottle.env, provider.as_ref(), host)?;
     let agent_routes = provider.agent_routes(&bottle.agent_provider, host)?;
     guest_env.extend(agent_routes.env.clone());
@@ -180,6 +183,7 @@ pub fn prepare(spec: &BottleSpec, providers: &Providers, host: &Host, backend: &
             hidden_env.push(name.clone());
         }
     }
+    require_env_fits(&agent.bottle, &guest_env)?;
     if spec.copy_cwd && !spec.user_cwd.is_dir() {
         return Err(Error::new(
             ErrorKind::NotFound,
@@ -287,6 +291,54 @@ fn require_file(path: &Path, what: &str) -> Result<()> {
             format!("{what} {} does not exist or is not a file; fix the path in the manifest", path.display()),
         ))
     }
+}
+
+/// Refuses, on one line, when a host variable bottle `bottle` reads (an env
+/// entry's `from_host`, a route's `auth.from_host`) is unset, naming where the
+/// manifest reads it. A manifest without recorded positions (not from
+/// [`Manifest::parse`]) is still refused, without them, by [`resolve_env`] and
+/// the egress configuration.
+fn require_host_vars(manifest: &Manifest, bottle: &str, host: &Host) -> Result<()> {
+    let unset: Vec<String> = manifest
+        .host_vars()
+        .iter()
+        .filter(|reference| reference.used_by.bottle() == bottle && host.var(&reference.name).is_none())
+        .map(HostVarRef::not_set_message)
+        .collect();
+    if unset.is_empty() {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorKind::MissingHostEnv,
+        format!("{}; export it on the host or remove it from the manifest", unset.join("; ")),
+    ))
+}
+
+/// Refuses bottle `bottle` when its environment `env` (host values and the
+/// provider's entries included) would not fit what Linux lets a process exec
+/// with, naming the largest entries (never a value: it may be a secret).
+fn require_env_fits(bottle: &str, env: &BTreeMap<String, String>) -> Result<()> {
+    let size = EnvSize::measure(env.iter().map(|(name, value)| (name.as_str(), value.as_str())));
+    let excesses: Vec<String> = size
+        .excesses()
+        .iter()
+        .map(|excess| match excess {
+            Excess::Entry { .. } => format!("entry {excess}"),
+            Excess::Total { .. } => format!("its {} entries are {excess}", env.len()),
+        })
+        .collect();
+    if excesses.is_empty() {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorKind::InvalidInput,
+        format!(
+            "the environment of bottle `{bottle}` is too large ({EXEC_REASON}): {}; the largest entries are {}: \
+             shorten them (values copied from the host included) or pass the data in a file the agent reads",
+            excesses.join("; "),
+            size.largest(3)
+        ),
+    ))
 }
 
 /// Resolve the bottle's env: literals as written, `from_host` copied, secrets

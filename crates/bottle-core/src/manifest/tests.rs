@@ -1,6 +1,7 @@
 //! Tests of manifest parsing: every error kind with its exact position
-//! through one `check` helper, the full example, round-trips, discovery, and
-//! property tests (generated manifests round-trip; mutated text never panics).
+//! through one `check` helper, the full example, the limits, where host
+//! variables are read, round-trips, discovery, and property tests (generated
+//! manifests round-trip; mutated text never panics).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -197,6 +198,7 @@ fn full_example_parses_to_the_expected_structs() {
             },
         )]),
         source: ManifestSource::File(PathBuf::from(FILE)),
+        host_vars: Vec::new(),
     };
     assert_eq!(manifest, expected);
     // `./` is normalised away, not just equal by components.
@@ -985,6 +987,7 @@ fn manifest() -> impl Strategy<Value = Manifest> {
             agents,
             bottles: bottles.clone(),
             source: ManifestSource::File(PathBuf::from(FILE)),
+            host_vars: Vec::new(),
         })
     })
 }
@@ -1105,4 +1108,168 @@ fn an_invalid_manifest_error_keeps_each_problem_structured() {
     assert_eq!(kept, &errors);
     assert!(kept.0.iter().all(|e| e.line > 0 && e.column > 0 && !e.hint.is_empty()), "{kept:?}");
     assert!(crate::Error::new(crate::ErrorKind::Io, "x").manifest_errors().is_none());
+}
+
+/// A bottle `b` whose `env` (at line 6, column 5) holds `entries`, one per line from line 7.
+fn env_of(entries: &[(String, String)]) -> String {
+    let lines: String = entries.iter().map(|(name, value)| format!("      {name}: {value}\n")).collect();
+    bottle_with(&format!("    env:\n{lines}"))
+}
+
+/// `count` entries `V0`, `V1`, … valued `x`.
+fn numbered(count: usize) -> Vec<(String, String)> {
+    (0..count).map(|i| (format!("V{i}"), "x".to_string())).collect()
+}
+
+/// An entry `name` whose `name=VALUE\0` is `bytes` long.
+fn sized(name: &str, bytes: usize) -> (String, String) {
+    (name.to_string(), "v".repeat(bytes - name.len() - 2))
+}
+
+#[test]
+fn a_bottle_has_at_most_max_env_entries() {
+    assert_eq!(MAX_ENV_ENTRIES, 4096);
+    let at_limit = parse(&env_of(&numbered(MAX_ENV_ENTRIES))).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(at_limit.bottles["b"].env.len(), MAX_ENV_ENTRIES);
+    check(
+        &env_of(&numbered(MAX_ENV_ENTRIES + 1)),
+        &[(
+            "6:5: `bottles.b.env` has 4097 entries, more than the 4096 a bottle may have: the environment must fit \
+             what Linux lets a process exec with",
+            "keep at most 4096 entries",
+        )],
+    );
+    // Entries copied from the host count too.
+    let mut copied = numbered(MAX_ENV_ENTRIES);
+    copied.push(("H".to_string(), "{ from_host: H }".to_string()));
+    check(&env_of(&copied), &[("6:5: `bottles.b.env` has 4097 entries", "")]);
+}
+
+#[test]
+fn one_literal_env_entry_fits_in_max_arg_strlen() {
+    assert_eq!(MAX_ENV_ENTRY_BYTES, 128 * 1024);
+    // `BIG=` + value + NUL is exactly the limit: fine.
+    let manifest = parse(&env_of(&[sized("BIG", MAX_ENV_ENTRY_BYTES)])).unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(&manifest.bottles["b"].env["BIG"], EnvValue::Literal(v) if v.len() == MAX_ENV_ENTRY_BYTES - 5));
+    check(
+        &env_of(&[("A".to_string(), "1".to_string()), sized("BIG", MAX_ENV_ENTRY_BYTES + 1)]),
+        &[(
+            "8:12: `BIG=…` is 131073 bytes with its ending NUL, more than the 131072 (128 KiB, Linux's \
+             MAX_ARG_STRLEN) one entry may be: the environment must fit what Linux lets a process exec with",
+            "shorten the value",
+        )],
+    );
+    // A number or boolean counts as written.
+    let digits = "9".repeat(MAX_ENV_ENTRY_BYTES);
+    check(&env_of(&[("N".to_string(), digits)]), &[("7:10: `N=…` is 131075 bytes", "")]);
+}
+
+#[test]
+fn the_literal_env_entries_together_fit_well_under_arg_max() {
+    assert_eq!(MAX_ENV_TOTAL_BYTES, 1 << 20);
+    // A file within MAX_MANIFEST_BYTES gets there only through aliases. Eight
+    // entries at the per-entry limit are exactly the total limit: fine.
+    let (_, value) = sized("E0", MAX_ENV_ENTRY_BYTES);
+    let full: Vec<_> =
+        (0..8).map(|i| (format!("E{i}"), if i == 0 { format!("&v {value}") } else { "*v".to_string() })).collect();
+    let manifest = parse(&env_of(&full)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(manifest.bottles["b"].env["E7"], EnvValue::Literal(value));
+    // Entries copied from the host are measured when the bottle starts, not here.
+    let mut copied = full.clone();
+    copied.push(("H".to_string(), "{ from_host: H }".to_string()));
+    assert!(parse(&env_of(&copied)).is_ok());
+    // One more literal byte (`Z=` and NUL) is over.
+    let mut over = full;
+    over.push(("Z".to_string(), "''".to_string()));
+    check(
+        &env_of(&over),
+        &[(
+            "6:5: the literal entries of `bottles.b.env` are 1048579 bytes in all as `KEY=VALUE\\0`, more than the \
+             1048576 (1 MiB, well under Linux's ARG_MAX) an environment may be: the environment must fit what Linux \
+             lets a process exec with",
+            "the largest: E0 (131072 bytes), E1 (131072 bytes), E2 (131072 bytes)",
+        )],
+    );
+}
+
+#[test]
+fn a_manifest_file_is_at_most_max_manifest_bytes() {
+    assert_eq!(MAX_MANIFEST_BYTES, 1 << 20);
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let base = bottle_with("");
+    let padded = |bytes: u64| {
+        let pad = usize::try_from(bytes).unwrap_or(usize::MAX) - base.len() - 2;
+        format!("{base}#{}\n", " ".repeat(pad))
+    };
+    let at_limit = dir.path().join("at.yaml");
+    std::fs::write(&at_limit, padded(MAX_MANIFEST_BYTES)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(std::fs::metadata(&at_limit).map(|m| m.len()).ok(), Some(MAX_MANIFEST_BYTES));
+    assert!(Manifest::load(&at_limit, KNOWN).is_ok());
+
+    let over = dir.path().join("over.yaml");
+    std::fs::write(&over, padded(MAX_MANIFEST_BYTES + 1)).unwrap_or_else(|e| panic!("{e}"));
+    let errors = Manifest::load(&over, KNOWN).expect_err("one byte over");
+    assert_eq!(errors.0.len(), 1, "{errors}");
+    let error = &errors.0[0];
+    assert_eq!((error.file.as_path(), error.line, error.column), (over.as_path(), 1, 1));
+    assert_eq!(
+        error.message,
+        "the manifest is 1048577 bytes, more than the 1048576 (1 MiB) a manifest may be, so that checking and starting stay fast"
+    );
+    assert!(error.hint.contains("keep bulk data in files"), "{error}");
+    // The same limit when the text is handed over directly.
+    check(&padded(MAX_MANIFEST_BYTES + 1), &[("1:1: the manifest is 1048577 bytes, more than the 1048576", "")]);
+}
+
+#[test]
+fn where_host_variables_are_read_is_kept() {
+    let manifest = parse(FULL).unwrap_or_else(|e| panic!("{e}"));
+    let env = |name: &str| HostVarUse::Env { bottle: "dev".to_string(), name: name.to_string() };
+    let route =
+        |index: usize, host: &str| HostVarUse::Route { bottle: "dev".to_string(), index, host: host.to_string() };
+    let expected = [
+        ("GH_TOKEN", 16, 30, env("GH_TOKEN")),
+        ("EDITOR", 17, 28, env("EDITOR")),
+        ("ANTHROPIC_API_KEY", 20, 47, route(0, "api.anthropic.com")),
+        ("GH_TOKEN", 25, 44, route(2, "api.github.com")),
+        ("NEXUS_PASSWORD", 28, 54, route(3, "*.nexus.example")),
+    ];
+    let expected: Vec<HostVarRef> = expected
+        .into_iter()
+        .map(|(name, line, column, used_by)| HostVarRef {
+            name: name.to_string(),
+            file: PathBuf::from(FILE),
+            line,
+            column,
+            used_by,
+        })
+        .collect();
+    assert_eq!(manifest.host_vars(), expected);
+    assert_eq!(
+        manifest.host_vars()[0].not_set_message(),
+        "/m/bot-bottle.yaml:16:30: host variable `GH_TOKEN` is not set (used by bottle dev, env GH_TOKEN)"
+    );
+    assert_eq!(manifest.host_vars()[3].used_by.to_string(), "bottle dev, egress route api.github.com");
+
+    // In file order across bottles and whichever of `egress` and `env` comes first; block style too.
+    let yaml = "agents:\n  a: { bottle: b }\nbottles:\n  b:\n    agent_provider: { template: shell }\n    egress:\n      \
+                - host: x.com\n        auth:\n          scheme: bearer\n          from_host: TOK\n    env:\n      \
+                K:\n        from_host: KEY\n        secret: true\n  c:\n    agent_provider: { template: shell }\n    \
+                env: { C: { from_host: CV } }\n";
+    let manifest = parse(yaml).unwrap_or_else(|e| panic!("{e}"));
+    let found: Vec<(&str, usize, usize, String)> =
+        manifest.host_vars().iter().map(|r| (r.name.as_str(), r.line, r.column, r.used_by.to_string())).collect();
+    assert_eq!(
+        found,
+        [
+            ("TOK", 10, 22, "bottle b, egress route x.com".to_string()),
+            ("KEY", 13, 20, "bottle b, env K".to_string()),
+            ("CV", 17, 28, "bottle c, env C".to_string()),
+        ]
+    );
+    // Positions are where, not what: a re-parsed manifest is equal though they differ.
+    let reparsed = parse(&manifest.to_yaml()).unwrap_or_else(|e| panic!("{e}"));
+    assert_ne!(reparsed.host_vars(), manifest.host_vars());
+    assert_eq!(reparsed, manifest);
+    assert!(Manifest::embedded_default(KNOWN).host_vars().is_empty());
 }

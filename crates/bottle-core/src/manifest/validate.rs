@@ -3,7 +3,8 @@
 //! records every problem at the position [`Spans`] gives for that path.
 //!
 //! The rules for single values (names, hosts, methods, …) are plain functions
-//! returning a [`Problem`], so the walker only decides *where* to report.
+//! returning a [`Problem`], so the walker only decides *where* to report. On
+//! the way it records where host variables are read ([`HostVarRef`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -12,10 +13,11 @@ use std::path::{Path, PathBuf};
 
 use serde_yaml::Value;
 
+use super::limits::{EXEC_REASON, EnvSize, Excess, MAX_ENV_ENTRIES};
 use super::spans::{Pos, Seg, Spans};
 use super::{
-    AgentDef, AgentProviderDef, AuthScheme, BottleDef, EgressRoute, EnvValue, GitIdentity, GitUpstream,
-    MAX_PUSH_MB_LIMIT, Manifest, ManifestError, ManifestErrors, ManifestSource, PushPolicy, RouteAuth,
+    AgentDef, AgentProviderDef, AuthScheme, BottleDef, EgressRoute, EnvValue, GitIdentity, GitUpstream, HostVarRef,
+    HostVarUse, MAX_PUSH_MB_LIMIT, Manifest, ManifestError, ManifestErrors, ManifestSource, PushPolicy, RouteAuth,
 };
 use crate::resources::{ByteSize, Cpus, Resources};
 
@@ -42,9 +44,18 @@ pub(super) fn parse(text: &str, file: &Path, known_templates: &[&str]) -> Result
     let spans = Spans::index(text);
     let dir = manifest_dir(file);
     let home = std::env::var_os("HOME").filter(|home| !home.is_empty()).map(PathBuf::from);
-    let mut walker =
-        Walker { file, dir: &dir, home: home.as_deref(), spans: &spans, known_templates, errors: Vec::new() };
-    let manifest = walker.manifest(&value);
+    let mut walker = Walker {
+        file,
+        dir: &dir,
+        home: home.as_deref(),
+        spans: &spans,
+        known_templates,
+        errors: Vec::new(),
+        host_vars: Vec::new(),
+    };
+    let mut manifest = walker.manifest(&value);
+    walker.host_vars.sort_by_key(|reference| (reference.line, reference.column));
+    manifest.host_vars = walker.host_vars;
     let mut errors = walker.errors;
     if errors.is_empty() {
         return Ok(manifest);
@@ -211,6 +222,8 @@ struct Walker<'a> {
     spans: &'a Spans,
     known_templates: &'a [&'a str],
     errors: Vec<ManifestError>,
+    /// Where host variables are read, in walk order.
+    host_vars: Vec<HostVarRef>,
 }
 
 impl Walker<'_> {
@@ -232,6 +245,18 @@ impl Walker<'_> {
     fn at_key(&mut self, path: &[Seg], problem: Problem) {
         let pos = self.spans.key(path);
         self.error(pos, problem);
+    }
+
+    /// Records that `used_by` reads host variable `name`, written at `path`.
+    fn host_var(&mut self, name: &str, path: &[Seg], used_by: HostVarUse) {
+        let pos = self.spans.value(path);
+        self.host_vars.push(HostVarRef {
+            name: name.to_string(),
+            file: self.file.to_path_buf(),
+            line: pos.line,
+            column: pos.column,
+            used_by,
+        });
     }
 
     fn wrong_type(&mut self, path: &[Seg], value: &Value, expected: &str, hint: impl Into<String>) {
@@ -402,8 +427,12 @@ impl Walker<'_> {
     }
 
     fn manifest(&mut self, root: &Value) -> Manifest {
-        let mut manifest =
-            Manifest { agents: BTreeMap::new(), bottles: BTreeMap::new(), source: ManifestSource::default() };
+        let mut manifest = Manifest {
+            agents: BTreeMap::new(),
+            bottles: BTreeMap::new(),
+            source: ManifestSource::default(),
+            host_vars: Vec::new(),
+        };
         if root.is_null() {
             let hint = "define at least one agent under `agents:` and the bottle it runs in under `bottles:`";
             self.error(Pos::START, problem("the manifest is empty", hint));
@@ -419,7 +448,7 @@ impl Walker<'_> {
         let bottle_names: Vec<String> = bottles.iter().map(|(name, ..)| name.clone()).collect();
         for (name, path, value) in bottles {
             self.name_key(&name, &path, "bottle");
-            if let Some(bottle) = self.bottle(value, &path) {
+            if let Some(bottle) = self.bottle(&name, value, &path) {
                 manifest.bottles.insert(name, bottle);
             }
         }
@@ -477,24 +506,25 @@ impl Walker<'_> {
         Some(GitIdentity { name: name?, email: email? })
     }
 
-    fn bottle(&mut self, value: &Value, path: &[Seg]) -> Option<BottleDef> {
+    /// Bottle `name`, at `path`.
+    fn bottle(&mut self, name: &str, value: &Value, path: &[Seg]) -> Option<BottleDef> {
         let fields = self.mapping(value, path, BOTTLE_KEYS, &["agent_provider"])?;
         let provider = fields.get("agent_provider").and_then(|(value, path)| self.provider(value, &path));
-        let mut env = BTreeMap::new();
-        if let Some((value, path)) = fields.get("env") {
-            for (name, path, value) in self.entries(value, &path, "a mapping of variable names to values") {
-                if let Err(problem) = check_env_key(&name) {
-                    self.at_key(&path, problem);
-                }
-                if let Some(env_value) = self.env_value(value, &path) {
-                    env.insert(name, env_value);
-                }
-            }
-        }
+        let env = match fields.get("env") {
+            Some((value, path)) => self.env(name, value, &path),
+            None => BTreeMap::new(),
+        };
         let mut egress = Vec::new();
         if let Some((value, path)) = fields.get("egress") {
             for (path, value) in self.items(value, &path, "a list of routes") {
-                egress.extend(self.route(value, &path));
+                let Some(route) = self.route(value, &path) else { continue };
+                if let Some(auth) = &route.auth {
+                    let at = child(&child(&path, Seg::Key("auth".into())), Seg::Key("from_host".into()));
+                    let used_by =
+                        HostVarUse::Route { bottle: name.to_string(), index: egress.len(), host: route.host.clone() };
+                    self.host_var(&auth.from_host, &at, used_by);
+                }
+                egress.push(route);
             }
         }
         let mut git = Vec::new();
@@ -510,6 +540,61 @@ impl Walker<'_> {
             None => Resources::default(),
         };
         Some(BottleDef { agent_provider: provider?, env, egress, git, supervise, resources })
+    }
+
+    /// Bottle `bottle`'s `env`, at `path`, within the [`limits`](super::limits):
+    /// the number of entries, and the literal entries' sizes (a host value's
+    /// size is known only when the bottle starts, where `prepare` checks it).
+    fn env(&mut self, bottle: &str, value: &Value, path: &[Seg]) -> BTreeMap<String, EnvValue> {
+        let entries = self.entries(value, path, "a mapping of variable names to values");
+        if entries.len() > MAX_ENV_ENTRIES {
+            let message = format!(
+                "{} has {} entries, more than the {MAX_ENV_ENTRIES} a bottle may have: {EXEC_REASON}",
+                describe(path),
+                entries.len()
+            );
+            let hint = format!(
+                "keep at most {MAX_ENV_ENTRIES} entries; pass bulk data in a file the agent reads (a prompt, a \
+                 skill, the copied working directory) instead"
+            );
+            self.at_key(path, problem(message, hint));
+        }
+        let mut env = BTreeMap::new();
+        for (name, path, value) in entries {
+            if let Err(problem) = check_env_key(&name) {
+                self.at_key(&path, problem);
+            }
+            if let Some(env_value) = self.env_value(value, &path) {
+                if let EnvValue::FromHost { from_host, .. } = &env_value {
+                    let used_by = HostVarUse::Env { bottle: bottle.to_string(), name: name.clone() };
+                    self.host_var(from_host, &child(&path, Seg::Key("from_host".into())), used_by);
+                }
+                env.insert(name, env_value);
+            }
+        }
+        let literals = env.iter().filter_map(|(name, value)| match value {
+            EnvValue::Literal(text) => Some((name.as_str(), text.as_str())),
+            EnvValue::FromHost { .. } => None,
+        });
+        let size = EnvSize::measure(literals);
+        for excess in size.excesses() {
+            match excess {
+                Excess::Entry { name, .. } => {
+                    let message = format!("{excess}: {EXEC_REASON}");
+                    let hint = "shorten the value, or pass the data in a file the agent reads";
+                    self.at_value(&child(path, Seg::Key(name.to_string())), problem(message, hint));
+                }
+                Excess::Total { .. } => {
+                    let message = format!("the literal entries of {} are {excess}: {EXEC_REASON}", describe(path));
+                    let hint = format!(
+                        "shorten or remove entries (the largest: {}), or pass bulk data in a file the agent reads",
+                        size.largest(3)
+                    );
+                    self.at_key(path, problem(message, hint));
+                }
+            }
+        }
+        env
     }
 
     fn resources(&mut self, value: &Value, path: &[Seg]) -> Option<Resources> {

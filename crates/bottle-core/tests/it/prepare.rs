@@ -116,6 +116,60 @@ fn a_route_knows_its_sentinels_and_the_summary_warns_where_its_credential_reache
     assert!(warnings[1].contains("env CLEAR copies $GH_TOKEN"), "{summary}");
 }
 
+#[test]
+fn an_unset_host_variable_is_refused_where_the_manifest_reads_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let text = "agents:\n  dev:\n    bottle: b\nbottles:\n  b:\n    agent_provider:\n      template: shell\n    env:\n      \
+                COPIED: { from_host: HOST_EDITOR }\n    egress:\n      - host: api.example.com\n        \
+                auth: { scheme: bearer, from_host: HOST_TOKEN }\n";
+    let m = manifest(tmp.path(), text);
+    let file = tmp.path().join("bot-bottle.yaml");
+    let err = prepare(&spec(m.clone(), tmp.path()), &providers(), &host(tmp.path(), &[]), "docker")
+        .expect_err("both are unset");
+    assert_eq!(err.kind(), ErrorKind::MissingHostEnv);
+    let message = err.to_string();
+    let env = format!("{}:9:28: host variable `HOST_EDITOR` is not set (used by bottle b, env COPIED)", file.display());
+    let route = format!(
+        "{}:12:44: host variable `HOST_TOKEN` is not set (used by bottle b, egress route api.example.com)",
+        file.display()
+    );
+    assert!(message.contains(&env) && message.contains(&route), "{message}");
+    assert!(!message.contains('\n'), "one line: {message}");
+    // The route's credential alone is refused at its line too.
+    let host = host(tmp.path(), &[("HOST_EDITOR", "vim")]);
+    let err = prepare(&spec(m, tmp.path()), &providers(), &host, "docker").expect_err("HOST_TOKEN is unset");
+    assert!(err.to_string().contains(&route) && !err.to_string().contains("HOST_EDITOR"), "{err}");
+    assert!(host.state.list().is_empty(), "no state left behind");
+}
+
+#[test]
+fn a_host_value_that_makes_the_environment_too_large_is_refused_by_name_only() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // Eight literal entries of 120,004 bytes (`Lx=…\0`): 960,032, within the limit.
+    let literals: String = (0..8).map(|i| format!("      L{i}: {}\n", "l".repeat(120_000))).collect();
+    let text = format!(
+        "agents:\n  dev:\n    bottle: b\nbottles:\n  b:\n    agent_provider:\n      template: shell\n    env:\n\
+         {literals}      HUGE: {{ from_host: HOST_HUGE }}\n"
+    );
+    let m = manifest(tmp.path(), &text);
+    // 125,006 bytes as `HUGE=…\0`: within one entry's limit, over the total's.
+    let secret = "topsecret-".repeat(12_500);
+    let host_with = |value: &str| host(tmp.path(), &[("HOST_HUGE", value)]);
+    let err =
+        prepare(&spec(m.clone(), tmp.path()), &providers(), &host_with(&secret), "docker").expect_err("over the total");
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    let message = err.to_string();
+    assert!(message.contains("bottle `b`"), "names the bottle: {message}");
+    assert!(message.contains("1085038 bytes") && message.contains("1048576"), "the size and the limit: {message}");
+    assert!(message.contains("what Linux lets a process exec with"), "why: {message}");
+    assert!(message.contains("the largest entries are HUGE (125006 bytes), L0 (120004 bytes)"), "{message}");
+    assert!(!message.contains("topsecret") && !message.contains("lll"), "never a value: {message}");
+    assert!(host_with("").state.list().is_empty(), "refused before anything is written");
+
+    let plan = prepare(&spec(m, tmp.path()), &providers(), &host_with("short"), "docker").expect("fits");
+    assert_eq!(plan.provision.guest_env["HUGE"], "short");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
     #[test]
