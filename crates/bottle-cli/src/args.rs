@@ -44,6 +44,14 @@ bottle start reviewer --copy-cwd --label 'PR 42'\n  bottle start shell --yes -- 
         #[arg(long)]
         json: bool,
     },
+    /// Connect this terminal to a running bottle's agent session (detach with C-b d).
+    #[command(after_help = "A detached bottle (`bottle start AGENT --detach`) runs its agent in a tmux session; \
+attach as often as you like, from several terminals in turn or at once. C-b d detaches and leaves the agent running; \
+`bottle stop SLUG` removes the bottle (saving the agent's state).\n\nExample:\n  bottle attach shell-1a2b3c4d")]
+    Attach {
+        /// The bottle's slug (see `bottle list active`).
+        slug: String,
+    },
     /// Run a command in a running bottle; exits with the command's exit code.
     #[command(after_help = "Example:\n  bottle exec shell-1a2b3c4d -- id -un")]
     Exec {
@@ -56,10 +64,16 @@ bottle start reviewer --copy-cwd --label 'PR 42'\n  bottle start shell --yes -- 
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<String>,
     },
-    /// Stop a bottle: save the agent's state for `resume`, then remove everything it owns.
+    /// Stop a bottle: save the agent's state and the audit logs for `resume`, then remove everything it owns.
+    #[command(after_help = "Stopping twice, or from two terminals at once, is fine: the second says the bottle is \
+already stopped. When the workspace has uncommitted changes or unpushed commits, stop says so and, on a terminal, asks \
+first (--yes does not ask).")]
     Stop {
         /// The bottle's slug (see `bottle list active`).
         slug: String,
+        /// Do not ask when the workspace holds unsaved work.
+        #[arg(long, short)]
+        yes: bool,
     },
     /// Remove what killed or crashed runs left behind (containers, networks).
     Cleanup {
@@ -126,7 +140,7 @@ pub(crate) struct RunArgs {
     /// Do not ask for confirmation (required without a terminal).
     #[arg(long, short)]
     pub(crate) yes: bool,
-    /// Leave the bottle running and print its slug.
+    /// Run the agent in the background (its session outlives this command) and print the slug; `bottle attach SLUG` connects to it.
     #[arg(long, short)]
     pub(crate) detach: bool,
     /// Do not trust the host's CA bundle ($SSL_CERT_FILE / $NODE_EXTRA_CA_CERTS) in image builds.

@@ -33,8 +33,9 @@ pub(crate) async fn run(cli: Cli) -> Result<i32> {
         Command::Resume(args) => resume(&ctx, &args.identity, args.run).await,
         Command::List { what: ListWhat::Agents, json } => list_agents(&ctx, json),
         Command::List { what: ListWhat::Active, json } => list_active(&ctx, json).await,
+        Command::Attach { slug } => attach(&ctx, &slug).await,
         Command::Exec { slug, user, command } => exec(&ctx, &slug, user.as_deref(), &command).await,
-        Command::Stop { slug } => stop(&ctx, &slug).await,
+        Command::Stop { slug, yes } => stop(&ctx, &slug, yes).await,
         Command::Cleanup { yes, dry_run } => cleanup(&ctx, yes, dry_run).await,
         Command::Egress { action: LogAction::Log { slug, follow } } => {
             sidecar_log(&ctx, &slug, Sidecar::Egress, follow).await
@@ -130,8 +131,12 @@ async fn resume(ctx: &Context, identity: &str, run: RunArgs) -> Result<i32> {
             "bottle `{identity}` is still running; attach with `bottle exec {identity} -- bash` or stop it first with `bottle stop {identity}`"
         );
     }
+    let (manifest, note) = ctx.manifest_for_resume(&meta)?;
+    if let Some(note) = note {
+        eprintln!("note: {note}");
+    }
     let spec = BottleSpec {
-        manifest: ctx.manifest()?,
+        manifest,
         agent: meta.agent,
         copy_cwd: false,
         user_cwd: std::env::current_dir()?,
@@ -164,12 +169,19 @@ async fn run_bottle(ctx: &Context, spec: BottleSpec, run: &RunArgs) -> Result<i3
     };
     if run.detach {
         eprintln!(
-            "bottle {slug} is running; `bottle exec {slug} -- CMD` runs commands, `bottle stop {slug}` removes it"
+            "bottle {slug} is running its agent; `bottle attach {slug}` connects to it, `bottle exec {slug} -- CMD` \
+             runs commands, `bottle stop {slug}` removes it"
         );
         println!("{}", running.detach());
         return Ok(0);
     }
     let ended = running.attach(interrupted()).await.with_context(|| format!("while running bottle {slug}"))?;
+    if ended.detached {
+        eprintln!(
+            "detached: bottle {slug} keeps running; `bottle attach {slug}` reconnects, `bottle stop {slug}` removes it"
+        );
+        return Ok(0);
+    }
     warn_all(&ended.notes);
     let interrupted = SIGNAL.load(std::sync::atomic::Ordering::SeqCst) != 0;
     Ok(if interrupted { interrupted_code() } else { ended.code })
@@ -272,6 +284,26 @@ fn age(ms: u64) -> String {
     }
 }
 
+async fn attach(ctx: &Context, slug: &str) -> Result<i32> {
+    bot_bottle::validate_slug(slug)?;
+    let backend = ctx.backend_of(slug)?;
+    backend.is_available().await?;
+    match session::attach(backend.as_ref(), slug, interrupted()).await? {
+        session::Detach::AgentRuns => {
+            eprintln!("detached from bottle {slug}; its agent keeps running (`bottle attach {slug}` reconnects)");
+            Ok(0)
+        }
+        session::Detach::AgentEnded(code) => {
+            let code_text = code.map_or("ended".to_string(), |c| format!("exited with {c}"));
+            eprintln!(
+                "the agent of bottle {slug} {code_text}; the bottle runs on: `bottle exec {slug} -- CMD` runs commands, \
+                 `bottle stop {slug}` removes it (saving the agent's state)"
+            );
+            Ok(code.unwrap_or(0))
+        }
+    }
+}
+
 async fn exec(ctx: &Context, slug: &str, user: Option<&str>, command: &[String]) -> Result<i32> {
     bot_bottle::validate_slug(slug)?;
     let backend = ctx.backend_of(slug)?;
@@ -294,11 +326,23 @@ async fn sidecar_log(ctx: &Context, slug: &str, sidecar: Sidecar, follow: bool) 
     Ok(0)
 }
 
-async fn stop(ctx: &Context, slug: &str) -> Result<i32> {
+async fn stop(ctx: &Context, slug: &str, yes: bool) -> Result<i32> {
+    bot_bottle::validate_slug(slug)?;
     let backend = ctx.backend_of(slug)?;
     backend.is_available().await?;
-    let notes = session::stop(backend.as_ref(), slug, &ctx.host.state).await?;
-    warn_all(&notes);
+    if let Some(line) = session::unsaved_work(backend.as_ref(), slug, &ctx.host.state).await {
+        eprintln!("warning: {line}");
+        if !yes && std::io::stdin().is_terminal() && !confirm("Stop it anyway?", false)? {
+            eprintln!("not stopped");
+            return Ok(1);
+        }
+    }
+    let stopped = session::stop(backend.as_ref(), slug, &ctx.host.state).await?;
+    warn_all(&stopped.notes);
+    if stopped.already {
+        eprintln!("bottle {slug} is already stopped; `bottle resume {slug}` starts it again with its saved state");
+        return Ok(0);
+    }
     eprintln!("bottle {slug} stopped and removed; `bottle resume {slug}` starts it again with its saved state");
     Ok(0)
 }
@@ -338,14 +382,13 @@ async fn cleanup(ctx: &Context, yes: bool, dry_run: bool) -> Result<i32> {
         return Ok(1);
     }
     for (backend, plan) in plans {
-        let removed = cleanup_one(backend.as_ref(), plan).await?;
-        eprintln!("{}: removed {} resource(s)", backend.name(), removed.len());
+        let count = plan.describe().len();
+        for line in session::cleanup(backend.as_ref(), plan, &ctx.host.state).await? {
+            eprintln!("{}: {line}", backend.name());
+        }
+        eprintln!("{}: removed {count} resource(s)", backend.name());
     }
     Ok(0)
-}
-
-async fn cleanup_one(backend: &dyn DynBackend, plan: bot_bottle::backend::ErasedCleanupPlan) -> Result<Vec<String>> {
-    Ok(backend.cleanup_dyn(plan).await?)
 }
 
 fn manifest_check(ctx: &Context) -> Result<i32> {

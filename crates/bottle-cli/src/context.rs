@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
-use bot_bottle::{DynBackend, Host, Manifest, Providers, Registry, discover_manifest};
+use bot_bottle::{BottleMetadata, DynBackend, Host, Manifest, Providers, Registry, discover_manifest};
 
 /// The loaded world of one `bottle` invocation.
 pub(crate) struct Context {
@@ -13,6 +13,8 @@ pub(crate) struct Context {
     pub(crate) providers: Providers,
     pub(crate) registry: Registry,
     manifest_path: Option<std::path::PathBuf>,
+    /// Whether the operator named the manifest (`--manifest`, `$BOT_BOTTLE_MANIFEST`).
+    manifest_named: bool,
     explicit_backend: Option<String>,
 }
 
@@ -22,6 +24,7 @@ impl Context {
         let cwd = std::env::current_dir().context("while reading the current directory")?;
         let lookup = |k: &str| host.var(k).map(str::to_string);
         let manifest_path = discover_manifest(manifest, &lookup, &cwd);
+        let manifest_named = manifest.is_some() || lookup("BOT_BOTTLE_MANIFEST").is_some_and(|m| !m.is_empty());
         let registry = bot_bottle::default_registry();
         // Every command refuses a backend it does not know, not only `start`.
         let named = backend.as_deref().or(host.var(bot_bottle::BACKEND_ENV)).map(str::trim).filter(|n| !n.is_empty());
@@ -33,6 +36,7 @@ impl Context {
             registry,
             host,
             manifest_path,
+            manifest_named,
             explicit_backend: backend,
         })
     }
@@ -45,6 +49,39 @@ impl Context {
             None => Manifest::embedded_default(&templates),
         };
         Ok(Arc::new(manifest))
+    }
+
+    /// The manifest to resume bottle `meta` with: the one the operator names
+    /// now, else the one it was started with (recorded in its metadata);
+    /// with a line saying which, when that is not the discovered one.
+    pub(crate) fn manifest_for_resume(&self, meta: &BottleMetadata) -> Result<(Arc<Manifest>, Option<String>)> {
+        let recorded = Path::new(&meta.manifest);
+        if self.manifest_named {
+            let note = self.manifest_path.as_deref().filter(|now| *now != recorded).map(|now| {
+                format!(
+                    "resuming with {} (named now; bottle {} was started with {})",
+                    now.display(),
+                    meta.slug,
+                    meta.manifest
+                )
+            });
+            return Ok((self.manifest()?, note));
+        }
+        let templates = self.providers.names();
+        if !recorded.is_absolute() {
+            // The embedded default, recorded by its description.
+            return Ok((Arc::new(Manifest::embedded_default(&templates)), None));
+        }
+        if !recorded.is_file() {
+            anyhow::bail!(
+                "bottle {} was started with the manifest {}, which is gone; pass --manifest PATH to resume it with another",
+                meta.slug,
+                meta.manifest
+            );
+        }
+        let note = (self.manifest_path.as_deref() != Some(recorded))
+            .then(|| format!("resuming with {}, the manifest bottle {} was started with", meta.manifest, meta.slug));
+        Ok((Arc::new(Manifest::load(recorded, &templates)?), note))
     }
 
     /// The selected backend: `--backend`, then `$BOT_BOTTLE_BACKEND`, then docker.

@@ -8,7 +8,7 @@
 //! [`Wiring`] a backend hands back (in its [`WiredPlan`]), the bottle
 //! [`Handle`] with the engine-neutral halves of the copies, the shared label
 //! keys and the orphan rule ([`labels`](crate::labels): [`Leftovers`] judged
-//! into [`Orphans`], the ready marker), the sidecar program
+//! into [`Orphans`], the detached marker), the sidecar program
 //! ([`SidecarProgram`]) and its start protocol ([`SidecarCommand`], the
 //! readiness line of [`SidecarProcess`]), build contexts and the bounded
 //! copy helpers.
@@ -18,7 +18,7 @@ pub use crate::bundle::{BUNDLE_DIR, LAUNCHER, SELF_ENV, SIDECAR_ENV, SidecarProg
 pub use crate::copy::{CopyOut, guest_size, pack_tree, split_guest_path, tar_allowance, unpack_bounded};
 pub use crate::handle::{Handle, Packed};
 pub use crate::image::{BuildContext, DOCKERFILE_IN_CONTEXT, build_context, pack_context};
-pub use crate::labels::{Leftovers, Orphans, READY_MARKER, is_ready};
+pub use crate::labels::{Leftovers, Orphans, is_detached};
 pub use crate::owner::{Liveness, Owner, host_name, now_ms};
 pub use crate::plan::{BackendPlan, WiredPlan};
 pub use crate::protocol::{RelayPair, SidecarCommand, SidecarProcess};
@@ -41,6 +41,8 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub trait CleanupPlan: Send + 'static {
     /// One line per resource that `cleanup` would remove.
     fn describe(&self) -> Vec<String>;
+    /// The slugs of the bottles whose resources `cleanup` would remove.
+    fn slugs(&self) -> Vec<String>;
     /// Whether there is nothing to remove.
     fn is_empty(&self) -> bool {
         self.describe().is_empty()
@@ -72,6 +74,12 @@ pub trait Backend: Send + Sync + 'static {
 
     /// A handle on a running bottle by slug (for `exec` and `stop`).
     fn attach(&self, slug: &str) -> impl Future<Output = Result<Self::Bottle>> + Send;
+
+    /// A handle on bottle `slug`'s agent whatever state it is in, its
+    /// container or VM started again when it had stopped (a daemon restart,
+    /// an out-of-memory kill): so that `stop` and `cleanup` can still save
+    /// the agent's state. `None` when the bottle has no agent left.
+    fn revive(&self, slug: &str) -> impl Future<Output = Result<Option<Self::Bottle>>> + Send;
 
     /// Remove every resource labelled with `slug`, whatever state it is in. Idempotent.
     fn remove(&self, slug: &str) -> impl Future<Output = Result<()>> + Send;
@@ -135,6 +143,9 @@ impl CleanupPlan for ErasedCleanupPlan {
     fn describe(&self) -> Vec<String> {
         self.lines.clone()
     }
+    fn slugs(&self) -> Vec<String> {
+        self.slugs.clone()
+    }
 }
 
 impl std::fmt::Debug for ErasedPlan {
@@ -147,6 +158,7 @@ impl std::fmt::Debug for ErasedPlan {
 pub struct ErasedCleanupPlan {
     backend: &'static str,
     lines: Vec<String>,
+    slugs: Vec<String>,
     inner: Box<dyn Any + Send>,
 }
 
@@ -158,6 +170,10 @@ impl ErasedCleanupPlan {
     /// One line per resource to remove.
     pub fn describe(&self) -> &[String] {
         &self.lines
+    }
+    /// The slugs of the bottles whose resources it removes.
+    pub fn slugs(&self) -> &[String] {
+        &self.slugs
     }
 }
 
@@ -173,6 +189,8 @@ pub trait DynBackend: Send + Sync {
     fn launch_dyn(&self, plan: ErasedPlan) -> BoxFuture<'_, Result<Box<dyn Bottle>>>;
     /// See [`Backend::attach`].
     fn attach_dyn<'a>(&'a self, slug: &'a str) -> BoxFuture<'a, Result<Box<dyn Bottle>>>;
+    /// See [`Backend::revive`].
+    fn revive_dyn<'a>(&'a self, slug: &'a str) -> BoxFuture<'a, Result<Option<Box<dyn Bottle>>>>;
     /// See [`Backend::remove`].
     fn remove_dyn<'a>(&'a self, slug: &'a str) -> BoxFuture<'a, Result<()>>;
     /// See [`Backend::enumerate_active`].
@@ -206,6 +224,10 @@ impl Backend for std::sync::Arc<dyn DynBackend> {
     fn attach(&self, slug: &str) -> impl Future<Output = Result<Box<dyn Bottle>>> + Send {
         let slug = slug.to_string();
         async move { (**self).attach_dyn(&slug).await }
+    }
+    fn revive(&self, slug: &str) -> impl Future<Output = Result<Option<Box<dyn Bottle>>>> + Send {
+        let slug = slug.to_string();
+        async move { (**self).revive_dyn(&slug).await }
     }
     fn remove(&self, slug: &str) -> impl Future<Output = Result<()>> + Send {
         let slug = slug.to_string();
@@ -263,6 +285,12 @@ impl<B: Backend> DynBackend for B {
         Box::pin(async move { Ok(Box::new(Backend::attach(self, slug).await?) as Box<dyn Bottle>) })
     }
 
+    fn revive_dyn<'a>(&'a self, slug: &'a str) -> BoxFuture<'a, Result<Option<Box<dyn Bottle>>>> {
+        Box::pin(
+            async move { Ok(Backend::revive(self, slug).await?.map(|bottle| Box::new(bottle) as Box<dyn Bottle>)) },
+        )
+    }
+
     fn remove_dyn<'a>(&'a self, slug: &'a str) -> BoxFuture<'a, Result<()>> {
         Box::pin(Backend::remove(self, slug))
     }
@@ -274,11 +302,11 @@ impl<B: Backend> DynBackend for B {
     fn prepare_cleanup_dyn(&self) -> BoxFuture<'_, Result<ErasedCleanupPlan>> {
         Box::pin(async move {
             let plan = Backend::prepare_cleanup(self).await?;
-            let lines = plan.describe();
+            let (lines, slugs) = (plan.describe(), plan.slugs());
             let plan: Box<dyn Any + Send> = Box::new(plan);
             match plan.downcast::<ErasedCleanupPlan>() {
                 Ok(erased) => Ok(*erased),
-                Err(inner) => Ok(ErasedCleanupPlan { backend: Backend::name(self), lines, inner }),
+                Err(inner) => Ok(ErasedCleanupPlan { backend: Backend::name(self), lines, slugs, inner }),
             }
         })
     }

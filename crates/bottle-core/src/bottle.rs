@@ -119,6 +119,15 @@ pub trait Bottle: Send + Sync {
     /// stdin is one), in the agent's workdir, and return its exit code.
     async fn exec_attached(&self, argv: &[String], user: GuestUser) -> Result<i32>;
 
+    /// The host command that runs `argv` in the bottle as `user`, in the
+    /// agent's workdir, on the terminal it is started on: what a terminal
+    /// multiplexer's pane runs to show the agent's session. `None` when the
+    /// backend has no such command.
+    fn host_argv(&self, argv: &[String], user: GuestUser) -> Option<Vec<String>> {
+        let _ = (argv, user);
+        None
+    }
+
     /// Copy a sidecar's audit log (one JSON line per request or push) to
     /// `sink`; with `follow`, keep copying until the sidecar stops.
     async fn sidecar_log(&self, sidecar: Sidecar, follow: bool, sink: &mut (dyn std::io::Write + Send)) -> Result<()>;
@@ -152,6 +161,9 @@ impl Bottle for Box<dyn Bottle> {
     }
     async fn exec_attached(&self, argv: &[String], user: GuestUser) -> Result<i32> {
         (**self).exec_attached(argv, user).await
+    }
+    fn host_argv(&self, argv: &[String], user: GuestUser) -> Option<Vec<String>> {
+        (**self).host_argv(argv, user)
     }
     async fn sidecar_log(&self, sidecar: Sidecar, follow: bool, sink: &mut (dyn std::io::Write + Send)) -> Result<()> {
         (**self).sidecar_log(sidecar, follow, sink).await

@@ -1,28 +1,19 @@
 //! The labels every backend resource of a bottle carries (containers,
 //! networks, VMs), reading them back, and the one rule by which `cleanup`
-//! tells an orphan from a live bottle ([`judge`], with the [`READY_MARKER`]
-//! check, applied to what a backend found by [`Leftovers`]): how `list`,
-//! `stop` and `cleanup` find what belongs to whom, the same on every backend.
+//! tells an orphan from a live bottle ([`judge`], with the check for the
+//! [detached marker](crate::agent_session::DETACHED_MARKER), applied to what
+//! a backend found by [`Leftovers`]): how `list`, `stop` and `cleanup` find
+//! what belongs to whom, the same on every backend.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 
 use crate::backend::CleanupPlan;
-use crate::bottle::{ActiveAgent, Bottle, GuestUser};
+use crate::bottle::ActiveAgent;
 use crate::owner::{Liveness, Owner};
 use crate::plan::CommonPlan;
 
-/// A root-owned file inside every bottle that finished launching and
-/// provisioning. `cleanup` spares a detached bottle whose launcher is gone only
-/// when it has this marker: without it, the bottle was left half-made.
-pub const READY_MARKER: &str = "/var/lib/bot-bottle/ready";
-
-/// Whether a bottle finished launching (its [`READY_MARKER`] is there):
-/// what `cleanup` asks before it spares a detached bottle whose owner is gone.
-pub async fn is_ready(bottle: &dyn Bottle) -> bool {
-    let check = format!("test -e {READY_MARKER}");
-    bottle.exec(&check, GuestUser::Root).await.is_ok_and(|r| r.success())
-}
+pub use crate::agent_session::is_detached;
 
 /// The bottle's slug.
 pub const SLUG: &str = "dev.bot-bottle.slug";
@@ -40,7 +31,8 @@ pub const OWNER_PID: &str = "dev.bot-bottle.owner-pid";
 pub const OWNER_START: &str = "dev.bot-bottle.owner-start";
 /// When the bottle was created, in milliseconds since the Unix epoch.
 pub const CREATED_MS: &str = "dev.bot-bottle.created-ms";
-/// Whether the bottle outlives its launcher (`true`/`false`).
+/// Whether the bottle was started detached (`true`/`false`; for `list`:
+/// `cleanup` asks the bottle itself, see [`is_detached`]).
 pub const DETACHED: &str = "dev.bot-bottle.detached";
 /// The agent's user inside the bottle.
 pub const USER: &str = "dev.bot-bottle.user";
@@ -135,29 +127,28 @@ pub enum Verdict {
     Keep,
     /// An orphan: remove it.
     Remove,
-    /// A detached bottle whose launcher is gone: an orphan only if it never
-    /// became ready (no [`READY_MARKER`](crate::session::READY_MARKER) inside).
-    RemoveUnlessReady,
+    /// A bottle whose launcher is gone and whose agent still runs: an orphan
+    /// unless it is marked detached ([`is_detached`]: started with
+    /// `--detach` and fully launched, or detached from by its operator).
+    RemoveUnlessDetached,
 }
 
 /// Judge a bottle's leftovers from its owner's liveness (`None` when the
-/// owner is unknown), whether its agent container or VM runs, and whether it
-/// is detached.
-pub fn judge(owner: Option<Liveness>, agent_running: bool, detached: bool) -> Verdict {
+/// owner is unknown) and whether its agent container or VM runs.
+pub fn judge(owner: Option<Liveness>, agent_running: bool) -> Verdict {
     match (owner, agent_running) {
         (Some(Liveness::Alive), _) => Verdict::Keep,
         (_, false) => Verdict::Remove,
         // Foreign or unreadable owner labels: a running bottle is not ours to judge.
         (Some(Liveness::OtherHost) | None, true) => Verdict::Keep,
-        (Some(Liveness::Gone), true) if !detached => Verdict::Remove,
-        // A detached bottle outlives its launcher; it is an orphan only if it never became ready.
-        (Some(Liveness::Gone), true) => Verdict::RemoveUnlessReady,
+        // A bottle meant to outlive its launcher says so inside; a killed launcher's does not.
+        (Some(Liveness::Gone), true) => Verdict::RemoveUnlessDetached,
     }
 }
 
 /// What a backend's `prepare_cleanup` found, by slug: one line per
-/// resource, the owner and detachment the first of them names, and whether
-/// the agent runs. [`Leftovers::judge`] applies the orphan rule to it.
+/// resource, the owner the first of them names, and whether the agent runs.
+/// [`Leftovers::judge`] applies the orphan rule to it.
 #[derive(Debug, Default)]
 pub struct Leftovers {
     found: BTreeMap<String, Leftover>,
@@ -166,7 +157,6 @@ pub struct Leftovers {
 #[derive(Debug, Default)]
 struct Leftover {
     owner: Option<Owner>,
-    detached: bool,
     agent_running: bool,
     what: Vec<String>,
 }
@@ -175,16 +165,15 @@ impl Leftovers {
     /// Note `what` (one line: `container bb-x (stopped)`) of bottle `slug`,
     /// whose labels are `found`.
     pub fn saw(&mut self, slug: &str, what: String, found: &HashMap<String, String>) {
-        let l = Labels(found);
-        self.saw_owned(slug, what, l.owner(), l.detached());
+        self.saw_owned(slug, what, Labels(found).owner());
     }
 
-    /// Note `what` of bottle `slug`, owned by `owner` (`None` when unknown),
-    /// detached or not: the first owner known for a slug is its owner.
-    pub fn saw_owned(&mut self, slug: &str, what: String, owner: Option<Owner>, detached: bool) {
+    /// Note `what` of bottle `slug`, owned by `owner` (`None` when unknown):
+    /// the first owner known for a slug is its owner.
+    pub fn saw_owned(&mut self, slug: &str, what: String, owner: Option<Owner>) {
         let leftover = self.found.entry(slug.to_string()).or_default();
         if leftover.owner.is_none() {
-            (leftover.owner, leftover.detached) = (owner, detached);
+            leftover.owner = owner;
         }
         leftover.what.push(what);
     }
@@ -199,10 +188,10 @@ impl Leftovers {
         self.found.get(slug).is_some_and(|l| !l.what.is_empty())
     }
 
-    /// The orphans among what was found, by [`judge`]; `ready(slug)` says
-    /// whether a detached bottle whose launcher is gone finished launching
-    /// ([`is_ready`] on a handle on its agent).
-    pub async fn judge<F, Fut>(self, mut ready: F) -> Orphans
+    /// The orphans among what was found, by [`judge`]; `detached(slug)` says
+    /// whether a bottle whose launcher is gone is meant to outlive it
+    /// ([`is_detached`] on a handle on its agent).
+    pub async fn judge<F, Fut>(self, mut detached: F) -> Orphans
     where
         F: FnMut(String) -> Fut,
         Fut: Future<Output = bool>,
@@ -213,10 +202,10 @@ impl Leftovers {
                 continue;
             }
             let liveness = leftover.owner.as_ref().map(Owner::liveness);
-            let orphan = match judge(liveness, leftover.agent_running, leftover.detached) {
+            let orphan = match judge(liveness, leftover.agent_running) {
                 Verdict::Keep => false,
                 Verdict::Remove => true,
-                Verdict::RemoveUnlessReady => !ready(slug.clone()).await,
+                Verdict::RemoveUnlessDetached => !detached(slug.clone()).await,
             };
             if orphan {
                 orphans.by_slug.insert(slug, leftover.what);
@@ -244,6 +233,9 @@ impl CleanupPlan for Orphans {
     fn describe(&self) -> Vec<String> {
         self.by_slug.iter().flat_map(|(slug, what)| what.iter().map(move |w| format!("{slug}: {w}"))).collect()
     }
+    fn slugs(&self) -> Vec<String> {
+        self.by_slug.keys().cloned().collect()
+    }
 }
 
 #[cfg(test)]
@@ -251,19 +243,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn orphans_are_judged_by_owner_state_and_detachment() {
+    fn orphans_are_judged_by_owner_state_and_whether_the_agent_runs() {
         use Liveness::*;
-        let check = |owner, running, detached, expect| {
-            assert_eq!(judge(owner, running, detached), expect, "{owner:?} running={running} detached={detached}");
+        let check = |owner, running, expect| {
+            assert_eq!(judge(owner, running), expect, "{owner:?} running={running}");
         };
-        check(Some(Alive), false, false, Verdict::Keep);
-        check(Some(Alive), true, true, Verdict::Keep);
-        check(Some(Gone), false, true, Verdict::Remove);
-        check(None, false, false, Verdict::Remove);
-        check(Some(OtherHost), true, false, Verdict::Keep);
-        check(None, true, false, Verdict::Keep);
-        check(Some(Gone), true, false, Verdict::Remove);
-        check(Some(Gone), true, true, Verdict::RemoveUnlessReady);
+        check(Some(Alive), false, Verdict::Keep);
+        check(Some(Alive), true, Verdict::Keep);
+        check(Some(Gone), false, Verdict::Remove);
+        check(None, false, Verdict::Remove);
+        check(Some(OtherHost), true, Verdict::Keep);
+        check(None, true, Verdict::Keep);
+        // A gone launcher's running bottle: kept only when it says it is detached.
+        check(Some(Gone), true, Verdict::RemoveUnlessDetached);
     }
 
     #[test]
@@ -287,42 +279,33 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn leftovers_are_judged_by_the_rule_and_only_the_detached_asked_if_ready() {
+    async fn leftovers_are_judged_by_the_rule_and_only_a_gone_launchers_running_bottles_asked_if_detached() {
         let alive = Owner::current();
         let gone = Owner { pid_start: alive.pid_start + 1, ..alive.clone() };
         let mut found = Leftovers::default();
-        found.saw_owned("live", "container bb-live (running)".into(), Some(alive.clone()), false);
+        found.saw_owned("live", "container bb-live (running)".into(), Some(alive.clone()));
         found.agent_runs("live");
-        found.saw_owned("crashed", "container bb-crashed (running)".into(), Some(gone.clone()), false);
-        found.agent_runs("crashed");
-        for slug in ["ready", "half-made"] {
-            found.saw_owned(slug, format!("container bb-{slug} (running)"), Some(gone.clone()), true);
+        for slug in ["crashed", "detached"] {
+            found.saw_owned(slug, format!("container bb-{slug} (running)"), Some(gone.clone()));
             found.agent_runs(slug);
         }
-        found.saw_owned("stopped", "network bb-stopped-out".into(), None, false);
+        found.saw_owned("stopped", "network bb-stopped-out".into(), None);
         // An owner learned later fills in an unknown one: a live launcher's bottle is kept.
-        found.saw_owned("late", "network bb-late-out".into(), None, false);
-        found.saw_owned("late", "egress sidecar (pid 1)".into(), Some(alive.clone()), false);
+        found.saw_owned("late", "network bb-late-out".into(), None);
+        found.saw_owned("late", "egress sidecar (pid 1)".into(), Some(alive.clone()));
         // The first owner noted wins: a later resource's labels do not make a live bottle an orphan.
-        found.saw_owned("live", "volume bb-live-sockets".into(), Some(gone), false);
+        found.saw_owned("live", "volume bb-live-sockets".into(), Some(gone));
         assert!(found.has("live") && !found.has("never-seen"));
         let mut asked = Vec::new();
         let orphans = found
             .judge(|slug| {
                 asked.push(slug.clone());
-                std::future::ready(slug == "ready")
+                std::future::ready(slug == "detached")
             })
             .await;
-        assert_eq!(asked, ["half-made", "ready"], "only detached bottles of a gone launcher are asked");
-        assert_eq!(orphans.slugs().collect::<Vec<_>>(), ["crashed", "half-made", "stopped"]);
-        assert_eq!(
-            orphans.describe(),
-            [
-                "crashed: container bb-crashed (running)",
-                "half-made: container bb-half-made (running)",
-                "stopped: network bb-stopped-out"
-            ]
-        );
+        assert_eq!(asked, ["crashed", "detached"], "only running bottles of a gone launcher are asked");
+        assert_eq!(orphans.slugs().collect::<Vec<_>>(), ["crashed", "stopped"]);
+        assert_eq!(orphans.describe(), ["crashed: container bb-crashed (running)", "stopped: network bb-stopped-out"]);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod agent_session;
 pub mod backend;
 mod blocking;
 mod bottle;

@@ -22,11 +22,25 @@ pub fn render(common: &CommonPlan, wiring: &Wiring, backend: &str, backend_lines
     let mut rows: Vec<(String, String)> = vec![
         ("agent".into(), format!("{} (bottle `{}`, {})", common.agent, common.bottle, common.manifest_source)),
         ("slug".into(), format!("{}{}", common.slug, if common.resumed { " (resumed)" } else { "" })),
+    ];
+    if common.resumed {
+        let saved = crate::session::saved_state(&common.state_dir, &p.resume_paths);
+        let restores: Vec<String> = saved.iter().map(|(guest, size)| format!("{guest} ({size})")).collect();
+        rows.push((
+            "restores".into(),
+            if restores.is_empty() {
+                "nothing: no state was saved from the earlier run, the agent starts fresh".into()
+            } else {
+                restores.join("\n")
+            },
+        ));
+    }
+    rows.extend([
         ("provider".into(), format!("{} — Dockerfile {}", p.provider, p.image.dockerfile_origin)),
         ("backend".into(), backend.to_string()),
         ("user".into(), format!("{} (home {}, workdir {})", p.guest_user, p.guest_home, p.workdir)),
         ("isolation".into(), wiring.isolation.clone()),
-    ];
+    ]);
     rows.extend(backend_lines.iter().cloned());
     let env: Vec<String> = wiring
         .guest_env(common)
@@ -94,7 +108,15 @@ pub fn render(common: &CommonPlan, wiring: &Wiring, backend: &str, backend_lines
     if let Some(label) = &common.label {
         rows.push(("label".into(), label.clone()));
     }
-    rows.push(("mode".into(), if common.detached { "detached" } else { "attached (removed on exit)" }.into()));
+    rows.push((
+        "mode".into(),
+        if common.detached {
+            "detached (the agent runs in its session; `bottle attach` connects)"
+        } else {
+            "attached (on a terminal C-b d detaches; removed when the agent exits)"
+        }
+        .into(),
+    ));
 
     let width = rows.iter().map(|(k, _)| k.chars().count()).max().unwrap_or(0);
     let mut out = String::new();

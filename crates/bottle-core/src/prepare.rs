@@ -253,6 +253,9 @@ pub fn prepare(spec: &BottleSpec, providers: &Providers, host: &Host, backend: &
             ready: false,
             resumes,
             state_limit: limits.state,
+            workdir: provision.workdir.clone(),
+            gate: !bottle.git.is_empty(),
+            stopped_ms: None,
         })?;
         Ok(CommonPlan {
             slug: slug.clone(),

@@ -7,10 +7,10 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use crate::agent_session;
 use crate::backend::{DynBackend, ErasedPlan};
 use crate::bottle::{Bottle, GuestUser};
 use crate::copy::CopyOut;
-use crate::labels::READY_MARKER;
 use crate::plan::CommonPlan;
 use crate::prepare::{BottleSpec, Host};
 use crate::provider::Providers;
@@ -113,7 +113,14 @@ impl Session {
         match race(steps, cancel).await {
             Either::Left(Ok(bottle)) => {
                 self.minted.kept = true;
-                Ok(Running { bottle, provider: self.provider, state: self.state, common, wiring })
+                Ok(Running {
+                    backend: self.backend,
+                    bottle,
+                    provider: self.provider,
+                    state: self.state,
+                    common,
+                    wiring,
+                })
             }
             Either::Left(Err(e)) => {
                 let _ = self.backend.remove_dyn(&slug).await;
@@ -128,7 +135,9 @@ impl Session {
     }
 }
 
-/// Launch, provision, mark ready; on a provisioning error the bottle is closed.
+/// Launch, provision, mark ready; a detached bottle's agent session started
+/// and the bottle marked detached last. On an error after the launch the
+/// bottle is closed.
 async fn launch_steps(
     backend: &dyn DynBackend,
     plan: ErasedPlan,
@@ -142,14 +151,16 @@ async fn launch_steps(
         let _ = bottle.close().await;
         return Err(e.with_operation("provision"));
     }
-    let marked = run_checked(
-        bottle.as_ref(),
-        &format!("mkdir -p /var/lib/bot-bottle && touch {READY_MARKER}"),
-        GuestUser::Root,
-        "marking the bottle ready",
-    )
-    .await;
-    if let Err(e) = marked.and_then(|()| state.update(&common.slug, |m| m.ready = true).map(|_| ())) {
+    let ready = async {
+        state.update(&common.slug, |m| m.ready = true)?;
+        if common.detached {
+            let argv = provider.agent_argv(&common.provision, &common.agent_args);
+            agent_session::start(bottle.as_ref(), &argv, &common.provision.workdir).await?;
+            agent_session::mark_detached(bottle.as_ref()).await?;
+        }
+        Ok::<_, Error>(())
+    };
+    if let Err(e) = ready.await {
         let _ = bottle.close().await;
         return Err(e);
     }
@@ -158,6 +169,7 @@ async fn launch_steps(
 
 /// A launched, provisioned bottle.
 pub struct Running {
+    backend: Arc<dyn DynBackend>,
     bottle: Box<dyn Bottle>,
     provider: Arc<dyn AgentProvider>,
     state: StateRoot,
@@ -168,10 +180,13 @@ pub struct Running {
 /// How an attached agent session ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ended {
-    /// The agent's exit code (130 when cancelled).
+    /// The agent's exit code (130 when cancelled; 0 when the operator detached).
     pub code: i32,
     /// What teardown wants the operator to know, one line each.
     pub notes: Vec<String>,
+    /// Whether the operator detached from the agent's session (`C-b d`):
+    /// the bottle keeps running, nothing was torn down.
+    pub detached: bool,
 }
 
 impl Running {
@@ -196,9 +211,25 @@ impl Running {
         self.provider.agent_argv(&self.common.provision, &self.common.agent_args)
     }
 
+    /// The host command that shows the agent's session on the terminal it
+    /// runs on (`docker exec -it … tmux attach …`): for a terminal
+    /// multiplexer's pane. `None` when the backend has none.
+    pub fn attach_argv(&self) -> Option<Vec<String>> {
+        self.bottle.host_argv(&agent_session::attach_argv(), GuestUser::Agent)
+    }
+
     /// Runs the agent attached to this process's terminal until it exits or
-    /// `cancel` resolves, then tears the bottle down.
+    /// `cancel` resolves, then tears the bottle down. On a terminal (and an
+    /// image with tmux) the agent runs in its [session](crate::agent_session):
+    /// the operator may detach (`C-b d`) and the bottle keeps running
+    /// ([`Ended::detached`]); elsewhere it runs straight on this process's
+    /// stdio.
     pub async fn attach(self, cancel: impl Future<Output = ()>) -> Result<Ended> {
+        use std::io::IsTerminal as _;
+        let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+        if tty && agent_session::supported(self.bottle.as_ref()).await? {
+            return self.attach_session(cancel).await;
+        }
         let argv = self.agent_argv();
         let outcome = match race(self.bottle.exec_attached(&argv, GuestUser::Agent), cancel).await {
             Either::Left(code) => code,
@@ -206,7 +237,34 @@ impl Running {
         };
         let notes = self.teardown().await;
         let code = outcome?;
-        Ok(Ended { code, notes: notes? })
+        Ok(Ended { code, notes: notes?, detached: false })
+    }
+
+    /// [`Running::attach`] through the agent's session.
+    async fn attach_session(self, cancel: impl Future<Output = ()>) -> Result<Ended> {
+        let bottle = self.bottle.as_ref();
+        if let Err(e) = agent_session::start(bottle, &self.agent_argv(), &self.common.provision.workdir).await {
+            let _ = self.teardown().await;
+            return Err(e);
+        }
+        let attached = race(bottle.exec_attached(&agent_session::attach_argv(), GuestUser::Agent), cancel).await;
+        let code = match attached {
+            Either::Right(()) => 130,
+            Either::Left(attach_code) => {
+                if agent_session::is_running(bottle).await {
+                    // The operator detached: the bottle outlives this process.
+                    agent_session::mark_detached(bottle).await?;
+                    self.state.update(&self.common.slug, |m| m.detached = true)?;
+                    return Ok(Ended { code: 0, notes: Vec::new(), detached: true });
+                }
+                match agent_session::exit_code(bottle).await {
+                    Some(code) => code,
+                    None => attach_code?,
+                }
+            }
+        };
+        let notes = self.teardown().await?;
+        Ok(Ended { code, notes, detached: false })
     }
 
     /// Leaves the bottle running (it outlives this process) and returns its slug.
@@ -214,10 +272,16 @@ impl Running {
         self.common.slug
     }
 
-    /// Saves the agent's state, then removes the bottle; returns what the
-    /// operator should know (state left unsaved, and why).
+    /// Saves the agent's state and the sidecars' audit logs, then removes
+    /// the bottle; returns what the operator should know (state left
+    /// unsaved, and why; a bottle stopped meanwhile from elsewhere).
     pub async fn teardown(self) -> Result<Vec<String>> {
-        teardown(self.bottle.as_ref(), &self.state).await
+        let stopped = stop(self.backend.as_ref(), &self.common.slug, &self.state).await?;
+        let mut notes = stopped.notes;
+        if stopped.already {
+            notes.push(format!("bottle {} was stopped from elsewhere (`bottle stop`) meanwhile", self.common.slug));
+        }
+        Ok(notes)
     }
 }
 
@@ -285,12 +349,30 @@ fn saved_path(state_dir: &std::path::Path, guest: &str) -> std::path::PathBuf {
     state_dir.join(RESUME_DIR).join(guest.trim_start_matches('/'))
 }
 
-async fn restore_agent_state(bottle: &dyn Bottle, plan: &CommonPlan) -> Result<()> {
-    for guest in &plan.provision.resume_paths {
-        let saved = saved_path(&plan.state_dir, guest);
-        if saved.exists() {
-            bottle.cp_in(&saved, guest).await?;
+/// What a bottle's state folder `state_dir` holds of its agent's state: each
+/// of `resume_paths` that was saved, with the bytes of its files, in order.
+pub fn saved_state(state_dir: &std::path::Path, resume_paths: &[String]) -> Vec<(String, ByteSize)> {
+    fn bytes(path: &std::path::Path) -> u64 {
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.is_dir() => std::fs::read_dir(path)
+                .map(|entries| entries.filter_map(|e| e.ok()).map(|e| bytes(&e.path())).sum())
+                .unwrap_or(0),
+            Ok(meta) => meta.len(),
+            Err(_) => 0,
         }
+    }
+    resume_paths
+        .iter()
+        .filter_map(|guest| {
+            let saved = saved_path(state_dir, guest);
+            saved.exists().then(|| (guest.clone(), ByteSize(bytes(&saved))))
+        })
+        .collect()
+}
+
+async fn restore_agent_state(bottle: &dyn Bottle, plan: &CommonPlan) -> Result<()> {
+    for (guest, _) in saved_state(&plan.state_dir, &plan.provision.resume_paths) {
+        bottle.cp_in(&saved_path(&plan.state_dir, &guest), &guest).await?;
     }
     Ok(())
 }
@@ -345,24 +427,214 @@ fn remove_tree(path: &std::path::Path) -> Result<()> {
     removed.map_err(|e| Error::io(format!("removing {}", path.display()), e))
 }
 
-/// Tear a bottle down: save the agent's state (best effort when the bottle is
-/// already gone), then remove it. Returns what [`save_agent_state`] said.
-pub async fn teardown(bottle: &dyn Bottle, state: &StateRoot) -> Result<Vec<String>> {
+/// Tear a bottle down: save the agent's state and its sidecars' audit logs,
+/// then remove it. Returns what [`save_agent_state`] and the log copies said.
+/// Callers hold the bottle's lock ([`StateRoot::lock`]).
+async fn teardown(bottle: &dyn Bottle, state: &StateRoot) -> Result<Vec<String>> {
     let saved = save_agent_state(bottle, state).await;
+    let mut notes = save_logs(bottle, state).await;
     bottle.close().await?;
-    saved
+    let _ = state.update(bottle.slug(), |m| m.stopped_ms = Some(crate::owner::now_ms()));
+    notes.extend(saved?);
+    Ok(notes)
 }
 
-/// `bottle stop SLUG`: attach, tear down; returns what teardown said.
-pub async fn stop(backend: &dyn DynBackend, slug: &str, state: &StateRoot) -> Result<Vec<String>> {
-    crate::state::validate_slug(slug)?;
-    match backend.attach_dyn(slug).await {
-        Ok(bottle) => teardown(bottle.as_ref(), state).await,
-        Err(e) if e.kind() == crate::ErrorKind::NotFound => {
-            // Not running: remove whatever is left under that slug, then report it.
-            backend.remove_dyn(slug).await?;
-            Err(e)
+/// Append each sidecar's audit log to the bottle's state folder
+/// ([`StateRoot::log_path`]), where `egress log` and `gate log` find it
+/// after the bottle is gone. Returns a line for each log that could not be
+/// kept.
+async fn save_logs(bottle: &dyn Bottle, state: &StateRoot) -> Vec<String> {
+    let slug = bottle.slug();
+    let gate = state.read(slug).map_or(true, |m| m.gate);
+    let sidecars = [crate::bottle::Sidecar::Egress].into_iter().chain(gate.then_some(crate::bottle::Sidecar::GitGate));
+    let mut notes = Vec::new();
+    for sidecar in sidecars {
+        let path = state.log_path(slug, sidecar);
+        let kept = async {
+            let dir = path.parent().unwrap_or(std::path::Path::new("."));
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+            bottle.sidecar_log(sidecar, false, &mut file).await
+        };
+        if let Err(e) = kept.await {
+            notes.push(format!("the {} audit log was not kept: {e}", sidecar.name()));
         }
-        Err(e) => Err(e),
     }
+    notes
+}
+
+/// What [`stop`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Stopped {
+    /// What the operator should know, one line each (state left unsaved and
+    /// why, a stopped agent started again to save its state).
+    pub notes: Vec<String>,
+    /// The bottle was already gone (stopped before, or by another `stop`
+    /// meanwhile): nothing was saved, whatever it left was removed.
+    pub already: bool,
+}
+
+/// `bottle stop SLUG`: the agent's state and the sidecars' logs saved, then
+/// everything of the bottle removed; idempotent and safe to run twice at
+/// once (they take turns; the second finds the bottle gone). A bottle whose
+/// agent container or VM had stopped is started again to save its state. A
+/// slug no backend and no state folder knows is [`ErrorKind::NotFound`].
+pub async fn stop(backend: &dyn DynBackend, slug: &str, state: &StateRoot) -> Result<Stopped> {
+    crate::state::validate_slug(slug)?;
+    let lock = state.lock(slug).await?;
+    let (bottle, mut notes) = match backend.attach_dyn(slug).await {
+        Ok(bottle) => (Some(bottle), Vec::new()),
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            let revived = backend.revive_dyn(slug).await?;
+            let note = revived
+                .as_ref()
+                .map(|_| format!("the agent of bottle {slug} had stopped; it was started again to save its state"));
+            (revived, note.into_iter().collect())
+        }
+        Err(e) => return Err(e),
+    };
+    match bottle {
+        Some(bottle) => {
+            notes.extend(teardown(bottle.as_ref(), state).await?);
+            Ok(Stopped { notes, already: false })
+        }
+        None => {
+            // Gone: remove whatever it left (a sidecar, a network), then say so.
+            backend.remove_dyn(slug).await?;
+            if lock.is_none() {
+                return Err(Error::new(
+                    ErrorKind::NotFound,
+                    format!(
+                        "no bottle `{slug}` on {} and no saved state for it; `bottle list active` shows running ones",
+                        backend.name_dyn()
+                    ),
+                )
+                .with_bottle(slug));
+            }
+            Ok(Stopped { notes, already: true })
+        }
+    }
+}
+
+/// `bottle cleanup`: each orphan in `plan` stopped as [`stop`] does (its
+/// agent's state and its logs saved first, when this host keeps its state
+/// folder), then whatever is left removed. Returns one line per orphan: what
+/// was saved, or why nothing could be.
+pub async fn cleanup(
+    backend: &dyn DynBackend,
+    plan: crate::backend::ErasedCleanupPlan,
+    state: &StateRoot,
+) -> Result<Vec<String>> {
+    let mut lines = Vec::new();
+    for slug in plan.slugs().to_vec() {
+        let slug: String = slug;
+        if state.read(&slug).is_err() {
+            lines.push(format!("{slug}: no state folder here; removed without saving its state"));
+            continue;
+        }
+        match stop(backend, &slug, state).await {
+            Ok(stopped) if stopped.already => lines.push(format!("{slug}: already gone")),
+            Ok(stopped) if stopped.notes.is_empty() => {
+                lines.push(format!("{slug}: state saved for `bottle resume {slug}`"))
+            }
+            Ok(stopped) => lines.push(format!("{slug}: {}", stopped.notes.join("; "))),
+            Err(e) => lines.push(format!("{slug}: state not saved ({e})")),
+        }
+    }
+    backend.cleanup_dyn(plan).await?;
+    Ok(lines)
+}
+
+/// One line when bottle `slug`'s workspace holds work that stopping it
+/// would lose (uncommitted changes, commits no remote has), for the
+/// operator to see before `stop`; `None` when there is none (or no git
+/// repository there, or the bottle is not running).
+pub async fn unsaved_work(backend: &dyn DynBackend, slug: &str, state: &StateRoot) -> Option<String> {
+    let workdir = state.read(slug).ok()?.workdir;
+    if workdir.is_empty() {
+        return None;
+    }
+    let bottle = backend.attach_dyn(slug).await.ok()?;
+    let script = format!(
+        "cd {} 2>/dev/null && git rev-parse --is-inside-work-tree >/dev/null 2>&1 || exit 0; \
+         [ -n \"$(git status --porcelain 2>/dev/null | head -n 1)\" ] && echo uncommitted; \
+         [ -n \"$(git log --branches --not --remotes --oneline 2>/dev/null | head -n 1)\" ] && echo unpushed; exit 0",
+        shell_quote(&workdir)
+    );
+    let out = bottle.exec(&script, GuestUser::Agent).await.ok()?;
+    let found: Vec<&str> = out.stdout.split_whitespace().collect();
+    let what = match (found.contains(&"uncommitted"), found.contains(&"unpushed")) {
+        (true, true) => "uncommitted changes and unpushed commits",
+        (true, false) => "uncommitted changes",
+        (false, true) => "unpushed commits",
+        (false, false) => return None,
+    };
+    Some(format!(
+        "bottle {slug}'s workspace {workdir} has {what}, which stopping it discards; push them through the gate or \
+         copy them out first (`bottle cp {slug}:{workdir} DEST`)"
+    ))
+}
+
+/// How an attach to a running bottle's agent session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detach {
+    /// The operator detached (or was interrupted); the agent runs on.
+    AgentRuns,
+    /// The agent ended, with this exit code when it left one; the bottle
+    /// runs on until it is stopped.
+    AgentEnded(Option<i32>),
+}
+
+/// `bottle attach SLUG`: this process's terminal on the agent's session of
+/// a running bottle, until the operator detaches, the agent ends or
+/// `cancel` resolves. Several terminals may attach in turn or at once.
+pub async fn attach(backend: &dyn DynBackend, slug: &str, cancel: impl Future<Output = ()>) -> Result<Detach> {
+    use std::io::IsTerminal as _;
+    crate::state::validate_slug(slug)?;
+    let bottle = backend.attach_dyn(slug).await?;
+    if !agent_session::is_running(bottle.as_ref()).await {
+        let ended = match agent_session::exit_code(bottle.as_ref()).await {
+            Some(code) => format!("its agent exited with {code}"),
+            None => "it was started attached, or its agent ended".to_string(),
+        };
+        return Err(Error::new(
+            ErrorKind::NotFound,
+            format!(
+                "bottle {slug} has no agent session to attach to ({ended}); `bottle exec {slug} -- CMD` runs \
+                 commands in it, `bottle stop {slug}` removes it"
+            ),
+        )
+        .with_bottle(slug));
+    }
+    if !(std::io::stdin().is_terminal() && std::io::stdout().is_terminal()) {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "attaching needs a terminal on stdin and stdout; `bottle exec {slug} -- CMD` runs a command without one"
+            ),
+        )
+        .with_bottle(slug));
+    }
+    if let Either::Left(code) =
+        race(bottle.exec_attached(&agent_session::attach_argv(), GuestUser::Agent), cancel).await
+    {
+        code?;
+    }
+    if agent_session::is_running(bottle.as_ref()).await {
+        return Ok(Detach::AgentRuns);
+    }
+    Ok(Detach::AgentEnded(agent_session::exit_code(bottle.as_ref()).await))
+}
+
+/// The host command that shows bottle `slug`'s agent session on the
+/// terminal it runs on, for a terminal multiplexer's pane (see
+/// [`Running::attach_argv`]).
+pub async fn attach_argv(backend: &dyn DynBackend, slug: &str) -> Result<Option<Vec<String>>> {
+    crate::state::validate_slug(slug)?;
+    let bottle = backend.attach_dyn(slug).await?;
+    Ok(bottle.host_argv(&agent_session::attach_argv(), GuestUser::Agent))
 }

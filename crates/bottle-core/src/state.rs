@@ -52,10 +52,31 @@ pub struct BottleMetadata {
     /// `resources.state`; absent in metadata written before it existed).
     #[serde(default = "default_state_limit")]
     pub state_limit: crate::resources::ByteSize,
+    /// The agent's working directory inside the bottle (the workspace).
+    #[serde(default)]
+    pub workdir: String,
+    /// Whether the bottle has a git gate (its manifest lists upstreams).
+    #[serde(default)]
+    pub gate: bool,
+    /// When it was last stopped, in milliseconds since the Unix epoch.
+    #[serde(default)]
+    pub stopped_ms: Option<u64>,
 }
 
 fn default_state_limit() -> crate::resources::ByteSize {
     crate::resources::Limits::STATE
+}
+
+/// The folder in a bottle's state folder holding its sidecars' audit logs.
+pub(crate) const LOGS_DIR: &str = "logs";
+
+/// The lock file in a bottle's state folder (see [`StateRoot::lock`]).
+const LOCK_FILE: &str = ".lock";
+
+/// A held bottle lock: released when dropped (or when the process ends).
+#[derive(Debug)]
+pub struct SlugLock {
+    _file: std::fs::File,
 }
 
 /// The root of all bottles' state directories.
@@ -94,6 +115,12 @@ impl StateRoot {
         self.dir.join(slug)
     }
 
+    /// Where bottle `slug`'s audit log of `sidecar` is kept once the bottle
+    /// stopped (JSON lines, each run's appended).
+    pub fn log_path(&self, slug: &str, sidecar: crate::bottle::Sidecar) -> PathBuf {
+        self.bottle_dir(slug).join(LOGS_DIR).join(format!("{}.jsonl", sidecar.name()))
+    }
+
     /// Mint a new slug `<agent>-<8 hex>` by creating its directory; retries on collision.
     /// The folders are the operator's alone (mode 0700): they hold what came
     /// out of bottles.
@@ -127,7 +154,10 @@ impl StateRoot {
             if e.kind() == std::io::ErrorKind::NotFound {
                 Error::new(
                     ErrorKind::NotFound,
-                    format!("no bottle `{slug}` in {}; `bottle list active` shows running ones", self.dir.display()),
+                    format!(
+                        "no bottle `{slug}` in {}; `bottle list active` shows running ones, `bottle list stopped` the ones to resume",
+                        self.dir.display()
+                    ),
                 )
             } else {
                 Error::io(format!("reading {}", path.display()), e)
@@ -161,6 +191,32 @@ impl StateRoot {
         change(&mut meta);
         self.write(&meta)?;
         Ok(meta)
+    }
+
+    /// Hold bottle `slug`'s lock until the guard drops, waiting while another
+    /// process holds it: `stop`, teardown and `cleanup` of one bottle take
+    /// turns, so two of them never remove the same resources at once.
+    /// `None` when the bottle has no state folder (nothing to lock).
+    pub async fn lock(&self, slug: &str) -> Result<Option<SlugLock>> {
+        validate_slug(slug)?;
+        let dir = self.bottle_dir(slug);
+        if !dir.is_dir() {
+            return Ok(None);
+        }
+        let path = dir.join(LOCK_FILE);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        let locked = crate::blocking::unblock(move || {
+            rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive).map(|()| file)
+        })
+        .await
+        .map_err(|_| Error::new(ErrorKind::Io, format!("locking {} failed", path.display())))?;
+        let file = locked.map_err(|e| Error::io(format!("locking {}", path.display()), e.into()))?;
+        Ok(Some(SlugLock { _file: file }))
     }
 
     /// Delete a bottle's state directory (a run that never launched).
@@ -255,6 +311,9 @@ mod tests {
             ready: false,
             resumes: 0,
             state_limit: crate::resources::ByteSize::mib(5),
+            workdir: "/home/agent/workspace".into(),
+            gate: false,
+            stopped_ms: Some(7),
         };
         root.write(&meta).expect("write");
         use std::os::unix::fs::PermissionsExt as _;
@@ -272,5 +331,26 @@ mod tests {
         assert_eq!(root.read("missing-1").expect_err("missing").kind(), ErrorKind::NotFound);
         root.discard(&slug).expect("discard");
         assert!(root.list().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_bottle_lock_makes_a_second_holder_wait_and_an_unknown_bottle_has_none() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = StateRoot::at(tmp.path());
+        let (slug, _) = root.mint("shell").expect("mint");
+        assert!(root.lock("shell-00000000").await.expect("lock").is_none(), "no folder, no lock");
+        let first = root.lock(&slug).await.expect("lock").expect("a folder");
+        let (root2, slug2) = (root.clone(), slug.clone());
+        let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = std::sync::Arc::clone(&order);
+        let second = tokio::spawn(async move {
+            let _held = root2.lock(&slug2).await.expect("lock").expect("a folder");
+            seen.lock().expect("order").push("second");
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        order.lock().expect("order").push("first released");
+        drop(first);
+        second.await.expect("join");
+        assert_eq!(*order.lock().expect("order"), ["first released", "second"], "the second waited");
     }
 }

@@ -6,6 +6,7 @@
 //! [`Backend`] impl that calls them.
 
 use bollard::Docker;
+use bollard::query_parameters::StartContainerOptions;
 use bottle_core::backend::{Backend, CleanupPlan, Handle, Orphans, not_running};
 use bottle_core::labels::Labels;
 use bottle_core::{ActiveAgent, CommonPlan, Result, sort_active};
@@ -65,6 +66,23 @@ impl Backend for DockerBackend {
         };
         let handle = Handle::from_labels(slug, &c.labels.clone().unwrap_or_default());
         Ok(DockerBottle::new(docker, container_name(&c).or(c.id).unwrap_or_default(), handle))
+    }
+
+    async fn revive(&self, slug: &str) -> Result<Option<DockerBottle>> {
+        let docker = self.docker().await?;
+        let Some(c) = containers(docker, true, Some(slug), true).await?.into_iter().next() else {
+            return Ok(None);
+        };
+        let name = container_name(&c).or(c.id.clone()).unwrap_or_default();
+        if c.state.map(|s| s.to_string()).as_deref() != Some("running") {
+            // Its entrypoint only waits: starting it runs nothing of the agent's.
+            docker
+                .start_container(&name, None::<StartContainerOptions>)
+                .await
+                .map_err(|e| failed("start the stopped agent container again")(e).with_bottle(slug))?;
+        }
+        let handle = Handle::from_labels(slug, &c.labels.clone().unwrap_or_default());
+        Ok(Some(DockerBottle::new(docker, name, handle)))
     }
 
     async fn remove(&self, slug: &str) -> Result<()> {

@@ -226,6 +226,12 @@ impl Bottle for DockerBottle {
         Ok(i32::try_from(code).unwrap_or(1))
     }
 
+    /// `docker exec -it` (the docker CLI reads the same `DOCKER_HOST`).
+    fn host_argv(&self, argv: &[String], user: GuestUser) -> Option<Vec<String>> {
+        let head = ["docker", "exec", "-it", "-u", &self.handle.user_name(user), "-w", self.handle.workdir()];
+        Some(head.iter().map(|s| s.to_string()).chain([self.container.clone()]).chain(argv.iter().cloned()).collect())
+    }
+
     async fn sidecar_log(
         &self,
         sidecar: bottle_core::Sidecar,

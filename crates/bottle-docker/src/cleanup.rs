@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use bollard::Docker;
 use bollard::query_parameters::{ListNetworksOptions, ListVolumesOptions, RemoveContainerOptions, RemoveVolumeOptions};
 use bottle_core::Result;
-use bottle_core::backend::{Handle, Leftovers, Orphans, is_ready};
+use bottle_core::backend::{Handle, Leftovers, Orphans, is_detached};
 use bottle_core::labels::{ROLE, ROLE_AGENT, SLUG};
 
 use crate::bottle::DockerBottle;
@@ -91,7 +91,7 @@ pub(crate) async fn prepare(docker: &Docker) -> Result<Orphans> {
             let agent = agents.get(&slug).cloned();
             async move {
                 let Some(container) = agent else { return false };
-                is_ready(&DockerBottle::new(docker, container, Handle::new(slug, "root", "/"))).await
+                is_detached(&DockerBottle::new(docker, container, Handle::new(slug, "root", "/"))).await
             }
         })
         .await)

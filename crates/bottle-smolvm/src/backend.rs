@@ -80,6 +80,30 @@ impl Backend for SmolvmBackend {
         Ok(SmolvmBottle::new(smolvm, machine.name, sidecar::dir(&state.bottle_dir(slug)), handle))
     }
 
+    async fn revive(&self, slug: &str) -> Result<Option<SmolvmBottle>> {
+        bottle_core::validate_slug(slug)?;
+        let smolvm = Smolvm::locate()?;
+        let state = self.state_root()?;
+        let Some(machine) = machines(&smolvm, Some(slug)).await?.into_iter().next() else {
+            return Ok(None);
+        };
+        if !machine.is_running() {
+            // In its network namespace when it has one: its loopback is there.
+            let netns = crate::network::netns_name(slug);
+            let starter = if crate::network::netns_exists(&netns) {
+                smolvm.through(crate::network::in_netns(&netns)?)
+            } else {
+                smolvm.clone()
+            };
+            starter
+                .checked(&crate::cli::lifecycle_args("start", &machine.name), "start the stopped machine again")
+                .await
+                .map_err(|e| e.with_bottle(slug))?;
+        }
+        let handle = Handle::from_labels(slug, &machine.labels);
+        Ok(Some(SmolvmBottle::new(smolvm, machine.name, sidecar::dir(&state.bottle_dir(slug)), handle)))
+    }
+
     async fn remove(&self, slug: &str) -> Result<()> {
         crate::cleanup::remove_slug(&Smolvm::locate()?, &self.state_root()?, slug).await
     }

@@ -153,6 +153,19 @@ impl Bottle for SmolvmBottle {
         Ok(status.code().unwrap_or(1))
     }
 
+    /// `smolvm machine exec -i -t` as `user`, in the workdir.
+    fn host_argv(&self, argv: &[String], user: GuestUser) -> Option<Vec<String>> {
+        let user = self.handle.user_name(user);
+        let spec = ExecSpec {
+            user: Some(&user),
+            workdir: Some(self.handle.workdir()),
+            env: Vec::new(),
+            interactive: true,
+            tty: true,
+        };
+        Some(self.smolvm.argv(&cli::exec_args(&self.machine, &spec, argv)))
+    }
+
     async fn sidecar_log(&self, sidecar: Sidecar, follow: bool, sink: &mut (dyn std::io::Write + Send)) -> Result<()> {
         sidecar::copy_audit_log(&self.sidecars, sidecar, follow, sink).await.map_err(|e| self.err(e))
     }

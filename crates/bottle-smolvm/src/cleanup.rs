@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use bottle_core::backend::{Handle, Leftovers, Orphans, is_ready};
+use bottle_core::backend::{Handle, Leftovers, Orphans, is_detached};
 use bottle_core::labels::{Labels, SLUG};
 use bottle_core::{Result, StateRoot};
 
@@ -103,7 +103,7 @@ pub(crate) async fn prepare(smolvm: &Smolvm, state: &StateRoot) -> Result<Orphan
             what.push(format!("sidecar files {}", dir.display()));
         }
         for line in what {
-            found.saw_owned(&meta.slug, line, Some(meta.owner.clone()), meta.detached);
+            found.saw_owned(&meta.slug, line, Some(meta.owner.clone()));
         }
     }
     Ok(found
@@ -112,7 +112,7 @@ pub(crate) async fn prepare(smolvm: &Smolvm, state: &StateRoot) -> Result<Orphan
             let dir = sidecar::dir(&state.bottle_dir(&slug));
             async move {
                 let Some(machine) = machine else { return false };
-                is_ready(&SmolvmBottle::new(smolvm.clone(), machine, dir, Handle::new(slug, "root", "/"))).await
+                is_detached(&SmolvmBottle::new(smolvm.clone(), machine, dir, Handle::new(slug, "root", "/"))).await
             }
         })
         .await)

@@ -167,6 +167,12 @@ impl Smolvm {
         Smolvm { program: self.program.clone(), prefix }
     }
 
+    /// The host argv that runs `smolvm args…` (through the prefix).
+    pub(crate) fn argv(&self, args: &[String]) -> Vec<String> {
+        let program = std::iter::once(self.program.display().to_string());
+        self.prefix.iter().cloned().chain(program).chain(args.iter().cloned()).collect()
+    }
+
     /// A command running `smolvm args…`, stdin closed, output captured.
     pub(crate) fn command(&self, args: &[String]) -> tokio::process::Command {
         let mut cmd = match self.prefix.split_first() {

@@ -68,6 +68,9 @@ impl CleanupPlan for NoCleanup {
     fn describe(&self) -> Vec<String> {
         Vec::new()
     }
+    fn slugs(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Stands in for a bottle type; never constructed.
@@ -147,6 +150,9 @@ macro_rules! named_backend {
             }
             async fn attach(&self, _slug: &str) -> Result<NoBottle> {
                 Err(refused())
+            }
+            async fn revive(&self, _slug: &str) -> Result<Option<NoBottle>> {
+                Ok(None)
             }
             async fn remove(&self, _slug: &str) -> Result<()> {
                 Ok(())
