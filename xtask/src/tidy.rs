@@ -45,6 +45,42 @@ const FORBIDDEN: &[Forbidden] = &[
         why: "bottle-core is the bottom of the crate graph",
     },
     Forbidden {
+        crates: |krate| krate == "bottle-docker",
+        dep: "bottle-smolvm",
+        dev_ok: false,
+        why: "backends never depend on each other",
+    },
+    Forbidden {
+        crates: |krate| krate == "bottle-smolvm",
+        dep: "bottle-docker",
+        dev_ok: false,
+        why: "backends never depend on each other",
+    },
+    Forbidden {
+        crates: |krate| krate != "bottle-testkit",
+        dep: "bottle-testkit",
+        dev_ok: true,
+        why: "the conformance suite is for tests: a dev-dependency only",
+    },
+    Forbidden {
+        crates: |krate| krate == "bottle-testkit",
+        dep: "bottle-docker",
+        dev_ok: false,
+        why: "the conformance suite serves every backend and depends on none",
+    },
+    Forbidden {
+        crates: |krate| krate == "bottle-testkit",
+        dep: "bottle-smolvm",
+        dev_ok: false,
+        why: "the conformance suite serves every backend and depends on none",
+    },
+    Forbidden {
+        crates: |krate| krate == "bottle-testkit",
+        dep: "bot-bottle",
+        dev_ok: false,
+        why: "the conformance suite serves every backend and depends on none",
+    },
+    Forbidden {
         crates: |krate| !matches!(krate, "bottle-cli" | "xtask"),
         dep: "anyhow",
         dev_ok: true,
