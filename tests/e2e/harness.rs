@@ -5,26 +5,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Once;
 
+pub(crate) use bottle_testkit::fixtures::{require_docker, text, wait_for, write};
+
 /// The `bottle` binary under test.
 pub(crate) fn bottle_bin() -> &'static str {
     env!("CARGO_BIN_EXE_bottle")
-}
-
-/// Fail (never skip) when Docker is not reachable, saying how to get it.
-pub(crate) fn require_docker() {
-    let out = Command::new("docker").args(["version", "--format", "{{.Server.Version}}"]).output();
-    match out {
-        Ok(o) if o.status.success() => {}
-        Ok(o) => panic!(
-            "these tests need a running Docker Engine, and `docker version` failed: {}\n\
-             run `cargo xtask setup` (installs docker.io, starts dockerd, builds the offline base image)",
-            String::from_utf8_lossy(&o.stderr).trim()
-        ),
-        Err(e) => panic!(
-            "these tests need Docker, and the `docker` command cannot run: {e}\n\
-             run `cargo xtask setup` (installs docker.io, starts dockerd, builds the offline base image)"
-        ),
-    }
 }
 
 /// One test's private world: state, config and working directory.
@@ -125,10 +110,6 @@ impl Drop for World {
     }
 }
 
-pub(crate) fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 fn docker_lines(args: &[&str]) -> Vec<String> {
     let out = Command::new("docker").args(args).output().expect("docker");
     assert!(out.status.success(), "docker {args:?}: {}", text(&out.stderr));
@@ -143,11 +124,6 @@ pub(crate) fn containers_of(slug: &str) -> Vec<String> {
 /// Networks labelled with `slug`.
 pub(crate) fn networks_of(slug: &str) -> Vec<String> {
     docker_lines(&["network", "ls", "--filter", &format!("label=dev.bot-bottle.slug={slug}"), "--format", "{{.Name}}"])
-}
-
-/// Volumes labelled with `slug`.
-pub(crate) fn volumes_of(slug: &str) -> Vec<String> {
-    docker_lines(&["volume", "ls", "--filter", &format!("label=dev.bot-bottle.slug={slug}"), "--format", "{{.Name}}"])
 }
 
 /// Remove a slug's resources; never panics (it runs from `Drop`).
@@ -180,42 +156,4 @@ pub(crate) fn warm_image() {
         let out = world.run(&["start", "shell", "--yes", "--", "-c", "true"]);
         assert!(out.status.success(), "building the shell image failed:\n{}", text(&out.stderr));
     });
-}
-
-/// Wait until `check` holds, up to `secs` seconds.
-pub(crate) fn wait_for(secs: u64, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-    while std::time::Instant::now() < deadline {
-        if check() {
-            return true;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    check()
-}
-
-/// Write `text` to `dir/name` and return the path.
-pub(crate) fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, text).expect("write");
-    path
-}
-
-/// Where `value` appears in bottle `slug`: every process's environment and
-/// argv, and every file (as root). The value never appears whole in the
-/// searching commands' own argv. Returns the places found (empty: nowhere).
-pub(crate) fn find_in_bottle(world: &World, slug: &str, value: &str) -> Vec<String> {
-    let (head, tail) = value.split_at(value.len() / 2);
-    let script = format!(
-        "a='{head}'; b='{tail}'; s=\"$a$b\"\n\
-         for f in /proc/[0-9]*/environ /proc/[0-9]*/cmdline; do\n\
-           c=$(tr '\\0' ' ' < \"$f\" 2>/dev/null)\n\
-           case \"$c\" in *\"$s\"*) echo \"$f\";; esac\n\
-         done\n\
-         grep -rlsF --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev -f - / <<EOF\n$s\nEOF\n\
-         echo searched"
-    );
-    let out = world.ok(&["exec", slug, "--user", "root", "--", "sh", "-c", &script]);
-    assert!(out.trim_end().ends_with("searched"), "the search did not finish: {out}");
-    out.lines().filter(|l| *l != "searched").map(str::to_string).collect()
 }

@@ -1,25 +1,18 @@
-//! start → exec → list → stop, attached sessions, resume, secrets, and the
-//! message a user without Docker gets.
+//! The CLI's own part of a bottle's life: `start --detach` prints the slug,
+//! `exec` runs as the agent (or `--user`) and exits with the command's
+//! code, `list active` shows the bottle (JSON and table), `stop`, `resume`
+//! by identity, attached sessions, the refusal without a terminal, and the
+//! one line a user without Docker gets. What the backend does (resources,
+//! teardown, saved state, secrets) is the conformance suite's.
 
-use crate::harness::{
-    World, containers_of, find_in_bottle, networks_of, require_docker, text, volumes_of, warm_image, write,
-};
+use crate::harness::{World, containers_of, networks_of, require_docker, text, warm_image};
 
 #[test]
-fn detached_bottle_runs_commands_lists_and_stops_without_leftovers() {
+fn detached_bottle_runs_commands_lists_and_stops() {
     require_docker();
     let world = World::new();
     let slug = world.start_detached(&["--label", "e2e lifecycle"]);
     assert!(slug.starts_with("shell-"), "slug {slug}");
-    let mut containers = containers_of(&slug);
-    containers.sort();
-    assert_eq!(
-        containers,
-        [format!("bb-{slug}"), format!("bb-{slug}-egress"), format!("bb-{slug}-relay")],
-        "the agent, its egress proxy and the relay on its loopback"
-    );
-    assert_eq!(networks_of(&slug).len(), 1, "the proxy's way out (the bottle itself has none)");
-    assert_eq!(volumes_of(&slug).len(), 1, "the sidecars' sockets");
 
     assert_eq!(world.ok(&["exec", &slug, "--", "id", "-un"]).trim(), "agent", "runs as the non-root agent user");
     assert_eq!(world.ok(&["exec", &slug, "--user", "root", "--", "id", "-u"]).trim(), "0");
@@ -34,10 +27,9 @@ fn detached_bottle_runs_commands_lists_and_stops_without_leftovers() {
     assert_eq!(mine["label"], "e2e lifecycle");
     assert!(world.ok(&["list", "active"]).contains(&slug), "the table lists it too");
 
-    world.ok(&["stop", &slug]);
-    assert!(containers_of(&slug).is_empty(), "stop removes the container");
-    assert!(networks_of(&slug).is_empty(), "stop removes the network");
-    assert!(volumes_of(&slug).is_empty(), "stop removes the socket volume");
+    let stopped = world.run(&["stop", &slug]);
+    assert!(stopped.status.success(), "stop: {}", text(&stopped.stderr));
+    assert!(text(&stopped.stderr).contains(&format!("bottle {slug} stopped and removed")), "{}", text(&stopped.stderr));
     let again = world.run(&["exec", &slug, "--", "true"]);
     assert!(!again.status.success());
     assert!(text(&again.stderr).contains("no running bottle"), "{}", text(&again.stderr));
@@ -76,42 +68,15 @@ fn start_without_a_terminal_or_yes_refuses_and_leaves_nothing() {
 }
 
 #[test]
-fn resume_brings_the_agent_state_back() {
+fn resume_keeps_the_identity_and_refuses_a_running_bottle() {
     require_docker();
     let world = World::new();
     let slug = world.start_detached(&[]);
-    world.ok(&["exec", &slug, "--", "sh", "-c", "echo remembered-line >> ~/.bash_history"]);
     world.ok(&["stop", &slug]);
-    let saved = world.path("state/bot-bottle").join(&slug).join("resume/home/agent/.bash_history");
-    assert!(std::fs::read_to_string(&saved).expect("saved at teardown").contains("remembered-line"));
     let resumed = world.ok(&["resume", &slug, "--yes", "--detach"]);
     assert_eq!(resumed.trim(), slug, "resume keeps the identity");
-    let history = world.ok(&["exec", &slug, "--", "cat", "/home/agent/.bash_history"]);
-    assert!(history.contains("remembered-line"), "{history}");
     let running = world.run(&["resume", &slug, "--yes", "--detach"]);
     assert!(!running.status.success() && text(&running.stderr).contains("still running"));
-    world.ok(&["stop", &slug]);
-}
-
-#[test]
-fn secrets_stay_on_the_host() {
-    require_docker();
-    let world = World::new();
-    let secret = "s3cr3t-value-e2e-7d1f";
-    let manifest = write(
-        &world.path("work"),
-        "bot-bottle.yaml",
-        "agents:\n  shell:\n    bottle: b\nbottles:\n  b:\n    agent_provider:\n      template: shell\n    env:\n      \
-         TOKEN: { from_host: E2E_TOKEN, secret: true }\n      PLAIN: hello\n",
-    );
-    let (slug, summary) = world.start_manifest(&manifest, &[("E2E_TOKEN", secret)]);
-    assert!(!summary.contains(secret), "the summary never shows a secret");
-    assert!(summary.contains("TOKEN=•••• (hidden)"), "{summary}");
-    let env = world.ok(&["exec", &slug, "--", "env"]);
-    assert!(env.contains("PLAIN=hello") && env.contains("TOKEN=bot-bottle-hidden:TOKEN"), "{env}");
-    let control = find_in_bottle(&world, &slug, "bot-bottle-hidden:TOKEN");
-    assert!(control.iter().any(|p| p.ends_with("/environ")), "the search finds what is there: {control:?}");
-    assert_eq!(find_in_bottle(&world, &slug, secret), Vec::<String>::new(), "the secret is nowhere in the bottle");
     world.ok(&["stop", &slug]);
 }
 

@@ -1,19 +1,17 @@
-//! End-to-end tests of the `bottle` binary against the real Docker Engine.
-//! Each test works in its own state, config and working directory, and
-//! asserts only on resources it created (found by their slug labels).
+//! End-to-end tests of the `bottle` binary: its commands, arguments, exit
+//! codes, messages and output, against the real Docker Engine (and the
+//! fake `smolvm`). What a backend does for a bottle is the conformance
+//! suite's (`crates/bottle-testkit`, run by each backend crate); these check
+//! what the CLI adds. Each test works in its own state, config and working
+//! directory, and asserts only on resources it created (found by their slug
+//! labels).
 
-mod bridge;
-mod conformance;
 mod harness;
-mod upstream;
 
-mod cleanup;
 mod cli;
 mod egress;
 mod gate;
 mod install;
 mod lifecycle;
-mod limits;
 mod manifest;
-mod seal;
 mod smolvm;

@@ -57,6 +57,18 @@ const FORBIDDEN: &[Forbidden] = &[
         why: "bottle-core is the bottom of the crate graph",
     },
     Forbidden {
+        crates: |krate| krate != "bottle-testkit",
+        dep: "bottle-testkit",
+        dev_ok: true,
+        why: "the conformance suite is for tests: a dev-dependency only",
+    },
+    Forbidden {
+        crates: |krate| krate == "bottle-testkit",
+        dep: "bot-bottle",
+        dev_ok: false,
+        why: "the conformance suite serves every backend and depends on none",
+    },
+    Forbidden {
         crates: |krate| !matches!(krate, "bottle-cli" | "xtask"),
         dep: "anyhow",
         dev_ok: true,
@@ -116,11 +128,15 @@ fn no_forbidden_dependencies() {
 /// The facade crate, the one library that sees every crate.
 const FACADE: &str = "bot-bottle";
 
+/// The conformance suite (a dev-dependency only): it runs bottles of the
+/// built-in agents, so it may use the providers.
+const TESTKIT: &str = "bottle-testkit";
+
 /// ARCHITECTURE.md's invariants on the crate graph: the backend crates (the
 /// facade's optional dependencies, one cargo feature each) depend on no
-/// other backend, and only the facade depends on a backend or on the
-/// agent providers (the CLI sees them through the facade; a test may use
-/// the providers).
+/// other backend, and only the facade depends on a backend (the testkit
+/// serves every backend and depends on none) or on the agent providers (the
+/// CLI sees them through the facade; the testkit and tests may use them).
 #[test]
 fn the_crate_graph_keeps_the_architecture_invariants() {
     /// A member's manifest path, package name and dependencies (name, whether dev).
@@ -148,7 +164,7 @@ fn the_crate_graph_keeps_the_architecture_invariants() {
                 broken.push(format!("{path}: backend {krate} depends on backend {dep}: no backend knows another"));
             } else if backend_dep && krate != FACADE {
                 broken.push(format!("{path}: {krate} depends on backend {dep}: only {FACADE} sees every backend"));
-            } else if dep == "agent-provider" && !dev && krate != FACADE {
+            } else if dep == "agent-provider" && !dev && ![FACADE, TESTKIT].contains(&krate.as_str()) {
                 broken.push(format!("{path}: {krate} depends on agent-provider: only {FACADE} sees the providers"));
             }
         }

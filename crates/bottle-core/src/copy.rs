@@ -305,11 +305,20 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(tmp.path().join("d/sub")).expect("mkdir");
         std::fs::write(tmp.path().join("d/sub/f"), "data").expect("write");
+        let then = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000);
+        std::fs::File::options()
+            .write(true)
+            .open(tmp.path().join("d/sub/f"))
+            .expect("open")
+            .set_modified(then)
+            .expect("time");
         let tar = pack_tree(&tmp.path().join("d"), "tree", 0, 0).expect("pack");
         let target = tmp.path().join("out/copy");
         let done = unpack_bounded(tar.as_slice(), "tree", &target, ByteSize::mib(1)).expect("unpack");
         assert_eq!(done, CopyOut::Copied { bytes: 4, skipped: vec![] });
         assert_eq!(std::fs::read_to_string(target.join("sub/f")).expect("read"), "data");
+        let mtime = std::fs::metadata(target.join("sub/f")).expect("stat").modified().expect("mtime");
+        assert_eq!(mtime, then, "the time goes in with the file");
         assert_eq!(std::fs::read_dir(tmp.path().join("out")).expect("ls").count(), 1, "no staging left");
     }
 }

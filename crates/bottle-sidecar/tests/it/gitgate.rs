@@ -2,8 +2,6 @@
 //! through `serve`, or the `bottle-sidecar git-gate` binary), and the gate
 //! talks ssh to a real `sshd` serving bare upstream repositories.
 
-mod sshd;
-
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -16,7 +14,7 @@ use bottle_core::sidecar::{GateUpstream, GitGateConfig, Secret};
 use serde_json::Value;
 use tempfile::TempDir;
 
-use self::sshd::Sshd;
+use bottle_testkit::fixtures::sshd::Sshd;
 
 const BOTTLE: &str = "test-bottle";
 /// The bottle's client token in these tests.

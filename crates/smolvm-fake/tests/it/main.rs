@@ -3,9 +3,6 @@
 //! shape, and — against the real Docker Engine — a machine's whole life,
 //! with `--outbound-localhost-only` really enforced.
 
-#[path = "../../../../tests/e2e/bridge.rs"]
-mod bridge;
-
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -183,7 +180,7 @@ fn a_machine_lives_in_a_container_and_reaches_only_the_hosts_loopback() {
     // The network: the host's loopback yes, any other address of the host no.
     let loopback = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
     let outside = TcpListener::bind("0.0.0.0:0").expect("bind all");
-    let host = bridge::host_address();
+    let host = bottle_testkit::fixtures::bridge::host_address();
     let connect = |addr: String| {
         let script = format!(
             "timeout 5 bash -c 'exec 3<>/dev/tcp/{}/{}'",

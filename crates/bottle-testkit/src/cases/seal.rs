@@ -1,5 +1,4 @@
-//! The bottle is sealed: probed from inside as a prompt-injected agent would,
-//! on every backend. No address of the host (every interface, IPv4 and
+//! The bottle is sealed: probed from inside as a prompt-injected agent would. No address of the host (every interface, IPv4 and
 //! IPv6, link-local and loopback included, and the metadata address, bound
 //! for the test), no gateway and no other bottle's sidecars answer; no name
 //! reaches a resolver of the host's (a stub on 127.0.0.53 that the host's
@@ -14,13 +13,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bot_bottle::Sidecar;
+use bottle_core::{Bottle, Sidecar};
 
-use crate::conformance::{BARE_CONNECT, Under, ask_socket, for_each_backend};
-use crate::harness::{World, text, warm_image};
-
-/// Tests that change the host's network configuration take turns.
-static HOST_NETWORK: Mutex<()> = Mutex::new(());
+use crate::fixtures::text;
+use crate::{World, probe};
 
 /// Where a test makes another bottle's proxy answer on TCP.
 const EXPOSED_PORT: u16 = 3999;
@@ -28,9 +24,20 @@ const EXPOSED_PORT: u16 = 3999;
 /// The metadata address of the common clouds.
 const METADATA: &str = "169.254.169.254";
 
-for_each_backend!(no_address_outside_answers: sealed_from_the_host_on_docker, sealed_from_the_host_on_smolmachines);
-for_each_backend!(no_name_leaves: no_dns_on_docker, no_dns_on_smolmachines);
-for_each_backend!(sidecars_serve_only_the_token: token_on_docker, token_on_smolmachines);
+/// A `CONNECT` without credentials, as a client without the bottle's token sends it.
+pub(crate) const BARE_CONNECT: &[u8] = b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n";
+
+/// Send `request` to a sidecar's unix socket; its answer's first line.
+fn ask_socket(socket: &std::path::Path, request: &[u8]) -> String {
+    use std::io::BufRead as _;
+    let mut stream = std::os::unix::net::UnixStream::connect(socket)
+        .unwrap_or_else(|e| panic!("connecting to {}: {e}", socket.display()));
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    stream.write_all(request).expect("write");
+    let mut line = String::new();
+    std::io::BufReader::new(stream).read_line(&mut line).expect("read");
+    line
+}
 
 /// A TCP server on every address of the host (and the metadata address,
 /// added to `lo` for the test), answering each connection with a line.
@@ -157,21 +164,21 @@ fn socket_addr(addr: &str, port: u16) -> SocketAddr {
 }
 
 /// The addresses among `addrs` that a TCP connection to `port` reaches from
-/// inside bottle `slug`, as its agent user.
-fn reachable_from(world: &World, slug: &str, addrs: &[String], port: u16) -> Vec<String> {
+/// inside `bottle`, as its agent user.
+async fn reachable_from(bottle: &dyn Bottle, addrs: &[String], port: u16) -> Vec<String> {
     let list = addrs.join(" ");
     let script = format!(
         "for a in {list}; do if timeout 3 bash -c \"exec 3<>/dev/tcp/$a/{port}\" 2>/dev/null; then echo \"OPEN $a\"; \
          fi; done; echo probed"
     );
-    let out = world.ok(&["exec", slug, "--", "sh", "-c", &script]);
+    let out = probe::ok(bottle, &script).await;
     assert!(out.trim_end().ends_with("probed"), "the probe did not finish: {out}");
     out.lines().filter_map(|l| l.strip_prefix("OPEN ")).map(str::to_string).collect()
 }
 
 /// The gateways of the bottle's routing table (IPv4), if it has any.
-fn gateways_of(world: &World, slug: &str) -> Vec<String> {
-    let table = world.ok(&["exec", slug, "--", "cat", "/proc/net/route"]);
+async fn gateways_of(bottle: &dyn Bottle) -> Vec<String> {
+    let table = probe::ok(bottle, "cat /proc/net/route").await;
     table
         .lines()
         .skip(1)
@@ -182,47 +189,32 @@ fn gateways_of(world: &World, slug: &str) -> Vec<String> {
         .collect()
 }
 
-fn no_address_outside_answers(under: &dyn Under) {
-    warm_image();
-    let _turn = HOST_NETWORK.lock().unwrap_or_else(|e| e.into_inner());
+pub(super) async fn no_address_outside_answers(world: &World) {
     let server = HostServer::start();
-    let world = under.world();
-    let (slug, summary) = under.start(&default_manifest(world), &[]);
+    let session = world.prepare(&world.spec(world.default_manifest()), &[]).await;
+    let summary = session.summary();
     assert!(summary.contains("isolation"), "the summary names the isolation in force: {summary}");
-    let (other, _) = under.start(&default_manifest(world), &[]);
+    let running = session.launch(std::future::pending()).await.expect("launch");
+    let slug = running.slug().to_string();
+    let bottle = running.bottle();
+    let other = world.start(&world.spec(world.default_manifest()), &[]).await;
 
     // The control: from inside, the bottle's own proxy answers (a 407 without credentials).
-    let proxy = world.ok(&[
-        "exec",
-        &slug,
-        "--",
-        "sh",
-        "-c",
-        "curl -s -o /dev/null -w '%{http_code}' \
-        --noproxy '*' http://127.0.0.1:3128/",
-    ]);
+    let proxy = probe::ok(bottle, "curl -s -o /dev/null -w '%{http_code}' --noproxy '*' http://127.0.0.1:3128/").await;
     assert_eq!(proxy.trim(), "407", "the probe reaches what is there");
 
     let mut targets = server.addrs.clone();
-    targets.extend(gateways_of(world, &slug));
-    let open = reachable_from(world, &slug, &targets, server.port);
+    targets.extend(gateways_of(bottle).await);
+    let open = reachable_from(bottle, &targets, server.port).await;
     assert_eq!(open, Vec::<String>::new(), "no address of the host answers from the bottle (probed {targets:?})");
 
     // Another bottle's proxy, made to answer on TCP beside it: still out of reach.
-    let theirs = under.expose_egress(&other, EXPOSED_PORT);
-    let open = reachable_from(world, &slug, &theirs, EXPOSED_PORT);
+    let theirs = world.target().expose_egress(world, other.slug(), EXPOSED_PORT);
+    let open = reachable_from(bottle, &theirs, EXPOSED_PORT).await;
     assert_eq!(open, Vec::<String>::new(), "another bottle's proxy does not answer ({theirs:?}:{EXPOSED_PORT})");
-    world.ok(&["stop", &other]);
-    world.ok(&["stop", &slug]);
-    under.assert_gone(&slug);
-}
-
-fn default_manifest(world: &World) -> std::path::PathBuf {
-    crate::harness::write(
-        &world.path("work"),
-        "seal.yaml",
-        "agents:\n  shell:\n    bottle: b\nbottles:\n  b:\n    agent_provider:\n      template: shell\n",
-    )
+    other.teardown().await.expect("teardown");
+    running.teardown().await.expect("teardown");
+    assert_eq!(world.resources(&slug), Vec::<String>::new(), "nothing of the bottle is left");
 }
 
 /// A DNS stub on `127.0.0.53:53` that records every name asked and forwards
@@ -298,77 +290,75 @@ fn query_name(packet: &[u8]) -> Option<String> {
     Some(labels.join("."))
 }
 
-fn no_name_leaves(under: &dyn Under) {
-    warm_image();
-    let _turn = HOST_NETWORK.lock().unwrap_or_else(|e| e.into_inner());
-    let world = under.world();
+pub(super) async fn no_name_leaves(world: &World) {
     let stub = DnsStub::start();
-    let unique = world.path("").file_name().expect("name").to_string_lossy().to_ascii_lowercase().replace('.', "");
+    let unique = world.dir().file_name().expect("name").to_string_lossy().to_ascii_lowercase().replace(['.', '_'], "");
     let control = format!("control-{unique}.bot-bottle.test");
     let _ = std::process::Command::new("getent").args(["hosts", &control]).output();
     assert!(stub.asked().contains(&control), "the host's lookups reach the stub: {:?}", stub.asked());
 
-    let (slug, _) = under.start(&default_manifest(world), &[]);
+    let running = world.start(&world.spec(world.default_manifest()), &[]).await;
     let leak = format!("leak-{unique}.bot-bottle.test");
-    for probe in [
+    for script in [
         format!("getent hosts {leak}"),
         format!("getent hosts a.{leak}; getent ahostsv6 b.{leak}"),
         format!("curl -s -m 5 https://c.{leak}/"),
         format!("curl -s -m 5 --noproxy '*' http://d.{leak}/"),
     ] {
-        let _ = world.run(&["exec", &slug, "--", "sh", "-c", &probe]);
+        let _ = probe::sh(running.bottle(), &script).await;
     }
-    std::thread::sleep(Duration::from_millis(500));
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let leaked: Vec<String> = stub.asked().into_iter().filter(|n| n.contains(&leak)).collect();
     assert_eq!(leaked, Vec::<String>::new(), "a name looked up in the bottle reached the host's resolver");
     drop(stub);
-    world.ok(&["stop", &slug]);
+    running.teardown().await.expect("teardown");
 }
 
-fn sidecars_serve_only_the_token(under: &dyn Under) {
-    warm_image();
-    let world = under.world();
-    let up = crate::upstream::Upstream::start(&world.path("work"));
-    let manifest = crate::harness::write(
-        &world.path("work"),
+pub(super) async fn sidecars_serve_only_the_token(world: &World) {
+    let up = crate::fixtures::upstream::Upstream::start(&world.path("work"), &world.target().host_address());
+    let key = crate::fixtures::write(&world.path("work"), "key", "not a key\n");
+    let manifest = world.shell_manifest(
         "token.yaml",
         &format!(
-            "agents:\n  shell:\n    bottle: b\nbottles:\n  b:\n    agent_provider:\n      template: shell\n    \
-             egress:\n      - host: \"{}\"\n        ports: [{}]\n    git:\n      - Name: project\n        \
+            "    egress:\n      - host: \"{}\"\n        ports: [{}]\n    git:\n      - Name: project\n        \
              Host: 127.0.0.1\n        Repo: nowhere.git\n        IdentityFile: {}\n",
             up.ip,
             up.port,
-            crate::harness::write(&world.path("work"), "key", "not a key\n").display()
+            key.display()
         ),
     );
     let ca = up.ca.to_str().expect("utf8");
-    let (slug, summary) = under.start(&manifest, &[("BOT_BOTTLE_UPSTREAM_CA", ca)]);
-    let token = world.ok(&["exec", &slug, "--", "printenv", "HTTPS_PROXY"]);
+    let session = world.prepare(&world.spec(manifest), &[("BOT_BOTTLE_UPSTREAM_CA", ca)]).await;
+    let summary = session.summary();
+    let running = session.launch(std::future::pending()).await.expect("launch");
+    let slug = running.slug().to_string();
+    let bottle = running.bottle();
+    let token = probe::ok(bottle, "printenv HTTPS_PROXY").await;
     let token = token.trim().strip_prefix("http://bb:").and_then(|t| t.split('@').next()).expect("token").to_string();
     assert!(!summary.contains(&token), "the token is not in the summary");
 
     // Inside the bottle: through the proxy with its credentials, yes; without, 407.
-    let with = world.ok(&["exec", &slug, "--", "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", &up.url("/x")]);
+    let with = probe::ok(bottle, &format!("curl -s -o /dev/null -w '%{{http_code}}' {}", up.url("/x"))).await;
     assert_eq!(with.trim(), "200", "the bottle's own client passes");
-    let without = world.run(&[
-        "exec",
-        &slug,
-        "--",
-        "sh",
-        "-c",
+    let without = probe::sh(
+        bottle,
         &format!("curl -s -o /dev/null -w '%{{http_connect}}' -x http://127.0.0.1:3128 {}", up.url("/x")),
-    ]);
-    assert_eq!(text(&without.stdout), "407", "a client without the token gets 407 to its CONNECT");
+    )
+    .await;
+    assert_eq!(without.stdout, "407", "a client without the token gets 407 to its CONNECT");
 
-    // From the host, at the sidecars' own sockets or ports, as any host user could try.
+    // From the host, at the sidecars' own sockets, as any host user could try.
     let gate_request = b"GET /project.git/info/refs?service=git-upload-pack HTTP/1.1\r\nHost: gate\r\n\r\n";
     for (kind, request, status) in
         [(Sidecar::Egress, BARE_CONNECT, "407"), (Sidecar::GitGate, &gate_request[..], "401")]
     {
-        let answer = ask_socket(&under.sidecar_socket(&slug, kind), request);
+        let answer = ask_socket(&world.target().sidecar_socket(world, &slug, kind), request);
         assert!(answer.starts_with(&format!("HTTP/1.1 {status}")), "{kind:?} without the token: {answer}");
     }
-    let logs = [world.ok(&["egress", "log", &slug]), world.ok(&["gate", "log", &slug])];
-    assert!(logs.iter().all(|log| !log.contains(&token)), "the token is in no log");
-    world.ok(&["stop", &slug]);
+    for kind in [Sidecar::Egress, Sidecar::GitGate] {
+        let mut log = Vec::new();
+        bottle.sidecar_log(kind, false, &mut log).await.expect("the audit log");
+        assert!(!String::from_utf8_lossy(&log).contains(&token), "the token is in no log ({kind:?})");
+    }
+    running.teardown().await.expect("teardown");
 }
