@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod agent_session;
+mod audit;
 pub mod backend;
 mod blocking;
 mod bottle;
@@ -29,8 +30,9 @@ mod wiring;
 // Embedding: what a tool that runs bottles needs. Backend authors find the
 // rest in `backend`, provider authors in `provider`, the sidecars' wire
 // types in `sidecar`.
+pub use audit::{EgressRecord, LogFormat, LogLines, LogSource, PushRecord, PushedRef, copy_log, human_line};
 pub use backend::DynBackend;
-pub use bottle::{ActiveAgent, Bottle, ExecResult, GuestUser, Sidecar, sort_active};
+pub use bottle::{ActiveAgent, Bottle, ExecResult, GuestUser, OwnerState, Sidecar, sort_active};
 pub use error::{Error, ErrorKind, Result};
 pub use manifest::{
     AgentDef, AgentProviderDef, AuthScheme, BottleDef, DEFAULT_MANIFEST, DEFAULT_MAX_PUSH_MB, EgressRoute, EnvValue,
@@ -45,4 +47,7 @@ pub use provider::Providers;
 pub use registry::{BACKEND_ENV, Registry};
 pub use resources::{ByteSize, Cpus, Limits, Resources};
 pub use session::{Ended, Running, Session};
-pub use state::{BottleMetadata, METADATA_FILE, RESUME_DIR, StateRoot, validate_slug};
+pub use state::{
+    BottleMetadata, METADATA_FILE, RESUME_DIR, SavedPath, StateRoot, StoppedBottle, parse_duration, prunable,
+    validate_slug,
+};

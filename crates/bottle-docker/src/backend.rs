@@ -6,9 +6,11 @@
 //! [`Backend`] impl that calls them.
 
 use bollard::Docker;
+use bollard::models::{ContainerSummary, ContainerSummaryStateEnum};
 use bollard::query_parameters::StartContainerOptions;
+use bottle_core::backend::SidecarProcess;
 use bottle_core::backend::{Backend, CleanupPlan, Handle, Orphans, not_running};
-use bottle_core::labels::Labels;
+use bottle_core::labels::{Labels, ROLE, ROLE_AGENT, SLUG};
 use bottle_core::{ActiveAgent, CommonPlan, Result, sort_active};
 
 use crate::bottle::DockerBottle;
@@ -91,13 +93,16 @@ impl Backend for DockerBackend {
 
     async fn enumerate_active(&self) -> Result<Vec<ActiveAgent>> {
         let docker = self.docker().await?;
-        let mut agents: Vec<ActiveAgent> = containers(docker, true, None, true)
-            .await?
-            .into_iter()
+        let all = containers(docker, true, None, false).await?;
+        let mut agents: Vec<ActiveAgent> = all
+            .iter()
+            .filter(|c| role(c) == Some(ROLE_AGENT))
             .filter_map(|c| {
-                let labels = c.labels.unwrap_or_default();
+                let labels = c.labels.clone().unwrap_or_default();
                 let status = c.state.map(|s| s.to_string()).unwrap_or_default();
-                Labels(&labels).active_agent(crate::NAME, status, c.image.unwrap_or_default())
+                let slug = Labels(&labels).get(SLUG)?.to_string();
+                let sidecars = sidecar_health(&all, &slug);
+                Labels(&labels).active_agent(crate::NAME, status, c.image.clone().unwrap_or_default(), &sidecars)
             })
             .collect();
         sort_active(&mut agents);
@@ -112,4 +117,29 @@ impl Backend for DockerBackend {
         crate::cleanup::cleanup(self.docker().await?, &plan).await?;
         Ok(plan.describe())
     }
+}
+
+/// A container's role label.
+fn role(c: &ContainerSummary) -> Option<&str> {
+    c.labels.as_ref()?.get(ROLE).map(String::as_str)
+}
+
+/// Whether each process beside bottle `slug` runs, from its containers in
+/// `all`: the egress proxy and the relay every Docker bottle has, the git
+/// gate when it has one. A missing container is one that does not run.
+fn sidecar_health(all: &[ContainerSummary], slug: &str) -> Vec<(SidecarProcess, bool)> {
+    let of = |process: SidecarProcess| {
+        all.iter().find(|c| {
+            c.labels.as_ref().and_then(|l| l.get(SLUG)).map(String::as_str) == Some(slug)
+                && role(c) == Some(process.name())
+        })
+    };
+    [SidecarProcess::Egress, SidecarProcess::GitGate, SidecarProcess::Relay]
+        .into_iter()
+        .filter_map(|process| {
+            let found = of(process);
+            let expected = process != SidecarProcess::GitGate || found.is_some();
+            expected.then(|| (process, found.is_some_and(|c| c.state == Some(ContainerSummaryStateEnum::RUNNING))))
+        })
+        .collect()
 }

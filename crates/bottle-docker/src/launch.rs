@@ -40,6 +40,21 @@ pub(crate) fn log_config() -> bollard::models::HostConfigLogConfig {
     }
 }
 
+/// The longest host name the kernel takes (a DNS label's 63 bytes).
+const HOSTNAME_MAX: usize = 63;
+
+/// The bottle's host name: its slug, so a prompt says which bottle it is
+/// in; a slug longer than a host name may be keeps its start and its
+/// distinguishing `-<8 hex>` end.
+fn hostname(slug: &str) -> String {
+    if slug.len() <= HOSTNAME_MAX {
+        return slug.to_string();
+    }
+    let tail = slug.rfind('-').map_or("", |at| &slug[at..]);
+    let head = slug[..HOSTNAME_MAX.saturating_sub(tail.len())].trim_end_matches('-');
+    format!("{head}{tail}")
+}
+
 /// Create everything `plan` names and hand back the running bottle; on
 /// error, remove what was created.
 pub(crate) async fn launch(docker: &Docker, plan: DockerPlan) -> Result<DockerBottle> {
@@ -113,7 +128,7 @@ async fn create_agent(docker: &Docker, plan: &DockerPlan) -> Result<()> {
     let body = ContainerCreateBody {
         image: Some(plan.image_tag().to_string()),
         user: Some(p.guest_user.clone()),
-        hostname: Some(common.agent.clone()),
+        hostname: Some(hostname(&common.slug)),
         env: Some(plan.wiring().guest_env(common).iter().map(|(k, v)| format!("{k}={v}")).collect()),
         entrypoint: Some(vec!["sleep".into()]),
         cmd: Some(vec!["infinity".into()]),
@@ -150,4 +165,20 @@ async fn create_agent(docker: &Docker, plan: &DockerPlan) -> Result<()> {
         .start_container(&plan.container, None::<StartContainerOptions>)
         .await
         .map_err(failed("start the agent container"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_host_name_is_the_slug_cut_to_what_the_kernel_takes() {
+        assert_eq!(hostname("shell-1a2b3c4d"), "shell-1a2b3c4d");
+        let long = format!("{}-1a2b3c4d", "a".repeat(70));
+        let name = hostname(&long);
+        assert_eq!(name.len(), HOSTNAME_MAX);
+        assert!(name.starts_with("aaaa") && name.ends_with("a-1a2b3c4d"), "{name}");
+        let dashes = format!("{}-{}-1a2b3c4d", "a".repeat(53), "b".repeat(20));
+        assert_eq!(hostname(&dashes), format!("{}-1a2b3c4d", "a".repeat(53)), "no dash doubled at the cut");
+    }
 }
