@@ -14,4 +14,5 @@ mod gate;
 mod install;
 mod lifecycle;
 mod manifest;
+mod sessions;
 mod smolvm;
