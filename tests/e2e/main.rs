@@ -16,5 +16,6 @@ mod install;
 mod lifecycle;
 mod logs;
 mod manifest;
+mod sessions;
 mod smolvm;
 mod terminal;
