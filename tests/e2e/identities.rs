@@ -6,7 +6,7 @@
 use std::process::Command;
 
 use crate::harness::{World, require_docker, text, wait_for, warm_image};
-use crate::terminal::on_a_terminal;
+use crate::terminal::{on_a_terminal, on_a_terminal_with};
 
 /// The entry of bottle `slug` in `bottle list WHAT --json`, if listed.
 fn listed(world: &World, what: &str, slug: &str) -> Option<serde_json::Value> {
@@ -54,11 +54,22 @@ fn forget_refuses_a_running_bottle_and_removes_a_stopped_ones_folder() {
     assert!(folder.is_dir(), "a running bottle's state stays");
 
     world.ok(&["stop", &slug]);
+    let stopped = world.run(&["exec", &slug, "--", "true"]);
+    assert_eq!(stopped.status.code(), Some(1));
+    assert!(
+        text(&stopped.stderr).contains("`bottle list stopped`"),
+        "points at the stopped: {}",
+        text(&stopped.stderr)
+    );
     world.ok(&["forget", &slug]);
     assert!(!folder.exists(), "its state folder is gone");
     assert!(listed(&world, "stopped", &slug).is_none());
     let again = world.run(&["forget", &slug]);
     assert_eq!(again.status.code(), Some(1), "an unknown bottle: {}", text(&again.stderr));
+    let resumed = world.run(&["resume", &slug, "--yes"]);
+    assert_eq!(resumed.status.code(), Some(1), "a forgotten bottle cannot be resumed");
+    let err = text(&resumed.stderr);
+    assert!(err.contains("`bottle list stopped`") && err.trim().lines().count() == 1, "{err}");
 }
 
 #[test]
@@ -101,6 +112,9 @@ fn list_active_shows_the_launcher_the_sidecars_and_the_colour_and_a_dead_egress(
     assert!(line.contains(" gone ") && line.contains("egress up, relay up") && line.contains("green"), "{line}");
     let shown = on_a_terminal(&world, &["list", "active"]);
     assert!(shown.contains(&format!("\x1b[32m{slug}\x1b[0m")), "drawn in its colour on a terminal: {shown:?}");
+    let plain = on_a_terminal_with(&world, &[("NO_COLOR", "1")], &["list", "active"]);
+    let line = row(&plain, &slug).unwrap_or_else(|| panic!("{plain}"));
+    assert!(line.starts_with(&format!("{slug} ")) && !plain.contains('\x1b'), "NO_COLOR: no colour: {plain:?}");
 
     let killed = Command::new("docker").args(["kill", &format!("bb-{slug}-egress")]).output().expect("docker");
     assert!(killed.status.success(), "docker kill: {}", text(&killed.stderr));

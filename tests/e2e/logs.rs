@@ -2,7 +2,7 @@
 //! bottle prints the requests it made (JSON lines when stdout is not a
 //! terminal or with `--json`, one short line each on a terminal, `--follow`
 //! printing and exiting), and `gate log` of a bottle without a git gate
-//! says so in one line.
+//! says so in one line and fails.
 
 use bottle_testkit::fixtures::bridge::host_address;
 use bottle_testkit::fixtures::upstream::Upstream;
@@ -66,13 +66,13 @@ fn a_stopped_bottles_egress_log_still_prints_its_requests() {
 }
 
 #[test]
-fn gate_log_of_a_bottle_without_git_upstreams_says_so_in_one_line() {
+fn gate_log_of_a_bottle_without_git_upstreams_says_so_in_one_line_and_fails() {
     require_docker();
     let world = World::new();
     let slug = world.start_detached(&[]);
     let says_so = |when: &str| {
         let out = world.run(&["gate", "log", &slug]);
-        assert_eq!(out.status.code(), Some(0), "{when}: {}", text(&out.stderr));
+        assert_eq!(out.status.code(), Some(1), "{when}: {}", text(&out.stderr));
         assert_eq!(
             text(&out.stderr),
             format!("bottle {slug} has no git gate: its manifest lists no git upstreams\n"),

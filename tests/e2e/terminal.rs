@@ -33,9 +33,14 @@ sys.exit(code)
 /// `bottle args…` in `world` with stdout on a terminal; requires success
 /// and returns what the terminal showed (with `\n` line ends).
 pub(crate) fn on_a_terminal(world: &World, args: &[&str]) -> String {
+    on_a_terminal_with(world, &[], args)
+}
+
+/// [`on_a_terminal`] with `env` set for this command too.
+pub(crate) fn on_a_terminal_with(world: &World, env: &[(&str, &str)], args: &[&str]) -> String {
     let mut argv = vec!["-c", ON_A_PTY, bottle_bin()];
     argv.extend_from_slice(args);
-    let out = world.bottle_at(Path::new("python3"), &argv).output().expect("python3");
+    let out = world.bottle_at(Path::new("python3"), &argv).envs(env.iter().copied()).output().expect("python3");
     assert!(out.status.success(), "bottle {args:?} on a terminal failed: {}\n{}", out.status, text(&out.stderr));
     text(&out.stdout).replace("\r\n", "\n")
 }

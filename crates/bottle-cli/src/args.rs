@@ -39,8 +39,8 @@ bottle start reviewer --copy-cwd --label 'PR 42'\n  bottle start shell --yes -- 
     /// List the manifest's agents, the bottles running now, or the stopped ones you can resume.
     #[command(after_help = "active: each bottle's status (`running (egress down)` when a sidecar died), how long \
 it has been up, whether the `bottle` process that started it still runs (OWNER: alive, gone — normal for a detached \
-bottle —, other-host, unknown), each sidecar up or down, its --color (its slug drawn in it on a terminal) and \
---label.\n\
+bottle —, other-host, unknown), each sidecar up or down, its --color (its slug drawn in it on a terminal, unless NO_COLOR is \
+set) and --label.\n\
 stopped: every bottle with a state folder that runs on no available backend: when it last stopped (`never stopped` \
 when its launcher died, `not launched` when its start did not finish) and the agent state saved for `resume`.")]
     List {
@@ -217,7 +217,8 @@ HH:MM:SS in UTC, the reason shown when the push was refused (by the policy or th
 stdout is not a terminal, the JSON lines as the gate wrote them (time, bottle, upstream, refs, verdict, reason, \
 upstream_result, duration_ms). A line that is not JSON is printed as it is.\n\n\
 A running bottle's log comes from its gate; a stopped one's from its state folder, where `stop` keeps it \
-(--follow then prints it and exits). A bottle whose manifest lists no git upstreams has no gate and no log.")]
+(--follow then prints it and exits). A bottle whose manifest lists no git upstreams has no gate and no log: \
+one line says so and the exit code is 1.")]
     Log(LogArgs),
 }
 

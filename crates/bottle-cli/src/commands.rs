@@ -314,7 +314,8 @@ fn saved(bottle: &StoppedBottle) -> String {
 }
 
 /// Print `rows` under `header` in aligned columns; on a terminal each row's
-/// first cell is drawn in its colour (the bottle's `--color`), when it names one.
+/// first cell is drawn in its colour (the bottle's `--color`), when it names
+/// one and `NO_COLOR` is not set (<https://no-color.org>).
 fn print_table(header: &[&str], rows: impl Iterator<Item = (Vec<String>, Option<String>)>) {
     let rows: Vec<(Vec<String>, Option<String>)> = rows.collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
@@ -323,10 +324,10 @@ fn print_table(header: &[&str], rows: impl Iterator<Item = (Vec<String>, Option<
             *width = (*width).max(cell.chars().count());
         }
     }
-    let tty = std::io::stdout().is_terminal();
+    let colored = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let header = (header.iter().map(|h| h.to_string()).collect::<Vec<_>>(), None);
     for (row, color) in std::iter::once(&header).chain(&rows) {
-        let paint = color.as_deref().filter(|_| tty).and_then(ansi_color);
+        let paint = color.as_deref().filter(|_| colored).and_then(ansi_color);
         let cells: Vec<String> = row
             .iter()
             .zip(&widths)
@@ -416,7 +417,10 @@ async fn sidecar_log(ctx: &Context, args: LogArgs, sidecar: Sidecar) -> Result<i
         _ = interrupted() => return Ok(0),
     };
     match source {
-        LogSource::NoGate => eprintln!("bottle {slug} has no git gate: its manifest lists no git upstreams"),
+        LogSource::NoGate => {
+            eprintln!("bottle {slug} has no git gate: its manifest lists no git upstreams");
+            return Ok(1);
+        }
         LogSource::NothingSaved => eprintln!(
             "bottle {slug} is stopped and its state folder keeps no {} log (it never launched, or stopped before \
              logs were kept)",
@@ -566,5 +570,23 @@ fn manifest_check(ctx: &Context) -> Result<i32> {
 fn warn_unset_host_vars(ctx: &Context, manifest: &Manifest) {
     for reference in manifest.host_vars().iter().filter(|reference| ctx.host.var(&reference.name).is_none()) {
         eprintln!("warning: {}; `bottle start` of an agent using it will refuse to start", reference.not_set_message());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ansi_color;
+
+    #[test]
+    fn a_colour_name_or_hex_is_an_ansi_code_and_anything_else_none() {
+        let check = |color: &str, expect: Option<&str>| assert_eq!(ansi_color(color).as_deref(), expect, "{color}");
+        check("green", Some("32"));
+        check(" Red ", Some("31"));
+        check("grey", Some("90"));
+        check("orange", Some("38;5;208"));
+        check("#ff8000", Some("38;2;255;128;0"));
+        for none in ["", "chartreuse", "#ff80", "#gg0000", "\x1b[2J"] {
+            check(none, None);
+        }
     }
 }

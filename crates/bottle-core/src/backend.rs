@@ -98,7 +98,10 @@ pub trait Backend: Send + Sync + 'static {
 pub fn not_running(slug: &str, backend: &'static str) -> Error {
     Error::new(
         ErrorKind::NotFound,
-        format!("no running bottle `{slug}` on {backend}; `bottle list active` shows the running ones"),
+        format!(
+            "no running bottle `{slug}` on {backend}; `bottle list active` shows the running ones, \
+             `bottle list stopped` the stopped ones `bottle resume` starts again"
+        ),
     )
     .with_backend(backend)
 }

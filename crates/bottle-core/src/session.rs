@@ -518,7 +518,8 @@ pub async fn stop(backend: &dyn DynBackend, slug: &str, state: &StateRoot) -> Re
                 return Err(Error::new(
                     ErrorKind::NotFound,
                     format!(
-                        "no bottle `{slug}` on {} and no saved state for it; `bottle list active` shows running ones",
+                        "no bottle `{slug}` on {} and no saved state for it; `bottle list active` shows running ones, \
+                         `bottle list stopped` the stopped ones",
                         backend.name_dyn()
                     ),
                 )
