@@ -18,4 +18,5 @@ mod logs;
 mod manifest;
 mod sessions;
 mod smolvm;
+mod supervise;
 mod terminal;

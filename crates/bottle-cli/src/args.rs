@@ -122,6 +122,16 @@ bottle prune --older-than 7d --yes")]
         #[command(subcommand)]
         action: GateAction,
     },
+    /// The supervise queue: what agents ask their operator (routes, answers), and your decisions.
+    #[command(after_help = "A bottle whose manifest says `supervise: true` runs an MCP server its agent calls: \
+request_egress (a host the proxy denies), ask_operator (a question), notify (a message). Each request waits here \
+until you decide it (10 minutes, then it counts as denied).\n\nExamples:\n  bottle supervise list --follow\n  \
+bottle supervise approve 1a2b3c4d\n  bottle supervise deny 1a2b3c4d --note 'not needed'\n  \
+bottle supervise answer 1a2b3c4d 'yes'")]
+    Supervise {
+        #[command(subcommand)]
+        action: crate::supervise::SuperviseAction,
+    },
     /// Check the manifest or print its JSON Schema.
     Manifest {
         #[command(subcommand)]

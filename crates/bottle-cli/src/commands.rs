@@ -42,6 +42,7 @@ pub(crate) async fn run(cli: Cli) -> Result<i32> {
         Command::Prune { older_than, dry_run, yes } => prune(&ctx, older_than, dry_run, yes).await,
         Command::Egress { action: EgressAction::Log(args) } => sidecar_log(&ctx, args, Sidecar::Egress).await,
         Command::Gate { action: GateAction::Log(args) } => sidecar_log(&ctx, args, Sidecar::GitGate).await,
+        Command::Supervise { action } => crate::supervise::run(&ctx, action).await,
         Command::Manifest { action: ManifestAction::Check } => manifest_check(&ctx),
         Command::Manifest { action: ManifestAction::Schema } => {
             println!("{}", serde_json::to_string_pretty(&Manifest::json_schema())?);
@@ -366,7 +367,7 @@ fn ansi_color(color: &str) -> Option<String> {
     Some(code.to_string())
 }
 
-fn age(ms: u64) -> String {
+pub(crate) fn age(ms: u64) -> String {
     match ms / 1000 {
         s if s < 60 => format!("{s}s"),
         s if s < 3600 => format!("{}m", s / 60),
@@ -558,7 +559,7 @@ fn manifest_check(ctx: &Context) -> Result<i32> {
             bottle.env.len(),
             bottle.egress.len(),
             bottle.git.len(),
-            if bottle.supervise { "on" } else { "off" }
+            if bottle.supervise.enabled { "on" } else { "off" }
         );
     }
     warn_unset_host_vars(ctx, &manifest);

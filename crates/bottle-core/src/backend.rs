@@ -24,7 +24,7 @@ pub use crate::plan::{BackendPlan, WiredPlan};
 pub use crate::protocol::{RelayPair, SidecarCommand, SidecarProcess};
 pub use crate::sidecar::Placement;
 pub use crate::sidecar_config::{EGRESS_PORT, GATE_PORT, SOCKET_DIR};
-pub use crate::wiring::Wiring;
+pub use crate::wiring::{SuperviseWiring, Wiring};
 
 use std::any::Any;
 use std::future::Future;

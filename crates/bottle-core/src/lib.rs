@@ -25,6 +25,7 @@ pub mod session;
 pub mod sidecar;
 mod sidecar_config;
 mod state;
+pub mod supervise;
 mod wiring;
 
 // Embedding: what a tool that runs bottles needs. Backend authors find the
@@ -37,7 +38,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use manifest::{
     AgentDef, AgentProviderDef, AuthScheme, BottleDef, DEFAULT_MANIFEST, DEFAULT_MAX_PUSH_MB, EgressRoute, EnvValue,
     GitIdentity, GitUpstream, HostVarRef, HostVarUse, MAX_ENV_ENTRIES, MAX_ENV_ENTRY_BYTES, MAX_ENV_TOTAL_BYTES,
-    MAX_MANIFEST_BYTES, Manifest, ManifestError, ManifestErrors, ManifestSource, PushPolicy, RouteAuth,
+    MAX_MANIFEST_BYTES, Manifest, ManifestError, ManifestErrors, ManifestSource, PushPolicy, RouteAuth, Supervise,
     discover_manifest,
 };
 pub use plan::{CommonPlan, EgressPlan, GitGatePlan, SupervisePlan};

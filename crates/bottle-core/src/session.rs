@@ -313,7 +313,7 @@ async fn race<A: Future, B: Future>(a: A, b: B) -> Either<A::Output, B::Output> 
 }
 
 /// The provision steps, in order: the CA, prompt, provider apply, skills,
-/// agent state (on resume), workspace, git.
+/// agent state (on resume), workspace, git, the supervise MCP server.
 pub async fn provision(
     bottle: &dyn Bottle,
     plan: &CommonPlan,
@@ -336,6 +336,9 @@ pub async fn provision(
         bottle.cp_in(cwd, &p.workdir).await?;
     }
     provider.provision_git(bottle, plan, wiring).await?;
+    if let Some(url) = wiring.supervise_url(plan) {
+        provider.provision_supervise(bottle, plan, url).await?;
+    }
     Ok(())
 }
 

@@ -351,12 +351,12 @@ fn random_u32() -> u32 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::collections::BTreeSet;
 
     /// The metadata of a detached shell bottle `slug`, created now, never stopped.
-    fn sample(slug: &str) -> BottleMetadata {
+    pub(crate) fn sample(slug: &str) -> BottleMetadata {
         BottleMetadata {
             slug: slug.to_string(),
             agent: "shell".into(),

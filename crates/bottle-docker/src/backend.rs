@@ -126,7 +126,7 @@ fn role(c: &ContainerSummary) -> Option<&str> {
 
 /// Whether each process beside bottle `slug` runs, from its containers in
 /// `all`: the egress proxy and the relay every Docker bottle has, the git
-/// gate when it has one. A missing container is one that does not run.
+/// gate and the supervise server when it has them. A missing container is one that does not run.
 fn sidecar_health(all: &[ContainerSummary], slug: &str) -> Vec<(SidecarProcess, bool)> {
     let of = |process: SidecarProcess| {
         all.iter().find(|c| {
@@ -134,11 +134,12 @@ fn sidecar_health(all: &[ContainerSummary], slug: &str) -> Vec<(SidecarProcess, 
                 && role(c) == Some(process.name())
         })
     };
-    [SidecarProcess::Egress, SidecarProcess::GitGate, SidecarProcess::Relay]
+    [SidecarProcess::Egress, SidecarProcess::GitGate, SidecarProcess::Supervise, SidecarProcess::Relay]
         .into_iter()
         .filter_map(|process| {
             let found = of(process);
-            let expected = process != SidecarProcess::GitGate || found.is_some();
+            let optional = matches!(process, SidecarProcess::GitGate | SidecarProcess::Supervise);
+            let expected = !optional || found.is_some();
             expected.then(|| (process, found.is_some_and(|c| c.state == Some(ContainerSummaryStateEnum::RUNNING))))
         })
         .collect()
