@@ -8,6 +8,7 @@
 
 mod harness;
 
+mod claude;
 mod cli;
 mod egress;
 mod gate;

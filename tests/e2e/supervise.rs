@@ -110,7 +110,9 @@ fn an_approved_request_opens_the_route_live_and_denials_answers_and_timeouts_com
     let up = Upstream::start(&world.path("work"), &host_address());
     let ca = up.ca.to_str().expect("utf8").to_string();
     let (slug, summary) = world.start_manifest(&manifest(&world, "sv.yaml", "10m"), &[("BOT_BOTTLE_UPSTREAM_CA", &ca)]);
-    assert!(summary.contains("supervise  on at http://127.0.0.1:8765/mcp: tools request_egress, ask_operator, notify"));
+    assert!(summary.contains(
+        "supervise  on at http://127.0.0.1:8765/mcp: tools request_egress, request_push, ask_operator, notify"
+    ));
     assert!(summary.contains("waits 10m for you"), "{summary}");
 
     // The tools, as an MCP client in the bottle lists them.
@@ -119,7 +121,7 @@ fn an_approved_request_opens_the_route_live_and_denials_answers_and_timeouts_com
     let mut tools: Vec<&str> =
         listed["result"]["tools"].as_array().expect("tools").iter().filter_map(|t| t["name"].as_str()).collect();
     tools.sort();
-    assert_eq!(tools, ["ask_operator", "notify", "request_egress"]);
+    assert_eq!(tools, ["ask_operator", "notify", "request_egress", "request_push"]);
 
     // Denied, and the 403 tells the model which tool to call with which arguments.
     let url = up.url("/granted/x");
@@ -264,4 +266,48 @@ impl OutputConcat for Command {
         assert!(out.status.success(), "{}", text(&out.stderr));
         out.stdout
     }
+}
+
+#[test]
+fn a_push_the_policy_refuses_passes_once_request_push_is_approved() {
+    use bottle_testkit::fixtures::repo::SeededRepo;
+    use bottle_testkit::fixtures::sshd::Sshd;
+    require_docker();
+    let world = World::new();
+    let gateway = host_address();
+    let sshd = Sshd::start_on(&gateway);
+    let name = world.path("").file_name().expect("name").to_string_lossy().into_owned();
+    let repo = SeededRepo::new(&sshd, "bot-bottle-e2e", &name, &world.path("seed"), &world.path("home"));
+    let yaml = repo.manifest(&sshd, &gateway) + "    supervise: true\n";
+    let (slug, _) = world.start_manifest(&write(&world.path("work"), "bot-bottle.yaml", &yaml), &[]);
+    let sh = |script: &str| world.run(&["exec", &slug, "--", "sh", "-c", script]);
+    let url = repo.url(&sshd, &gateway);
+    let cloned = sh(&format!("cd ~ && git clone -q {url} work && cd work && git commit -q --allow-empty -m fix"));
+    assert!(cloned.status.success(), "clone through the gate: {}", text(&cloned.stderr));
+
+    let refused = sh("cd ~/work && git push origin HEAD:fix/typo");
+    let stderr = text(&refused.stderr);
+    assert!(!refused.status.success(), "refused by push.branches");
+    assert!(
+        stderr
+            .contains(r#"call the MCP tool request_push (server bot-bottle-supervise) with {"branches": ["fix/typo"]"#),
+        "{stderr}"
+    );
+
+    let asked =
+        mcp(&world, &slug, &call("request_push", serde_json::json!({"branches": ["fix/*"], "reason": "a typo"})))
+            .spawn()
+            .expect("spawn");
+    let id = pending(&world, "request_push", "fix/*")["id"].as_str().expect("id").to_string();
+    let approved = world.run(&["supervise", "approve", &id]);
+    assert!(text(&approved.stderr).contains("may push to fix/* from now on"), "{}", text(&approved.stderr));
+    let reply = tool_text(asked);
+    assert!(reply.starts_with("approved: the git gate now lets pushes update fix/*"), "{reply}");
+    let pushed = sh("cd ~/work && git push -q origin HEAD:fix/typo");
+    assert!(pushed.status.success(), "the push passes now: {}", text(&pushed.stderr));
+    let upstream = std::process::Command::new("git")
+        .args(["-C", repo.path().to_str().expect("utf8"), "rev-parse", "refs/heads/fix/typo"])
+        .output()
+        .expect("git");
+    assert!(upstream.status.success(), "the branch landed upstream: {}", text(&upstream.stderr));
 }

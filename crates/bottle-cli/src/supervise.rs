@@ -73,7 +73,15 @@ pub(crate) async fn run(ctx: &Context, action: SuperviseAction) -> Result<i32> {
             let grant = queue.decide(&args.id, Verdict::Approved, args.note, scope)?;
             match grant {
                 Some(grant) => {
-                    eprintln!("approved {}: bottle {slug} may reach {} from now on", args.id, grant.host);
+                    if grant.is_push() {
+                        eprintln!(
+                            "approved {}: bottle {slug} may push to {} from now on",
+                            args.id,
+                            grant.branches.join(", ")
+                        );
+                    } else {
+                        eprintln!("approved {}: bottle {slug} may reach {} from now on", args.id, grant.host);
+                    }
                     if scope == GrantScope::Always {
                         eprintln!(
                             "kept for every resume of {slug}; to allow it for good, add to the bottle in the \
@@ -179,6 +187,7 @@ fn what(entry: &Entry) -> String {
             }
             format!("{route}: {reason}")
         }
+        Ask::RequestPush { branches, reason } => format!("{}: {reason}", branches.join(", ")),
         Ask::AskOperator { question, choices } if choices.is_empty() => question.clone(),
         Ask::AskOperator { question, choices } => format!("{question} [{}]", choices.join(" | ")),
         Ask::Notify { message } => message.clone(),

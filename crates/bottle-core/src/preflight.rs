@@ -102,7 +102,7 @@ pub fn render(common: &CommonPlan, wiring: &Wiring, backend: &str, backend_lines
     }
     let supervise = match wiring.supervise_url(common) {
         Some(url) => format!(
-            "on at {url}: tools request_egress, ask_operator, notify; a request waits {} for you \
+            "on at {url}: tools request_egress, request_push, ask_operator, notify; a request waits {} for you \
              (`bottle supervise list`), then counts as denied",
             crate::supervise::describe_wait(common.supervise.timeout)
         ),

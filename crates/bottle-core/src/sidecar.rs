@@ -305,6 +305,7 @@ impl GatePolicy {
             listen: placement.listen.clone(),
             audit_log: placement.audit_log.clone(),
             work_dir: placement.work_dir.clone(),
+            grants: None,
             policy: self.clone(),
         }
     }
@@ -319,6 +320,10 @@ pub struct GitGateConfig {
     pub audit_log: String,
     /// Where mirrors, keys and scratch files live (created if missing).
     pub work_dir: String,
+    /// The supervise queue's live grants file, whose branch globs every
+    /// push may also update. `None` without supervise.
+    #[serde(default)]
+    pub grants: Option<String>,
     /// What to enforce.
     #[serde(flatten)]
     pub policy: GatePolicy,

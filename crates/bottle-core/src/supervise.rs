@@ -87,6 +87,13 @@ pub enum Ask {
         /// Why, in the agent's words.
         reason: String,
     },
+    /// `request_push`: branch globs the git gate's push policy does not allow yet.
+    RequestPush {
+        /// The branch globs wanted (`agent/feature-x`, `fix/*`).
+        branches: Vec<String>,
+        /// Why, in the agent's words.
+        reason: String,
+    },
     /// `ask_operator`: a question, with the choices offered when there are some.
     AskOperator {
         /// The question.
@@ -107,6 +114,7 @@ impl Ask {
     pub fn tool(&self) -> &'static str {
         match self {
             Ask::RequestEgress { .. } => "request_egress",
+            Ask::RequestPush { .. } => "request_push",
             Ask::AskOperator { .. } => "ask_operator",
             Ask::Notify { .. } => "notify",
         }
@@ -158,6 +166,27 @@ impl Ask {
                 }
                 if ports.contains(&0) {
                     return Err("`ports` holds 0, which is no port".into());
+                }
+                text("reason", reason, true)
+            }
+            Ask::RequestPush { branches, reason } => {
+                if branches.is_empty() || branches.len() > 16 {
+                    return Err("`branches` needs 1 to 16 branch names or globs".into());
+                }
+                let bad = |b: &String| {
+                    b.is_empty()
+                        || b.len() > 200
+                        || b.starts_with('/')
+                        || b.starts_with("refs/")
+                        || b.contains("..")
+                        || b.chars().any(|c| c.is_control() || c.is_whitespace() || "~^:?[\\".contains(c))
+                };
+                if let Some(bad) = branches.iter().find(|b| bad(b)) {
+                    return Err(format!(
+                        "`branches` holds {:?}, which is no branch name or glob (write `agent/x` or `fix/*`, \
+                         without refs/heads/)",
+                        escape(bad)
+                    ));
                 }
                 text("reason", reason, true)
             }
@@ -252,15 +281,21 @@ pub struct Decision {
     pub scope: GrantScope,
 }
 
-/// An approved route, as `grants.jsonl` holds it and the proxy reads it.
+/// An approved route or push, as `grants.jsonl` holds it: a route (its
+/// `host`, read by the egress proxy) or branch globs (`branches`, read by
+/// the git gate's push hook for every upstream).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Grant {
     /// The request that asked for it.
     pub id: String,
     /// When it was granted.
     pub time_ms: u64,
-    /// The host (or pattern).
+    /// The host (or pattern); empty for a push grant.
+    #[serde(default)]
     pub host: String,
+    /// The branch globs a push may update; empty for a route.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub branches: Vec<String>,
     /// The methods (none: any).
     #[serde(default)]
     pub methods: Vec<String>,
@@ -286,8 +321,20 @@ impl Grant {
         }
     }
 
+    /// Whether it grants branches to push (not a route).
+    pub fn is_push(&self) -> bool {
+        !self.branches.is_empty()
+    }
+
     /// The manifest lines that make it permanent.
     pub fn manifest_yaml(&self) -> String {
+        if self.is_push() {
+            let quoted: Vec<String> = self.branches.iter().map(|b| format!("{b:?}")).collect();
+            return format!(
+                "git:\n  - …\n    push: {{ branches: [{}] }}   # added to each upstream's\n",
+                quoted.join(", ")
+            );
+        }
         let mut yaml = format!("egress:\n  - host: {}\n", self.host);
         if !self.methods.is_empty() {
             yaml.push_str(&format!("    methods: [{}]\n", self.methods.join(", ")));
@@ -473,6 +520,17 @@ impl Queue {
                 methods: methods.clone(),
                 paths: paths.clone(),
                 ports: ports.clone(),
+                branches: Vec::new(),
+                scope,
+            }),
+            (Ask::RequestPush { branches, .. }, Verdict::Approved) => Some(Grant {
+                id: id.to_string(),
+                time_ms: now,
+                host: String::new(),
+                methods: Vec::new(),
+                paths: Vec::new(),
+                ports: Vec::new(),
+                branches: branches.clone(),
                 scope,
             }),
             (Ask::AskOperator { .. }, Verdict::Answered { .. }) => None,
@@ -504,6 +562,13 @@ impl Queue {
             .map_err(|e| Error::io(format!("locking {}", path.display()), e.into()))?;
         Ok(file)
     }
+}
+
+/// The branch globs granted live in the grants file at `path` (nothing
+/// when it is missing or unreadable): what the git gate's hook adds to
+/// every upstream's `push.branches`.
+pub fn granted_branches(path: &Path) -> Vec<String> {
+    read_lines::<Grant>(path).unwrap_or_default().into_iter().flat_map(|g| g.branches).collect()
 }
 
 /// A wait for a person: `10m`, `1h30m`, `45s`.
@@ -647,6 +712,29 @@ mod tests {
         let kept: Vec<String> = queue.grants().expect("grants").into_iter().map(|g| g.host).collect();
         assert_eq!(kept, ["always.org"]);
         assert_eq!(queue.decisions().expect("decisions").len(), 2, "the history stays");
+    }
+
+    #[test]
+    fn a_push_request_grants_branches_and_bad_branches_are_refused() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let queue = Queue::at(tmp.path());
+        let push = |branches: &[&str]| Ask::RequestPush {
+            branches: branches.iter().map(|b| b.to_string()).collect(),
+            reason: "a fix".into(),
+        };
+        for bad in [&[][..], &["refs/heads/x"], &["a..b"], &["a b"], &["x:y"], &["\u{1b}"]] {
+            assert!(push(bad).check().is_err(), "{bad:?}");
+        }
+        let request = Request::new("b1", push(&["fix/*", "agent/x"]), Duration::from_secs(60)).expect("request");
+        queue.push(&request).expect("push");
+        let grant = queue.decide(&request.id, Verdict::Approved, None, GrantScope::Always).expect("ok").expect("grant");
+        assert!(grant.is_push() && grant.host.is_empty());
+        assert_eq!(granted_branches(&queue.grants_path()), ["fix/*", "agent/x"]);
+        assert!(
+            grant.manifest_yaml().contains(r#"push: { branches: ["fix/*", "agent/x"] }"#),
+            "{}",
+            grant.manifest_yaml()
+        );
     }
 
     #[test]

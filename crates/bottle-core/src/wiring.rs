@@ -42,6 +42,8 @@ pub struct SuperviseWiring {
     pub queue_dir: String,
     /// The queue's grants file as the egress proxy sees it.
     pub egress_grants: String,
+    /// The queue's grants file as the git gate sees it.
+    pub gate_grants: String,
 }
 
 impl Wiring {
@@ -91,9 +93,14 @@ impl Wiring {
         self.supervise.as_ref().filter(|_| common.supervise.enabled).map(|s| s.url.as_str())
     }
 
-    /// The git gate's configuration, when the bottle has upstreams.
+    /// The git gate's configuration, when the bottle has upstreams (reading
+    /// the supervise queue's branch grants when the bottle has supervise).
     pub fn gate_config(&self, common: &CommonPlan) -> Option<GitGateConfig> {
         let placement = self.git_gate.as_ref().filter(|_| common.git_gate.is_needed())?;
-        Some(common.git_gate.policy.placed(placement))
+        let mut config = common.git_gate.policy.placed(placement);
+        if let Some(supervise) = self.supervise.as_ref().filter(|_| common.supervise.enabled) {
+            config.grants = Some(supervise.gate_grants.clone());
+        }
+        Some(config)
     }
 }

@@ -103,7 +103,7 @@ async fn create(docker: &Docker, plan: &DockerPlan) -> Result<DockerBottle> {
     let egress = wiring.egress_config(common);
     let supervise = wiring.supervise_config(common);
     // The supervise queue, bind-mounted from the operator's state folder:
-    // read-write in the supervise sidecar, read-only in the proxy.
+    // read-write in the supervise sidecar, read-only in the proxy and the gate.
     let queue = supervise.is_some().then(|| Queue::of_dir(&common.state_dir));
     let queue_bind = |mode: &str| {
         queue.iter().map(|q| format!("{}:{}:{mode}", q.dir().display(), sidecar::QUEUE_MOUNT)).collect::<Vec<_>>()
@@ -118,7 +118,8 @@ async fn create(docker: &Docker, plan: &DockerPlan) -> Result<DockerBottle> {
         queue_bind("ro"),
     )];
     if let Some(gate) = wiring.gate_config(common) {
-        specs.push(spec(SidecarProcess::GitGate, &plan.outside, serde_json::to_vec(&gate).map_err(encode)?, vec![]));
+        let json = serde_json::to_vec(&gate).map_err(encode)?;
+        specs.push(spec(SidecarProcess::GitGate, &plan.outside, json, queue_bind("ro")));
     }
     if let Some(supervise) = &supervise {
         // No network at all: it only answers the bottle and writes the queue.

@@ -156,6 +156,7 @@ fn wiring() -> Wiring {
             listen: Listen::Unix(sidecar::socket(SidecarProcess::Supervise)),
             queue_dir: sidecar::QUEUE_MOUNT.into(),
             egress_grants: format!("{}/{GRANTS_FILE}", sidecar::QUEUE_MOUNT),
+            gate_grants: format!("{}/{GRANTS_FILE}", sidecar::QUEUE_MOUNT),
         }),
         install_ca: true,
         isolation: "no network in the bottle (no route, no gateway, no DNS); its only way out is a relay on its \

@@ -133,7 +133,9 @@ impl Gate {
         let idle_timeout = Duration::from_secs(config.policy.idle_timeout_secs);
         let mut mirrors = BTreeMap::new();
         for upstream in &config.policy.upstreams {
-            let mirror = Mirror::prepare(&layout, &config.policy.bottle, upstream, relaunch, idle_timeout).await?;
+            let grants = config.grants.as_deref().map(Path::new);
+            let mirror =
+                Mirror::prepare(&layout, &config.policy.bottle, upstream, relaunch, idle_timeout, grants).await?;
             mirrors.insert(upstream.name.clone(), Arc::new(mirror));
         }
         Ok(Self {

@@ -160,6 +160,9 @@ fn answer(request: &Request, verdict: &Verdict, note: Option<&str>) -> String {
         (Verdict::Approved, Ask::RequestEgress { host, .. }) => format!(
             "approved: the egress proxy now allows {host} for this bottle (no restart needed; retry the request){note}"
         ),
+        (Verdict::Approved, Ask::RequestPush { branches, .. }) => {
+            format!("approved: the git gate now lets pushes update {} (push again){note}", branches.join(", "))
+        }
         (Verdict::Approved, _) => format!("approved{note}"),
         (Verdict::Denied, _) => format!("denied by the operator{note}; do not try to get around it"),
         (Verdict::Answered { answer }, _) => format!("{answer}{note}"),
@@ -181,6 +184,15 @@ struct RequestEgressArgs {
     #[serde(default)]
     ports: Vec<u16>,
     /// Why the task needs it, in one or two sentences the operator can judge.
+    reason: String,
+}
+
+/// `request_push`'s arguments.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+struct RequestPushArgs {
+    /// The branches (or globs such as `fix/*`) to push to, without `refs/heads/`.
+    branches: Vec<String>,
+    /// Why the task needs to push there, in one or two sentences the operator can judge.
     reason: String,
 }
 
@@ -226,6 +238,15 @@ impl Supervisor {
         self.shared.ask(Ask::RequestEgress { host, methods, paths, ports, reason }).await
     }
 
+    #[tool(description = "Ask the operator to let `git push` update branches that the git gate's push policy \
+        refuses (`remote: bot-bottle: push to refs/heads/x refused: branch not in [...]`). Blocks until the \
+        operator decides (minutes, possibly), then returns `approved` (push again: it now passes) or `denied` \
+        with the reason.")]
+    async fn request_push(&self, Parameters(args): Parameters<RequestPushArgs>) -> Result<String, String> {
+        let branches = args.branches.into_iter().map(|b| b.trim().to_string()).collect();
+        self.shared.ask(Ask::RequestPush { branches, reason: args.reason }).await
+    }
+
     #[tool(description = "Ask the operator a question and wait for the answer (minutes, possibly): for a \
         decision that is theirs to make, or information only they have. Offer `choices` when the answer is one \
         of a few. Returns the operator's answer text, or `denied` when nobody answered in time.")]
@@ -248,8 +269,8 @@ impl ServerHandler for Supervisor {
             .with_instructions(format!(
                 "This sandbox (bottle {}) reaches the network only through an egress proxy with an allow-list, \
                  and its operator answers requests here. When the proxy denies a host the task needs, call \
-                 request_egress; for a decision that is the operator's, call ask_operator; to report, call \
-                 notify.",
+                 request_egress; when the git gate refuses a push to a branch, call request_push; for a decision \
+                 that is the operator's, call ask_operator; to report, call notify.",
                 self.shared.bottle
             ))
     }

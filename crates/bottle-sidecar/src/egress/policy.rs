@@ -630,6 +630,7 @@ mod tests {
                 methods: methods.iter().map(|m| m.to_string()).collect(),
                 paths: paths.iter().map(|p| p.to_string()).collect(),
                 ports: vec![],
+                branches: vec![],
                 scope: Default::default(),
             };
             let mut line = serde_json::to_string(&grant).expect("json");

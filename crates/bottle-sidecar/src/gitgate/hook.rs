@@ -50,6 +50,9 @@ pub(crate) struct HookConfig {
     pub(crate) lock: PathBuf,
     /// What pushes are allowed.
     pub(crate) policy: PushPolicy,
+    /// The supervise queue's grants file, whose branch globs are allowed too.
+    #[serde(default)]
+    pub(crate) grants: Option<PathBuf>,
 }
 
 /// Runs the hook with the configuration at `path`; returns its exit code
@@ -57,7 +60,7 @@ pub(crate) struct HookConfig {
 pub(crate) fn main(path: &str) -> i32 {
     let started = Instant::now();
     let time = rfc3339(SystemTime::now());
-    let config: HookConfig = match std::fs::read(path)
+    let mut config: HookConfig = match std::fs::read(path)
         .map_err(|e| e.to_string())
         .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| e.to_string()))
     {
@@ -73,6 +76,11 @@ pub(crate) fn main(path: &str) -> i32 {
         return 1;
     }
     let updates: Vec<RefUpdate> = input.lines().filter_map(RefUpdate::parse).collect();
+    // The operator's live grants (supervise), read at each push.
+    let supervised = config.grants.is_some();
+    if let Some(grants) = &config.grants {
+        config.policy.branches.extend(bottle_core::supervise::granted_branches(grants));
+    }
 
     let mut refspecs = Vec::new();
     let mut refusals = Vec::new();
@@ -81,6 +89,11 @@ pub(crate) fn main(path: &str) -> i32 {
             .and_then(|refspec| check_content(&config.policy, update).map(|()| refspec));
         match verdict {
             Ok(refspec) => refspecs.push(refspec),
+            Err(reason) if supervised && reason.contains("branch not in [") => refusals.push(format!(
+                "{reason}; or call the MCP tool request_push (server bot-bottle-supervise) with {{\"branches\": \
+                 [\"{}\"], \"reason\": \"why the task needs it\"}} and push again once it returns approved",
+                update.name.strip_prefix("refs/heads/").unwrap_or(&update.name)
+            )),
             Err(reason) => refusals.push(reason),
         }
     }

@@ -110,6 +110,7 @@ impl Mirror {
         upstream: &GateUpstream,
         relaunch: &Relaunch,
         idle_timeout: std::time::Duration,
+        grants: Option<&Path>,
     ) -> Result<Self, GateError> {
         let name = &upstream.name;
         let key = layout.ssh.join(format!("{name}.key"));
@@ -159,6 +160,7 @@ impl Mirror {
             ssh_command: mirror.ssh_command.clone(),
             lock: mirror.lock.clone(),
             policy: upstream.push.clone(),
+            grants: grants.map(Path::to_path_buf),
         };
         let hook_config_path = layout.hooks.join(format!("{name}.json"));
         let json = serde_json::to_vec_pretty(&hook_config)

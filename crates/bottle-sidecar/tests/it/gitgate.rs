@@ -192,6 +192,7 @@ impl World {
             listen: bottle_core::sidecar::Listen::Tcp("127.0.0.1:0".into()),
             work_dir: self.path("gate").to_string_lossy().into_owned(),
             audit_log: self.path("audit.jsonl").to_string_lossy().into_owned(),
+            grants: None,
             policy: bottle_core::sidecar::GatePolicy {
                 bottle: BOTTLE.into(),
                 client_token: bottle_core::sidecar::ClientToken::from_value(TOKEN).digest(),
@@ -844,4 +845,42 @@ fn the_gate_process_keeps_the_key_to_itself_and_serves_its_mirror_when_the_upstr
             assert!(!output.contains(line), "the key leaked into the gate's output:\n{output}");
         }
     }
+}
+
+#[test]
+fn a_branch_granted_live_through_supervise_is_pushed_without_restarting_the_gate() {
+    use bottle_core::supervise::{Ask, GrantScope, Queue, Request, Verdict};
+    let world = World::new();
+    let repo = world.upstream("project");
+    let queue = Queue::at(world.path("supervise"));
+    queue.open_for_launch().expect("the queue");
+    let mut config = world.config(vec![world.gate_upstream("project", &repo, agent_policy())]);
+    config.grants = Some(queue.grants_path().display().to_string());
+    let gate = InProcessGate::start(config);
+    let clone = world.clone(&gate.url, "project", &world.sshd.ssh_url(&repo), "agent");
+    git_ok(&clone, &["checkout", "-q", "-b", "fix/typo"]);
+    git_ok(&clone, &["commit", "-q", "--allow-empty", "-m", "a fix"]);
+
+    // Refused, and the refusal says which tool to call with which arguments.
+    let stderr = git_err(&clone, &["push", "origin", "fix/typo"]);
+    assert_eq!(
+        gate_lines(&stderr),
+        ["bot-bottle: push to refs/heads/fix/typo refused: branch not in [agent/*]; ask the operator to add it to \
+          push.branches; or call the MCP tool request_push (server bot-bottle-supervise) with {\"branches\": \
+          [\"fix/typo\"], \"reason\": \"why the task needs it\"} and push again once it returns approved"],
+        "{stderr}"
+    );
+
+    // The operator approves `fix/*`: the next push passes, the gate untouched.
+    let ask = Ask::RequestPush { branches: vec!["fix/*".into()], reason: "a typo".into() };
+    let request = Request::new(BOTTLE, ask, std::time::Duration::from_secs(60)).expect("request");
+    queue.push(&request).expect("queued");
+    let grant = queue.decide(&request.id, Verdict::Approved, None, GrantScope::Session).expect("decided");
+    assert!(grant.is_some_and(|g| g.is_push() && g.host.is_empty()), "a push grant, no route");
+    let out = git(&clone, &["push", "origin", "fix/typo"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(git_ok(&repo, &["rev-parse", "refs/heads/fix/typo"]), git_ok(&clone, &["rev-parse", "HEAD"]));
+    let stderr = git_err(&clone, &["push", "origin", "HEAD:main"]);
+    assert!(stderr.contains("push to refs/heads/main refused: branch not in [agent/*, fix/*]"), "{stderr}");
 }
