@@ -6,27 +6,12 @@
 //! and a timeout come back as such; the server refuses a request without
 //! the bottle's token, or with another bottle's.
 
+use bottle_testkit::fixtures::MCP_CLIENT_SCRIPT;
 use bottle_testkit::fixtures::bridge::host_address;
 use bottle_testkit::fixtures::upstream::Upstream;
 use std::process::{Child, Command, Stdio};
 
 use crate::harness::{World, require_docker, text, wait_for, write};
-
-/// An MCP session in the bottle: initialize, the initialized notification,
-/// then the JSON-RPC message in `$1`, presenting the token `$2` (default:
-/// the bottle's own); prints the response stream.
-const MCP: &str = r#"set -e
-U="$BOT_BOTTLE_SUPERVISE_URL"
-T="${2:-$BOT_BOTTLE_SUPERVISE_TOKEN}"
-call() { curl -sS --max-time 120 -H "Authorization: Bearer $T" -H 'Content-Type: application/json' \
-  -H 'Accept: application/json, text/event-stream' "$@" "$U"; }
-HDR=$(call -D - -o /dev/null -d '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"e2e","version":"1"}}}')
-SID=$(printf '%s\n' "$HDR" | tr -d '\r' | sed -n 's/^[Mm]cp-[Ss]ession-[Ii]d: *//p')
-test -n "$SID"
-call -o /dev/null -H "Mcp-Session-Id: $SID" -H 'MCP-Protocol-Version: 2025-06-18' \
-  -d '{"jsonrpc":"2.0","method":"notifications/initialized"}'
-call -N -H "Mcp-Session-Id: $SID" -H 'MCP-Protocol-Version: 2025-06-18' -d "$1"
-"#;
 
 /// The `bottle exec` command that sends `message` to bottle `slug`'s supervise server.
 fn mcp(world: &World, slug: &str, message: &serde_json::Value) -> Command {
@@ -36,7 +21,7 @@ fn mcp(world: &World, slug: &str, message: &serde_json::Value) -> Command {
 /// [`mcp`], presenting `token` instead of the bottle's own.
 fn mcp_as(world: &World, slug: &str, message: &serde_json::Value, token: Option<&str>) -> Command {
     let message = message.to_string();
-    let mut args = vec!["exec", slug, "--", "sh", "-c", MCP, "mcp", &message];
+    let mut args = vec!["exec", slug, "--", "sh", "-c", MCP_CLIENT_SCRIPT, "mcp", &message];
     args.extend(token);
     let mut cmd = world.bottle(&args);
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());

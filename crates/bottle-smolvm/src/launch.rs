@@ -10,14 +10,15 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use bottle_core::backend::{BackendPlan, EGRESS_PORT, GATE_PORT, Handle, RelayPair, Wiring};
-use bottle_core::{CommonPlan, Error, ErrorKind, Result, Sidecar};
+use bottle_core::supervise::{Queue, SUPERVISE_PORT};
+use bottle_core::{CommonPlan, Error, ErrorKind, Result};
 
 use crate::bottle::SmolvmBottle;
 use crate::cli::{self, CreateSpec, Smolvm};
 use crate::image;
 use crate::network::{self, Isolation};
 use crate::plan::SmolvmPlan;
-use crate::sidecar::{self, Bind};
+use crate::sidecar::{self, Bind, Role};
 
 /// Create everything `plan` names and hand back the running bottle; on
 /// error, remove what was created.
@@ -60,32 +61,45 @@ async fn create(smolvm: &Smolvm, plan: SmolvmPlan) -> Result<SmolvmBottle> {
     let encode = |e: serde_json::Error| Error::new(ErrorKind::Io, "encoding a sidecar configuration").with_source(e);
     let gate_json = serde_json::to_vec(&wiring.gate_config(common)).map_err(encode)?;
     let egress_json = serde_json::to_vec(&wiring.egress_config(common)).map_err(encode)?;
+    let supervise = wiring.supervise_config(common);
+    let supervise_json = supervise.as_ref().map(serde_json::to_vec).transpose().map_err(encode)?;
+    if supervise.is_some() {
+        Queue::of_dir(&common.state_dir).open_for_launch()?;
+    }
     let started: Vec<std::process::Child> = match isolation {
         Isolation::Netns { name, sockets } => {
             network::create(&name, &sockets).await?;
-            let socket = |kind| Isolation::socket(&sockets, kind);
-            let pair = |port: u16, kind| RelayPair { listen: ([127, 0, 0, 1], port).into(), socket: socket(kind) };
-            let mut pairs = vec![pair(EGRESS_PORT, Sidecar::Egress)];
+            let socket = |role| Isolation::socket(&sockets, role);
+            let pair = |port: u16, role| RelayPair { listen: ([127, 0, 0, 1], port).into(), socket: socket(role) };
+            let mut pairs = vec![pair(EGRESS_PORT, Role::Egress)];
             let mut started = Vec::new();
             if common.git_gate.is_needed() {
-                pairs.push(pair(GATE_PORT, Sidecar::GitGate));
-                let bind = Bind::Socket(socket(Sidecar::GitGate));
-                started.push(sidecar::start(&dir, Sidecar::GitGate, bind, &gate_json).await?);
+                pairs.push(pair(GATE_PORT, Role::GitGate));
+                let bind = Bind::Socket(socket(Role::GitGate));
+                started.push(sidecar::start(&dir, Role::GitGate, bind, &gate_json).await?);
             }
-            let bind = Bind::Socket(socket(Sidecar::Egress));
-            started.push(sidecar::start(&dir, Sidecar::Egress, bind, &egress_json).await?);
+            if let Some(json) = &supervise_json {
+                pairs.push(pair(SUPERVISE_PORT, Role::Supervise));
+                let bind = Bind::Socket(socket(Role::Supervise));
+                started.push(sidecar::start(&dir, Role::Supervise, bind, json).await?);
+            }
+            let bind = Bind::Socket(socket(Role::Egress));
+            started.push(sidecar::start(&dir, Role::Egress, bind, &egress_json).await?);
             let netns = network::in_netns(&name)?;
             started.push(sidecar::start_relay(&dir, &netns, pairs).await?);
             // The VM's sockets live where its process runs: in the namespace.
             boot(&smolvm.through(netns), &machine, &archive, &labels, (common, wiring)).await?;
             started
         }
-        Isolation::SharedLoopback { egress, gate } => {
+        Isolation::SharedLoopback { egress, gate, supervise } => {
             let mut started = Vec::new();
             if let Some(reserved) = gate {
-                started.push(sidecar::start(&dir, Sidecar::GitGate, Bind::Reserved(reserved), &gate_json).await?);
+                started.push(sidecar::start(&dir, Role::GitGate, Bind::Reserved(reserved), &gate_json).await?);
             }
-            started.push(sidecar::start(&dir, Sidecar::Egress, Bind::Reserved(egress), &egress_json).await?);
+            if let (Some(reserved), Some(json)) = (supervise, &supervise_json) {
+                started.push(sidecar::start(&dir, Role::Supervise, Bind::Reserved(reserved), json).await?);
+            }
+            started.push(sidecar::start(&dir, Role::Egress, Bind::Reserved(egress), &egress_json).await?);
             boot(smolvm, &machine, &archive, &labels, (common, wiring)).await?;
             started
         }

@@ -17,7 +17,8 @@
 use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 
-use bottle_core::{Error, ErrorKind, Result, Sidecar};
+use bottle_core::backend::SidecarProcess;
+use bottle_core::{Error, ErrorKind, Result};
 
 use crate::sidecar::Reservation;
 
@@ -44,19 +45,22 @@ pub(crate) enum Isolation {
         egress: Reservation,
         /// The git gate's port, when the bottle has upstreams.
         gate: Option<Reservation>,
+        /// The supervise server's port, when the bottle has supervise.
+        supervise: Option<Reservation>,
     },
 }
 
 impl Isolation {
     /// A namespace of its own when this process can make one (root, `ip`
     /// installed), else the shared loopback with ports reserved now.
-    pub(crate) fn choose(slug: &str, needs_gate: bool) -> Result<Self> {
+    pub(crate) fn choose(slug: &str, needs_gate: bool, needs_supervise: bool) -> Result<Self> {
         if rustix::process::geteuid().is_root() && ip_program().is_some() {
             return Ok(Isolation::Netns { name: netns_name(slug), sockets: Path::new(SOCKET_ROOT).join(slug) });
         }
         Ok(Isolation::SharedLoopback {
             egress: Reservation::new()?,
             gate: if needs_gate { Some(Reservation::new()?) } else { None },
+            supervise: if needs_supervise { Some(Reservation::new()?) } else { None },
         })
     }
 
@@ -74,9 +78,9 @@ impl Isolation {
         }
     }
 
-    /// The socket of `kind` in a namespace-isolated bottle.
-    pub(crate) fn socket(sockets: &Path, kind: Sidecar) -> PathBuf {
-        sockets.join(format!("{}.sock", kind.name()))
+    /// The socket of sidecar `role` in a namespace-isolated bottle.
+    pub(crate) fn socket(sockets: &Path, role: SidecarProcess) -> PathBuf {
+        sockets.join(format!("{}.sock", role.name()))
     }
 }
 

@@ -14,9 +14,12 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use bottle_core::backend::{BackendPlan, BuildContext, EGRESS_PORT, GATE_PORT, WiredPlan, Wiring, pack_context};
+use bottle_core::backend::{
+    BackendPlan, BuildContext, EGRESS_PORT, GATE_PORT, SidecarProcess, SuperviseWiring, WiredPlan, Wiring, pack_context,
+};
 use bottle_core::labels;
 use bottle_core::sidecar::{Listen, Placement};
+use bottle_core::supervise::{MCP_PATH, Queue, SUPERVISE_PORT};
 use bottle_core::{CommonPlan, Result, Sidecar};
 
 use crate::image;
@@ -65,10 +68,13 @@ impl BackendPlan for SmolvmPlan {
         };
         let sidecars = match &self.isolation {
             Isolation::Netns { sockets, .. } => format!("on unix sockets in {}", sockets.display()),
-            Isolation::SharedLoopback { egress, gate } => {
+            Isolation::SharedLoopback { egress, gate, supervise } => {
                 let mut on = vec![format!("egress on {}", egress.addr())];
                 if let Some(gate) = gate {
                     on.push(format!("git gate on {}", gate.addr()));
+                }
+                if let Some(supervise) = supervise {
+                    on.push(format!("supervise on {}", supervise.addr()));
                 }
                 on.join(", ")
             }
@@ -104,14 +110,14 @@ pub(crate) fn machine_name(slug: &str) -> String {
 fn wiring(isolation: &Isolation, dir: &std::path::Path, needs_gate: bool) -> Wiring {
     let (proxy, gate, [egress_listen, gate_listen]): (String, String, [Listen; 2]) = match isolation {
         Isolation::Netns { sockets, .. } => {
-            let socket = |kind| Listen::Unix(Isolation::socket(sockets, kind).display().to_string());
+            let socket = |kind: Sidecar| Listen::Unix(Isolation::socket(sockets, kind.into()).display().to_string());
             (
                 format!("127.0.0.1:{EGRESS_PORT}"),
                 format!("127.0.0.1:{GATE_PORT}"),
                 [socket(Sidecar::Egress), socket(Sidecar::GitGate)],
             )
         }
-        Isolation::SharedLoopback { egress, gate } => {
+        Isolation::SharedLoopback { egress, gate, .. } => {
             let gate = gate.as_ref().map(|g| g.addr().to_string()).unwrap_or_default();
             (egress.addr().to_string(), gate.clone(), [Listen::Tcp(egress.addr().to_string()), Listen::Tcp(gate)])
         }
@@ -129,26 +135,43 @@ fn wiring(isolation: &Isolation, dir: &std::path::Path, needs_gate: bool) -> Wir
             audit_log: sidecar::audit_path(dir, Sidecar::GitGate).display().to_string(),
             work_dir: sidecar::gate_work_dir(dir).display().to_string(),
         }),
-        supervise: None,
+        supervise: supervise_wiring(isolation, dir),
         install_ca: true,
         isolation: isolation.describe(),
     }
 }
 
+/// Where a bottle's supervise server listens and the bottle reaches it: on
+/// its socket through the relay's `127.0.0.1:8765`, or on its reserved host
+/// port; the server, the proxy and the gate are host processes, so they
+/// all read the queue in the bottle's state folder itself. `None` when the
+/// bottle has no supervise (no port reserved, not in a namespace).
+fn supervise_wiring(isolation: &Isolation, dir: &std::path::Path) -> Option<SuperviseWiring> {
+    let (url, listen) = match isolation {
+        Isolation::Netns { sockets, .. } => (
+            format!("http://127.0.0.1:{SUPERVISE_PORT}{MCP_PATH}"),
+            Listen::Unix(Isolation::socket(sockets, SidecarProcess::Supervise).display().to_string()),
+        ),
+        Isolation::SharedLoopback { supervise, .. } => {
+            let addr = supervise.as_ref()?.addr();
+            (format!("http://{addr}{MCP_PATH}"), Listen::Tcp(addr.to_string()))
+        }
+    };
+    // `dir` is `<state>/<slug>/sidecars`: the queue is beside it.
+    let queue = Queue::of_dir(dir.parent()?);
+    let grants = queue.grants_path().display().to_string();
+    Some(SuperviseWiring {
+        url,
+        listen,
+        queue_dir: queue.dir().display().to_string(),
+        egress_grants: grants.clone(),
+        gate_grants: grants,
+    })
+}
+
 /// Resolve `common`: the image looked up (built later, at launch), the
 /// isolation chosen and its ports reserved. Nothing is created.
 pub(crate) async fn resolve(common: CommonPlan) -> Result<SmolvmPlan> {
-    if common.supervise.enabled {
-        return Err(bottle_core::Error::new(
-            bottle_core::ErrorKind::Unavailable,
-            format!(
-                "bottle {} says `supervise: true`, which the smolvm backend does not run yet; use --backend docker, \
-                 or remove `supervise: true` from the manifest",
-                common.bottle
-            ),
-        )
-        .with_backend(crate::NAME));
-    }
     let image_cache = image::cache_dir(&|k| std::env::var(k).ok())?;
     let (context, image_id, archive_cached) = match &common.provision.image.prebuilt_archive {
         // The manifest's archive: no Docker needed.
@@ -165,7 +188,7 @@ pub(crate) async fn resolve(common: CommonPlan) -> Result<SmolvmPlan> {
         }
     };
     let needs_gate = common.git_gate.is_needed();
-    let isolation = Isolation::choose(&common.slug, needs_gate)?;
+    let isolation = Isolation::choose(&common.slug, needs_gate, common.supervise.enabled)?;
     let wiring = wiring(&isolation, &sidecar::dir(&common.state_dir), needs_gate);
     let mut labels: BTreeMap<String, String> =
         labels::for_plan(&common, crate::NAME, labels::ROLE_AGENT).into_iter().collect();

@@ -56,9 +56,9 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a sidecar may take to exit after SIGTERM before it gets SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The configuration file of `kind` in the sidecars' folder `dir`.
-pub(crate) fn config_path(dir: &Path, kind: Sidecar) -> PathBuf {
-    dir.join(format!("{}.json", kind.name()))
+/// The configuration file of sidecar `role` in the sidecars' folder `dir`.
+pub(crate) fn config_path(dir: &Path, role: Role) -> PathBuf {
+    dir.join(format!("{}.json", role.name()))
 }
 
 /// The audit log of `kind`.
@@ -121,12 +121,13 @@ fn write_private(path: &Path, data: &[u8]) -> Result<()> {
     file.write_all(data).map_err(|e| Error::io(format!("writing {}", path.display()), e))
 }
 
-/// Start `kind` with `config_json` (whose `listen` is `bind`'s), releasing
-/// a reserved port just before; wait until it says it listens there.
-pub(crate) async fn start(dir: &Path, kind: Sidecar, bind: Bind, config_json: &[u8]) -> Result<Child> {
+/// Start sidecar `role` (not the relay) with `config_json` (whose `listen`
+/// is `bind`'s), releasing a reserved port just before; wait until it says
+/// it listens there.
+pub(crate) async fn start(dir: &Path, role: Role, bind: Bind, config_json: &[u8]) -> Result<Child> {
     let program = SidecarProgram::locate()?;
     mkdir_private(dir)?;
-    let config = config_path(dir, kind);
+    let config = config_path(dir, role);
     write_private(&config, config_json)?;
     let expected = match bind {
         Bind::Reserved(reserved) => {
@@ -136,16 +137,22 @@ pub(crate) async fn start(dir: &Path, kind: Sidecar, bind: Bind, config_json: &[
         }
         Bind::Socket(path) => format!("unix:{}", path.display()),
     };
+    let path = config.to_string_lossy().into_owned();
+    let sidecar_command = match role.sidecar() {
+        Some(kind) => SidecarCommand::configured(kind, path),
+        None if role == Role::Supervise => SidecarCommand::Supervise { config: path },
+        None => return Err(role_error(role, "is started with start_relay".into())),
+    };
     let mut command = std::process::Command::new(program.exe());
-    command.args(SidecarCommand::configured(kind, config.to_string_lossy()).args());
-    let started = spawn(dir, kind.into(), command).await;
+    command.args(sidecar_command.args());
+    let started = spawn(dir, role, command).await;
     let _ = std::fs::remove_file(&config);
     let (mut child, addr) = started?;
     if addr == expected {
         return Ok(child);
     }
-    stop_child(dir, kind.into(), &mut child).await;
-    Err(role_error(kind.into(), format!("listens on {addr}, not on {expected}")))
+    stop_child(dir, role, &mut child).await;
+    Err(role_error(role, format!("listens on {addr}, not on {expected}")))
 }
 
 /// Start the relay inside the network namespace that `netns` (the command
@@ -233,21 +240,22 @@ async fn stop_child(dir: &Path, role: Role, child: &mut Child) {
 /// socket folder.
 pub(crate) fn running(dir: &Path, role: Role) -> Option<u32> {
     let pid: u32 = std::fs::read_to_string(pid_path(dir, role)).ok()?.trim().parse().ok()?;
-    let marker = match role.sidecar() {
-        Some(kind) => config_path(dir, kind),
-        None => crate::network::socket_dir(&slug_of(dir)?),
+    let marker = match role {
+        Role::Relay => crate::network::socket_dir(&slug_of(dir)?),
+        sidecar => config_path(dir, sidecar),
     };
-    let exact = role.sidecar().is_some();
+    let exact = role != Role::Relay;
     runs_with(pid, &marker, exact).then_some(pid)
 }
 
 /// Whether each process beside the bottle whose sidecars' folder is `dir`
 /// runs: the egress proxy always; the git gate when the bottle has one
-/// (`gate`) or its pid file says it was started; the relay when the
-/// bottle has its own network namespace (`netns`) or the relay's pid file
-/// says it was started. A crashed sidecar leaves its pid file: it shows down.
+/// (`gate`) or its pid file says it was started; supervise when its pid
+/// file says it was started; the relay when the bottle has its own network
+/// namespace (`netns`) or the relay's pid file says it was started. A
+/// crashed sidecar leaves its pid file: it shows down.
 pub(crate) fn health(dir: &Path, gate: bool, netns: bool) -> Vec<(Role, bool)> {
-    [(Role::Egress, true), (Role::GitGate, gate), (Role::Relay, netns)]
+    [(Role::Egress, true), (Role::GitGate, gate), (Role::Supervise, false), (Role::Relay, netns)]
         .into_iter()
         .filter(|(role, expected)| *expected || pid_path(dir, *role).exists())
         .map(|(role, _)| (role, running(dir, role).is_some()))
@@ -383,7 +391,7 @@ mod tests {
     fn only_a_live_process_naming_the_configuration_counts_as_the_sidecar() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path();
-        let config = config_path(dir, Sidecar::Egress);
+        let config = config_path(dir, Role::Egress);
         let mut child = std::process::Command::new("sh")
             .args(["-c", "sleep 30", "sh"])
             .arg(&config)
@@ -416,7 +424,7 @@ mod tests {
         let dir = tmp.path();
         let mut child = std::process::Command::new("sh")
             .args(["-c", "sleep 30", "sh"])
-            .arg(config_path(dir, Sidecar::Egress))
+            .arg(config_path(dir, Role::Egress))
             .spawn()
             .expect("spawn a stand-in");
         std::fs::write(pid_path(dir, Role::Egress), format!("{}\n", child.id())).expect("pid file");

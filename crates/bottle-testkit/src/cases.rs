@@ -13,6 +13,7 @@ mod resume;
 mod seal;
 mod secrets;
 mod sessions;
+mod supervise;
 mod teardown;
 
 use crate::{Capability, Case, CaseFuture, World};
@@ -81,6 +82,10 @@ cases! {
     };
     /// No name looked up inside reaches a resolver of the host's.
     no_name_leaves = seal::no_name_leaves { host_network: true, needs: &[Capability::OwnNetwork] };
+    /// An MCP client in the bottle lists the supervise tools; a request_egress
+    /// waits in the operator's queue, and once approved the same request passes
+    /// the running proxy; no token, no service; teardown leaves no server.
+    supervise = supervise::supervise;
     /// A client without the bottle's token gets 407/401 from its sidecars, inside and from the host.
     sidecars_serve_only_the_token = seal::sidecars_serve_only_the_token { needs: &[Capability::OwnNetwork] };
 }

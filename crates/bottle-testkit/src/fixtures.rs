@@ -139,3 +139,19 @@ pub fn sidecar_processes(state_dir: &Path, slug: &str) -> Vec<SidecarProcess> {
     }
     found
 }
+
+/// A shell MCP client for a bottle's supervise server (`sh -c SCRIPT mcp
+/// MESSAGE [TOKEN]`): initialize, the initialized notification, then the
+/// JSON-RPC message `$1`, presenting `$2` (default: the bottle's own token
+/// from its environment); prints the response stream.
+pub const MCP_CLIENT_SCRIPT: &str = r#"set -e
+U="$BOT_BOTTLE_SUPERVISE_URL"; T="${2:-$BOT_BOTTLE_SUPERVISE_TOKEN}"
+call() { curl -sS --max-time 120 -H "Authorization: Bearer $T" -H 'Content-Type: application/json' \
+  -H 'Accept: application/json, text/event-stream' "$@" "$U"; }
+HDR=$(call -D - -o /dev/null -d '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"testkit","version":"1"}}}')
+SID=$(printf '%s\n' "$HDR" | tr -d '\r' | sed -n 's/^[Mm]cp-[Ss]ession-[Ii]d: *//p')
+test -n "$SID"
+call -o /dev/null -H "Mcp-Session-Id: $SID" -H 'MCP-Protocol-Version: 2025-06-18' \
+  -d '{"jsonrpc":"2.0","method":"notifications/initialized"}'
+call -N -H "Mcp-Session-Id: $SID" -H 'MCP-Protocol-Version: 2025-06-18' -d "$1"
+"#;

@@ -34,6 +34,7 @@ macro_rules! suite {
             cleanup_after_a_killed_launch,
             egress,
             gate,
+            supervise,
             secrets,
             saved_state_is_bounded_and_clean,
             memory_over_the_limit_is_killed,
