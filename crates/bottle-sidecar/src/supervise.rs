@@ -386,3 +386,65 @@ async fn run(config: SuperviseConfig) -> Result<(), SuperviseError> {
         () = crate::egress::shutdown() => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared(dir: &std::path::Path, timeout: Duration) -> Arc<Shared> {
+        Arc::new(Shared {
+            bottle: "b1".into(),
+            queue: Queue::at(dir),
+            timeout,
+            pending: AtomicUsize::new(0),
+            recent: Mutex::new(VecDeque::new()),
+        })
+    }
+
+    fn ask(n: usize) -> Ask {
+        Ask::AskOperator { question: format!("question {n}?"), choices: vec![] }
+    }
+
+    #[tokio::test]
+    async fn at_most_four_requests_wait_and_a_fifth_is_refused_until_one_is_answered() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let shared = shared(tmp.path(), Duration::from_secs(30));
+        let waiting: Vec<_> = (0..MAX_PENDING)
+            .map(|n| {
+                let shared = Arc::clone(&shared);
+                tokio::spawn(async move { shared.ask(ask(n)).await })
+            })
+            .collect();
+        while shared.queue.requests().expect("requests").len() < MAX_PENDING {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let refused = shared.ask(ask(9)).await.expect_err("a fifth waits for nobody");
+        assert!(refused.contains("4 requests of this bottle already wait"), "{refused}");
+        let requests = shared.queue.requests().expect("requests");
+        let first = requests.iter().find(|r| r.ask == ask(0)).expect("question 0 is queued").id.clone();
+        let answer = Verdict::Answered { answer: "yes".into() };
+        shared.queue.decide(&first, answer, None, bottle_core::supervise::GrantScope::Session).expect("answer");
+        let mut waiting = waiting.into_iter();
+        let answered = waiting.next().expect("question 0's task").await.expect("joined");
+        assert_eq!(answered.as_deref(), Ok("yes"), "the answered one returns its answer");
+        assert!(waiting.all(|task| !task.is_finished()), "the others still wait");
+        let notified = shared.ask(Ask::Notify { message: "room again".into() }).await.expect("room again");
+        assert!(notified.starts_with("delivered to the operator"), "{notified}");
+        assert_eq!(
+            shared.ask(Ask::Notify { message: " ".into() }).await.expect_err("empty"),
+            "`message` is empty; say it in a sentence"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_bottle_that_asks_too_often_is_told_to_wait() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let shared = shared(tmp.path(), Duration::from_secs(30));
+        for n in 0..MAX_PER_WINDOW {
+            shared.ask(Ask::Notify { message: format!("n{n}") }).await.expect("within the rate");
+        }
+        let refused = shared.ask(Ask::Notify { message: "one more".into() }).await.expect_err("over the rate");
+        assert!(refused.contains("rate limited: this bottle made 30 requests"), "{refused}");
+        assert_eq!(shared.queue.requests().expect("requests").len(), MAX_PER_WINDOW, "the refused one is not queued");
+    }
+}
