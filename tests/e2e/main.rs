@@ -8,7 +8,6 @@
 
 mod harness;
 
-mod claude;
 mod cli;
 mod egress;
 mod gate;
@@ -17,6 +16,7 @@ mod install;
 mod lifecycle;
 mod logs;
 mod manifest;
+mod providers;
 mod sessions;
 mod smolvm;
 mod supervise;
