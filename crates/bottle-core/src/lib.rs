@@ -4,9 +4,12 @@ pub mod agent_session;
 pub mod backend;
 mod blocking;
 mod bottle;
+mod build_progress;
 mod bundle;
 mod ca;
 mod copy;
+mod copy_path;
+mod doctor;
 mod error;
 mod handle;
 mod image;
@@ -31,6 +34,8 @@ mod wiring;
 // types in `sidecar`.
 pub use backend::DynBackend;
 pub use bottle::{ActiveAgent, Bottle, ExecResult, GuestUser, Sidecar, sort_active};
+pub use copy_path::{CopyEnd, CopySpec, resolve_guest_path};
+pub use doctor::{Check, CheckStatus, Version, diagnose, host_checks};
 pub use error::{Error, ErrorKind, Result};
 pub use manifest::{
     AgentDef, AgentProviderDef, AuthScheme, BottleDef, DEFAULT_MANIFEST, DEFAULT_MAX_PUSH_MB, EgressRoute, EnvValue,

@@ -638,3 +638,230 @@ pub async fn attach_argv(backend: &dyn DynBackend, slug: &str) -> Result<Option<
     let bottle = backend.attach_dyn(slug).await?;
     Ok(bottle.host_argv(&agent_session::attach_argv(), GuestUser::Agent))
 }
+
+/// The most `bottle cp` copies out of a bottle unless told otherwise.
+pub const COPY_OUT_LIMIT: ByteSize = ByteSize::gib(1);
+
+/// The absolute guest path `path` names in bottle `slug`: relative to the
+/// agent's workdir (from its state folder) unless it starts with `/`.
+fn guest_path_of(state: &StateRoot, slug: &str, path: &str) -> Result<String> {
+    let workdir =
+        if path.starts_with('/') { String::new() } else { state.read(slug).map(|m| m.workdir).unwrap_or_default() };
+    crate::copy_path::resolve_guest_path(&workdir, path).map_err(|e| e.with_bottle(slug))
+}
+
+/// What of a host tree cannot go into a bottle (FIFOs, sockets, devices),
+/// as `path (kind)`; at most `most` of them.
+fn unpackable(host: &std::path::Path, most: usize) -> Vec<String> {
+    use std::os::unix::fs::FileTypeExt as _;
+    let mut found = Vec::new();
+    let mut todo = vec![host.to_path_buf()];
+    while let Some(path) = todo.pop() {
+        let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
+        let kind = meta.file_type();
+        if kind.is_dir() {
+            todo.extend(std::fs::read_dir(&path).into_iter().flatten().filter_map(|e| e.ok()).map(|e| e.path()));
+        } else if kind.is_fifo() || kind.is_socket() || kind.is_block_device() || kind.is_char_device() {
+            let what = if kind.is_fifo() {
+                "a FIFO"
+            } else if kind.is_socket() {
+                "a socket"
+            } else {
+                "a device"
+            };
+            found.push(format!("{} ({what})", path.display()));
+            if found.len() >= most {
+                break;
+            }
+        }
+    }
+    found
+}
+
+/// `bottle cp HOST SLUG:PATH`: copy host file or folder `host` into bottle
+/// `slug` at `guest` (relative to the agent's workdir unless absolute; into
+/// it, under `host`'s name, when it is an existing folder), owned by the
+/// agent, with its files' modification times; links go in as links. A tree
+/// holding a FIFO, a socket or a device is refused whole. Returns the guest
+/// path it was copied to.
+pub async fn copy_in(
+    backend: &dyn DynBackend,
+    state: &StateRoot,
+    slug: &str,
+    host: &std::path::Path,
+    guest: &str,
+) -> Result<String> {
+    crate::state::validate_slug(slug)?;
+    if let Err(e) = std::fs::symlink_metadata(host) {
+        return Err(Error::io(format!("cannot copy {} into bottle {slug}: it is not on the host", host.display()), e));
+    }
+    let refused = unpackable(host, 4);
+    if !refused.is_empty() {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "nothing copied: {} holds what cannot go into a bottle: {}; copy the files and folders around it",
+                host.display(),
+                refused.join(", ")
+            ),
+        )
+        .with_bottle(slug));
+    }
+    let name = crate::copy_path::host_name(host)?;
+    let mut target = guest_path_of(state, slug, guest)?;
+    let bottle = backend.attach_dyn(slug).await?;
+    let is_dir = bottle.exec(&format!("test -d {}", shell_quote(&target)), GuestUser::Root).await?;
+    if is_dir.success() {
+        target = format!("{}/{name}", target.trim_end_matches('/'));
+    }
+    bottle.cp_in(host, &target).await.map_err(|e| e.with_bottle(slug))?;
+    Ok(target)
+}
+
+/// What [`copy_out`] copied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopiedOut {
+    /// The guest path it copied.
+    pub guest: String,
+    /// Where it is on the host.
+    pub host: std::path::PathBuf,
+    /// The bytes of file content copied.
+    pub bytes: u64,
+    /// What stayed in the bottle (links, devices, FIFOs), as `path (kind)`.
+    pub skipped: Vec<String>,
+}
+
+/// `bottle cp SLUG:PATH DEST`: copy `guest` (relative to the agent's
+/// workdir unless absolute) out of bottle `slug` to `dest` (into it, under
+/// the guest name, when it is an existing folder), at most `limit` bytes of
+/// it, as every copy out of a bottle is ([`CopyOut`]): regular files and
+/// folders only, owner-only, with their modification times. Nothing on the
+/// host is overwritten. A guest path that does not exist
+/// ([`ErrorKind::NotFound`]), one over the limit or one of which nothing
+/// may come out ([`ErrorKind::InvalidInput`]) leaves nothing on the host.
+pub async fn copy_out(
+    backend: &dyn DynBackend,
+    state: &StateRoot,
+    slug: &str,
+    guest: &str,
+    dest: &std::path::Path,
+    limit: ByteSize,
+) -> Result<CopiedOut> {
+    crate::state::validate_slug(slug)?;
+    let guest = guest_path_of(state, slug, guest)?;
+    let host = crate::copy_path::host_target(dest, crate::copy_path::guest_name(&guest));
+    if std::fs::symlink_metadata(&host).is_ok() {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "{} exists on the host; bottle cp overwrites nothing: remove it or name another DEST",
+                host.display()
+            ),
+        )
+        .with_bottle(slug));
+    }
+    let parent = match host.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => std::path::Path::new("."),
+    };
+    if !parent.is_dir() {
+        return Err(Error::new(
+            ErrorKind::NotFound,
+            format!("there is no folder {} on the host to copy {guest} into", parent.display()),
+        )
+        .with_bottle(slug));
+    }
+    let bottle = backend.attach_dyn(slug).await?;
+    let outcome = bottle.cp_out(&guest, &host, limit).await.map_err(|e| e.with_bottle(slug))?;
+    let refuse = |kind, message: String| Err(Error::new(kind, message).with_bottle(slug));
+    match outcome {
+        CopyOut::Copied { bytes, skipped } => Ok(CopiedOut { guest, host, bytes, skipped }),
+        CopyOut::Missing => refuse(ErrorKind::NotFound, format!("there is no {guest} in the bottle; nothing copied")),
+        CopyOut::TooLarge { limit } => refuse(
+            ErrorKind::InvalidInput,
+            format!("{guest} is over the {limit} a copy out may take; nothing copied (a larger --limit copies it)"),
+        ),
+        CopyOut::NothingKept { skipped } => refuse(
+            ErrorKind::InvalidInput,
+            format!(
+                "nothing copied: {} stays in the bottle; only regular files and folders come out",
+                skipped.join(", ")
+            ),
+        ),
+    }
+}
+
+/// The grace a command inside gets after each signal of an interrupted
+/// [`exec`] before the next, stronger one, in tenths of a second.
+const EXEC_GRACE_TENTHS: u32 = 20;
+
+/// `bottle exec SLUG -- ARGV…`: run `argv` in bottle `slug` as `user`, on
+/// this process's stdio (a terminal when stdin is one), in the agent's
+/// workdir, and return its exit code, unless `cancel` resolves first (a
+/// signal to this process): then the command is stopped inside the bottle
+/// too — `SIGINT` to it (to its process group when it leads one), then
+/// `SIGTERM`, then `SIGKILL`, each after a grace of 2 s — and the error is
+/// [`ErrorKind::Interrupted`]. (On a terminal Ctrl-C is a byte the command
+/// reads itself, as over `ssh`.) The command runs wrapped so that its PID
+/// lands in a file of its own in the bottle's `/tmp`; the signals are sent
+/// as `user`, who could have run `kill` itself, and the file is removed.
+pub async fn exec(
+    backend: &dyn DynBackend,
+    slug: &str,
+    argv: &[String],
+    user: GuestUser,
+    cancel: impl Future<Output = ()>,
+) -> Result<i32> {
+    crate::state::validate_slug(slug)?;
+    let bottle = backend.attach_dyn(slug).await?;
+    let mut nonce = [0u8; 8];
+    getrandom::fill(&mut nonce)
+        .map_err(|e| Error::new(ErrorKind::Io, format!("no randomness for a file name: {e}")))?;
+    let hex: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+    let pid_file = format!("/tmp/bot-bottle-exec-{hex}.pid");
+    let mut wrapped: Vec<String> =
+        ["sh", "-c", &format!("echo $$ > {pid_file}; exec \"$@\""), "sh"].map(String::from).to_vec();
+    wrapped.extend(argv.iter().cloned());
+    match race(bottle.exec_attached(&wrapped, user.clone()), cancel).await {
+        Either::Left(code) => {
+            let _ = bottle.exec(&format!("rm -f {pid_file}"), user).await;
+            code
+        }
+        Either::Right(()) => {
+            let what = argv.first().map_or("the command", String::as_str);
+            let stopped = bottle.exec(&stop_script(&pid_file), user).await;
+            let message = match stopped {
+                Ok(out) if out.success() => format!("interrupted: `{what}` was stopped in the bottle"),
+                Ok(out) if out.exit_code == 3 => format!("interrupted: `{what}` had not started, or had ended"),
+                Ok(out) => format!(
+                    "interrupted, but `{what}` still runs in the bottle after SIGKILL{}; `bottle stop {slug}` ends it",
+                    if out.stderr.trim().is_empty() { String::new() } else { format!(" ({})", out.stderr.trim()) }
+                ),
+                Err(e) => format!("interrupted; `{what}` may still run in the bottle: stopping it failed: {e}"),
+            };
+            Err(Error::new(ErrorKind::Interrupted, message).with_bottle(slug))
+        }
+    }
+}
+
+/// The script that stops the command whose PID [`exec`]'s wrapper wrote to
+/// `pid_file`: it waits for the file (the command may be starting), removes
+/// it, then sends `INT`, `TERM`, `KILL` in turn, each to the process group
+/// when the command leads one, until it is gone. Exits 0 when it is gone,
+/// 3 when there was no PID to signal, 1 when it survived.
+fn stop_script(pid_file: &str) -> String {
+    let grace = EXEC_GRACE_TENTHS;
+    format!(
+        "f={pid_file}; i=0; while [ ! -s \"$f\" ] && [ $i -lt {grace} ]; do sleep 0.1; i=$((i+1)); done; \
+         p=$(cat \"$f\" 2>/dev/null); rm -f \"$f\"; \
+         case \"$p\" in ''|*[!0-9]*) exit 3;; esac; \
+         alive() {{ kill -0 \"$p\" 2>/dev/null && ! grep -q '^State:[[:space:]]*Z' /proc/\"$p\"/status 2>/dev/null; }}; \
+         alive || exit 3; \
+         for s in INT TERM KILL; do \
+           alive || exit 0; \
+           kill -s $s -- -\"$p\" 2>/dev/null || kill -s $s \"$p\" 2>/dev/null; \
+           i=0; while alive && [ $i -lt {grace} ]; do sleep 0.1; i=$((i+1)); done; \
+         done; \
+         alive && exit 1; exit 0"
+    )
+}
