@@ -18,4 +18,5 @@ mod gate;
 mod install;
 mod lifecycle;
 mod manifest;
+mod sessions;
 mod smolvm;

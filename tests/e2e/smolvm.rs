@@ -87,26 +87,9 @@ impl Smol {
         self.machines().iter().filter_map(|m| m["name"].as_str().map(str::to_string)).collect()
     }
 
-    /// Live (not zombie) `bottle sidecar` processes of `slug` (the relay
-    /// into its network namespace too), as `PID ARGS`.
-    fn sidecars_of(&self, slug: &str) -> Vec<String> {
-        let dir = self.world.path("state/bot-bottle").join(slug).display().to_string();
-        let sockets = format!("/run/bot-bottle/{slug}/");
-        let mut found = Vec::new();
-        for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-            let pid = entry.file_name().to_string_lossy().into_owned();
-            if !pid.bytes().all(|b| b.is_ascii_digit()) {
-                continue;
-            }
-            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-            let state = stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next()).unwrap_or("Z");
-            let args = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            let args = String::from_utf8_lossy(&args).replace('\0', " ");
-            if state != "Z" && args.contains(" sidecar ") && (args.contains(&dir) || args.contains(&sockets)) {
-                found.push(format!("{pid} {args}"));
-            }
-        }
-        found
+    /// Live `bottle sidecar` processes of `slug`.
+    fn sidecars_of(&self, slug: &str) -> Vec<bottle_testkit::fixtures::SidecarProcess> {
+        bottle_testkit::fixtures::sidecar_processes(&self.world.path("state/bot-bottle").join(slug), slug)
     }
 }
 
@@ -119,9 +102,8 @@ impl Drop for Smol {
         let state = self.world.path("state/bot-bottle");
         for slug in std::fs::read_dir(&state).into_iter().flatten().flatten() {
             let slug = slug.file_name().to_string_lossy().into_owned();
-            for line in self.sidecars_of(&slug) {
-                let pid = line.split_whitespace().next().unwrap_or_default().to_string();
-                let _ = Command::new("kill").args(["-KILL", &pid]).output();
+            for process in self.sidecars_of(&slug) {
+                let _ = Command::new("kill").args(["-KILL", &process.pid]).output();
             }
             let _ = Command::new("ip").args(["netns", "delete", &format!("bb-{slug}")]).output();
             let _ = std::fs::remove_dir_all(format!("/run/bot-bottle/{slug}"));

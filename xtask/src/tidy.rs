@@ -335,6 +335,7 @@ const NEW_MACHINE_PROGRAMS: &[(&str, &str)] = &[
     ("find", "findutils"),
     ("tar", "tar"),
     ("umount", "mount"),
+    ("script", "bsdutils"),
     ("which", "debianutils"),
     ("nsenter", "util-linux"),
     ("apt-get", "apt"),
@@ -350,7 +351,8 @@ const NEW_MACHINE_PACKAGES: &str = include_str!("../new-machine-packages.txt");
 /// The call forms that name a program by a string literal: `Command::new("git")`,
 /// setup's `privileged("rm")`, the smolvm fake's `run("docker", …)` and
 /// `checked("docker", …)`, and absolute paths such as `"/usr/sbin/sshd"`.
-const CALL_FORMS: [&str; 4] = ["Command::new(\"", "privileged(\"", "run(\"", "checked(\""];
+const CALL_FORMS: [&str; 5] =
+    ["Command::new(\"", "privileged(\"", "run(\"", "checked(\"", "bottle_at(std::path::Path::new(\""];
 
 /// Every program named in a call form of `text`.
 fn programs_called(text: &str) -> Vec<String> {
@@ -421,6 +423,7 @@ fn the_new_machine_programs_come_with_a_new_machine() {
 #[test]
 fn programs_called_reads_every_call_form() {
     let text = r#"Command::new("git").arg(x); self.privileged("rm"); run("docker", &args); checked("sh", &a);
-        const SSHD: &str = "/usr/sbin/sshd"; Command::new(program); Command::new("a b"); "/usr/bin/env""#;
-    assert_eq!(programs_called(text), ["git", "rm", "docker", "sh", "sshd", "env"]);
+        const SSHD: &str = "/usr/sbin/sshd"; Command::new(program); Command::new("a b"); "/usr/bin/env";
+        world.bottle_at(std::path::Path::new("script"), &args)"#;
+    assert_eq!(programs_called(text), ["git", "rm", "docker", "sh", "script", "sshd", "env"]);
 }

@@ -107,6 +107,8 @@ impl Session {
     /// the error says so ([`ErrorKind::Interrupted`] for a cancel).
     pub async fn launch(mut self, cancel: impl Future<Output = ()>) -> Result<Running> {
         let slug = self.slug().to_string();
+        // A `stop` meanwhile waits for the launch to finish, then stops the bottle whole.
+        let _lock = self.state.lock(&slug).await?;
         let common = self.plan.common().clone();
         let wiring = self.plan.wiring().clone();
         let steps = launch_steps(self.backend.as_ref(), self.plan, self.provider.as_ref(), &self.state);
@@ -235,9 +237,10 @@ impl Running {
             Either::Left(code) => code,
             Either::Right(()) => Ok(130),
         };
-        let notes = self.teardown().await;
-        let code = outcome?;
-        Ok(Ended { code, notes: notes?, detached: false })
+        let (stopped_elsewhere, notes) = self.finish().await?;
+        // A stop from elsewhere ended the agent on purpose: not its failure.
+        let code = if stopped_elsewhere { 0 } else { outcome? };
+        Ok(Ended { code, notes, detached: false })
     }
 
     /// [`Running::attach`] through the agent's session.
@@ -263,8 +266,8 @@ impl Running {
                 }
             }
         };
-        let notes = self.teardown().await?;
-        Ok(Ended { code, notes, detached: false })
+        let (stopped_elsewhere, notes) = self.finish().await?;
+        Ok(Ended { code: if stopped_elsewhere { 0 } else { code }, notes, detached: false })
     }
 
     /// Leaves the bottle running (it outlives this process) and returns its slug.
@@ -276,12 +279,18 @@ impl Running {
     /// the bottle; returns what the operator should know (state left
     /// unsaved, and why; a bottle stopped meanwhile from elsewhere).
     pub async fn teardown(self) -> Result<Vec<String>> {
+        Ok(self.finish().await?.1)
+    }
+
+    /// [`Running::teardown`], and whether the bottle had been stopped from
+    /// elsewhere meanwhile (then the agent's end was that stop's doing).
+    async fn finish(self) -> Result<(bool, Vec<String>)> {
         let stopped = stop(self.backend.as_ref(), &self.common.slug, &self.state).await?;
         let mut notes = stopped.notes;
         if stopped.already {
             notes.push(format!("bottle {} was stopped from elsewhere (`bottle stop`) meanwhile", self.common.slug));
         }
-        Ok(notes)
+        Ok((stopped.already, notes))
     }
 }
 

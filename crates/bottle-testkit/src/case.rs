@@ -61,6 +61,8 @@ const SLUG_ENV: &str = "BOTTLE_TESTKIT_SLUG";
 const SLUG_LINE: &str = "bottle-testkit slug: ";
 /// The line prefix by which a helper reports a teardown note.
 const NOTE_LINE: &str = "bottle-testkit note: ";
+/// The note a stop helper reports when it found the bottle already gone.
+pub(crate) const ALREADY_STOPPED: &str = "already stopped";
 
 /// What a process of the test binary does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -237,6 +239,9 @@ fn child(target: &'static dyn Target, case: &Case, role: Role) {
                         bottle_core::session::stop(world.backend().as_ref(), &slug, world.state()).await.expect("stop");
                     for note in stopped.notes {
                         report(NOTE_LINE, &note);
+                    }
+                    if stopped.already {
+                        report(NOTE_LINE, ALREADY_STOPPED);
                     }
                 }
             }

@@ -12,6 +12,7 @@ mod limits;
 mod resume;
 mod seal;
 mod secrets;
+mod sessions;
 mod teardown;
 
 use crate::{Capability, Case, CaseFuture, World};
@@ -41,6 +42,15 @@ cases! {
     copy_in_and_out = copy::copy_in_and_out;
     /// State saved at teardown (`session::stop`) comes back under the same identity.
     resume = resume::resume;
+    /// A detached bottle runs its agent, with its arguments, in a session that outlives the launch.
+    a_detached_agent_runs_in_its_session = sessions::a_detached_agent_runs_in_its_session;
+    /// `stop` of a bottle whose agent container or VM was stopped behind the
+    /// backend's back starts it again to save its state.
+    stop_saves_the_state_of_a_stopped_agent = sessions::stop_saves_the_state_of_a_stopped_agent;
+    /// Two stops of one bottle at once take turns; both succeed, nothing is left.
+    two_stops_at_once_take_turns = sessions::two_stops_at_once_take_turns;
+    /// The sidecars' audit logs are in the state folder after the bottle is gone.
+    audit_logs_outlive_the_bottle = sessions::audit_logs_outlive_the_bottle;
     /// Teardown of a bottle with every sidecar leaves nothing, and removing
     /// again is harmless; a cancelled launch leaves nothing.
     teardown = teardown::teardown;

@@ -1,9 +1,10 @@
 //! What the tests run against besides a backend: servers on the host (an
-//! sshd upstream, an HTTPS echo upstream), the host's address on Docker's
+//! sshd upstream and a git repository on it, an HTTPS echo upstream), the host's address on Docker's
 //! bridge, the binaries `cargo test --workspace` builds beside the test
 //! binaries (`bottle`, the fake `smolvm`), and the check that Docker answers.
 
 pub mod bridge;
+pub mod repo;
 pub mod sshd;
 pub mod upstream;
 
@@ -101,4 +102,40 @@ pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
     path
+}
+
+/// A live `bottle sidecar` process on the host (not a zombie).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SidecarProcess {
+    /// Its pid.
+    pub pid: String,
+    /// The word after `sidecar` in its argv (`egress`, `git-gate`, `relay`).
+    pub role: String,
+    /// Its whole argv, space-separated.
+    pub args: String,
+}
+
+/// The live `bottle sidecar` processes of bottle `slug` whose state folder
+/// is `state_dir` (the relay into its network namespace, which names the
+/// socket folder `/run/bot-bottle/SLUG/`, too).
+pub fn sidecar_processes(state_dir: &Path, slug: &str) -> Vec<SidecarProcess> {
+    let dir = state_dir.display().to_string();
+    let sockets = format!("/run/bot-bottle/{slug}/");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let state = stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next()).unwrap_or("Z");
+        let raw = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let argv: Vec<String> = raw.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        let mine = argv.iter().any(|a| a.contains(&dir) || a.contains(&sockets));
+        let role = argv.iter().position(|a| a == "sidecar").and_then(|at| argv.get(at + 1));
+        if let (Some(role), true, false) = (role, mine, state == "Z") {
+            found.push(SidecarProcess { pid, role: role.clone(), args: argv.join(" ") });
+        }
+    }
+    found
 }

@@ -57,15 +57,19 @@ pub trait Target: Send + Sync {
     }
 
     /// Every resource of bottle `slug` on the engine and the host, one line
-    /// each, sorted: empty when nothing of it is left.
+    /// each, in any order: empty when nothing of it is left.
     fn resources(&self, world: &World, slug: &str) -> Vec<String>;
 
     /// What [`resources`](Target::resources) lists for a running bottle
-    /// with an egress proxy and no git gate.
+    /// with an egress proxy and no git gate, in any order.
     fn running_resources(&self, world: &World, slug: &str) -> Vec<String>;
 
     /// Kills the bottle's egress proxy, not through the backend.
     fn kill_proxy(&self, world: &World, slug: &str);
+
+    /// Stops the bottle's agent container or VM, not through the backend
+    /// (as a daemon restart or an out-of-memory kill would).
+    fn kill_agent(&self, world: &World, slug: &str);
 
     /// The unix socket where `sidecar` of bottle `slug` listens, as the host sees it.
     fn sidecar_socket(&self, world: &World, slug: &str, sidecar: Sidecar) -> PathBuf;

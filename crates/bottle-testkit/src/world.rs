@@ -133,14 +133,26 @@ impl World {
         }
     }
 
-    /// [`Target::resources`] of `slug`.
-    pub fn resources(&self, slug: &str) -> Vec<String> {
-        self.target.resources(self, slug)
+    /// Prepares and launches a detached bottle of the default manifest, in
+    /// this process.
+    pub async fn start_detached(&self) -> Running {
+        let mut spec = self.spec(self.default_manifest());
+        spec.detached = true;
+        self.start(&spec, &[]).await
     }
 
-    /// [`Target::running_resources`] of `slug`.
+    /// [`Target::resources`] of `slug`, sorted.
+    pub fn resources(&self, slug: &str) -> Vec<String> {
+        let mut found = self.target.resources(self, slug);
+        found.sort();
+        found
+    }
+
+    /// [`Target::running_resources`] of `slug`, sorted.
     pub fn running_resources(&self, slug: &str) -> Vec<String> {
-        self.target.running_resources(self, slug)
+        let mut expected = self.target.running_resources(self, slug);
+        expected.sort();
+        expected
     }
 
     /// Keeps `child` running until the case ends, then kills it.

@@ -68,25 +68,29 @@ impl Target for Docker {
             let args: Vec<&str> = list.iter().copied().chain(["--filter", &label, "--format", format]).collect();
             found.extend(docker_lines(&args).into_iter().map(|name| format!("{kind} {name}")));
         }
-        found.sort();
         found
     }
 
     fn running_resources(&self, _world: &World, slug: &str) -> Vec<String> {
-        let mut expected = vec![
-            format!("container bb-{slug}"),
-            format!("container bb-{slug}-egress"),
-            format!("container bb-{slug}-relay"),
-            format!("network bb-{slug}-out"),
-            format!("volume bb-{slug}-sockets"),
-        ];
-        expected.sort();
-        expected
+        [
+            "container bb-{}",
+            "container bb-{}-egress",
+            "container bb-{}-relay",
+            "network bb-{}-out",
+            "volume bb-{}-sockets",
+        ]
+        .map(|pattern| pattern.replace("{}", slug))
+        .to_vec()
     }
 
     fn kill_proxy(&self, _world: &World, slug: &str) {
         let out = Command::new("docker").args(["kill", &format!("bb-{slug}-egress")]).output();
         assert!(out.expect("docker kill").status.success(), "killing the proxy container");
+    }
+
+    fn kill_agent(&self, _world: &World, slug: &str) {
+        let out = Command::new("docker").args(["kill", &format!("bb-{slug}")]).output();
+        assert!(out.expect("docker kill").status.success(), "killing the agent container");
     }
 
     fn sidecar_socket(&self, _world: &World, slug: &str, sidecar: Sidecar) -> PathBuf {

@@ -59,28 +59,9 @@ fn machines(world: &World) -> Vec<serde_json::Value> {
     serde_json::from_slice(&out.stdout).expect("a JSON array")
 }
 
-/// Live (not zombie) `bottle sidecar` processes of `slug` (the relay into
-/// its network namespace too), as (pid, role).
+/// Live `bottle sidecar` processes of `slug`, as (pid, role).
 fn sidecars_of(world: &World, slug: &str) -> Vec<(String, String)> {
-    let dir = world.state().bottle_dir(slug).display().to_string();
-    let sockets = format!("{SOCKET_ROOT}/{slug}/");
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let pid = entry.file_name().to_string_lossy().into_owned();
-        if !pid.bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-        let state = stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next()).unwrap_or("Z");
-        let args = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let args: Vec<String> = args.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
-        let mine = args.iter().any(|a| a.contains(&dir) || a.contains(&sockets));
-        let role = args.iter().position(|a| a == "sidecar").and_then(|at| args.get(at + 1));
-        if let (Some(role), true, false) = (role, mine, state == "Z") {
-            found.push((pid, role.clone()));
-        }
-    }
-    found
+    fixtures::sidecar_processes(&world.state().bottle_dir(slug), slug).into_iter().map(|p| (p.pid, p.role)).collect()
 }
 
 impl Target for Smolvm {
@@ -150,7 +131,6 @@ impl Target for Smolvm {
         if world.state().bottle_dir(slug).join("sidecars").exists() {
             found.push("sidecar files".into());
         }
-        found.sort();
         found
     }
 
@@ -168,7 +148,6 @@ impl Target for Smolvm {
                 format!("socket folder {SOCKET_ROOT}/{slug}"),
             ]);
         }
-        expected.sort();
         expected
     }
 
@@ -179,6 +158,11 @@ impl Target for Smolvm {
         for pid in egress {
             assert!(Command::new("kill").args(["-KILL", &pid]).status().expect("kill").success());
         }
+    }
+
+    fn kill_agent(&self, world: &World, slug: &str) {
+        let out = smolvm(world, &["machine", "stop", "--name", &format!("bb-{slug}")]);
+        assert!(out.status.success(), "stopping the machine: {}", text(&out.stderr));
     }
 
     fn sidecar_socket(&self, _world: &World, slug: &str, sidecar: Sidecar) -> PathBuf {

@@ -4,44 +4,23 @@
 //! fails for the agent too; the key never enters the bottle; every push is
 //! audited.
 
-use std::path::Path;
 use std::process::Command;
 
 use bottle_core::Sidecar;
 
+use crate::fixtures::repo::{SeededRepo, git};
 use crate::fixtures::sshd::Sshd;
-use crate::fixtures::{text, write};
-use crate::{World, probe};
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(["-c", "user.name=testkit", "-c", "user.email=testkit@example.com"])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("git");
-    assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
-    text(&out.stdout).trim().to_string()
-}
+use crate::{World, probe};
 
 pub(super) async fn gate(world: &World) {
     let gateway = world.target().host_address();
     let sshd = Sshd::start_on(&gateway);
 
-    // The upstream: a bare repo under the ssh user's home (manifest repos are home-relative).
+    // The upstream, seeded; the operator's key and known_hosts; a manifest naming it.
     let name = world.dir().file_name().expect("name").to_string_lossy().into_owned();
-    let rel = format!(".cache/bot-bottle-testkit/{name}");
-    let upstream = sshd.home().join(&rel).join("project.git");
-    std::fs::create_dir_all(&upstream).expect("mkdir");
-    let _remove = RemoveOnDrop(upstream.parent().expect("parent").to_path_buf());
-    git(&upstream, &["init", "--bare", "-q", "-b", "main"]);
-    let seed = world.path("seed");
-    std::fs::create_dir_all(&seed).expect("mkdir");
-    git(&seed, &["init", "-q", "-b", "main"]);
-    std::fs::write(seed.join("README"), "upstream\n").expect("write");
-    git(&seed, &["add", "."]);
-    git(&seed, &["commit", "-qm", "initial"]);
-    git(&seed, &["push", "-q", upstream.to_str().expect("utf8"), "main"]);
+    let repo = SeededRepo::new(&sshd, "bot-bottle-testkit", &name, &world.path("seed"), &world.path("home"));
+    let upstream = repo.path();
     // The upstream itself refuses one branch, whatever the gate allows.
     let hook = upstream.join("hooks/pre-receive");
     std::fs::write(
@@ -50,24 +29,8 @@ pub(super) async fn gate(world: &World) {
     )
     .expect("hook");
     std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
-
-    // The operator's key and known_hosts, and a manifest naming the upstream.
-    let key = sshd.client_key();
-    let key_path = write(&world.path("home"), "deploy_key", &key);
-    std::fs::create_dir_all(world.path("home/.ssh")).expect("mkdir");
-    write(&world.path("home/.ssh"), "known_hosts", &sshd.known_hosts_line());
-    let manifest = world.manifest(
-        "gate.yaml",
-        &format!(
-            "agents:\n  shell:\n    bottle: b\n    git_identity: {{ name: Agent, email: agent@example.com }}\n\
-             bottles:\n  b:\n    agent_provider:\n      template: shell\n    git:\n      - Name: project\n        \
-             Host: \"{gateway}\"\n        Port: {port}\n        User: {user}\n        Repo: {rel}/project.git\n        \
-             IdentityFile: {key}\n        push: {{ branches: [\"agent/*\"] }}\n",
-            port = sshd.port(),
-            user = sshd.user(),
-            key = key_path.display(),
-        ),
-    );
+    let key = repo.key();
+    let manifest = world.manifest("gate.yaml", &repo.manifest(&sshd, &gateway));
     let session = world.prepare(&world.spec(manifest), &[]).await;
     let summary = session.summary();
     assert!(summary.contains("project →") && summary.contains("pinned from ~/.ssh/known_hosts"), "{summary}");
@@ -76,7 +39,7 @@ pub(super) async fn gate(world: &World) {
     let bottle = running.bottle();
 
     // Clone by the upstream's own URL, commit, push to an allowed branch: it lands upstream.
-    let url = format!("ssh://{}@{gateway}:{}/{rel}/project.git", sshd.user(), sshd.port());
+    let url = repo.url(&sshd, &gateway);
     let cloned = probe::sh(bottle, &format!("cd ~ && git clone -q {url} work && cd work && git log --format=%s")).await;
     assert!(cloned.success(), "clone through the gate: {}", cloned.stderr);
     assert_eq!(cloned.stdout.trim(), "initial");
@@ -86,26 +49,26 @@ pub(super) async fn gate(world: &World) {
     )
     .await;
     assert!(pushed.success(), "allowed push: {}", pushed.stderr);
-    let landed = git(&upstream, &["log", "--format=%s %an", "-1", "agent/one"]);
+    let landed = git(upstream, &["log", "--format=%s %an", "-1", "agent/one"]);
     assert_eq!(landed, "agent-work Agent", "the push landed upstream with the agent's identity");
 
     // A branch outside the policy is refused with a reason, and the upstream is unchanged.
     let refused = probe::sh(bottle, "cd ~/work && git push origin HEAD:main").await;
     assert!(!refused.success());
     assert!(refused.stderr.contains("refused"), "{}", refused.stderr);
-    assert_eq!(git(&upstream, &["log", "--format=%s", "-1", "main"]), "initial");
+    assert_eq!(git(upstream, &["log", "--format=%s", "-1", "main"]), "initial");
     let forced =
         probe::sh(bottle, "cd ~/work && git commit -q --amend -m rewritten && git push origin +HEAD:agent/one").await;
     assert!(!forced.success(), "force-push refused");
-    assert_eq!(git(&upstream, &["log", "--format=%s", "-1", "agent/one"]), "agent-work");
+    assert_eq!(git(upstream, &["log", "--format=%s", "-1", "agent/one"]), "agent-work");
     let deleted = probe::sh(bottle, "cd ~/work && git push origin :agent/one").await;
     assert!(!deleted.success(), "delete refused");
-    assert_eq!(git(&upstream, &["log", "--format=%s", "-1", "agent/one"]), "agent-work");
+    assert_eq!(git(upstream, &["log", "--format=%s", "-1", "agent/one"]), "agent-work");
     let rejected = probe::sh(bottle, "cd ~/work && git push origin HEAD:agent/blocked").await;
     assert!(!rejected.success(), "a push the upstream rejects fails for the agent");
     assert!(rejected.stderr.contains("upstream says no"), "{}", rejected.stderr);
     let blocked =
-        Command::new("git").args(["rev-parse", "--verify", "-q", "agent/blocked"]).current_dir(&upstream).output();
+        Command::new("git").args(["rev-parse", "--verify", "-q", "agent/blocked"]).current_dir(upstream).output();
     assert!(!blocked.expect("git").status.success(), "the upstream did not take it");
 
     // The key is nowhere in the bottle, and the audit log has both pushes.
@@ -118,16 +81,4 @@ pub(super) async fn gate(world: &World) {
     assert!(!log.contains(key_line), "no key in the audit log");
     running.teardown().await.expect("teardown");
     assert_eq!(world.resources(&slug), Vec::<String>::new(), "nothing of the bottle is left");
-}
-
-struct RemoveOnDrop(std::path::PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-        // And the folder of all such upstreams, once no other test has one there.
-        if let Some(parent) = self.0.parent() {
-            let _ = std::fs::remove_dir(parent);
-        }
-    }
 }

@@ -6,9 +6,7 @@ use crate::World;
 use crate::probe;
 
 pub(super) async fn resume(world: &World) {
-    let mut spec = world.spec(world.default_manifest());
-    spec.detached = true;
-    let running = world.start(&spec, &[]).await;
+    let running = world.start_detached().await;
     probe::ok(running.bottle(), "echo remembered-line >> ~/.bash_history").await;
     let slug = running.detach();
 
@@ -25,6 +23,11 @@ pub(super) async fn resume(world: &World) {
     let session = world.prepare(&again, &[]).await;
     assert_eq!(session.slug(), slug, "resume keeps the identity");
     assert!(session.plan().common().resumed, "and knows it resumes");
+    let summary = session.summary();
+    assert!(
+        summary.lines().any(|l| l.contains("restores") && l.contains("/home/agent/.bash_history")),
+        "the summary says what it restores: {summary}"
+    );
     let running = session.launch(std::future::pending()).await.expect("launch the resumed bottle");
     let history = probe::ok(running.bottle(), "cat /home/agent/.bash_history").await;
     assert!(history.contains("remembered-line"), "the state is back: {history}");
@@ -32,8 +35,12 @@ pub(super) async fn resume(world: &World) {
     running.teardown().await.expect("teardown");
     assert_eq!(world.resources(&slug), Vec::<String>::new());
 
-    // Stopping what no longer runs says so, and still leaves nothing.
-    let gone = bottle_core::session::stop(world.backend().as_ref(), &slug, world.state()).await;
-    let e = gone.expect_err("stopping a stopped bottle");
+    // Stopping what no longer runs says so (it is idempotent), and still leaves nothing.
+    let again = bottle_core::session::stop(world.backend().as_ref(), &slug, world.state()).await;
+    assert!(again.expect("stopping a stopped bottle is fine").already, "and says it was already stopped");
+    assert_eq!(world.resources(&slug), Vec::<String>::new());
+    // A slug nobody knows, no backend and no state folder, is an error.
+    let unknown = bottle_core::session::stop(world.backend().as_ref(), "shell-0000dead", world.state()).await;
+    let e = unknown.expect_err("stopping a bottle nobody knows");
     assert_eq!(e.kind(), bottle_core::ErrorKind::NotFound, "{e}");
 }

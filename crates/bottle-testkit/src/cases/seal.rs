@@ -76,14 +76,23 @@ impl HostServer {
             println!("this host has no IPv6: only its IPv4 addresses are probed");
         }
         addrs.push(METADATA.to_string());
-        for addr in &addrs {
+        // Other runs' bottles come and go meanwhile: an address whose bridge
+        // went away since the listing is no longer the host's to probe.
+        addrs.retain(|addr| {
             let target = socket_addr(addr, port);
-            let mut stream = TcpStream::connect_timeout(&target, Duration::from_secs(3))
-                .unwrap_or_else(|e| panic!("the host itself cannot reach its server at {addr}: {e}"));
+            let mut stream = match TcpStream::connect_timeout(&target, Duration::from_secs(3)) {
+                Ok(stream) => stream,
+                Err(e) if addr != METADATA && !host_addresses().contains(addr) => {
+                    println!("{addr} went away while probing ({e}): another bottle's bridge; not probed");
+                    return false;
+                }
+                Err(e) => panic!("the host itself cannot reach its server at {addr}: {e}"),
+            };
             let mut line = String::new();
             stream.read_to_string(&mut line).expect("read");
             assert_eq!(line, "host service\n", "{addr}");
-        }
+            true
+        });
         HostServer { port, addrs, stop, _metadata: metadata }
     }
 }
