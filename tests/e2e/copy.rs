@@ -1,7 +1,8 @@
 //! `bottle cp`: files and folders in and out of a running bottle with their
 //! modification times, a guest path relative to the agent's workdir, an
-//! existing folder as the destination; a guest path that is not there, or
-//! one over `--limit`, is one line, exit 1, and nothing on the host.
+//! existing folder as the destination; a guest path that is not there, one
+//! over `--limit`, one climbing out of the workdir, an unknown bottle or a
+//! missing host file is one line, exit 1, and nothing on the host.
 
 use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
@@ -104,4 +105,35 @@ fn a_missing_path_or_one_over_the_limit_is_one_line_and_leaves_nothing() {
     let fits = world.run(&["cp", "--limit", "1m", &format!("{slug}:big.bin"), "big.bin"]);
     assert!(fits.status.success(), "under the limit it copies: {}", text(&fits.stderr));
     assert_eq!(std::fs::metadata(host.join("big.bin")).expect("copied").len(), 100_000);
+}
+
+#[test]
+fn bad_slugs_escaping_paths_and_missing_sources_are_one_line_each() {
+    let (world, slug) = detached();
+    let host = world.path("work");
+    std::fs::write(host.join("notes.txt"), "x\n").expect("write");
+
+    let fails = |args: &[&str], says: &str| {
+        let out = world.run(args);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?} says `{says}`: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    };
+    fails(&["cp", "notes.txt", "nosuch-0000:notes.txt"], "no running bottle `nosuch-0000`");
+    fails(&["cp", "nosuch-0000:notes.txt", "out.txt"], "no running bottle `nosuch-0000`");
+    fails(&["cp", "notes.txt", "other.txt"], "neither `notes.txt` nor `other.txt` is in a bottle");
+    fails(&["cp", &format!("{slug}:a"), &format!("{slug}:b")], "both in a bottle");
+    fails(&["cp", "missing.txt", &format!("{slug}:x")], "it is not on the host");
+    fails(&["cp", &format!("{slug}:../.bashrc"), "bashrc"], "climbs out of the agent's workdir /home/agent/workspace");
+    fails(&["cp", "notes.txt", &format!("{slug}:src/../../x")], "climbs out of the agent's workdir");
+    fails(&["cp", "notes.txt", &format!("{slug}:/")], "the bottle's root folder");
+
+    let left: Vec<String> = std::fs::read_dir(&host)
+        .expect("ls")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["notes.txt"], "nothing new on the host");
+    let inside = world.ok(&["exec", &slug, "--", "sh", "-c", "ls -d /home/agent/x /home/agent/workspace/x 2>&1; true"]);
+    assert_eq!(inside.matches("No such file").count(), 2, "nothing new in the bottle: {inside}");
 }

@@ -92,3 +92,30 @@ fn doctor_fails_when_the_engine_does_not_answer() {
     assert!(engine.starts_with("fail  docker engine: ") && engine.contains("tcp://127.0.0.1:1"), "{engine}");
     assert!(!report.contains("base image"), "nothing is asked of an engine that does not answer:\n{report}");
 }
+
+#[test]
+fn doctor_json_carries_the_same_checks() {
+    require_docker();
+    let world = World::new();
+    let lines = world.run(&["doctor"]);
+    let json = world.run(&["doctor", "--json"]);
+    assert_eq!(json.status.code(), lines.status.code(), "the same exit status");
+    let checks: serde_json::Value = serde_json::from_slice(&json.stdout).expect("doctor --json prints JSON");
+    let checks = checks.as_array().expect("an array of checks");
+    let report = text(&lines.stdout);
+    assert_eq!(checks.len(), report.lines().count(), "one object per line:\n{report}");
+    for check in checks {
+        let field = |k: &str| check[k].as_str().unwrap_or_else(|| panic!("`{k}` in {check}")).to_string();
+        let (status, what, finding) = (field("status"), field("what"), field("finding"));
+        assert!(["ok", "info", "warn", "fail"].contains(&status.as_str()), "{check}");
+        let l = line(&report, &what);
+        assert!(l.starts_with(&format!("{status:<4}  {what}: ")), "{l} vs {check}");
+        if !what.starts_with("image ") {
+            // Another test may build an image between the two runs.
+            assert!(l.contains(&finding), "{l} vs {check}");
+        }
+        assert!(check["fix"].is_null() || check["fix"].is_string(), "{check}");
+    }
+    let engine = checks.iter().find(|c| c["what"] == "docker engine").expect("the engine check");
+    assert_eq!(engine["status"], "ok", "{engine}");
+}

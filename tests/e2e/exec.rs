@@ -5,15 +5,34 @@
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{World, require_docker, wait_for};
+use crate::harness::{World, require_docker, text, wait_for};
 
-/// The PIDs in bottle `slug` whose command line is exactly `cmdline`.
-fn running(world: &World, slug: &str, cmdline: &str) -> Vec<String> {
+/// The agent container of bottle `slug`, by its labels.
+fn agent_container(slug: &str) -> String {
+    let out = std::process::Command::new("docker")
+        .args(["ps", "-q", "--filter", &format!("label=dev.bot-bottle.slug={slug}")])
+        .args(["--filter", "label=dev.bot-bottle.role=agent"])
+        .output()
+        .expect("docker ps");
+    let ids: Vec<String> = text(&out.stdout).split_whitespace().map(str::to_string).collect();
+    assert_eq!(ids.len(), 1, "one agent container for {slug}: {ids:?}");
+    ids[0].clone()
+}
+
+/// The PIDs in bottle `slug` whose command line is exactly `cmdline`, as
+/// `docker exec` sees them: not through `bottle exec`, the code under test.
+/// (The `shell` image has no `ps`; this is what `ps -eo pid,args` reads.)
+fn running(slug: &str, cmdline: &str) -> Vec<String> {
     let script = format!(
         "for p in /proc/[0-9]*; do [ \"$(tr '\\0' ' ' < $p/cmdline 2>/dev/null)\" = '{cmdline} ' ] && echo ${{p#/proc/}}; \
          done; true"
     );
-    world.ok(&["exec", slug, "--", "sh", "-c", &script]).split_whitespace().map(str::to_string).collect()
+    let out = std::process::Command::new("docker")
+        .args(["exec", &agent_container(slug), "sh", "-c", &script])
+        .output()
+        .expect("docker exec");
+    assert!(out.status.success(), "docker exec: {}", text(&out.stderr));
+    text(&out.stdout).split_whitespace().map(str::to_string).collect()
 }
 
 /// Wait for `child` to exit, at most `secs`.
@@ -29,17 +48,15 @@ fn exit_code(child: &mut Child, secs: u64) -> Option<i32> {
     panic!("bottle exec did not exit within {secs} s of the signal");
 }
 
-/// Run `sleep SECS` through `bottle exec`, signal the `bottle` process with
-/// `signal` once it runs, and return its exit code and stderr.
-fn interrupt(world: &World, slug: &str, secs: &str, signal: &str) -> (Option<i32>, String) {
-    let mut child = world
-        .bottle(&["exec", slug, "--", "sleep", secs])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn bottle exec");
-    let cmdline = format!("sleep {secs}");
-    assert!(wait_for(30, || !running(world, slug, &cmdline).is_empty()), "`{cmdline}` runs in the bottle");
+/// Run `argv` through `bottle exec`, signal the `bottle` process with
+/// `signal` once `cmdline` runs in the bottle, and return its exit code and
+/// stderr.
+fn interrupt(world: &World, slug: &str, argv: &[&str], cmdline: &str, signal: &str) -> (Option<i32>, String) {
+    let mut args = vec!["exec", slug, "--"];
+    args.extend_from_slice(argv);
+    let mut child =
+        world.bottle(&args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn bottle exec");
+    assert!(wait_for(30, || !running(slug, cmdline).is_empty()), "`{cmdline}` runs in the bottle");
     let sent = std::process::Command::new("kill").args(["-s", signal, &child.id().to_string()]).status();
     assert!(sent.expect("kill").success(), "signalled bottle exec");
     let code = exit_code(&mut child, 20);
@@ -54,17 +71,26 @@ fn an_interrupted_exec_stops_its_command_in_the_bottle() {
     let world = World::new();
     let slug = world.start_detached(&[]);
 
-    let (code, stderr) = interrupt(&world, &slug, "300", "TERM");
+    // SIGINT (Ctrl-C without a terminal): a shell, its foreground child and
+    // a background child that ignores SIGINT (as in any script) all go.
+    let script = "sleep 303 & sleep 301; wait";
+    let (code, stderr) = interrupt(&world, &slug, &["sh", "-c", script], "sleep 301", "INT");
+    assert_eq!(code, Some(130), "128 + SIGINT: {stderr}");
+    assert!(stderr.contains("interrupted: `sh` was stopped in the bottle"), "{stderr}");
+    for gone in [format!("sh -c {script}"), "sleep 301".into(), "sleep 303".into()] {
+        assert!(running(&slug, &gone).is_empty(), "`{gone}` no longer runs in the bottle");
+    }
+
+    let (code, stderr) = interrupt(&world, &slug, &["sleep", "300"], "sleep 300", "TERM");
     assert_eq!(code, Some(143), "128 + SIGTERM: {stderr}");
     assert!(stderr.contains("interrupted: `sleep` was stopped in the bottle"), "{stderr}");
-    assert!(running(&world, &slug, "sleep 300").is_empty(), "sleep no longer runs in the bottle");
+    assert!(running(&slug, "sleep 300").is_empty(), "sleep no longer runs in the bottle");
 
-    let (code, stderr) = interrupt(&world, &slug, "301", "INT");
-    assert_eq!(code, Some(130), "128 + SIGINT: {stderr}");
-    assert!(running(&world, &slug, "sleep 301").is_empty(), "sleep no longer runs in the bottle");
-
-    let pid_files = world.ok(&["exec", &slug, "--", "sh", "-c", "ls /tmp | grep -c '^bot-bottle-exec-' || true"]);
-    assert_eq!(pid_files.trim(), "1", "only this exec's own PID file is left: {pid_files}");
+    let pid_files = std::process::Command::new("docker")
+        .args(["exec", &agent_container(&slug), "sh", "-c", "ls /tmp | grep -c '^bot-bottle-exec-' || true"])
+        .output()
+        .expect("docker exec");
+    assert_eq!(text(&pid_files.stdout).trim(), "0", "no PID file is left in /tmp");
     let code = world.run(&["exec", &slug, "--", "sh", "-c", "exit 7"]).status.code();
     assert_eq!(code, Some(7), "uninterrupted, the command's own code");
 }

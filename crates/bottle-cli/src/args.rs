@@ -55,7 +55,8 @@ attach as often as you like, from several terminals in turn or at once. C-b d de
     },
     /// Run a command in a running bottle; exits with the command's exit code.
     #[command(after_help = "Interrupted (Ctrl-C without a terminal, SIGTERM, SIGHUP), bottle exec stops the \
-command inside the bottle too (SIGINT, then SIGTERM, then SIGKILL, 2 s apart) and exits 128 + the signal. On a \
+command inside the bottle too, with every process it started (SIGINT, then SIGTERM, then SIGKILL, 2 s apart) and \
+exits 128 + the signal (130, 143, 129). On a \
 terminal Ctrl-C goes to the command itself.\n\nExample:\n  bottle exec shell-1a2b3c4d -- id -un")]
     Exec {
         /// The bottle's slug (see `bottle list active`).
@@ -85,8 +86,14 @@ bottle cp shell-1a2b3c4d:/home/agent/workspace ./work-copy\n  bottle cp ./data s
     },
     /// Check this machine for bottles: the engine, images, runtimes, KVM, smolvm; exits 1 when a check fails.
     #[command(after_help = "One line per check: `ok|info|warn|fail  WHAT: finding[; fix]`. Nothing is changed and \
-no network is used beyond the engine's own socket.")]
-    Doctor,
+no network is used beyond the engine's own socket. Exits 1 only when a check fails (a blocker: no engine); warnings \
+and information never change the exit status. --json prints the checks as a JSON array of {status, what, finding, \
+fix}.")]
+    Doctor {
+        /// Print the checks as JSON instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// Stop a bottle: save the agent's state and the audit logs for `resume`, then remove everything it owns.
     #[command(after_help = "Stopping twice, or from two terminals at once, is fine: the second says the bottle is \
 already stopped. When the workspace has uncommitted changes or unpushed commits, stop says so and, on a terminal, asks \

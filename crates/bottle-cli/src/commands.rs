@@ -36,7 +36,7 @@ pub(crate) async fn run(cli: Cli) -> Result<i32> {
         Command::Attach { slug } => attach(&ctx, &slug).await,
         Command::Exec { slug, user, command } => exec(&ctx, &slug, user.as_deref(), &command).await,
         Command::Cp { source, dest, limit } => cp(&ctx, &source, &dest, limit).await,
-        Command::Doctor => doctor(&ctx).await,
+        Command::Doctor { json } => doctor(&ctx, json).await,
         Command::Stop { slug, yes } => stop(&ctx, &slug, yes).await,
         Command::Cleanup { yes, dry_run } => cleanup(&ctx, yes, dry_run).await,
         Command::Egress { action: LogAction::Log { slug, follow } } => {
@@ -355,11 +355,15 @@ async fn cp(ctx: &Context, source: &str, dest: &str, limit: ByteSize) -> Result<
     Ok(0)
 }
 
-/// `doctor`: one line per check on stdout; 1 when one fails.
-async fn doctor(ctx: &Context) -> Result<i32> {
+/// `doctor`: one line per check on stdout (or a JSON array); 1 when one fails.
+async fn doctor(ctx: &Context, json: bool) -> Result<i32> {
     let checks = bot_bottle::diagnose(&ctx.registry, &ctx.providers, &ctx.host).await;
-    for check in &checks {
-        println!("{check}");
+    if json {
+        println!("{}", serde_json::to_string_pretty(&checks)?);
+    } else {
+        for check in &checks {
+            println!("{check}");
+        }
     }
     let count = |status| checks.iter().filter(|c| c.status == status).count();
     let (failed, warned) = (count(CheckStatus::Fail), count(CheckStatus::Warn));

@@ -1,7 +1,8 @@
 //! The two ends of a copy between the host and a bottle (`bottle cp`), as
 //! `docker cp` takes them: exactly one is `SLUG:PATH`, a guest path that is
 //! relative to the agent's workdir when it does not start with `/`; the
-//! other is a host path (`./a:b` is a host path with a colon). An existing
+//! other is a host path (`./a:b` is a host path with a colon). A relative
+//! guest path never climbs out of the workdir with `..`. An existing
 //! folder as the destination means the copy goes into it, under the
 //! source's name.
 
@@ -108,7 +109,9 @@ fn host_of(copy: &CopySpec) -> &Path {
 }
 
 /// The absolute guest path `path` names: as it is when it starts with `/`,
-/// else relative to `workdir`; `.` and `..` resolved, and never the root.
+/// else relative to `workdir` and inside it (a relative path whose `..`
+/// climbs out of the workdir is refused: an absolute path says so on
+/// purpose); `.` and `..` resolved, and never the root.
 pub fn resolve_guest_path(workdir: &str, path: &str) -> Result<String> {
     let base = if path.starts_with('/') {
         ""
@@ -121,9 +124,29 @@ pub fn resolve_guest_path(workdir: &str, path: &str) -> Result<String> {
         ));
     };
     let mut parts: Vec<&str> = Vec::new();
-    for part in base.split('/').chain(path.split('/')) {
+    for part in base.split('/') {
         match part {
             "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            name => parts.push(name),
+        }
+    }
+    let floor = if base.is_empty() { 0 } else { parts.len() };
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." if parts.len() <= floor && floor > 0 => {
+                let workdir = format!("/{}", parts.join("/"));
+                return Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    format!(
+                        "`{path}` climbs out of the agent's workdir {workdir}; a relative path stays inside it: \
+                         write an absolute path (starting with /) for a place outside"
+                    ),
+                ));
+            }
             ".." => {
                 parts.pop();
             }
@@ -224,14 +247,20 @@ mod tests {
             ("notes.txt", "/home/agent/workspace/notes.txt"),
             ("./src/../lib/", "/home/agent/workspace/lib"),
             (".", "/home/agent/workspace"),
-            ("..", "/home/agent"),
+            ("src/..", "/home/agent/workspace"),
             ("/etc//hosts", "/etc/hosts"),
             ("/../etc", "/etc"),
+            ("/home/agent/workspace/../.bashrc", "/home/agent/.bashrc"),
         ] {
             assert_eq!(resolve_guest_path(work, path).expect(path), expect, "{path}");
         }
+        for escaping in ["..", "../.bashrc", "src/../../x", "./../../../etc/passwd"] {
+            let e = resolve_guest_path(work, escaping).expect_err(escaping);
+            assert_eq!(e.kind(), ErrorKind::InvalidInput, "{escaping}");
+            assert!(e.message().contains("climbs out of the agent's workdir /home/agent/workspace"), "{e}");
+        }
         assert_eq!(resolve_guest_path(work, "/").expect_err("root").kind(), ErrorKind::InvalidInput);
-        assert_eq!(resolve_guest_path("/", "..").expect_err("root").kind(), ErrorKind::InvalidInput);
+        assert_eq!(resolve_guest_path("/", ".").expect_err("root").kind(), ErrorKind::InvalidInput);
         assert!(resolve_guest_path("", "x").expect_err("no workdir").message().contains("absolute"));
         assert_eq!(resolve_guest_path("", "/x").expect("absolute needs no workdir"), "/x");
         assert_eq!(guest_name("/home/agent/workspace"), "workspace");

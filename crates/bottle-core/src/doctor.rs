@@ -13,8 +13,9 @@ use crate::prepare::Host;
 use crate::provider::{Providers, ProvisionInput};
 use crate::registry::Registry;
 
-/// How a check came out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// How a check came out; in JSON `"ok"`, `"info"`, `"warn"` or `"fail"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum CheckStatus {
     /// As it should be.
     Ok,
@@ -38,8 +39,8 @@ impl CheckStatus {
     }
 }
 
-/// One finding of `bottle doctor`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One finding of `bottle doctor` (`--json` prints these fields).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Check {
     /// How it came out.
     pub status: CheckStatus,
@@ -209,6 +210,19 @@ mod tests {
         assert_eq!(fail.to_string(), "fail  kvm: /dev/kvm is missing; enable virtualisation");
         assert_eq!(Check::info("x", "y").to_string(), "info  x: y");
         assert_eq!(Check::warn("x", "y").to_string(), "warn  x: y");
+    }
+
+    #[test]
+    fn a_check_in_json_has_its_status_in_lower_case_and_its_fix_or_null() {
+        let fail = Check::fail("kvm", "/dev/kvm is missing").with_fix("enable virtualisation");
+        assert_eq!(
+            serde_json::to_value(&fail).expect("json"),
+            serde_json::json!({
+                "status": "fail", "what": "kvm", "finding": "/dev/kvm is missing", "fix": "enable virtualisation"
+            })
+        );
+        let info = serde_json::to_value(Check::info("runsc", "absent")).expect("json");
+        assert_eq!((info["status"].as_str(), info["fix"].is_null()), (Some("info"), true));
     }
 
     #[test]

@@ -717,8 +717,8 @@ pub async fn copy_in(
         .with_bottle(slug));
     }
     let name = crate::copy_path::host_name(host)?;
-    let mut target = guest_path_of(state, slug, guest)?;
     let bottle = backend.attach_dyn(slug).await?;
+    let mut target = guest_path_of(state, slug, guest)?;
     let is_dir = bottle.exec(&format!("test -d {}", shell_quote(&target)), GuestUser::Root).await?;
     if is_dir.success() {
         target = format!("{}/{name}", target.trim_end_matches('/'));
@@ -757,6 +757,7 @@ pub async fn copy_out(
     limit: ByteSize,
 ) -> Result<CopiedOut> {
     crate::state::validate_slug(slug)?;
+    let bottle = backend.attach_dyn(slug).await?;
     let guest = guest_path_of(state, slug, guest)?;
     let host = crate::copy_path::host_target(dest, crate::copy_path::guest_name(&guest));
     if std::fs::symlink_metadata(&host).is_ok() {
@@ -780,7 +781,6 @@ pub async fn copy_out(
         )
         .with_bottle(slug));
     }
-    let bottle = backend.attach_dyn(slug).await?;
     let outcome = bottle.cp_out(&guest, &host, limit).await.map_err(|e| e.with_bottle(slug))?;
     let refuse = |kind, message: String| Err(Error::new(kind, message).with_bottle(slug));
     match outcome {
@@ -808,8 +808,9 @@ const EXEC_GRACE_TENTHS: u32 = 20;
 /// this process's stdio (a terminal when stdin is one), in the agent's
 /// workdir, and return its exit code, unless `cancel` resolves first (a
 /// signal to this process): then the command is stopped inside the bottle
-/// too — `SIGINT` to it (to its process group when it leads one), then
-/// `SIGTERM`, then `SIGKILL`, each after a grace of 2 s — and the error is
+/// too — `SIGINT` to it and every process it started (and to its process
+/// group when it leads one), then `SIGTERM`, then `SIGKILL`, each after a
+/// grace of 2 s while any of them lives — and the error is
 /// [`ErrorKind::Interrupted`]. (On a terminal Ctrl-C is a byte the command
 /// reads itself, as over `ssh`.) The command runs wrapped so that its PID
 /// lands in a file of its own in the bottle's `/tmp`; the signals are sent
@@ -828,9 +829,7 @@ pub async fn exec(
         .map_err(|e| Error::new(ErrorKind::Io, format!("no randomness for a file name: {e}")))?;
     let hex: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
     let pid_file = format!("/tmp/bot-bottle-exec-{hex}.pid");
-    let mut wrapped: Vec<String> =
-        ["sh", "-c", &format!("echo $$ > {pid_file}; exec \"$@\""), "sh"].map(String::from).to_vec();
-    wrapped.extend(argv.iter().cloned());
+    let wrapped = exec_wrapper(&pid_file, argv);
     match race(bottle.exec_attached(&wrapped, user.clone()), cancel).await {
         Either::Left(code) => {
             let _ = bottle.exec(&format!("rm -f {pid_file}"), user).await;
@@ -853,24 +852,115 @@ pub async fn exec(
     }
 }
 
+/// `argv` run by a shell that first writes its PID (the command's, after
+/// `exec`) to `pid_file`.
+fn exec_wrapper(pid_file: &str, argv: &[String]) -> Vec<String> {
+    let mut wrapped: Vec<String> =
+        ["sh", "-c", &format!("echo $$ > {}; exec \"$@\"", shell_quote(pid_file)), "sh"].map(String::from).to_vec();
+    wrapped.extend(argv.iter().cloned());
+    wrapped
+}
+
 /// The script that stops the command whose PID [`exec`]'s wrapper wrote to
-/// `pid_file`: it waits for the file (the command may be starting), removes
-/// it, then sends `INT`, `TERM`, `KILL` in turn, each to the process group
-/// when the command leads one, until it is gone. Exits 0 when it is gone,
-/// 3 when there was no PID to signal, 1 when it survived.
+/// `pid_file`, and every process it started: it waits for the file (the
+/// command may be starting), removes it, then sends `INT`, `TERM`, `KILL`
+/// in turn — to the command's process group when it leads one, and to each
+/// process of its tree (found through `/proc/*/stat` before each signal, so
+/// a child orphaned by its parent's death is still known) — until none is
+/// left. Exits 0 when they are gone, 3 when there was no PID to signal, 1
+/// when one survived.
 fn stop_script(pid_file: &str) -> String {
     let grace = EXEC_GRACE_TENTHS;
+    let file = shell_quote(pid_file);
     format!(
-        "f={pid_file}; i=0; while [ ! -s \"$f\" ] && [ $i -lt {grace} ]; do sleep 0.1; i=$((i+1)); done; \
-         p=$(cat \"$f\" 2>/dev/null); rm -f \"$f\"; \
-         case \"$p\" in ''|*[!0-9]*) exit 3;; esac; \
-         alive() {{ kill -0 \"$p\" 2>/dev/null && ! grep -q '^State:[[:space:]]*Z' /proc/\"$p\"/status 2>/dev/null; }}; \
-         alive || exit 3; \
-         for s in INT TERM KILL; do \
-           alive || exit 0; \
-           kill -s $s -- -\"$p\" 2>/dev/null || kill -s $s \"$p\" 2>/dev/null; \
-           i=0; while alive && [ $i -lt {grace} ]; do sleep 0.1; i=$((i+1)); done; \
-         done; \
-         alive && exit 1; exit 0"
+        r#"f={file}; i=0; while [ ! -s "$f" ] && [ $i -lt {grace} ]; do sleep 0.1; i=$((i+1)); done
+p=$(cat "$f" 2>/dev/null); rm -f "$f"
+case "$p" in ''|*[!0-9]*) exit 3;; esac
+t=" $p "
+grow() {{
+  n=0
+  while [ "$n" -ne "${{#t}}" ]; do
+    n=${{#t}}
+    for st in /proc/[0-9]*/stat; do
+      {{ read -r l < "$st"; }} 2>/dev/null || continue
+      q=${{l%% *}}; r=${{l##*") "}}; set -- $r
+      case "$t" in *" $2 "*) case "$t" in *" $q "*) ;; *) t="$t$q ";; esac;; esac
+    done
+  done
+}}
+live() {{
+  a=
+  for m in $t; do
+    kill -0 "$m" 2>/dev/null && ! grep -q '^State:[[:space:]]*Z' /proc/"$m"/status 2>/dev/null && a="$a $m"
+  done
+  [ -n "$a" ]
+}}
+grow; live || exit 3
+for s in INT TERM KILL; do
+  grow; live || exit 0
+  kill -s $s -- -"$p" 2>/dev/null
+  for q in $a; do kill -s $s "$q" 2>/dev/null; done
+  i=0; while live && [ $i -lt {grace} ]; do sleep 0.1; i=$((i+1)); done
+done
+live && exit 1; exit 0"#
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The PIDs of this machine's processes whose command line is `cmdline`.
+    fn running(cmdline: &str) -> Vec<u32> {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else { continue };
+            let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+            let zombie = status.lines().any(|l| l.starts_with("State:") && l.contains('Z'));
+            if !zombie && String::from_utf8_lossy(&raw).replace('\0', " ").trim_end() == cmdline {
+                found.push(pid);
+            }
+        }
+        found
+    }
+
+    fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "{what} within 10 s");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    #[test]
+    fn the_stop_script_ends_the_command_and_every_process_it_started() {
+        // A shell whose foreground child dies of SIGINT and whose background
+        // child ignores it (as in any non-interactive shell): both must go.
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let pid_file = tmp.path().join("exec.pid").display().to_string();
+        let nonce = 900_000 + std::process::id() % 99_999;
+        let (fore, back) = (format!("sleep {nonce}"), format!("sleep {}", nonce + 100_000));
+        let script = format!("{back} & {fore}; wait");
+        let wrapped = exec_wrapper(&pid_file, &["sh".into(), "-c".into(), script]);
+        let mut command = std::process::Command::new(&wrapped[0]).args(&wrapped[1..]).spawn().expect("spawn");
+        wait_until("both sleeps run", || running(&fore).len() == 1 && running(&back).len() == 1);
+        let leader = std::fs::read_to_string(&pid_file).expect("the wrapper wrote its PID");
+        assert_eq!(leader.trim(), command.id().to_string(), "the PID is the command's own, after exec");
+
+        let stop = std::process::Command::new("sh").args(["-c", &stop_script(&pid_file)]).status().expect("stop");
+        if stop.code() != Some(0) {
+            // Never leave the test waiting on what the script failed to stop.
+            for pid in running(&fore).into_iter().chain(running(&back)).chain([command.id()]) {
+                let _ = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            }
+        }
+        let _ = command.wait();
+        assert_eq!(stop.code(), Some(0), "the script says they are gone");
+        assert!(running(&fore).is_empty() && running(&back).is_empty(), "no process of the tree is left");
+        assert!(!std::path::Path::new(&pid_file).exists(), "the PID file is removed");
+
+        let again = std::process::Command::new("sh").args(["-c", &stop_script(&pid_file)]).status().expect("stop");
+        assert_eq!(again.code(), Some(3), "without a PID file there is nothing to stop");
+    }
 }

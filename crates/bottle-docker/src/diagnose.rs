@@ -155,7 +155,8 @@ async fn runtime_check(docker: &Docker) -> Check {
         Ok(info) => info,
         Err(e) => return Check::warn("runsc", format!("cannot say: {}", crate::engine::failed("describe itself")(e))),
     };
-    let offered: Vec<String> = info.runtimes.unwrap_or_default().into_keys().collect();
+    let mut offered: Vec<String> = info.runtimes.unwrap_or_default().into_keys().collect();
+    offered.sort();
     let explicit = std::env::var(RUNTIME_ENV).ok().filter(|v| !v.is_empty());
     if let Some(runtime) = explicit.filter(|r| !offered.contains(r)) {
         return Check::warn(

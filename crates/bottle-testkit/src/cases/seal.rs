@@ -128,8 +128,8 @@ impl Drop for MetadataAddress {
     }
 }
 
-/// Every address of every interface of the host (`ip -o addr`), IPv6
-/// link-local ones with their zone.
+/// Every assigned (not tentative) address of every interface of the host
+/// (`ip -o addr`), IPv6 link-local ones with their zone.
 fn host_addresses() -> Vec<String> {
     let out = std::process::Command::new("ip").args(["-o", "addr", "show"]).output().expect("ip -o addr show");
     assert!(out.status.success(), "ip -o addr show: {}", text(&out.stderr));
@@ -140,7 +140,10 @@ fn host_addresses() -> Vec<String> {
             continue;
         };
         let Some(addr) = words.get(at + 1).and_then(|a| a.split('/').next()) else { continue };
-        if addr == METADATA {
+        // A tentative address (a bridge another run just made, its duplicate
+        // address detection still going) is not assigned yet: nothing can
+        // reach it, the host included (EADDRNOTAVAIL).
+        if addr == METADATA || words.iter().any(|w| *w == "tentative" || *w == "dadfailed") {
             continue;
         }
         match addr.parse::<IpAddr>() {
