@@ -54,6 +54,7 @@ impl World {
             .env_remove("BOT_BOTTLE_BACKEND")
             .env_remove("RUST_BACKTRACE")
             .env_remove("RUST_LIB_BACKTRACE")
+            .env_remove("NO_COLOR")
             .stdin(std::process::Stdio::null())
             .envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd

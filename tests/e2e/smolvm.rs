@@ -214,3 +214,27 @@ fn cleanup_names_and_removes_what_a_killed_smolvm_start_left() {
     assert!(smol.machine_names().contains(&format!("bb-{live}")), "the live bottle still runs");
     smol.ok(&["stop", &live]);
 }
+
+#[test]
+fn a_smolvm_bottle_that_asks_for_supervise_is_refused_in_one_line_and_leaves_nothing() {
+    let smol = Smol::new();
+    let manifest = crate::harness::write(
+        &smol.world.path("work"),
+        "sv.yaml",
+        "agents:\n  shell:\n    bottle: b\nbottles:\n  b:\n    agent_provider:\n      template: shell\n    supervise: true\n",
+    );
+    let out = smol
+        .bottle(&["--manifest", manifest.to_str().expect("utf8"), "start", "shell", "--yes", "--detach"])
+        .env("BOT_BOTTLE_BACKEND", "smolmachines")
+        .output()
+        .expect("run bottle start");
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "refused: {stderr}");
+    let error: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(error.len(), 1, "{stderr}");
+    assert!(error[0].contains("`supervise: true`, which the smolvm backend does not run yet; use --backend docker"));
+    assert!(smol.machine_names().is_empty(), "no machine made");
+    let state = smol.world.path("state/bot-bottle");
+    let left: Vec<_> = std::fs::read_dir(&state).map(|d| d.flatten().collect()).unwrap_or_default();
+    assert!(left.is_empty(), "no state folder left: {left:?}");
+}

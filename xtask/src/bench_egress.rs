@@ -497,6 +497,7 @@ fn start_egress(
     let config = EgressConfig {
         listen: bottle_core::sidecar::Listen::Tcp("127.0.0.1:0".to_owned()),
         audit_log: scratch.path(&format!("{name}-audit.jsonl")).display().to_string(),
+        grants: None,
         policy: EgressPolicy {
             bottle: "bench".to_owned(),
             client_token: bottle_core::sidecar::ClientToken::from_value(BENCH_TOKEN).digest(),

@@ -2,8 +2,10 @@
 //! to its system prompt and `--continue` on resume.
 
 use async_trait::async_trait;
-use bottle_core::provider::{AgentProvider, AgentProvisionPlan, AgentRoutes, run_checked};
-use bottle_core::{AgentProviderDef, Bottle, Error, ErrorKind, GuestUser, Host, Result};
+use bottle_core::provider::{
+    AgentProvider, AgentProvisionPlan, AgentRoutes, run_checked, shell_quote, write_supervise_mcp,
+};
+use bottle_core::{AgentProviderDef, Bottle, CommonPlan, Error, ErrorKind, GuestUser, Host, Result};
 
 use crate::credentials::{Api, api_key_route, json_string, key_rule};
 
@@ -88,5 +90,25 @@ impl AgentProvider for Claude {
             home = plan.guest_home
         );
         run_checked(bottle, &script, GuestUser::Agent, "writing ~/.claude.json").await
+    }
+
+    /// Register the supervise server in `~/.claude.json`'s `mcpServers`
+    /// (user scope, type `http`), merged by Node (which Claude Code runs
+    /// on) from the JSON file that holds the token.
+    async fn provision_supervise(&self, bottle: &dyn Bottle, plan: &CommonPlan, url: &str) -> Result<()> {
+        let file = write_supervise_mcp(bottle, plan, url).await?;
+        let script = format!(
+            "node -e {}",
+            shell_quote(&format!(
+                "const fs = require('fs'); const f = {claude:?}; let c = {{}}; \
+                 try {{ c = JSON.parse(fs.readFileSync(f, 'utf8')); }} catch (e) {{}} \
+                 c.mcpServers = c.mcpServers || {{}}; \
+                 c.mcpServers[{name:?}] = JSON.parse(fs.readFileSync({file:?}, 'utf8')); \
+                 fs.writeFileSync(f, JSON.stringify(c, null, 2));",
+                claude = format!("{}/.claude.json", plan.provision.guest_home),
+                name = bottle_core::supervise::SERVER_NAME,
+            ))
+        );
+        run_checked(bottle, &script, GuestUser::Agent, "registering the supervise MCP server in ~/.claude.json").await
     }
 }

@@ -2,8 +2,8 @@
 //! its global `AGENTS.md` and resume runs `codex resume --last`.
 
 use async_trait::async_trait;
-use bottle_core::provider::{AgentProvider, AgentRoutes};
-use bottle_core::{AgentProviderDef, Error, ErrorKind, Host, Result};
+use bottle_core::provider::{AgentProvider, AgentRoutes, run_checked, shell_quote, write_supervise_mcp};
+use bottle_core::{AgentProviderDef, Bottle, CommonPlan, Error, ErrorKind, GuestUser, Host, Result};
 
 use crate::credentials::{Api, api_key_route, json_string, key_rule};
 
@@ -67,5 +67,23 @@ impl AgentProvider for Codex {
 
     fn prompt_guest_path(&self) -> String {
         format!("{}/.codex/AGENTS.md", self.guest_home())
+    }
+
+    /// Register the supervise server in `~/.codex/config.toml`'s
+    /// `mcp_servers` (streamable HTTP, the token read from
+    /// `BOT_BOTTLE_SUPERVISE_TOKEN`, never written in the file).
+    async fn provision_supervise(&self, bottle: &dyn Bottle, plan: &CommonPlan, url: &str) -> Result<()> {
+        write_supervise_mcp(bottle, plan, url).await?;
+        let toml = format!(
+            "\n# The bottle's supervise server (written by bot-bottle).\n[mcp_servers.{}]\nurl = {url:?}\n\
+             bearer_token_env_var = \"{}\"\n",
+            bottle_core::supervise::SERVER_NAME,
+            bottle_core::supervise::TOKEN_ENV,
+        );
+        let home = &plan.provision.guest_home;
+        let script =
+            format!("mkdir -p {home}/.codex && printf '%s' {} >> {home}/.codex/config.toml", shell_quote(&toml));
+        run_checked(bottle, &script, GuestUser::Agent, "registering the supervise MCP server in ~/.codex/config.toml")
+            .await
     }
 }

@@ -37,7 +37,13 @@ bottle start reviewer --copy-cwd --label 'PR 42'\n  bottle start shell --yes -- 
     Start(StartArgs),
     /// Start a new bottle for an earlier bottle's agent, with its saved state (the conversation goes on).
     Resume(ResumeArgs),
-    /// List the manifest's agents, or the bottles running now.
+    /// List the manifest's agents, the bottles running now, or the stopped ones you can resume.
+    #[command(after_help = "active: each bottle's status (`running (egress down)` when a sidecar died), how long \
+it has been up, whether the `bottle` process that started it still runs (OWNER: alive, gone — normal for a detached \
+bottle —, other-host, unknown), each sidecar up or down, its --color (its slug drawn in it on a terminal, unless NO_COLOR is \
+set) and --label.\n\
+stopped: every bottle with a state folder that runs on no available backend: when it last stopped (`never stopped` \
+when its launcher died, `not launched` when its start did not finish) and the agent state saved for `resume`.")]
     List {
         #[arg(value_enum)]
         what: ListWhat,
@@ -114,15 +120,47 @@ first (--yes does not ask).")]
         #[arg(long)]
         dry_run: bool,
     },
-    /// The egress proxy's audit log: one JSON line per request, allowed or denied.
+    /// Remove a stopped bottle's state folder: its identity, saved agent state and audit logs (it cannot be resumed after).
+    #[command(after_help = "Refuses a bottle that runs (`bottle stop SLUG` first). `bottle list stopped` shows \
+the stopped ones.\n\nExample:\n  bottle forget shell-1a2b3c4d")]
+    Forget {
+        /// The bottle's slug (see `bottle list stopped`).
+        slug: String,
+    },
+    /// Remove the state folders of bottles stopped longer ago than --older-than (asks y/N first).
+    #[command(after_help = "A bottle that never stopped counts from when it was created. Running bottles are \
+never removed. Without a terminal, --yes is required.\n\nExamples:\n  bottle prune --dry-run\n  \
+bottle prune --older-than 7d --yes")]
+    Prune {
+        /// How long ago a bottle must have stopped: a whole number and a unit, `90m`, `12h`, `7d`, `2w`.
+        #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = parse_duration)]
+        older_than: std::time::Duration,
+        /// Only show what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+        /// Do not ask before removing.
+        #[arg(long, short)]
+        yes: bool,
+    },
+    /// The egress proxy's audit log: one line per request, allowed or denied.
     Egress {
         #[command(subcommand)]
-        action: LogAction,
+        action: EgressAction,
     },
-    /// The git gate's audit log: one JSON line per push.
+    /// The git gate's audit log: one line per push.
     Gate {
         #[command(subcommand)]
-        action: LogAction,
+        action: GateAction,
+    },
+    /// The supervise queue: what agents ask their operator (routes, answers), and your decisions.
+    #[command(after_help = "A bottle whose manifest says `supervise: true` runs an MCP server its agent calls: \
+request_egress (a host the proxy denies), ask_operator (a question), notify (a message). Each request waits here \
+until you decide it (10 minutes, then it counts as denied).\n\nExamples:\n  bottle supervise list --follow\n  \
+bottle supervise approve 1a2b3c4d\n  bottle supervise deny 1a2b3c4d --note 'not needed'\n  \
+bottle supervise answer 1a2b3c4d 'yes'")]
+    Supervise {
+        #[command(subcommand)]
+        action: crate::supervise::SuperviseAction,
     },
     /// Check the manifest or print its JSON Schema.
     Manifest {
@@ -187,6 +225,8 @@ pub(crate) enum ListWhat {
     Agents,
     /// The bottles running now, on every available backend.
     Active,
+    /// The bottles that have a state folder and run nowhere: what `bottle resume` can start again.
+    Stopped,
 }
 
 #[derive(Debug, Subcommand)]
@@ -198,15 +238,45 @@ pub(crate) enum ManifestAction {
 }
 
 #[derive(Debug, Subcommand)]
-pub(crate) enum LogAction {
-    /// Print the audit log of a bottle's sidecar.
-    Log {
-        /// The bottle's slug (see `bottle list active`).
-        slug: String,
-        /// Keep printing new lines until the bottle stops.
-        #[arg(long, short)]
-        follow: bool,
-    },
+pub(crate) enum EgressAction {
+    /// Print the egress proxy's audit log of a bottle, running or stopped.
+    #[command(after_help = "On a terminal, one line per request: TIME DECISION METHOD HOST PATH STATUS (REASON), \
+the time as HH:MM:SS in UTC. With --json, or when stdout is not a terminal, the JSON lines as the proxy wrote them \
+(time, bottle, method, host, path, status, bytes_up, bytes_down, rule, decision, reason, duration_ms). A line that \
+is not JSON is printed as it is.\n\n\
+A running bottle's log comes from its proxy; a stopped one's from its state folder, where `stop` keeps it \
+(--follow then prints it and exits).\n\nExample:\n  bottle egress log shell-1a2b3c4d --follow")]
+    Log(LogArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum GateAction {
+    /// Print the git gate's audit log of a bottle, running or stopped.
+    #[command(after_help = "On a terminal, one line per push: TIME VERDICT UPSTREAM REFS (REASON), the time as \
+HH:MM:SS in UTC, the reason shown when the push was refused (by the policy or the upstream). With --json, or when \
+stdout is not a terminal, the JSON lines as the gate wrote them (time, bottle, upstream, refs, verdict, reason, \
+upstream_result, duration_ms). A line that is not JSON is printed as it is.\n\n\
+A running bottle's log comes from its gate; a stopped one's from its state folder, where `stop` keeps it \
+(--follow then prints it and exits). A bottle whose manifest lists no git upstreams has no gate and no log: \
+one line says so and the exit code is 1.")]
+    Log(LogArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LogArgs {
+    /// The bottle's slug (see `bottle list active` and `bottle list stopped`).
+    pub(crate) slug: String,
+    /// Keep printing new lines until the bottle stops.
+    #[arg(long, short)]
+    pub(crate) follow: bool,
+    /// Print the JSON lines as they are, also on a terminal.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// `--older-than`: a duration such as `90m`, `12h`, `7d`, `2w`.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    bot_bottle::parse_duration(text).map_err(|e| e.message().to_string())
 }
 
 /// `--limit SIZE`: a size as the manifest writes them (`512m`, `4g`).

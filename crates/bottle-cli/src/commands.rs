@@ -6,12 +6,12 @@ use std::sync::Arc;
 use anyhow::{Context as _, Result, bail};
 use bot_bottle::backend::Backend as _;
 use bot_bottle::{
-    ActiveAgent, BottleSpec, ByteSize, CheckStatus, CopySpec, DynBackend, EnvValue, ErrorKind, GuestUser, Manifest,
-    Session, Sidecar, session, sort_active,
+    ActiveAgent, BottleSpec, ByteSize, CheckStatus, CopySpec, DynBackend, EnvValue, ErrorKind, GuestUser, LogFormat,
+    LogSource, Manifest, Session, Sidecar, StoppedBottle, session, sort_active,
 };
 use clap::CommandFactory;
 
-use crate::args::{Cli, Command, ListWhat, LogAction, ManifestAction, RunArgs, StartArgs};
+use crate::args::{Cli, Command, EgressAction, GateAction, ListWhat, LogArgs, ManifestAction, RunArgs, StartArgs};
 use crate::context::Context;
 
 /// The signal that interrupted this process (0 while none did).
@@ -33,18 +33,18 @@ pub(crate) async fn run(cli: Cli) -> Result<i32> {
         Command::Resume(args) => resume(&ctx, &args.identity, args.run).await,
         Command::List { what: ListWhat::Agents, json } => list_agents(&ctx, json),
         Command::List { what: ListWhat::Active, json } => list_active(&ctx, json).await,
+        Command::List { what: ListWhat::Stopped, json } => list_stopped(&ctx, json).await,
         Command::Attach { slug } => attach(&ctx, &slug).await,
         Command::Exec { slug, user, command } => exec(&ctx, &slug, user.as_deref(), &command).await,
         Command::Cp { source, dest, limit } => cp(&ctx, &source, &dest, limit).await,
         Command::Doctor { json } => doctor(&ctx, json).await,
         Command::Stop { slug, yes } => stop(&ctx, &slug, yes).await,
         Command::Cleanup { yes, dry_run } => cleanup(&ctx, yes, dry_run).await,
-        Command::Egress { action: LogAction::Log { slug, follow } } => {
-            sidecar_log(&ctx, &slug, Sidecar::Egress, follow).await
-        }
-        Command::Gate { action: LogAction::Log { slug, follow } } => {
-            sidecar_log(&ctx, &slug, Sidecar::GitGate, follow).await
-        }
+        Command::Forget { slug } => forget(&ctx, &slug).await,
+        Command::Prune { older_than, dry_run, yes } => prune(&ctx, older_than, dry_run, yes).await,
+        Command::Egress { action: EgressAction::Log(args) } => sidecar_log(&ctx, args, Sidecar::Egress).await,
+        Command::Gate { action: GateAction::Log(args) } => sidecar_log(&ctx, args, Sidecar::GitGate).await,
+        Command::Supervise { action } => crate::supervise::run(&ctx, action).await,
         Command::Manifest { action: ManifestAction::Check } => manifest_check(&ctx),
         Command::Manifest { action: ManifestAction::Schema } => {
             println!("{}", serde_json::to_string_pretty(&Manifest::json_schema())?);
@@ -256,28 +256,120 @@ async fn list_active(ctx: &Context, json: bool) -> Result<i32> {
         return Ok(0);
     }
     let now = bot_bottle::backend::now_ms();
-    let header = ["SLUG", "AGENT", "BACKEND", "STATUS", "UP", "LABEL"].map(String::from);
-    let rows: Vec<[String; 6]> = active
-        .into_iter()
-        .map(|a| {
-            let up = age(now.saturating_sub(a.started_at_ms));
-            [a.slug, a.agent, a.backend, a.status, up, a.label.unwrap_or_default()]
-        })
-        .collect();
-    let mut widths = header.clone().map(|h| h.chars().count());
-    for row in &rows {
+    let header = ["SLUG", "AGENT", "BACKEND", "STATUS", "UP", "OWNER", "SIDECARS", "COLOR", "LABEL"];
+    let rows = active.into_iter().map(|a| {
+        let sidecars: Vec<String> =
+            a.sidecars.iter().map(|(name, up)| format!("{name} {}", if *up { "up" } else { "down" })).collect();
+        let row = vec![
+            a.slug,
+            a.agent,
+            a.backend,
+            a.status,
+            age(now.saturating_sub(a.started_at_ms)),
+            a.owner.name().to_string(),
+            sidecars.join(", "),
+            a.color.clone().unwrap_or_default(),
+            a.label.unwrap_or_default(),
+        ];
+        (row, a.color)
+    });
+    print_table(&header, rows);
+    Ok(0)
+}
+
+async fn list_stopped(ctx: &Context, json: bool) -> Result<i32> {
+    let stopped = ctx.host.state.stopped(&all_active(ctx).await?);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&stopped)?);
+        return Ok(0);
+    }
+    if stopped.is_empty() {
+        eprintln!("no stopped bottles in {}", ctx.host.state.dir().display());
+        return Ok(0);
+    }
+    let now = bot_bottle::backend::now_ms();
+    let header = ["SLUG", "AGENT", "MANIFEST", "LAST STOP", "SAVED"];
+    let rows = stopped.into_iter().map(|b| {
+        let row =
+            vec![b.meta.slug.clone(), b.meta.agent.clone(), b.meta.manifest.clone(), last_stop(&b, now), saved(&b)];
+        (row, b.meta.color)
+    });
+    print_table(&header, rows);
+    Ok(0)
+}
+
+/// When `bottle` last stopped, for a person: `3h ago`, `never stopped`, `not launched`.
+fn last_stop(bottle: &StoppedBottle, now: u64) -> String {
+    match bottle.meta.stopped_ms {
+        Some(ms) => format!("{} ago", age(now.saturating_sub(ms))),
+        None if bottle.meta.ready => "never stopped".into(),
+        None => "not launched".into(),
+    }
+}
+
+/// What `bottle` saved for `resume`: its paths and their total size.
+fn saved(bottle: &StoppedBottle) -> String {
+    if bottle.saved.is_empty() {
+        return "nothing saved".into();
+    }
+    let paths: Vec<&str> = bottle.saved.iter().map(|s| s.path.as_str()).collect();
+    format!("{} ({})", paths.join(", "), bottle.saved_bytes)
+}
+
+/// Print `rows` under `header` in aligned columns; on a terminal each row's
+/// first cell is drawn in its colour (the bottle's `--color`), when it names
+/// one and `NO_COLOR` is not set (<https://no-color.org>).
+fn print_table(header: &[&str], rows: impl Iterator<Item = (Vec<String>, Option<String>)>) {
+    let rows: Vec<(Vec<String>, Option<String>)> = rows.collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for (row, _) in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
         }
     }
-    for row in std::iter::once(&header).chain(&rows) {
-        let cells: Vec<String> = row.iter().zip(widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+    let colored = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let header = (header.iter().map(|h| h.to_string()).collect::<Vec<_>>(), None);
+    for (row, color) in std::iter::once(&header).chain(&rows) {
+        let paint = color.as_deref().filter(|_| colored).and_then(ansi_color);
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(i, (cell, &w))| match (&paint, i) {
+                (Some(code), 0) => format!("\x1b[{code}m{cell}\x1b[0m{:pad$}", "", pad = w - cell.chars().count()),
+                _ => format!("{cell:<w$}"),
+            })
+            .collect();
         println!("{}", cells.join("  ").trim_end());
     }
-    Ok(0)
 }
 
-fn age(ms: u64) -> String {
+/// The ANSI SGR parameters that draw text in `color`: a colour name
+/// (`red`, `green`, `yellow`, `blue`, `magenta`, `cyan`, …) or `#rrggbb`.
+fn ansi_color(color: &str) -> Option<String> {
+    let color = color.trim().to_ascii_lowercase();
+    if let Some(hex) = color.strip_prefix('#').filter(|h| h.len() == 6) {
+        let channel = |at: usize| u8::from_str_radix(hex.get(at..at + 2)?, 16).ok();
+        return Some(format!("38;2;{};{};{}", channel(0)?, channel(2)?, channel(4)?));
+    }
+    let code = match color.as_str() {
+        "black" => "30",
+        "red" => "31",
+        "green" => "32",
+        "yellow" => "33",
+        "blue" => "34",
+        "magenta" | "purple" => "35",
+        "cyan" => "36",
+        "white" => "37",
+        "gray" | "grey" => "90",
+        "orange" => "38;5;208",
+        "pink" => "38;5;205",
+        _ => return None,
+    };
+    Some(code.to_string())
+}
+
+pub(crate) fn age(ms: u64) -> String {
     match ms / 1000 {
         s if s < 60 => format!("{s}s"),
         s if s < 3600 => format!("{}m", s / 60),
@@ -371,17 +463,74 @@ async fn doctor(ctx: &Context, json: bool) -> Result<i32> {
     Ok(if failed > 0 { 1 } else { 0 })
 }
 
-async fn sidecar_log(ctx: &Context, slug: &str, sidecar: Sidecar, follow: bool) -> Result<i32> {
+async fn sidecar_log(ctx: &Context, args: LogArgs, sidecar: Sidecar) -> Result<i32> {
+    let slug = args.slug.as_str();
     bot_bottle::validate_slug(slug)?;
     let backend = ctx.backend_of(slug)?;
-    backend.is_available().await?;
-    let bottle = backend.attach(slug).await?;
     let mut stdout = std::io::stdout();
-    tokio::select! {
-        done = bottle.sidecar_log(sidecar, follow, &mut stdout) => done?,
-        _ = interrupted() => {}
+    let format = if args.json || !stdout.is_terminal() { LogFormat::Json } else { LogFormat::Human };
+    let copied =
+        bot_bottle::copy_log(backend.as_ref(), &ctx.host.state, slug, sidecar, args.follow, format, &mut stdout);
+    let source = tokio::select! {
+        done = copied => done?,
+        _ = interrupted() => return Ok(0),
+    };
+    match source {
+        LogSource::NoGate => {
+            eprintln!("bottle {slug} has no git gate: its manifest lists no git upstreams");
+            return Ok(1);
+        }
+        LogSource::NothingSaved => eprintln!(
+            "bottle {slug} is stopped and its state folder keeps no {} log (it never launched, or stopped before \
+             logs were kept)",
+            sidecar.name()
+        ),
+        LogSource::Live | LogSource::Saved => {}
     }
     Ok(0)
+}
+
+async fn forget(ctx: &Context, slug: &str) -> Result<i32> {
+    session::forget(&ctx.registry, slug, &ctx.host.state).await?;
+    eprintln!("bottle {slug} forgotten: its state folder (saved agent state, audit logs) is removed");
+    Ok(0)
+}
+
+async fn prune(ctx: &Context, older_than: std::time::Duration, dry_run: bool, yes: bool) -> Result<i32> {
+    let now = bot_bottle::backend::now_ms();
+    let stopped = ctx.host.state.stopped(&all_active(ctx).await?);
+    let old = bot_bottle::prunable(stopped, older_than, now);
+    let older = age(u64::try_from(older_than.as_millis()).unwrap_or(u64::MAX));
+    if old.is_empty() {
+        eprintln!("nothing to prune: no stopped bottle last stopped more than {older} ago");
+        return Ok(0);
+    }
+    for bottle in &old {
+        println!("{}: {}, {}, {}", bottle.meta.slug, bottle.meta.agent, last_stop(bottle, now), saved(bottle));
+    }
+    if dry_run {
+        eprintln!("dry run: nothing removed");
+        return Ok(0);
+    }
+    let question = format!("Remove the state of these {} bottle(s)? They cannot be resumed after.", old.len());
+    if !confirm(&question, yes)? {
+        eprintln!("nothing removed");
+        return Ok(1);
+    }
+    let slugs: Vec<String> = old.into_iter().map(|b| b.meta.slug).collect();
+    let mut failed = false;
+    for (slug, done) in session::prune(&ctx.registry, &slugs, &ctx.host.state).await {
+        match done {
+            Ok(()) => eprintln!("{slug}: forgotten"),
+            // Started again, or its backend cannot tell, since it was listed: kept.
+            Err(e) if e.kind() == ErrorKind::InvalidInput => eprintln!("{slug}: kept: {}", e.message()),
+            Err(e) => {
+                failed = true;
+                eprintln!("{slug}: not removed: {e}");
+            }
+        }
+    }
+    Ok(i32::from(failed))
 }
 
 async fn stop(ctx: &Context, slug: &str, yes: bool) -> Result<i32> {
@@ -468,7 +617,7 @@ fn manifest_check(ctx: &Context) -> Result<i32> {
             bottle.env.len(),
             bottle.egress.len(),
             bottle.git.len(),
-            if bottle.supervise { "on" } else { "off" }
+            if bottle.supervise.enabled { "on" } else { "off" }
         );
     }
     warn_unset_host_vars(ctx, &manifest);
@@ -480,5 +629,23 @@ fn manifest_check(ctx: &Context) -> Result<i32> {
 fn warn_unset_host_vars(ctx: &Context, manifest: &Manifest) {
     for reference in manifest.host_vars().iter().filter(|reference| ctx.host.var(&reference.name).is_none()) {
         eprintln!("warning: {}; `bottle start` of an agent using it will refuse to start", reference.not_set_message());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ansi_color;
+
+    #[test]
+    fn a_colour_name_or_hex_is_an_ansi_code_and_anything_else_none() {
+        let check = |color: &str, expect: Option<&str>| assert_eq!(ansi_color(color).as_deref(), expect, "{color}");
+        check("green", Some("32"));
+        check(" Red ", Some("31"));
+        check("grey", Some("90"));
+        check("orange", Some("38;5;208"));
+        check("#ff8000", Some("38;2;255;128;0"));
+        for none in ["", "chartreuse", "#ff80", "#gg0000", "\x1b[2J"] {
+            check(none, None);
+        }
     }
 }

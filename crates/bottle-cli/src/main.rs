@@ -4,6 +4,7 @@
 mod args;
 mod commands;
 mod context;
+mod supervise;
 
 use clap::Parser;
 

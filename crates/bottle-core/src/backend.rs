@@ -25,7 +25,7 @@ pub use crate::plan::{BackendPlan, WiredPlan};
 pub use crate::protocol::{RelayPair, SidecarCommand, SidecarProcess};
 pub use crate::sidecar::Placement;
 pub use crate::sidecar_config::{EGRESS_PORT, GATE_PORT, SOCKET_DIR};
-pub use crate::wiring::Wiring;
+pub use crate::wiring::{SuperviseWiring, Wiring};
 
 use std::any::Any;
 use std::future::Future;
@@ -111,7 +111,10 @@ pub trait Backend: Send + Sync + 'static {
 pub fn not_running(slug: &str, backend: &'static str) -> Error {
     Error::new(
         ErrorKind::NotFound,
-        format!("no running bottle `{slug}` on {backend}; `bottle list active` shows the running ones"),
+        format!(
+            "no running bottle `{slug}` on {backend}; `bottle list active` shows the running ones, \
+             `bottle list stopped` the stopped ones `bottle resume` starts again"
+        ),
     )
     .with_backend(backend)
 }

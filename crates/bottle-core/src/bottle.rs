@@ -1,12 +1,14 @@
 //! A running bottle: the handle a backend returns from `launch` or `attach`,
 //! and the facts `list active` shows about it.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::Result;
+use crate::owner::Liveness;
 
 /// Output of a non-interactive command run inside a bottle.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -192,6 +194,60 @@ pub struct ActiveAgent {
     pub label: Option<String>,
     /// Operator's colour, if any.
     pub color: Option<String>,
+    /// Whether the `bottle` process that started it still runs.
+    #[serde(default)]
+    pub owner: OwnerState,
+    /// Each process beside it (`egress`, `gate` when it has a git gate, and
+    /// `relay` where the backend runs one) and whether it runs.
+    #[serde(default)]
+    pub sidecars: BTreeMap<String, bool>,
+}
+
+impl ActiveAgent {
+    /// The processes beside it that do not run, by name.
+    pub fn sidecars_down(&self) -> Vec<&str> {
+        self.sidecars.iter().filter(|(_, up)| !**up).map(|(name, _)| name.as_str()).collect()
+    }
+}
+
+/// Whether a running bottle's launcher (the process that started it, its
+/// [`Owner`](crate::backend::Owner)) still runs, as `list active` shows it. A
+/// detached bottle's launcher has exited: `gone` is its normal state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OwnerState {
+    /// It runs on this host.
+    Alive,
+    /// It has exited.
+    Gone,
+    /// It runs (or ran) on another host; nothing can be said from here.
+    OtherHost,
+    /// The bottle's labels do not say who started it.
+    #[default]
+    Unknown,
+}
+
+impl OwnerState {
+    /// Its name in `list active` (`alive`, `gone`, `other-host`, `unknown`).
+    pub fn name(self) -> &'static str {
+        match self {
+            OwnerState::Alive => "alive",
+            OwnerState::Gone => "gone",
+            OwnerState::OtherHost => "other-host",
+            OwnerState::Unknown => "unknown",
+        }
+    }
+}
+
+impl From<Option<Liveness>> for OwnerState {
+    fn from(liveness: Option<Liveness>) -> Self {
+        match liveness {
+            Some(Liveness::Alive) => OwnerState::Alive,
+            Some(Liveness::Gone) => OwnerState::Gone,
+            Some(Liveness::OtherHost) => OwnerState::OtherHost,
+            None => OwnerState::Unknown,
+        }
+    }
 }
 
 /// Sort active agents the way every listing shows them: by start time, then slug.

@@ -12,6 +12,7 @@ use crate::backend::CleanupPlan;
 use crate::bottle::ActiveAgent;
 use crate::owner::{Liveness, Owner};
 use crate::plan::CommonPlan;
+use crate::protocol::SidecarProcess;
 
 pub use crate::agent_session::is_detached;
 
@@ -105,9 +106,17 @@ impl Labels<'_> {
 
     /// The bottle as `list active` shows it, from its agent's labels, when
     /// they name a slug: `backend` runs it, in the engine's `status`, from
-    /// `image`.
-    pub fn active_agent(&self, backend: &str, status: String, image: String) -> Option<ActiveAgent> {
-        Some(ActiveAgent {
+    /// `image`, with each process beside it (`sidecars`) and whether it
+    /// runs. A running bottle with a sidecar down says so in its status
+    /// (`running (egress down)`); its owner's liveness is read from the labels.
+    pub fn active_agent(
+        &self,
+        backend: &str,
+        status: String,
+        image: String,
+        sidecars: &[(SidecarProcess, bool)],
+    ) -> Option<ActiveAgent> {
+        let mut agent = ActiveAgent {
             slug: self.get(SLUG)?.to_string(),
             agent: self.get(AGENT).unwrap_or_default().to_string(),
             backend: backend.to_string(),
@@ -116,7 +125,14 @@ impl Labels<'_> {
             image,
             label: self.get(LABEL).map(str::to_string),
             color: self.get(COLOR).map(str::to_string),
-        })
+            owner: self.owner().as_ref().map(Owner::liveness).into(),
+            sidecars: sidecars.iter().map(|(process, up)| (process.name().to_string(), *up)).collect(),
+        };
+        let down = agent.sidecars_down().join(", ");
+        if agent.status == "running" && !down.is_empty() {
+            agent.status = format!("running ({down} down)");
+        }
+        Some(agent)
     }
 }
 
@@ -314,10 +330,54 @@ mod tests {
             .into_iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let agent = Labels(&labels).active_agent("docker", String::new(), "img".into()).expect("a slug");
+        let agent = Labels(&labels).active_agent("docker", String::new(), "img".into(), &[]).expect("a slug");
         assert_eq!((agent.slug.as_str(), agent.agent.as_str(), agent.backend.as_str()), ("s1", "dev", "docker"));
         assert_eq!((agent.started_at_ms, agent.status.as_str(), agent.image.as_str()), (42, "unknown", "img"));
         assert_eq!((agent.label.as_deref(), agent.color.as_deref()), (Some("mine"), None));
-        assert_eq!(Labels(&HashMap::new()).active_agent("docker", "running".into(), "img".into()), None);
+        assert_eq!(agent.owner, crate::bottle::OwnerState::Unknown, "no owner labels");
+        assert_eq!(Labels(&HashMap::new()).active_agent("docker", "running".into(), "img".into(), &[]), None);
+    }
+
+    #[test]
+    fn an_agent_shows_its_owner_and_which_sidecars_are_down() {
+        use crate::bottle::OwnerState;
+        let owner = Owner::current();
+        let labels = |owner: &Owner| -> HashMap<String, String> {
+            [
+                (SLUG, "s1".to_string()),
+                (OWNER_HOST, owner.host.clone()),
+                (OWNER_PID, owner.pid.to_string()),
+                (OWNER_START, owner.pid_start.to_string()),
+                (CREATED_MS, owner.created_ms.to_string()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect()
+        };
+        let list = |owner: &Owner, status: &str, sidecars: &[(SidecarProcess, bool)]| {
+            Labels(&labels(owner)).active_agent("docker", status.into(), "img".into(), sidecars).expect("a slug")
+        };
+        let up = [(SidecarProcess::Egress, true), (SidecarProcess::Relay, true)];
+        let all_up = list(&owner, "running", &up);
+        assert_eq!((all_up.owner, all_up.status.as_str()), (OwnerState::Alive, "running"));
+        assert_eq!(all_up.sidecars, [("egress".to_string(), true), ("relay".to_string(), true)].into());
+        let gone = Owner { pid_start: owner.pid_start + 1, ..owner.clone() };
+        let egress_down =
+            [(SidecarProcess::Egress, false), (SidecarProcess::GitGate, true), (SidecarProcess::Relay, true)];
+        let down = list(&gone, "running", &egress_down);
+        assert_eq!((down.owner, down.status.as_str()), (OwnerState::Gone, "running (egress down)"));
+        assert_eq!(down.sidecars_down(), ["egress"]);
+        let both = list(&owner, "running", &[(SidecarProcess::Egress, false), (SidecarProcess::GitGate, false)]);
+        assert_eq!(both.status, "running (egress, gate down)");
+        let elsewhere = Owner { host: "elsewhere.invalid".into(), ..owner.clone() };
+        let exited = list(&elsewhere, "exited", &egress_down);
+        assert_eq!(
+            (exited.owner, exited.status.as_str()),
+            (OwnerState::OtherHost, "exited"),
+            "only a running one says so"
+        );
+        let json = serde_json::to_value(&down).expect("json");
+        assert_eq!(json["owner"], "gone");
+        assert_eq!(json["sidecars"], serde_json::json!({ "egress": false, "gate": true, "relay": true }));
     }
 }

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod agent_session;
+mod audit;
 pub mod backend;
 mod blocking;
 mod bottle;
@@ -27,20 +28,22 @@ pub mod session;
 pub mod sidecar;
 mod sidecar_config;
 mod state;
+pub mod supervise;
 mod wiring;
 
 // Embedding: what a tool that runs bottles needs. Backend authors find the
 // rest in `backend`, provider authors in `provider`, the sidecars' wire
 // types in `sidecar`.
+pub use audit::{EgressRecord, LogFormat, LogLines, LogSource, PushRecord, PushedRef, copy_log, human_line};
 pub use backend::DynBackend;
-pub use bottle::{ActiveAgent, Bottle, ExecResult, GuestUser, Sidecar, sort_active};
+pub use bottle::{ActiveAgent, Bottle, ExecResult, GuestUser, OwnerState, Sidecar, sort_active};
 pub use copy_path::{CopyEnd, CopySpec, resolve_guest_path};
 pub use doctor::{Check, CheckStatus, Version, diagnose, host_checks};
 pub use error::{Error, ErrorKind, Result};
 pub use manifest::{
     AgentDef, AgentProviderDef, AuthScheme, BottleDef, DEFAULT_MANIFEST, DEFAULT_MAX_PUSH_MB, EgressRoute, EnvValue,
     GitIdentity, GitUpstream, HostVarRef, HostVarUse, MAX_ENV_ENTRIES, MAX_ENV_ENTRY_BYTES, MAX_ENV_TOTAL_BYTES,
-    MAX_MANIFEST_BYTES, Manifest, ManifestError, ManifestErrors, ManifestSource, PushPolicy, RouteAuth,
+    MAX_MANIFEST_BYTES, Manifest, ManifestError, ManifestErrors, ManifestSource, PushPolicy, RouteAuth, Supervise,
     discover_manifest,
 };
 pub use plan::{CommonPlan, EgressPlan, GitGatePlan, SupervisePlan};
@@ -50,4 +53,7 @@ pub use provider::Providers;
 pub use registry::{BACKEND_ENV, Registry};
 pub use resources::{ByteSize, Cpus, Limits, Resources};
 pub use session::{Ended, Running, Session};
-pub use state::{BottleMetadata, METADATA_FILE, RESUME_DIR, StateRoot, validate_slug};
+pub use state::{
+    BottleMetadata, METADATA_FILE, RESUME_DIR, SavedPath, StateRoot, StoppedBottle, parse_duration, prunable,
+    validate_slug,
+};

@@ -217,13 +217,79 @@ pub struct BottleDef {
     /// The git upstreams reachable through the git gate.
     #[serde(default)]
     pub git: Vec<GitUpstream>,
-    /// Whether the supervise sidecar (ask the operator for things) runs.
-    #[serde(default)]
-    pub supervise: bool,
+    /// Whether the supervise sidecar (ask the operator for things) runs:
+    /// `true`, or `{ timeout: 30m }` to say how long a request waits.
+    #[serde(default, skip_serializing_if = "Supervise::is_off")]
+    #[schemars(with = "SuperviseForm")]
+    pub supervise: Supervise,
     /// What the bottle may use of the host (memory, CPUs, processes, disk,
     /// saved state); defaults protect the host.
     #[serde(default, skip_serializing_if = "crate::resources::Resources::is_default")]
     pub resources: crate::resources::Resources,
+}
+
+/// A bottle's `supervise`: on or off, and how long a request waits for the operator.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(from = "SuperviseForm", into = "SuperviseForm")]
+pub struct Supervise {
+    /// Whether the supervise sidecar runs.
+    pub enabled: bool,
+    /// How long a request waits before it counts as denied, as written
+    /// (`30m`, `2h`); `None`: ten minutes.
+    pub timeout: Option<String>,
+}
+
+impl Supervise {
+    /// Supervise on, with the default deadline.
+    pub fn on() -> Self {
+        Supervise { enabled: true, timeout: None }
+    }
+
+    fn is_off(&self) -> bool {
+        !self.enabled
+    }
+
+    /// How long a request waits (the manifest's `timeout`, checked when it
+    /// was read, else [`DEFAULT_TIMEOUT`](crate::supervise::DEFAULT_TIMEOUT)).
+    pub fn wait(&self) -> std::time::Duration {
+        self.timeout
+            .as_deref()
+            .and_then(|t| crate::state::parse_duration(t).ok())
+            .unwrap_or(crate::supervise::DEFAULT_TIMEOUT)
+    }
+}
+
+/// How `supervise` is written: `true`/`false`, or a mapping (which turns it on).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+enum SuperviseForm {
+    /// `supervise: true`.
+    Flag(bool),
+    /// `supervise: { timeout: 30m }`.
+    Options {
+        /// How long a request waits for the operator before it counts as
+        /// denied: a whole number and a unit (`90s`, `30m`, `2h`); ten minutes by default.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout: Option<String>,
+    },
+}
+
+impl From<SuperviseForm> for Supervise {
+    fn from(form: SuperviseForm) -> Self {
+        match form {
+            SuperviseForm::Flag(enabled) => Supervise { enabled, timeout: None },
+            SuperviseForm::Options { timeout } => Supervise { enabled: true, timeout },
+        }
+    }
+}
+
+impl From<Supervise> for SuperviseForm {
+    fn from(supervise: Supervise) -> Self {
+        match supervise.timeout {
+            Some(timeout) if supervise.enabled => SuperviseForm::Options { timeout: Some(timeout) },
+            _ => SuperviseForm::Flag(supervise.enabled),
+        }
+    }
 }
 
 /// The agent program a bottle runs.

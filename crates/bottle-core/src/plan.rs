@@ -163,6 +163,8 @@ impl GitGatePlan {
 pub struct SupervisePlan {
     /// The manifest's `supervise` flag.
     pub enabled: bool,
+    /// How long a request waits for the operator before it is denied.
+    pub timeout: std::time::Duration,
 }
 
 /// Everything a backend needs to launch one bottle, resolved and validated.

@@ -100,7 +100,15 @@ pub fn render(common: &CommonPlan, wiring: &Wiring, backend: &str, backend_lines
     if let Some(gate) = wiring.gate.as_ref().filter(|_| common.git_gate.is_needed()) {
         rows.push(("git gate".into(), gate.clone()));
     }
-    rows.push(("supervise".into(), if common.supervise.enabled { "on" } else { "off" }.into()));
+    let supervise = match wiring.supervise_url(common) {
+        Some(url) => format!(
+            "on at {url}: tools request_egress, ask_operator, notify; a request waits {} for you \
+             (`bottle supervise list`), then counts as denied",
+            crate::supervise::describe_wait(common.supervise.timeout)
+        ),
+        None => "off".into(),
+    };
+    rows.push(("supervise".into(), supervise));
     rows.push((
         "workspace".into(),
         common.copy_cwd.as_ref().map_or("empty".into(), |d| format!("copy of {}", d.display())),

@@ -268,7 +268,7 @@ pub fn prepare(spec: &BottleSpec, providers: &Providers, host: &Host, backend: &
             provision,
             egress: EgressPlan { routes: bottle.egress.clone(), policy: egress, warnings },
             git_gate: GitGatePlan { upstreams: bottle.git.clone(), policy: gate },
-            supervise: SupervisePlan { enabled: bottle.supervise },
+            supervise: SupervisePlan { enabled: bottle.supervise.enabled, timeout: bottle.supervise.wait() },
             copy_cwd: spec.copy_cwd.then(|| spec.user_cwd.clone()),
             label: spec.label.clone(),
             color: spec.color.clone(),

@@ -4,8 +4,8 @@
 //! written once:
 //!
 //! - the command line, after the executable's own `sidecar` word:
-//!   `egress --config FILE`, `git-gate --config FILE`, or
-//!   `relay ADDRESS=SOCKET…` ([`SidecarCommand`]);
+//!   `egress --config FILE`, `git-gate --config FILE`,
+//!   `supervise --config FILE` or `relay ADDRESS=SOCKET…` ([`SidecarCommand`]);
 //! - once a program listens it prints exactly one line on stderr,
 //!   `SUBCOMMAND: listening on ADDRESS` ([`SidecarProcess::ready_line`]); a
 //!   backend waits for that line ([`SidecarProcess::listening_on`]) and
@@ -24,6 +24,8 @@ pub enum SidecarProcess {
     Egress,
     /// The git gate.
     GitGate,
+    /// The supervise MCP server (for a bottle whose manifest says `supervise: true`).
+    Supervise,
     /// The relay that carries a network-less bottle's loopback ports to
     /// its sidecars' unix sockets.
     Relay,
@@ -32,34 +34,37 @@ pub enum SidecarProcess {
 impl SidecarProcess {
     /// Every program, in the order they stop (the relay first: nothing new
     /// reaches the sidecars once it is gone).
-    pub const STOP_ORDER: [SidecarProcess; 3] =
-        [SidecarProcess::Relay, SidecarProcess::GitGate, SidecarProcess::Egress];
+    pub const STOP_ORDER: [SidecarProcess; 4] =
+        [SidecarProcess::Relay, SidecarProcess::Supervise, SidecarProcess::GitGate, SidecarProcess::Egress];
 
-    /// Its short name (`egress`, `gate`, `relay`): role label, container or
+    /// Its short name (`egress`, `gate`, `supervise`, `relay`): role label, container or
     /// file name suffix, log prefix in messages.
     pub fn name(self) -> &'static str {
         match self {
             SidecarProcess::Egress => Sidecar::Egress.name(),
             SidecarProcess::GitGate => Sidecar::GitGate.name(),
+            SidecarProcess::Supervise => "supervise",
             SidecarProcess::Relay => "relay",
         }
     }
 
-    /// The subcommand that runs it (`egress`, `git-gate`, `relay`).
+    /// The subcommand that runs it (`egress`, `git-gate`, `supervise`, `relay`).
     pub fn subcommand(self) -> &'static str {
         match self {
             SidecarProcess::Egress => Sidecar::Egress.subcommand(),
             SidecarProcess::GitGate => Sidecar::GitGate.subcommand(),
+            SidecarProcess::Supervise => "supervise",
             SidecarProcess::Relay => "relay",
         }
     }
 
-    /// The sidecar it is, or `None` for the relay.
+    /// The sidecar with an audit log it is, or `None` for supervise (its
+    /// queue is its record) and the relay.
     pub fn sidecar(self) -> Option<Sidecar> {
         match self {
             SidecarProcess::Egress => Some(Sidecar::Egress),
             SidecarProcess::GitGate => Some(Sidecar::GitGate),
-            SidecarProcess::Relay => None,
+            SidecarProcess::Supervise | SidecarProcess::Relay => None,
         }
     }
 
@@ -131,6 +136,11 @@ pub enum SidecarCommand {
         /// The configuration file ([`GitGateConfig`](crate::sidecar::GitGateConfig) as JSON).
         config: String,
     },
+    /// `supervise --config FILE`.
+    Supervise {
+        /// The configuration file ([`SuperviseConfig`](crate::sidecar::SuperviseConfig) as JSON).
+        config: String,
+    },
     /// `relay ADDRESS=SOCKET…`.
     Relay {
         /// Its routes (at least one).
@@ -140,7 +150,7 @@ pub enum SidecarCommand {
 
 impl SidecarCommand {
     /// What the programs accept, after the executable's own prefix.
-    pub const USAGE: &'static str = "egress --config FILE.json | git-gate --config FILE.json | relay ADDRESS=SOCKET…";
+    pub const USAGE: &'static str = "egress --config FILE.json | git-gate --config FILE.json | supervise --config FILE.json | relay ADDRESS=SOCKET…";
 
     /// The command that runs `sidecar` with the configuration file `config`.
     pub fn configured(sidecar: Sidecar, config: impl Into<String>) -> Self {
@@ -156,6 +166,7 @@ impl SidecarCommand {
         match self {
             SidecarCommand::Egress { .. } => SidecarProcess::Egress,
             SidecarCommand::GitGate { .. } => SidecarProcess::GitGate,
+            SidecarCommand::Supervise { .. } => SidecarProcess::Supervise,
             SidecarCommand::Relay { .. } => SidecarProcess::Relay,
         }
     }
@@ -164,7 +175,9 @@ impl SidecarCommand {
     pub fn args(&self) -> Vec<String> {
         let mut args = vec!["sidecar".to_string(), self.process().subcommand().to_string()];
         match self {
-            SidecarCommand::Egress { config } | SidecarCommand::GitGate { config } => {
+            SidecarCommand::Egress { config }
+            | SidecarCommand::GitGate { config }
+            | SidecarCommand::Supervise { config } => {
                 args.extend(["--config".to_string(), config.clone()]);
             }
             SidecarCommand::Relay { pairs } => args.extend(pairs.iter().map(RelayPair::to_string)),
@@ -178,6 +191,7 @@ impl SidecarCommand {
         match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
             ["egress", "--config", config] => Ok(SidecarCommand::Egress { config: config.to_string() }),
             ["git-gate", "--config", config] => Ok(SidecarCommand::GitGate { config: config.to_string() }),
+            ["supervise", "--config", config] => Ok(SidecarCommand::Supervise { config: config.to_string() }),
             ["relay"] => {
                 Err("relay needs at least one ADDRESS=SOCKET pair, e.g. 127.0.0.1:3128=/run/bot-bottle/egress.sock"
                     .into())
@@ -209,6 +223,7 @@ mod tests {
         for command in [
             SidecarCommand::configured(Sidecar::Egress, "/c.json"),
             SidecarCommand::configured(Sidecar::GitGate, "/g.json"),
+            SidecarCommand::Supervise { config: "/s.json".into() },
             relay,
         ] {
             let args = command.args();

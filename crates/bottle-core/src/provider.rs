@@ -209,6 +209,40 @@ pub trait AgentProvider: Send + Sync {
         }
         run_checked(bottle, &script.join(" && "), GuestUser::Agent, "writing the git configuration").await
     }
+
+    /// Register the supervise MCP server at `url` with the agent (last in
+    /// the provision order). By default only [`SUPERVISE_MCP_JSON`] is
+    /// written; the environment names the URL and token too
+    /// (`BOT_BOTTLE_SUPERVISE_URL`, `BOT_BOTTLE_SUPERVISE_TOKEN`).
+    async fn provision_supervise(&self, bottle: &dyn Bottle, plan: &CommonPlan, url: &str) -> Result<()> {
+        write_supervise_mcp(bottle, plan, url).await.map(drop)
+    }
+}
+
+/// The file in the agent's home that describes the supervise MCP server
+/// (its URL and the header with the bottle's token) as JSON, for providers
+/// that merge it into their agent's settings.
+pub const SUPERVISE_MCP_JSON: &str = ".config/bot-bottle/supervise-mcp.json";
+
+/// The supervise server as an MCP client's settings describe an HTTP
+/// server: `{"type": "http", "url": URL, "headers": {"Authorization": "Bearer TOKEN"}}`.
+pub fn supervise_mcp_json(url: &str, token: &crate::sidecar::ClientToken) -> String {
+    serde_json::json!({
+        "type": "http",
+        "url": url,
+        "headers": { "Authorization": format!("Bearer {}", token.expose()) },
+    })
+    .to_string()
+}
+
+/// Write [`SUPERVISE_MCP_JSON`] for the server at `url` into the agent's
+/// home (never on a command line: it holds the bottle's token); returns its
+/// guest path.
+pub async fn write_supervise_mcp(bottle: &dyn Bottle, plan: &CommonPlan, url: &str) -> Result<String> {
+    let json = supervise_mcp_json(url, &plan.client_token);
+    let guest = format!("{}/{SUPERVISE_MCP_JSON}", plan.provision.guest_home);
+    write_guest_file(bottle, &plan.stage_dir, &guest, json.as_bytes()).await?;
+    Ok(guest)
 }
 
 /// The file in the agent's home that holds git's credentials for the gate.

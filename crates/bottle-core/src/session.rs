@@ -313,7 +313,7 @@ async fn race<A: Future, B: Future>(a: A, b: B) -> Either<A::Output, B::Output> 
 }
 
 /// The provision steps, in order: the CA, prompt, provider apply, skills,
-/// agent state (on resume), workspace, git.
+/// agent state (on resume), workspace, git, the supervise MCP server.
 pub async fn provision(
     bottle: &dyn Bottle,
     plan: &CommonPlan,
@@ -336,6 +336,9 @@ pub async fn provision(
         bottle.cp_in(cwd, &p.workdir).await?;
     }
     provider.provision_git(bottle, plan, wiring).await?;
+    if let Some(url) = wiring.supervise_url(plan) {
+        provider.provision_supervise(bottle, plan, url).await?;
+    }
     Ok(())
 }
 
@@ -518,7 +521,8 @@ pub async fn stop(backend: &dyn DynBackend, slug: &str, state: &StateRoot) -> Re
                 return Err(Error::new(
                     ErrorKind::NotFound,
                     format!(
-                        "no bottle `{slug}` on {} and no saved state for it; `bottle list active` shows running ones",
+                        "no bottle `{slug}` on {} and no saved state for it; `bottle list active` shows running ones, \
+                         `bottle list stopped` the stopped ones",
                         backend.name_dyn()
                     ),
                 )
@@ -646,6 +650,65 @@ pub async fn attach_argv(backend: &dyn DynBackend, slug: &str) -> Result<Option<
     crate::state::validate_slug(slug)?;
     let bottle = backend.attach_dyn(slug).await?;
     Ok(bottle.host_argv(&agent_session::attach_argv(), GuestUser::Agent))
+}
+
+/// Why bottle `meta` may not be forgotten now, or `None` when it may: it
+/// runs (its backend lists it), its backend cannot tell, or its launcher
+/// still runs (it may be starting).
+async fn why_kept(registry: &crate::Registry, meta: &crate::BottleMetadata) -> Result<Option<String>> {
+    let slug = &meta.slug;
+    let backend = registry.get(&meta.backend)?;
+    if let Err(e) = backend.is_available_dyn().await {
+        return Ok(Some(format!(
+            "its backend {} is not available here, so whether it runs cannot be told ({e})",
+            meta.backend
+        )));
+    }
+    if backend.enumerate_active_dyn().await?.iter().any(|a| &a.slug == slug) {
+        return Ok(Some(format!("it runs on {}; `bottle stop {slug}` stops it (saving its state)", meta.backend)));
+    }
+    Ok(match meta.owner.liveness() {
+        crate::owner::Liveness::Gone => None,
+        crate::owner::Liveness::Alive => {
+            Some(format!("the `bottle` process that started it (pid {}) still runs", meta.owner.pid))
+        }
+        crate::owner::Liveness::OtherHost => {
+            Some(format!("it was started on host {}; forget it there", meta.owner.host))
+        }
+    })
+}
+
+/// `bottle forget SLUG`: remove a stopped bottle's state folder (its
+/// identity, saved agent state and audit logs): it cannot be resumed after.
+/// Refuses ([`ErrorKind::InvalidInput`], one line saying why) a bottle that
+/// runs, one whose backend cannot tell, and one whose launcher still runs;
+/// holds the bottle's lock while it checks and removes, so a `stop` or
+/// `cleanup` of it finishes first. An unknown slug is [`ErrorKind::NotFound`].
+pub async fn forget(registry: &crate::Registry, slug: &str, state: &StateRoot) -> Result<()> {
+    crate::state::validate_slug(slug)?;
+    let meta = state.read(slug)?;
+    let Some(_lock) = state.lock(slug).await? else {
+        return Err(
+            Error::new(ErrorKind::NotFound, "forgotten meanwhile, by another `bottle` process").with_bottle(slug)
+        );
+    };
+    // Read again under the lock: a stop that held it may have changed it.
+    let meta = state.read(slug).unwrap_or(meta);
+    if let Some(why) = why_kept(registry, &meta).await? {
+        return Err(Error::new(ErrorKind::InvalidInput, format!("not forgotten: {why}")).with_bottle(slug));
+    }
+    state.discard(slug)
+}
+
+/// `bottle prune`: [`forget`] each of `slugs` (from
+/// [`prunable`](crate::state::prunable)), one after the other; returns each
+/// slug with what became of it.
+pub async fn prune(registry: &crate::Registry, slugs: &[String], state: &StateRoot) -> Vec<(String, Result<()>)> {
+    let mut done = Vec::new();
+    for slug in slugs {
+        done.push((slug.clone(), forget(registry, slug, state).await));
+    }
+    done
 }
 
 /// The most `bottle cp` copies out of a bottle unless told otherwise.

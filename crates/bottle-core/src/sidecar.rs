@@ -225,7 +225,12 @@ pub struct EgressPolicy {
 impl EgressPolicy {
     /// The proxy's configuration with this policy, placed by its backend.
     pub fn placed(&self, placement: &Placement) -> EgressConfig {
-        EgressConfig { listen: placement.listen.clone(), audit_log: placement.audit_log.clone(), policy: self.clone() }
+        EgressConfig {
+            listen: placement.listen.clone(),
+            audit_log: placement.audit_log.clone(),
+            grants: None,
+            policy: self.clone(),
+        }
     }
 }
 
@@ -236,6 +241,12 @@ pub struct EgressConfig {
     pub listen: Listen,
     /// Where to append the audit log (JSON lines); `-` for stdout.
     pub audit_log: String,
+    /// The supervise queue's live grants file (JSON lines of
+    /// [`Grant`](crate::supervise::Grant)), read when a request would be
+    /// denied: an approved route is allowed from then on, and a denial tells
+    /// the agent to call `request_egress`. `None` without supervise.
+    #[serde(default)]
+    pub grants: Option<String>,
     /// What to enforce.
     #[serde(flatten)]
     pub policy: EgressPolicy,
@@ -311,6 +322,21 @@ pub struct GitGateConfig {
     /// What to enforce.
     #[serde(flatten)]
     pub policy: GatePolicy,
+}
+
+/// What the supervise sidecar is told (`bottle sidecar supervise --config FILE`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SuperviseConfig {
+    /// Where it listens for its bottle.
+    pub listen: Listen,
+    /// The bottle's slug.
+    pub bottle: String,
+    /// The digest of the bottle's client token, which every request must present.
+    pub client_token: TokenDigest,
+    /// The bottle's supervise queue folder, as the sidecar sees it.
+    pub queue_dir: String,
+    /// How long a request waits for the operator before it is denied.
+    pub timeout_secs: u64,
 }
 
 #[cfg(test)]

@@ -242,6 +242,88 @@ impl StateRoot {
     }
 }
 
+/// A bottle that has a state folder and runs on no backend (as far as the
+/// available ones tell): what `bottle list stopped` shows and `resume`
+/// starts again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoppedBottle {
+    /// What its `metadata.json` says (its `stopped_ms` is `None` when it
+    /// never stopped: a launch that did not finish, a killed launcher).
+    #[serde(flatten)]
+    pub meta: BottleMetadata,
+    /// The agent state saved for `resume`: each guest path and its bytes.
+    pub saved: Vec<SavedPath>,
+    /// The bytes of all of it.
+    pub saved_bytes: crate::resources::ByteSize,
+}
+
+/// One guest path of a bottle's saved agent state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SavedPath {
+    /// The path inside the bottle.
+    pub path: String,
+    /// The bytes of its files.
+    pub bytes: crate::resources::ByteSize,
+}
+
+impl StoppedBottle {
+    fn of(root: &StateRoot, meta: BottleMetadata) -> Self {
+        let saved: Vec<SavedPath> = crate::session::saved_state(&root.bottle_dir(&meta.slug), &meta.resume_paths)
+            .into_iter()
+            .map(|(path, bytes)| SavedPath { path, bytes })
+            .collect();
+        StoppedBottle { saved_bytes: crate::resources::ByteSize(saved.iter().map(|s| s.bytes.0).sum()), saved, meta }
+    }
+
+    /// When it was last stopped, or created when it never was.
+    pub fn last_ms(&self) -> u64 {
+        self.meta.stopped_ms.unwrap_or(self.meta.owner.created_ms)
+    }
+}
+
+impl StateRoot {
+    /// Every bottle with a state folder that is not among `active` (what
+    /// the available backends list), sorted as [`StateRoot::list`].
+    pub fn stopped(&self, active: &[crate::bottle::ActiveAgent]) -> Vec<StoppedBottle> {
+        self.list()
+            .into_iter()
+            .filter(|meta| active.iter().all(|a| a.slug != meta.slug))
+            .map(|meta| StoppedBottle::of(self, meta))
+            .collect()
+    }
+}
+
+/// `bottle prune`: those of `stopped` last stopped (or created, when never
+/// stopped) more than `older_than` before `now_ms`.
+pub fn prunable(stopped: Vec<StoppedBottle>, older_than: std::time::Duration, now_ms: u64) -> Vec<StoppedBottle> {
+    let older_than = u64::try_from(older_than.as_millis()).unwrap_or(u64::MAX);
+    stopped.into_iter().filter(|b| now_ms.saturating_sub(b.last_ms()) >= older_than).collect()
+}
+
+/// Parses an age such as `90m`, `12h`, `7d`, `2w` (also `30s`; `0m` is no
+/// time at all).
+pub fn parse_duration(text: &str) -> Result<std::time::Duration> {
+    let bad = || {
+        Error::new(
+            ErrorKind::InvalidInput,
+            format!("`{text}` is not a duration; write a whole number and a unit: 90m, 12h, 7d or 2w"),
+        )
+    };
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (number, unit) = text.split_at(split);
+    let seconds: u64 = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => return Err(bad()),
+    };
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    number.checked_mul(seconds).map(std::time::Duration::from_secs).ok_or_else(bad)
+}
+
 /// A slug names a folder: reject anything that could escape the state root.
 pub fn validate_slug(slug: &str) -> Result<()> {
     let ok = !slug.is_empty()
@@ -269,9 +351,32 @@ fn random_u32() -> u32 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::collections::BTreeSet;
+
+    /// The metadata of a detached shell bottle `slug`, created now, never stopped.
+    pub(crate) fn sample(slug: &str) -> BottleMetadata {
+        BottleMetadata {
+            slug: slug.to_string(),
+            agent: "shell".into(),
+            backend: "docker".into(),
+            provider: "shell".into(),
+            manifest: "embedded".into(),
+            owner: Owner::current(),
+            guest_user: "agent".into(),
+            resume_paths: vec![],
+            label: None,
+            color: None,
+            detached: true,
+            ready: false,
+            resumes: 0,
+            state_limit: crate::resources::ByteSize::mib(5),
+            workdir: "/home/agent/workspace".into(),
+            gate: false,
+            stopped_ms: None,
+        }
+    }
 
     #[test]
     fn concurrent_minting_never_collides() {
@@ -296,25 +401,7 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let root = StateRoot::at(tmp.path());
         let (slug, _) = root.mint("shell").expect("mint");
-        let meta = BottleMetadata {
-            slug: slug.clone(),
-            agent: "shell".into(),
-            backend: "docker".into(),
-            provider: "shell".into(),
-            manifest: "embedded".into(),
-            owner: Owner::current(),
-            guest_user: "agent".into(),
-            resume_paths: vec![],
-            label: Some("x".into()),
-            color: None,
-            detached: true,
-            ready: false,
-            resumes: 0,
-            state_limit: crate::resources::ByteSize::mib(5),
-            workdir: "/home/agent/workspace".into(),
-            gate: false,
-            stopped_ms: Some(7),
-        };
+        let meta = BottleMetadata { label: Some("x".into()), stopped_ms: Some(7), ..sample(&slug) };
         root.write(&meta).expect("write");
         use std::os::unix::fs::PermissionsExt as _;
         for dir in [root.dir().to_path_buf(), root.bottle_dir(&slug)] {
@@ -352,5 +439,71 @@ mod tests {
         drop(first);
         second.await.expect("join");
         assert_eq!(*order.lock().expect("order"), ["first released", "second"], "the second waited");
+    }
+
+    #[test]
+    fn durations_read_minutes_hours_days_and_weeks() {
+        let check = |text: &str, secs: Option<u64>| {
+            let parsed = parse_duration(text);
+            match secs {
+                Some(secs) => assert_eq!(parsed.expect(text), std::time::Duration::from_secs(secs), "{text}"),
+                None => assert_eq!(parsed.expect_err(text).kind(), ErrorKind::InvalidInput, "{text}"),
+            }
+        };
+        check("90m", Some(90 * 60));
+        check("12h", Some(12 * 3600));
+        check("7d", Some(7 * 86_400));
+        check("2w", Some(14 * 86_400));
+        check("30d", Some(30 * 86_400));
+        check("45s", Some(45));
+        check("0m", Some(0));
+        for bad in ["", "d", "7", "7 d", "-1d", "1.5h", "7y", "7dd", "99999999999999999999w", "18446744073709551615w"] {
+            check(bad, None);
+        }
+        assert!(parse_duration("7x").expect_err("unit").to_string().contains("90m, 12h, 7d or 2w"));
+    }
+
+    #[test]
+    fn stopped_bottles_are_those_not_active_with_what_they_saved_and_old_ones_are_prunable() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = StateRoot::at(tmp.path());
+        let mut slugs = Vec::new();
+        for (created, stopped, ready) in [(1_000, Some(5_000), true), (2_000, None, false), (3_000, None, true)] {
+            let (slug, dir) = root.mint("shell").expect("mint");
+            let meta = BottleMetadata {
+                owner: Owner { created_ms: created, ..Owner::current() },
+                resume_paths: vec!["/home/agent/.bash_history".into(), "/home/agent/.config".into()],
+                color: Some("red".into()),
+                ready,
+                stopped_ms: stopped,
+                ..sample(&slug)
+            };
+            root.write(&meta).expect("write");
+            if stopped.is_some() {
+                std::fs::create_dir_all(dir.join("resume/home/agent")).expect("mkdir");
+                std::fs::write(dir.join("resume/home/agent/.bash_history"), "ls\nexit\n").expect("write");
+            }
+            slugs.push(slug);
+        }
+        let running = crate::labels::Labels(&[(crate::labels::SLUG.to_string(), slugs[2].clone())].into())
+            .active_agent("docker", "running".into(), "img".into(), &[])
+            .expect("a slug");
+        let stopped = root.stopped(&[running]);
+        assert_eq!(stopped.iter().map(|b| b.meta.slug.as_str()).collect::<Vec<_>>(), [&slugs[0], &slugs[1]]);
+        let (first, second) = (&stopped[0], &stopped[1]);
+        let history = SavedPath { path: "/home/agent/.bash_history".into(), bytes: crate::resources::ByteSize(8) };
+        assert_eq!((first.saved.clone(), first.saved_bytes.0, first.last_ms()), (vec![history], 8, 5_000));
+        assert!(first.meta.ready && !second.meta.ready);
+        assert_eq!((second.saved.len(), second.last_ms()), (0, 2_000), "never stopped: its creation counts");
+        let json = serde_json::to_value(first).expect("json");
+        assert_eq!((json["slug"].as_str(), json["agent"].as_str()), (Some(slugs[0].as_str()), Some("shell")));
+        assert_eq!(json["saved"][0]["path"], "/home/agent/.bash_history");
+        assert_eq!((json["saved_bytes"].as_u64(), json["stopped_ms"].as_u64()), (Some(8), Some(5_000)));
+        let minute = std::time::Duration::from_secs(60);
+        let old =
+            |now: u64| prunable(stopped.clone(), minute, now).into_iter().map(|b| b.meta.slug).collect::<Vec<_>>();
+        assert_eq!(old(62_000), [slugs[1].clone()], "only the one created more than a minute before");
+        assert_eq!(old(65_000), [slugs[0].clone(), slugs[1].clone()]);
+        assert_eq!(prunable(stopped.clone(), std::time::Duration::ZERO, 5_000).len(), 2, "0m: every stopped one");
     }
 }

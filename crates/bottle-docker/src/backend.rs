@@ -6,9 +6,11 @@
 //! the engine connection and the [`Backend`] impl that calls them.
 
 use bollard::Docker;
+use bollard::models::{ContainerSummary, ContainerSummaryStateEnum};
 use bollard::query_parameters::StartContainerOptions;
+use bottle_core::backend::SidecarProcess;
 use bottle_core::backend::{Backend, CleanupPlan, Handle, Orphans, not_running};
-use bottle_core::labels::Labels;
+use bottle_core::labels::{Labels, ROLE, ROLE_AGENT, SLUG};
 use bottle_core::provider::ImageRecipe;
 use bottle_core::{ActiveAgent, Check, CommonPlan, Result, sort_active};
 
@@ -92,13 +94,16 @@ impl Backend for DockerBackend {
 
     async fn enumerate_active(&self) -> Result<Vec<ActiveAgent>> {
         let docker = self.docker().await?;
-        let mut agents: Vec<ActiveAgent> = containers(docker, true, None, true)
-            .await?
-            .into_iter()
+        let all = containers(docker, true, None, false).await?;
+        let mut agents: Vec<ActiveAgent> = all
+            .iter()
+            .filter(|c| role(c) == Some(ROLE_AGENT))
             .filter_map(|c| {
-                let labels = c.labels.unwrap_or_default();
+                let labels = c.labels.clone().unwrap_or_default();
                 let status = c.state.map(|s| s.to_string()).unwrap_or_default();
-                Labels(&labels).active_agent(crate::NAME, status, c.image.unwrap_or_default())
+                let slug = Labels(&labels).get(SLUG)?.to_string();
+                let sidecars = sidecar_health(&all, &slug);
+                Labels(&labels).active_agent(crate::NAME, status, c.image.clone().unwrap_or_default(), &sidecars)
             })
             .collect();
         sort_active(&mut agents);
@@ -117,4 +122,30 @@ impl Backend for DockerBackend {
     async fn diagnose(&self, agent_images: &[ImageRecipe]) -> Vec<Check> {
         crate::diagnose::diagnose(&self.engine, agent_images).await
     }
+}
+
+/// A container's role label.
+fn role(c: &ContainerSummary) -> Option<&str> {
+    c.labels.as_ref()?.get(ROLE).map(String::as_str)
+}
+
+/// Whether each process beside bottle `slug` runs, from its containers in
+/// `all`: the egress proxy and the relay every Docker bottle has, the git
+/// gate and the supervise server when it has them. A missing container is one that does not run.
+fn sidecar_health(all: &[ContainerSummary], slug: &str) -> Vec<(SidecarProcess, bool)> {
+    let of = |process: SidecarProcess| {
+        all.iter().find(|c| {
+            c.labels.as_ref().and_then(|l| l.get(SLUG)).map(String::as_str) == Some(slug)
+                && role(c) == Some(process.name())
+        })
+    };
+    [SidecarProcess::Egress, SidecarProcess::GitGate, SidecarProcess::Supervise, SidecarProcess::Relay]
+        .into_iter()
+        .filter_map(|process| {
+            let found = of(process);
+            let optional = matches!(process, SidecarProcess::GitGate | SidecarProcess::Supervise);
+            let expected = !optional || found.is_some();
+            expected.then(|| (process, found.is_some_and(|c| c.state == Some(ContainerSummaryStateEnum::RUNNING))))
+        })
+        .collect()
 }

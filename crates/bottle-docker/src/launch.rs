@@ -13,7 +13,9 @@ use bottle_core::{Error, ErrorKind, GuestUser, Result};
 use crate::bottle::DockerBottle;
 use crate::engine::{failed, labels_for};
 use crate::plan::DockerPlan;
-use crate::sidecar::{self, Kind};
+use crate::sidecar::{self, SidecarSpec};
+use bottle_core::backend::SidecarProcess;
+use bottle_core::supervise::Queue;
 
 /// What the bottle's `/etc/resolv.conf` says: the engine copies the host's
 /// resolvers there, none of which the bottle can reach.
@@ -38,6 +40,21 @@ pub(crate) fn log_config() -> bollard::models::HostConfigLogConfig {
                 .into(),
         ),
     }
+}
+
+/// The longest host name the kernel takes (a DNS label's 63 bytes).
+const HOSTNAME_MAX: usize = 63;
+
+/// The bottle's host name: its slug, so a prompt says which bottle it is
+/// in; a slug longer than a host name may be keeps its start and its
+/// distinguishing `-<8 hex>` end.
+fn hostname(slug: &str) -> String {
+    if slug.len() <= HOSTNAME_MAX {
+        return slug.to_string();
+    }
+    let tail = slug.rfind('-').map_or("", |at| &slug[at..]);
+    let head = slug[..HOSTNAME_MAX.saturating_sub(tail.len())].trim_end_matches('-');
+    format!("{head}{tail}")
 }
 
 /// Create everything `plan` names and hand back the running bottle; on
@@ -77,16 +94,43 @@ async fn create(docker: &Docker, plan: &DockerPlan) -> Result<DockerBottle> {
         .await
         .map_err(failed("create the sidecars' socket volume"))?;
     let encode = |e: serde_json::Error| Error::new(ErrorKind::Io, "encoding a sidecar configuration").with_source(e);
-    let mut configs = vec![(Kind::Egress, serde_json::to_vec(&wiring.egress_config(common)).map_err(encode)?)];
-    if let Some(gate) = wiring.gate_config(common) {
-        configs.push((Kind::GitGate, serde_json::to_vec(&gate).map_err(encode)?));
+    let spec = |process, network: &str, json: Vec<u8>, binds: Vec<String>| SidecarSpec {
+        process,
+        network: network.to_string(),
+        config_json: json,
+        binds,
+    };
+    let egress = wiring.egress_config(common);
+    let supervise = wiring.supervise_config(common);
+    // The supervise queue, bind-mounted from the operator's state folder:
+    // read-write in the supervise sidecar, read-only in the proxy.
+    let queue = supervise.is_some().then(|| Queue::of_dir(&common.state_dir));
+    let queue_bind = |mode: &str| {
+        queue.iter().map(|q| format!("{}:{}:{mode}", q.dir().display(), sidecar::QUEUE_MOUNT)).collect::<Vec<_>>()
+    };
+    if let Some(queue) = &queue {
+        queue.open_for_launch()?;
     }
-    let kinds: Vec<Kind> = configs.iter().map(|(kind, _)| *kind).collect();
+    let mut specs = vec![spec(
+        SidecarProcess::Egress,
+        &plan.outside,
+        serde_json::to_vec(&egress).map_err(encode)?,
+        queue_bind("ro"),
+    )];
+    if let Some(gate) = wiring.gate_config(common) {
+        specs.push(spec(SidecarProcess::GitGate, &plan.outside, serde_json::to_vec(&gate).map_err(encode)?, vec![]));
+    }
+    if let Some(supervise) = &supervise {
+        // No network at all: it only answers the bottle and writes the queue.
+        let json = serde_json::to_vec(supervise).map_err(encode)?;
+        specs.push(spec(SidecarProcess::Supervise, "none", json, queue_bind("rw")));
+    }
+    let processes: Vec<SidecarProcess> = specs.iter().map(|s| s.process).collect();
     // The sidecars and the bottle start side by side: the bottle needs
     // them only once the relay carries its first connection.
-    let sidecars = futures_util::future::try_join_all(configs.into_iter().map(|(kind, json)| {
-        sidecar::launch(docker, common, kind, plan.sidecar_tag(), &plan.outside, &plan.sockets, json)
-    }));
+    let sidecars = futures_util::future::try_join_all(
+        specs.into_iter().map(|spec| sidecar::launch(docker, common, spec, plan.sidecar_tag(), &plan.sockets)),
+    );
     let p = &common.provision;
     let handle = DockerBottle::new(
         docker,
@@ -95,7 +139,8 @@ async fn create(docker: &Docker, plan: &DockerPlan) -> Result<DockerBottle> {
     );
     let bottle = async {
         create_agent(docker, plan).await?;
-        let relay = sidecar::launch_relay(docker, common, plan.sidecar_tag(), &plan.container, &plan.sockets, &kinds);
+        let relay =
+            sidecar::launch_relay(docker, common, plan.sidecar_tag(), &plan.container, &plan.sockets, &processes);
         let resolver =
             bottle_core::provider::run_checked(&handle, NO_RESOLVER, GuestUser::Root, "writing /etc/resolv.conf");
         tokio::try_join!(relay, resolver).map(|_| ())
@@ -113,7 +158,7 @@ async fn create_agent(docker: &Docker, plan: &DockerPlan) -> Result<()> {
     let body = ContainerCreateBody {
         image: Some(plan.image_tag().to_string()),
         user: Some(p.guest_user.clone()),
-        hostname: Some(common.agent.clone()),
+        hostname: Some(hostname(&common.slug)),
         env: Some(plan.wiring().guest_env(common).iter().map(|(k, v)| format!("{k}={v}")).collect()),
         entrypoint: Some(vec!["sleep".into()]),
         cmd: Some(vec!["infinity".into()]),
@@ -150,4 +195,20 @@ async fn create_agent(docker: &Docker, plan: &DockerPlan) -> Result<()> {
         .start_container(&plan.container, None::<StartContainerOptions>)
         .await
         .map_err(failed("start the agent container"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_host_name_is_the_slug_cut_to_what_the_kernel_takes() {
+        assert_eq!(hostname("shell-1a2b3c4d"), "shell-1a2b3c4d");
+        let long = format!("{}-1a2b3c4d", "a".repeat(70));
+        let name = hostname(&long);
+        assert_eq!(name.len(), HOSTNAME_MAX);
+        assert!(name.starts_with("aaaa") && name.ends_with("a-1a2b3c4d"), "{name}");
+        let dashes = format!("{}-{}-1a2b3c4d", "a".repeat(53), "b".repeat(20));
+        assert_eq!(hostname(&dashes), format!("{}-1a2b3c4d", "a".repeat(53)), "no dash doubled at the cut");
+    }
 }

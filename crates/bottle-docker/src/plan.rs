@@ -5,8 +5,10 @@
 //! the bottle reaches its sidecars on its own loopback, through the relay.
 
 use bollard::Docker;
-use bottle_core::backend::{BackendPlan, BuildContext, WiredPlan, Wiring, pack_context};
+use bottle_core::backend::SuperviseWiring;
+use bottle_core::backend::{BackendPlan, BuildContext, SidecarProcess, WiredPlan, Wiring, pack_context};
 use bottle_core::sidecar::{Listen, Placement};
+use bottle_core::supervise::{GRANTS_FILE, MCP_PATH, SUPERVISE_PORT};
 use bottle_core::{ByteSize, CommonPlan, Result};
 
 use crate::engine::failed;
@@ -140,7 +142,7 @@ pub(crate) fn container_name(slug: &str) -> String {
 /// volume and log to stdout (the container log).
 fn wiring() -> Wiring {
     let placement = |kind: Kind, work_dir: &str| Placement {
-        listen: Listen::Unix(sidecar::socket(kind)),
+        listen: Listen::Unix(sidecar::socket(kind.into())),
         audit_log: "-".into(),
         work_dir: work_dir.into(),
     };
@@ -149,6 +151,12 @@ fn wiring() -> Wiring {
         gate: Some(format!("http://127.0.0.1:{}", bottle_core::backend::GATE_PORT)),
         egress: placement(Kind::Egress, "/var/lib/bot-bottle"),
         git_gate: Some(placement(Kind::GitGate, "/var/lib/bot-bottle/gate")),
+        supervise: Some(SuperviseWiring {
+            url: format!("http://127.0.0.1:{SUPERVISE_PORT}{MCP_PATH}"),
+            listen: Listen::Unix(sidecar::socket(SidecarProcess::Supervise)),
+            queue_dir: sidecar::QUEUE_MOUNT.into(),
+            egress_grants: format!("{}/{GRANTS_FILE}", sidecar::QUEUE_MOUNT),
+        }),
         install_ca: true,
         isolation: "no network in the bottle (no route, no gateway, no DNS); its only way out is a relay on its \
                     loopback to its own sidecars' unix sockets"

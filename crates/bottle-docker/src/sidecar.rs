@@ -5,6 +5,11 @@
 //! - `egress` (the proxy) and `gate` (the git gate) sit on the bottle's
 //!   network with a way out; each gets its JSON configuration uploaded into
 //!   its own container before it starts — never into the bottle;
+//! - `supervise` (for a bottle whose manifest says `supervise: true`) has
+//!   no network at all: it serves the bottle on its socket and writes the
+//!   requests into the bottle's supervise queue, bind-mounted from the
+//!   operator's state folder (the egress proxy reads the queue's grants
+//!   from the same folder, read-only);
 //! - `relay` shares the bottle's network namespace (its loopback, nothing
 //!   else) and the socket volume, and carries the bottle's connections to
 //!   `127.0.0.1:3128` and `:8080` to the sidecars' sockets.
@@ -31,15 +36,19 @@ const DOCKERFILE: &str = include_str!("../sidecar.Dockerfile");
 /// Which sidecar; its name is its role label, network alias and container-name suffix.
 pub(crate) use bottle_core::Sidecar as Kind;
 
-/// The bottle's sidecar socket of `kind`, in the socket volume.
-pub(crate) fn socket(kind: Kind) -> String {
-    format!("{}/{}.sock", bottle_core::backend::SOCKET_DIR, kind.name())
+/// The bottle's socket of sidecar `process`, in the socket volume.
+pub(crate) fn socket(process: SidecarProcess) -> String {
+    format!("{}/{}.sock", bottle_core::backend::SOCKET_DIR, process.name())
 }
+
+/// Where the bottle's supervise queue folder is mounted in the supervise
+/// sidecar (read-write) and the egress sidecar (read-only).
+pub(crate) const QUEUE_MOUNT: &str = "/var/lib/bot-bottle-supervise";
 
 /// What the least-privileged sidecar containers share: no capabilities, no
 /// new privileges, an init, small fixed limits, rotated logs and the socket
 /// volume.
-fn host_config(network_mode: String, sockets: &str, read_only: bool) -> HostConfig {
+fn host_config(network_mode: String, sockets: &str, read_only: bool, extra_binds: &[String]) -> HostConfig {
     HostConfig {
         network_mode: Some(network_mode),
         init: Some(true),
@@ -50,11 +59,15 @@ fn host_config(network_mode: String, sockets: &str, read_only: bool) -> HostConf
         nano_cpus: Some(1_000_000_000),
         pids_limit: Some(SIDECAR_PIDS),
         log_config: Some(log_config()),
-        binds: Some(vec![format!(
-            "{sockets}:{}:{}",
-            bottle_core::backend::SOCKET_DIR,
-            if read_only { "ro" } else { "rw" }
-        )]),
+        binds: Some(
+            std::iter::once(format!(
+                "{sockets}:{}:{}",
+                bottle_core::backend::SOCKET_DIR,
+                if read_only { "ro" } else { "rw" }
+            ))
+            .chain(extra_binds.iter().cloned())
+            .collect(),
+        ),
         ..Default::default()
     }
 }
@@ -83,67 +96,86 @@ fn launcher_cmd(command: &SidecarCommand) -> Vec<String> {
     std::iter::once(LAUNCHER.to_string()).chain(command.args()).collect()
 }
 
-/// Create, configure and start one sidecar on the `outside` network with
-/// the `sockets` volume, and wait until it listens.
+/// One sidecar to start: which, on which network (`none` for supervise),
+/// with which configuration and folders of the host's.
+pub(crate) struct SidecarSpec {
+    pub(crate) process: SidecarProcess,
+    pub(crate) network: String,
+    pub(crate) config_json: Vec<u8>,
+    pub(crate) binds: Vec<String>,
+}
+
+/// Create, configure and start one sidecar with the `sockets` volume, and
+/// wait until it listens.
 pub(crate) async fn launch(
     docker: &Docker,
     plan: &CommonPlan,
-    kind: Kind,
+    spec: SidecarSpec,
     image: &str,
-    outside: &str,
     sockets: &str,
-    config_json: Vec<u8>,
 ) -> Result<()> {
-    let name = container_name(&plan.slug, kind.into());
-    let config_path = format!("/etc/bot-bottle/{}.json", kind.name());
+    let SidecarSpec { process, network, config_json, binds } = spec;
+    let name = container_name(&plan.slug, process);
+    let config = format!("/etc/bot-bottle/{}.json", process.name());
+    let command = match process.sidecar() {
+        Some(kind) => SidecarCommand::configured(kind, config),
+        None => SidecarCommand::Supervise { config },
+    };
     let body = ContainerCreateBody {
         image: Some(image.to_string()),
-        cmd: Some(launcher_cmd(&SidecarCommand::configured(kind, config_path))),
-        labels: Some(labels_for(plan, kind.name())),
-        host_config: Some(host_config(outside.to_string(), sockets, false)),
+        cmd: Some(launcher_cmd(&command)),
+        labels: Some(labels_for(plan, process.name())),
+        host_config: Some(host_config(network, sockets, false, &binds)),
         ..Default::default()
     };
     docker
         .create_container(Some(CreateContainerOptions { name: Some(name.clone()), platform: String::new() }), body)
         .await
         .map_err(failed("create a sidecar container"))?;
-    let tar = config_tar(&format!("{}.json", kind.name()), &config_json)?;
+    let tar = config_tar(&format!("{}.json", process.name()), &config_json)?;
     let options = UploadToContainerOptions { path: "/etc/bot-bottle".into(), ..Default::default() };
     docker
         .upload_to_container(&name, Some(options), bollard::body_full(tar.into()))
         .await
         .map_err(failed("configure a sidecar"))?;
     docker.start_container(&name, None::<StartContainerOptions>).await.map_err(failed("start a sidecar"))?;
-    wait_until_listening(docker, &name, kind.into()).await
+    wait_until_listening(docker, &name, process).await
+}
+
+/// The loopback port the bottle reaches sidecar `process` at (none for the relay).
+pub(crate) fn port(process: SidecarProcess) -> Option<u16> {
+    match process {
+        SidecarProcess::Egress => Some(bottle_core::backend::EGRESS_PORT),
+        SidecarProcess::GitGate => Some(bottle_core::backend::GATE_PORT),
+        SidecarProcess::Supervise => Some(bottle_core::supervise::SUPERVISE_PORT),
+        SidecarProcess::Relay => None,
+    }
 }
 
 /// Create and start the relay in the network namespace of the bottle's
-/// `agent` container, carrying its loopback ports to the sidecars of `kinds`.
+/// `agent` container, carrying its loopback ports to the sidecars of `processes`.
 pub(crate) async fn launch_relay(
     docker: &Docker,
     plan: &CommonPlan,
     image: &str,
     agent: &str,
     sockets: &str,
-    kinds: &[Kind],
+    processes: &[SidecarProcess],
 ) -> Result<()> {
     let relay = SidecarProcess::Relay;
     let name = container_name(&plan.slug, relay);
-    let pairs = kinds
+    let pairs = processes
         .iter()
-        .map(|&kind| {
-            let port = match kind {
-                Kind::Egress => bottle_core::backend::EGRESS_PORT,
-                Kind::GitGate => bottle_core::backend::GATE_PORT,
-            };
-            RelayPair { listen: ([127, 0, 0, 1], port).into(), socket: socket(kind).into() }
+        .filter_map(|&process| {
+            let port = port(process)?;
+            Some(RelayPair { listen: ([127, 0, 0, 1], port).into(), socket: socket(process).into() })
         })
         .collect();
     let body = ContainerCreateBody {
         image: Some(image.to_string()),
         cmd: Some(launcher_cmd(&SidecarCommand::Relay { pairs })),
         labels: Some(labels_for(plan, relay.name())),
-        host_config: Some(host_config(format!("container:{agent}"), sockets, true)),
+        host_config: Some(host_config(format!("container:{agent}"), sockets, true, &[])),
         ..Default::default()
     };
     docker

@@ -156,7 +156,7 @@ async fn run(config: EgressConfig) -> Result<(), EgressError> {
 }
 
 /// Resolves on SIGTERM or SIGINT.
-async fn shutdown() {
+pub(crate) async fn shutdown() {
     use tokio::signal::unix::{SignalKind, signal};
     match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
         (Ok(mut term), Ok(mut int)) => {

@@ -6,6 +6,7 @@ pub mod egress;
 pub mod gitgate;
 mod listen;
 pub mod relay;
+pub mod supervise;
 mod time;
 mod token;
 
@@ -41,12 +42,13 @@ impl Relaunch {
 }
 
 /// Runs the sidecar program that `args` name (`egress --config FILE`,
-/// `git-gate --config FILE` or `relay ADDRESS=SOCKET…`, as
+/// `git-gate --config FILE`, `supervise --config FILE` or `relay ADDRESS=SOCKET…`, as
 /// [`SidecarCommand`] writes them); returns the process's exit code.
 pub fn main(args: &[String], relaunch: &Relaunch) -> i32 {
     match SidecarCommand::parse(args) {
         Ok(SidecarCommand::Egress { config }) => egress::main(&config),
         Ok(SidecarCommand::GitGate { config }) => gitgate::main(&config, relaunch),
+        Ok(SidecarCommand::Supervise { config }) => supervise::main(&config),
         Ok(SidecarCommand::Relay { pairs }) => relay::main(pairs),
         Err(err) => {
             let prefix: Vec<String> =

@@ -7,7 +7,7 @@
 //! the [`Backend`] impl that calls them.
 
 use bottle_core::backend::{Backend, CleanupPlan, Handle, Orphans, not_running};
-use bottle_core::labels::Labels;
+use bottle_core::labels::{Labels, SLUG};
 use bottle_core::provider::ImageRecipe;
 use bottle_core::{ActiveAgent, Check, CommonPlan, Result, StateRoot, sort_active};
 
@@ -111,13 +111,18 @@ impl Backend for SmolvmBackend {
 
     async fn enumerate_active(&self) -> Result<Vec<ActiveAgent>> {
         let smolvm = Smolvm::locate()?;
+        let state = self.state_root()?;
         let mut agents: Vec<ActiveAgent> = machines(&smolvm, None)
             .await?
             .into_iter()
             .filter_map(|m| {
                 let l = Labels(&m.labels);
                 let image = l.get(IMAGE_LABEL).map(str::to_string).or(m.image.clone()).unwrap_or_default();
-                l.active_agent(crate::NAME, m.state.clone(), image)
+                let slug = l.get(SLUG)?;
+                let gate = state.read(slug).is_ok_and(|meta| meta.gate);
+                let netns = crate::network::netns_exists(&crate::network::netns_name(slug));
+                let health = sidecar::health(&sidecar::dir(&state.bottle_dir(slug)), gate, netns);
+                l.active_agent(crate::NAME, m.state.clone(), image, &health)
             })
             .collect();
         sort_active(&mut agents);

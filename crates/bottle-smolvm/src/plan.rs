@@ -129,6 +129,7 @@ fn wiring(isolation: &Isolation, dir: &std::path::Path, needs_gate: bool) -> Wir
             audit_log: sidecar::audit_path(dir, Sidecar::GitGate).display().to_string(),
             work_dir: sidecar::gate_work_dir(dir).display().to_string(),
         }),
+        supervise: None,
         install_ca: true,
         isolation: isolation.describe(),
     }
@@ -137,6 +138,17 @@ fn wiring(isolation: &Isolation, dir: &std::path::Path, needs_gate: bool) -> Wir
 /// Resolve `common`: the image looked up (built later, at launch), the
 /// isolation chosen and its ports reserved. Nothing is created.
 pub(crate) async fn resolve(common: CommonPlan) -> Result<SmolvmPlan> {
+    if common.supervise.enabled {
+        return Err(bottle_core::Error::new(
+            bottle_core::ErrorKind::Unavailable,
+            format!(
+                "bottle {} says `supervise: true`, which the smolvm backend does not run yet; use --backend docker, \
+                 or remove `supervise: true` from the manifest",
+                common.bottle
+            ),
+        )
+        .with_backend(crate::NAME));
+    }
     let image_cache = image::cache_dir(&|k| std::env::var(k).ok())?;
     let (context, image_id, archive_cached) = match &common.provision.image.prebuilt_archive {
         // The manifest's archive: no Docker needed.

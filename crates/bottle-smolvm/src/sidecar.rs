@@ -241,6 +241,19 @@ pub(crate) fn running(dir: &Path, role: Role) -> Option<u32> {
     runs_with(pid, &marker, exact).then_some(pid)
 }
 
+/// Whether each process beside the bottle whose sidecars' folder is `dir`
+/// runs: the egress proxy always; the git gate when the bottle has one
+/// (`gate`) or its pid file says it was started; the relay when the
+/// bottle has its own network namespace (`netns`) or the relay's pid file
+/// says it was started. A crashed sidecar leaves its pid file: it shows down.
+pub(crate) fn health(dir: &Path, gate: bool, netns: bool) -> Vec<(Role, bool)> {
+    [(Role::Egress, true), (Role::GitGate, gate), (Role::Relay, netns)]
+        .into_iter()
+        .filter(|(role, expected)| *expected || pid_path(dir, *role).exists())
+        .map(|(role, _)| (role, running(dir, role).is_some()))
+        .collect()
+}
+
 /// The slug of the bottle whose sidecars' folder is `dir` (`<state>/<slug>/sidecars`).
 fn slug_of(dir: &Path) -> Option<String> {
     Some(dir.parent()?.file_name()?.to_str()?.to_string())
@@ -395,5 +408,33 @@ mod tests {
         assert_eq!(running(dir, egress), None, "a zombie is not running");
         child.wait().expect("reap");
         assert_eq!(running(dir, egress), None, "a dead pid is not running");
+    }
+
+    #[test]
+    fn health_lists_the_expected_sidecars_and_a_dead_one_as_down() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path();
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 30", "sh"])
+            .arg(config_path(dir, Sidecar::Egress))
+            .spawn()
+            .expect("spawn a stand-in");
+        std::fs::write(pid_path(dir, Role::Egress), format!("{}\n", child.id())).expect("pid file");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while running(dir, Role::Egress).is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(health(dir, false, false), [(Role::Egress, true)], "no gate, no namespace: egress alone");
+        assert_eq!(
+            health(dir, true, false),
+            [(Role::Egress, true), (Role::GitGate, false)],
+            "a gate that never started"
+        );
+        // A relay that was started and died left its pid file.
+        std::fs::write(pid_path(dir, Role::Relay), "999999999\n").expect("pid file");
+        assert_eq!(health(dir, false, false), [(Role::Egress, true), (Role::Relay, false)]);
+        child.kill().expect("kill");
+        child.wait().expect("reap");
+        assert_eq!(health(dir, false, true), [(Role::Egress, false), (Role::Relay, false)]);
     }
 }

@@ -193,7 +193,7 @@ fn full_example_parses_to_the_expected_structs() {
                 env,
                 egress,
                 git,
-                supervise: true,
+                supervise: crate::manifest::Supervise::on(),
                 resources: Default::default(),
             },
         )]),
@@ -221,7 +221,7 @@ fn defaults_and_literal_scalars() {
     let git = &bottle.git[0];
     assert_eq!((git.port, git.user.as_str(), git.push.clone()), (22, "git", PushPolicy::default()));
     assert_eq!(git.identity_file, PathBuf::from("/m/k"));
-    assert!(!bottle.supervise && !bottle.agent_provider.forward_host_credentials);
+    assert!(!bottle.supervise.enabled && !bottle.agent_provider.forward_host_credentials);
     assert_eq!(manifest.agents["a"].skills, Vec::<String>::new());
 }
 
@@ -724,7 +724,7 @@ fn embedded_default_is_valid() {
     let bottle = &manifest.bottles["shell"];
     assert_eq!(manifest.agents["shell"].bottle, "shell");
     assert_eq!(bottle.agent_provider.template, "shell");
-    assert!(bottle.env.is_empty() && bottle.egress.is_empty() && bottle.git.is_empty() && !bottle.supervise);
+    assert!(bottle.env.is_empty() && bottle.egress.is_empty() && bottle.git.is_empty() && !bottle.supervise.enabled);
 }
 
 #[test]
@@ -961,7 +961,7 @@ fn bottle() -> impl Strategy<Value = BottleDef> {
             env,
             egress,
             git,
-            supervise,
+            supervise: crate::manifest::Supervise { enabled: supervise, timeout: None },
             resources,
         })
 }
@@ -1272,4 +1272,22 @@ fn where_host_variables_are_read_is_kept() {
     assert_ne!(reparsed.host_vars(), manifest.host_vars());
     assert_eq!(reparsed, manifest);
     assert!(Manifest::embedded_default(KNOWN).host_vars().is_empty());
+}
+
+#[test]
+fn supervise_is_a_flag_or_a_mapping_with_a_timeout() {
+    let supervise = |extra: &str| parse(&bottle_with(extra)).expect("parses").bottles["b"].supervise.clone();
+    assert_eq!(supervise("    supervise: true\n"), crate::manifest::Supervise::on());
+    assert!(!supervise("    supervise: false\n").enabled);
+    let timed = supervise("    supervise: { timeout: 30m }\n");
+    assert_eq!((timed.enabled, timed.wait()), (true, std::time::Duration::from_secs(1800)));
+    assert_eq!(supervise("    supervise: {}\n").wait(), crate::supervise::DEFAULT_TIMEOUT, "a mapping turns it on");
+    check(
+        &bottle_with("    supervise: { timeout: 0s }\n"),
+        &[("6:27: a supervise timeout of 0s is out of range", "between 1s and 24h")],
+    );
+    check(&bottle_with("    supervise: { timeout: soon }\n"), &[("6:27: `soon` is not a duration", "timeout: 30m")]);
+    check(&bottle_with("    supervise: { timout: 1m }\n"), &[("6:18: unknown key `timout`", "timeout")]);
+    let yaml = serde_yaml::to_string(&timed).expect("yaml");
+    assert_eq!(yaml.trim(), "timeout: 30m", "written back as it is read");
 }

@@ -18,12 +18,14 @@ use super::spans::{Pos, Seg, Spans};
 use super::{
     AgentDef, AgentProviderDef, AuthScheme, BottleDef, EgressRoute, EnvValue, GitIdentity, GitUpstream, HostVarRef,
     HostVarUse, MAX_PUSH_MB_LIMIT, Manifest, ManifestError, ManifestErrors, ManifestSource, PushPolicy, RouteAuth,
+    Supervise,
 };
 use crate::resources::{ByteSize, Cpus, Resources};
 
 const TOP_KEYS: &[&str] = &["agents", "bottles"];
 const AGENT_KEYS: &[&str] = &["bottle", "skills", "prompt", "git_identity"];
 const IDENTITY_KEYS: &[&str] = &["name", "email"];
+const SUPERVISE_KEYS: &[&str] = &["timeout"];
 const BOTTLE_KEYS: &[&str] = &["agent_provider", "env", "egress", "git", "supervise", "resources"];
 const RESOURCE_KEYS: &[&str] = &["memory", "cpus", "pids", "disk", "state"];
 const PROVIDER_KEYS: &[&str] = &["template", "dockerfile", "image_archive", "forward_host_credentials", "auth_token"];
@@ -379,6 +381,28 @@ impl Walker<'_> {
         out
     }
 
+    /// `supervise`: `true`/`false`, or `{ timeout: DURATION }`.
+    fn supervise(&mut self, value: &Value, path: &[Seg]) -> Supervise {
+        if !matches!(value, Value::Mapping(_)) {
+            return Supervise { enabled: self.boolean(value, path), timeout: None };
+        }
+        let Some(fields) = self.mapping(value, path, SUPERVISE_KEYS, &[]) else { return Supervise::on() };
+        let timeout = fields.get("timeout").and_then(|(value, path)| {
+            self.checked(value, &path, |text| {
+                let wait = crate::state::parse_duration(text)
+                    .map_err(|e| problem(e.message().to_string(), "e.g. `timeout: 30m`"))?;
+                if wait < std::time::Duration::from_secs(1) || wait > std::time::Duration::from_secs(24 * 3600) {
+                    return Err(problem(
+                        format!("a supervise timeout of {text} is out of range"),
+                        "give between 1s and 24h",
+                    ));
+                }
+                Ok(())
+            })
+        });
+        Supervise { enabled: true, timeout }
+    }
+
     fn boolean(&mut self, value: &Value, path: &[Seg]) -> bool {
         match value {
             Value::Bool(flag) => *flag,
@@ -534,7 +558,10 @@ impl Walker<'_> {
                 git.extend(self.upstream(value, &path, &mut names));
             }
         }
-        let supervise = fields.get("supervise").is_some_and(|(value, path)| self.boolean(value, &path));
+        let supervise = match fields.get("supervise") {
+            Some((value, path)) => self.supervise(value, &path),
+            None => Supervise::default(),
+        };
         let resources = match fields.get_some("resources") {
             Some((value, path)) => self.resources(value, &path).unwrap_or_default(),
             None => Resources::default(),

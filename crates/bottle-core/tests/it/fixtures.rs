@@ -121,6 +121,7 @@ pub(crate) fn wiring() -> bottle_core::backend::Wiring {
         gate: Some("http://127.0.0.1:8080".into()),
         egress: placement("egress"),
         git_gate: Some(placement("gate")),
+        supervise: None,
         install_ca: true,
         isolation: "fixture".into(),
     }

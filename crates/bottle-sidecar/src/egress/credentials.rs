@@ -117,7 +117,8 @@ impl Credentials {
     /// route's header. Returns the scrubber for the response, when the
     /// request carries a credential.
     pub(crate) fn apply(&self, route: usize, parts: &mut Parts) -> Option<Arc<Scrubber>> {
-        let credential = self.routes[route].as_ref();
+        // A live grant (past the manifest's routes) never carries a credential.
+        let credential = self.routes.get(route).and_then(Option::as_ref);
         let real = credential.map(|credential| credential.real.as_slice());
         let mut built_pairs = Vec::new();
         self.swap_headers(&mut parts.headers, route, real, &mut built_pairs);
@@ -367,6 +368,7 @@ mod tests {
         let config = EgressConfig {
             listen: Listen::Tcp("127.0.0.1:0".into()),
             audit_log: "-".into(),
+            grants: None,
             policy: bottle_core::sidecar::EgressPolicy {
                 bottle: "b".into(),
                 client_token: ClientToken::from_value("t").digest(),

@@ -19,10 +19,20 @@
 //! - Private, loopback, link-local, unspecified, CGNAT, multicast and
 //!   unique-local addresses (also IPv4-mapped) are refused unless the route's
 //!   host is that address literally, or `localhost` for loopback addresses.
+//! - Live grants (a bottle with supervise): the routes the operator approved
+//!   since the bottle started, read from the supervise queue's grants file
+//!   when a request would be denied (so an allowed request never waits on
+//!   it). A grant covers a host no manifest route covers, or, for a host
+//!   that has one, the methods and paths the manifest's route does not
+//!   allow; it never carries a credential. A denial then tells the agent to
+//!   call `request_egress`, with the arguments to call it with.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
 
 use bottle_core::sidecar::EgressRule;
+use bottle_core::supervise::Grant;
 
 /// Whether the route host `pattern` (exact, or `*.suffix`) covers `host`;
 /// case-insensitive, ignoring a trailing dot and IPv6 brackets.
@@ -86,37 +96,164 @@ pub(crate) struct Denial {
     pub(crate) route: Option<usize>,
 }
 
-/// The bottle's routes, in manifest order.
+/// The routes the operator granted live, and the file they come from.
+#[derive(Debug)]
+struct Grants {
+    path: PathBuf,
+    /// The file's length when it was last read, and the routes it held.
+    read: RwLock<(u64, Arc<Vec<Arc<EgressRule>>>)>,
+}
+
+impl Grants {
+    /// The granted routes, read again when the file grew since the last read.
+    fn current(&self) -> Arc<Vec<Arc<EgressRule>>> {
+        let len = std::fs::metadata(&self.path).map_or(0, |m| m.len());
+        {
+            let read = self.read.read().unwrap_or_else(|e| e.into_inner());
+            if read.0 == len {
+                return Arc::clone(&read.1);
+            }
+        }
+        let text = std::fs::read_to_string(&self.path).unwrap_or_default();
+        let rules: Vec<Arc<EgressRule>> = text
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Grant>(line).ok())
+            .filter(|grant| !grant.host.trim().is_empty())
+            .map(|grant| Arc::new(grant.rule()))
+            .collect();
+        let rules = Arc::new(rules);
+        *self.read.write().unwrap_or_else(|e| e.into_inner()) = (len, Arc::clone(&rules));
+        rules
+    }
+}
+
+/// The bottle's routes, in manifest order, then the operator's live grants.
 #[derive(Debug)]
 pub(crate) struct Policy {
     bottle: String,
-    rules: Vec<EgressRule>,
+    rules: Vec<Arc<EgressRule>>,
+    grants: Option<Grants>,
 }
 
 impl Policy {
     pub(crate) fn new(bottle: &str, rules: Vec<EgressRule>) -> Self {
-        Policy { bottle: bottle.to_owned(), rules }
+        Policy { bottle: bottle.to_owned(), rules: rules.into_iter().map(Arc::new).collect(), grants: None }
     }
 
-    /// The first route whose host covers `host`, or the denial saying how to add one.
-    pub(crate) fn route(&self, host: &str) -> Result<usize, Denial> {
-        self.rules.iter().position(|rule| host_matches(&rule.host, host)).ok_or_else(|| Denial {
-            reason: sanitize(&format!(
-                "egress denied: host {host} is not in bottle {}'s egress routes; add `- host: {host}` to the \
-                 bottle's egress in the manifest",
-                self.bottle
-            )),
-            route: None,
-        })
+    /// The same, reading live grants from `grants` (a supervise queue's grants file).
+    pub(crate) fn with_grants(mut self, grants: Option<String>) -> Self {
+        self.grants =
+            grants.map(|path| Grants { path: PathBuf::from(path), read: RwLock::new((0, Arc::new(Vec::new()))) });
+        self
     }
 
-    pub(crate) fn rule(&self, route: usize) -> &EgressRule {
-        &self.rules[route]
+    /// The index of the first granted route past the manifest's.
+    fn granted(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// What a denial tells the agent to do when the bottle has supervise:
+    /// the tool to call and its arguments.
+    fn supervise_hint(&self, host: &str, method: Option<&str>, path: Option<&str>, port: u16) -> Option<String> {
+        self.grants.as_ref()?;
+        let mut args = format!("\"host\": \"{host}\"");
+        if !DEFAULT_PORTS.contains(&port) {
+            args.push_str(&format!(", \"ports\": [{port}]"));
+        }
+        if let Some(method) = method {
+            args.push_str(&format!(", \"methods\": [\"{method}\"]"));
+        }
+        if let Some(path) = path {
+            args.push_str(&format!(", \"paths\": [\"{path}\"]"));
+        }
+        Some(format!(
+            "egress denied: {{what}}; to ask the operator for it, call the MCP tool request_egress (server \
+             bot-bottle-supervise) with {{{args}, \"reason\": \"why the task needs it\"}}, then retry once it \
+             returns approved"
+        ))
+    }
+
+    /// The route for `host` on `port`: the first manifest route whose host
+    /// covers it, when it allows the port; else a live grant that covers
+    /// both; else the denial saying how to add one (the manifest route's
+    /// port denial when there is such a route).
+    pub(crate) fn route(&self, host: &str, port: u16) -> Result<usize, Denial> {
+        let first = self.rules.iter().position(|rule| host_matches(&rule.host, host));
+        let port_denial = match first.map(|route| (route, self.check_port(route, port))) {
+            Some((route, Ok(()))) => return Ok(route),
+            Some((_, Err(denial))) => Some(denial),
+            None => None,
+        };
+        if let Some(grants) = &self.grants {
+            let current = grants.current();
+            let allows = |rule: &EgressRule| {
+                let ports: &[u16] = if rule.ports.is_empty() { &DEFAULT_PORTS } else { &rule.ports };
+                host_matches(&rule.host, host) && ports.contains(&port)
+            };
+            if let Some(at) = current.iter().position(|rule| allows(rule)) {
+                return Ok(self.granted() + at);
+            }
+        }
+        let what = match &port_denial {
+            Some(denial) => {
+                let what = denial.reason.trim_start_matches("egress denied: ");
+                what.split("; ").next().unwrap_or_default().to_string()
+            }
+            None => format!("host {host} is not in bottle {}'s egress routes", self.bottle),
+        };
+        let route = port_denial.as_ref().and_then(|d| d.route);
+        let reason = match (self.supervise_hint(host, None, None, port), port_denial) {
+            (Some(hint), _) => hint.replace("{what}", &what),
+            (None, Some(denial)) => return Err(denial),
+            (None, None) => {
+                format!("egress denied: {what}; add `- host: {host}` to the bottle's egress in the manifest")
+            }
+        };
+        Err(Denial { reason: sanitize(&reason), route })
+    }
+
+    /// Route `route` (a manifest route's index, or past them a grant's).
+    pub(crate) fn rule(&self, route: usize) -> Arc<EgressRule> {
+        match self.rules.get(route) {
+            Some(rule) => Arc::clone(rule),
+            None => {
+                let grants = self.grants.as_ref().map(Grants::current).unwrap_or_default();
+                grants.get(route - self.granted()).cloned().unwrap_or_else(|| Arc::new(EgressRule::open("")))
+            }
+        }
+    }
+
+    /// For a request that route `route` denied (`denial`): a live grant for
+    /// the same host that allows `method` on `path`, or the denial, telling
+    /// the agent how to ask for one when the bottle has supervise.
+    pub(crate) fn regrant(
+        &self,
+        route: usize,
+        (host, port): (&str, u16),
+        method: &str,
+        path: &str,
+        denial: Denial,
+    ) -> Result<usize, Denial> {
+        let Some(grants) = &self.grants else { return Err(denial) };
+        let first = if route >= self.granted() { route - self.granted() + 1 } else { 0 };
+        let current = grants.current();
+        for (at, rule) in current.iter().enumerate().skip(first) {
+            let index = self.granted() + at;
+            let fits = self.check_request(index, method, path).is_ok() && self.check_port(index, port).is_ok();
+            if host_matches(&rule.host, host) && fits {
+                return Ok(index);
+            }
+        }
+        let what = denial.reason.trim_start_matches("egress denied: ").to_string();
+        let what = what.split("; ").next().unwrap_or_default().to_string();
+        let reason =
+            self.supervise_hint(host, Some(method), Some(path), port).map(|hint| hint.replace("{what}", &what));
+        Err(Denial { reason: reason.map_or(denial.reason, |r| sanitize(&r)), route: denial.route })
     }
 
     /// Whether route `route` allows `method` on `path` (no query string).
     pub(crate) fn check_request(&self, route: usize, method: &str, path: &str) -> Result<(), Denial> {
-        let rule = &self.rules[route];
+        let rule = self.rule(route);
         let deny = |reason: String| Err(Denial { reason: sanitize(&reason), route: Some(route) });
         if !rule.methods.is_empty() && !rule.methods.iter().any(|m| m.eq_ignore_ascii_case(method)) {
             return deny(format!(
@@ -152,7 +289,7 @@ impl Policy {
     /// Whether route `route` may reach `port`: its `ports`, or without them
     /// [`DEFAULT_PORTS`] (HTTPS and HTTP).
     pub(crate) fn check_port(&self, route: usize, port: u16) -> Result<(), Denial> {
-        let rule = &self.rules[route];
+        let rule = self.rule(route);
         let allowed: &[u16] = if rule.ports.is_empty() { &DEFAULT_PORTS } else { &rule.ports };
         if allowed.contains(&port) {
             return Ok(());
@@ -174,7 +311,7 @@ impl Policy {
     /// request to `port`, over TLS or not: over TLS to 443 or to the
     /// route's `ports`; in clear only with `insecure_http`, to 80 or to `ports`.
     pub(crate) fn check_credential(&self, route: usize, tls: bool, port: u16) -> Result<(), Denial> {
-        let rule = &self.rules[route];
+        let rule = self.rule(route);
         let Some(inject) = &rule.inject else { return Ok(()) };
         let (host, bottle) = (&rule.host, &self.bottle);
         let default = if tls { 443 } else { 80 };
@@ -202,7 +339,7 @@ impl Policy {
     /// The addresses among `addrs` (which `host` resolved to) that route
     /// `route` may reach, or why none may.
     pub(crate) fn screen(&self, route: usize, host: &str, addrs: &[IpAddr]) -> Result<Vec<IpAddr>, Denial> {
-        let rule = &self.rules[route];
+        let rule = self.rule(route);
         let named_ip = normalize_host(&rule.host).parse::<IpAddr>().ok().map(|ip| ip.to_canonical());
         let names_loopback = normalize_host(&rule.host) == "localhost";
         let allowed = |ip: IpAddr| {
@@ -429,9 +566,9 @@ mod tests {
     #[test]
     fn first_matching_route_decides() {
         let policy = Policy::new("b", vec![rule("*.example.com", &["GET"], &[]), rule("api.example.com", &[], &[])]);
-        assert_eq!(policy.route("API.example.com."), Ok(0));
+        assert_eq!(policy.route("API.example.com.", 443), Ok(0));
         assert!(policy.check_request(0, "POST", "/").is_err(), "the first route's methods decide");
-        let denial = policy.route("example.com").expect_err("the bare domain is not covered");
+        let denial = policy.route("example.com", 443).expect_err("the bare domain is not covered");
         assert_eq!(denial.route, None);
         assert!(denial.reason.contains("add `- host: example.com`"), "{}", denial.reason);
     }
@@ -474,5 +611,53 @@ mod tests {
     #[test]
     fn sanitized_reasons_fit_in_a_header() {
         assert_eq!(sanitize("host é\r\nx"), "host ???x");
+    }
+
+    #[test]
+    fn a_live_grant_allows_a_host_or_path_once_written_and_denials_say_how_to_ask() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let file = tmp.path().join("grants.jsonl");
+        let policy = Policy::new("b", vec![rule("api.example.com", &["GET"], &["/v1/"])])
+            .with_grants(Some(file.display().to_string()));
+        let denied = policy.route("pypi.org", 443).expect_err("no route yet").reason;
+        assert!(denied.contains("call the MCP tool request_egress"), "{denied}");
+        assert!(denied.contains(r#"{"host": "pypi.org", "reason": "#), "{denied}");
+        let grant = |id: &str, host: &str, methods: &[&str], paths: &[&str]| {
+            let grant = Grant {
+                id: id.into(),
+                time_ms: 0,
+                host: host.into(),
+                methods: methods.iter().map(|m| m.to_string()).collect(),
+                paths: paths.iter().map(|p| p.to_string()).collect(),
+                ports: vec![],
+                scope: Default::default(),
+            };
+            let mut line = serde_json::to_string(&grant).expect("json");
+            line.push('\n');
+            use std::io::Write as _;
+            std::fs::OpenOptions::new().create(true).append(true).open(&file).expect("open").write_all(line.as_bytes())
+        };
+        grant("00000001", "pypi.org", &[], &[]).expect("write");
+        let route = policy.route("pypi.org", 443).expect("granted live");
+        let other_port = policy.route("pypi.org", 8443).expect_err("the grant has the default ports").reason;
+        assert!(other_port.contains(r#""ports": [8443]"#), "{other_port}");
+        assert_eq!(
+            (route, policy.rule(route).host.as_str(), policy.rule(route).inject.is_none()),
+            (1, "pypi.org", true)
+        );
+        assert!(policy.check_request(route, "POST", "/any").is_ok(), "a grant without methods or paths allows all");
+        let post = policy.check_request(0, "POST", "/v1/x").expect_err("the manifest route allows GET only");
+        let regranted = policy.regrant(0, ("api.example.com", 443), "POST", "/v1/x", post).expect_err("no grant yet");
+        assert!(regranted.reason.contains(r#""methods": ["POST"], "paths": ["/v1/x"]"#), "{}", regranted.reason);
+        assert!(
+            regranted.reason.contains("method POST is not allowed by route api.example.com"),
+            "{}",
+            regranted.reason
+        );
+        grant("00000002", "api.example.com", &["POST"], &["/v1/*"]).expect("write");
+        let post = policy.check_request(0, "POST", "/v1/x").expect_err("still denied by the manifest route");
+        assert_eq!(policy.regrant(0, ("api.example.com", 443), "POST", "/v1/x", post).expect("granted"), 2);
+        let without = Policy::new("b", vec![]);
+        assert!(without.route("pypi.org", 443).expect_err("denied").reason.contains("in the manifest"));
     }
 }

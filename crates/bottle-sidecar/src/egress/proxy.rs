@@ -92,7 +92,7 @@ impl Proxy {
         Ok(Arc::new(Proxy {
             bottle: Arc::from(config.policy.bottle.as_str()),
             client_token: config.policy.client_token,
-            policy: Policy::new(&config.policy.bottle, config.policy.rules),
+            policy: Policy::new(&config.policy.bottle, config.policy.rules).with_grants(config.grants),
             credentials,
             tls,
             upstreams,
@@ -177,10 +177,7 @@ impl Proxy {
         };
         let target = Target { host, port, tls: true };
         let entry = || Entry::start(Arc::clone(&self.audit), Arc::clone(&self.bottle), "CONNECT", &target.host, "");
-        let route = match self.policy.route(&target.host).and_then(|route| {
-            self.policy.check_port(route, target.port)?;
-            Ok(route)
-        }) {
+        let route = match self.policy.route(&target.host, target.port) {
             Ok(route) => route,
             Err(denial) => return self.deny(entry(), denial),
         };
@@ -271,16 +268,25 @@ impl Proxy {
             Entry::start(Arc::clone(&self.audit), Arc::clone(&self.bottle), req.method().as_str(), &target.host, &path);
         let route = match &destination.screened {
             Some((route, _)) => *route,
-            None => match self.policy.route(&target.host) {
+            None => match self.policy.route(&target.host, target.port) {
                 Ok(route) => route,
                 Err(denial) => return self.deny(entry, denial),
             },
         };
+        // A request the route denies may fall under a live grant for the same host.
+        let route = match self.policy.check_request(route, req.method().as_str(), &path) {
+            Ok(()) => route,
+            Err(denial) => {
+                match self.policy.regrant(route, (&target.host, target.port), req.method().as_str(), &path, denial) {
+                    Ok(route) => route,
+                    Err(denial) => return self.deny(entry, denial),
+                }
+            }
+        };
         entry.set_rule(Some(&self.policy.rule(route).host));
         let checked = self
             .policy
-            .check_request(route, req.method().as_str(), &path)
-            .and_then(|()| self.policy.check_port(route, target.port))
+            .check_port(route, target.port)
             .and_then(|()| self.policy.check_credential(route, target.tls, target.port));
         if let Err(denial) = checked {
             return self.deny(entry, denial);
@@ -319,7 +325,8 @@ impl Proxy {
     }
 
     fn deny(&self, mut entry: Entry, denial: Denial) -> Response<DownBody> {
-        entry.set_rule(denial.route.map(|route| self.policy.rule(route).host.as_str()));
+        let rule = denial.route.map(|route| self.policy.rule(route));
+        entry.set_rule(rule.as_ref().map(|rule| rule.host.as_str()));
         entry.set_reason(Decision::Deny, &denial.reason);
         self.text(entry, StatusCode::FORBIDDEN, DENIED_HEADER, &denial.reason)
     }

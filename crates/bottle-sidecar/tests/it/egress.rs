@@ -389,6 +389,7 @@ fn config(dir: &Path, rules: Vec<EgressRule>, resolve: &[(&str, &str)]) -> Egres
     EgressConfig {
         listen: bottle_core::sidecar::Listen::Tcp("127.0.0.1:0".to_owned()),
         audit_log: dir.join("audit.jsonl").display().to_string(),
+        grants: None,
         policy: bottle_core::sidecar::EgressPolicy {
             bottle: BOTTLE.to_owned(),
             client_token: ClientToken::from_value(TOKEN).digest(),

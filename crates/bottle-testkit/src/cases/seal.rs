@@ -130,22 +130,25 @@ impl Drop for MetadataAddress {
     }
 }
 
-/// Every assigned (not tentative) address of every interface of the host
-/// (`ip -o addr`), IPv6 link-local ones with their zone.
+/// Every address of every interface of the host (`ip -o addr`), IPv6
+/// link-local ones with their zone; not the tentative ones, which are not
+/// in use yet.
 fn host_addresses() -> Vec<String> {
     let out = std::process::Command::new("ip").args(["-o", "addr", "show"]).output().expect("ip -o addr show");
     assert!(out.status.success(), "ip -o addr show: {}", text(&out.stderr));
     let mut found = BTreeSet::new();
     for line in text(&out.stdout).lines() {
         let words: Vec<&str> = line.split_whitespace().collect();
+        // A tentative address (IPv6 duplicate detection, for a second or
+        // two after another run's veth appears) takes no connection yet.
+        if words.iter().any(|w| *w == "tentative" || *w == "dadfailed") {
+            continue;
+        }
         let (Some(iface), Some(at)) = (words.get(1), words.iter().position(|w| *w == "inet" || *w == "inet6")) else {
             continue;
         };
         let Some(addr) = words.get(at + 1).and_then(|a| a.split('/').next()) else { continue };
-        // A tentative address (a bridge another run just made, its duplicate
-        // address detection still going) is not assigned yet: nothing can
-        // reach it, the host included (EADDRNOTAVAIL).
-        if addr == METADATA || words.iter().any(|w| *w == "tentative" || *w == "dadfailed") {
+        if addr == METADATA {
             continue;
         }
         match addr.parse::<IpAddr>() {
