@@ -50,6 +50,9 @@ fn a_backend_nobody_knows_is_refused_by_every_command() {
         &["--backend", "nosuch", "list", "agents"],
         &["--backend", "nosuch", "stop", "shell-0000aaaa"],
         &["--backend", "nosuch", "start", "shell", "--yes"],
+        &["--backend", "nosuch", "doctor"],
+        &["--backend", "nosuch", "cp", "notes.txt", "shell-0000aaaa:notes.txt"],
+        &["--backend", "nosuch", "exec", "shell-0000aaaa", "--", "true"],
     ] {
         let out = world.run(args);
         let err = text(&out.stderr);

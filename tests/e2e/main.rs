@@ -8,8 +8,12 @@
 
 mod harness;
 
+mod build;
 mod cli;
+mod copy;
+mod doctor;
 mod egress;
+mod exec;
 mod gate;
 mod identities;
 mod install;

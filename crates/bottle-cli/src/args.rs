@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use bot_bottle::ByteSize;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// `bottle --version`: the version and the commit it was built from.
@@ -59,7 +60,10 @@ attach as often as you like, from several terminals in turn or at once. C-b d de
         slug: String,
     },
     /// Run a command in a running bottle; exits with the command's exit code.
-    #[command(after_help = "Example:\n  bottle exec shell-1a2b3c4d -- id -un")]
+    #[command(after_help = "Interrupted (Ctrl-C without a terminal, SIGTERM, SIGHUP), bottle exec stops the \
+command inside the bottle too, with every process it started (SIGINT, then SIGTERM, then SIGKILL, 2 s apart) and \
+exits 128 + the signal (130, 143, 129). On a \
+terminal Ctrl-C goes to the command itself.\n\nExample:\n  bottle exec shell-1a2b3c4d -- id -un")]
     Exec {
         /// The bottle's slug (see `bottle list active`).
         slug: String,
@@ -69,6 +73,32 @@ attach as often as you like, from several terminals in turn or at once. C-b d de
         /// The command and its arguments.
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<String>,
+    },
+    /// Copy files between the host and a running bottle (SLUG:PATH on one side).
+    #[command(after_help = "A guest PATH that does not start with / is relative to the agent's workdir. A DEST that \
+is an existing folder gets the copy inside it, under the source's name; nothing on the host is overwritten. Files keep \
+their modification times both ways. Out of a bottle come only regular files and folders, owner-only (links, devices \
+and FIFOs stay behind, and bottle cp lists them), at most --limit bytes; over it, nothing is copied. Write a host path \
+with a colon as ./a:b.\n\nExamples:\n  bottle cp shell-1a2b3c4d:notes.txt .\n  \
+bottle cp shell-1a2b3c4d:/home/agent/workspace ./work-copy\n  bottle cp ./data shell-1a2b3c4d:input/")]
+    Cp {
+        /// What to copy: SLUG:PATH in a bottle, or a host path.
+        source: String,
+        /// Where it goes: a host path, or SLUG:PATH in a bottle.
+        dest: String,
+        /// The most a copy out of a bottle may take (512m, 4g, 1.5g; binary units).
+        #[arg(long, value_name = "SIZE", default_value_t = bot_bottle::session::COPY_OUT_LIMIT, value_parser = parse_size)]
+        limit: ByteSize,
+    },
+    /// Check this machine for bottles: the engine, images, runtimes, KVM, smolvm; exits 1 when a check fails.
+    #[command(after_help = "One line per check: `ok|info|warn|fail  WHAT: finding[; fix]`. Nothing is changed and \
+no network is used beyond the engine's own socket. Exits 1 only when a check fails (a blocker: no engine); warnings \
+and information never change the exit status. --json prints the checks as a JSON array of {status, what, finding, \
+fix}.")]
+    Doctor {
+        /// Print the checks as JSON instead of lines.
+        #[arg(long)]
+        json: bool,
     },
     /// Stop a bottle: save the agent's state and the audit logs for `resume`, then remove everything it owns.
     #[command(after_help = "Stopping twice, or from two terminals at once, is fine: the second says the bottle is \
@@ -247,4 +277,9 @@ pub(crate) struct LogArgs {
 /// `--older-than`: a duration such as `90m`, `12h`, `7d`, `2w`.
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     bot_bottle::parse_duration(text).map_err(|e| e.message().to_string())
+}
+
+/// `--limit SIZE`: a size as the manifest writes them (`512m`, `4g`).
+fn parse_size(text: &str) -> Result<ByteSize, String> {
+    ByteSize::parse(text).ok_or_else(|| format!("`{text}` is not a size; write it like 512m, 4g or 1.5g"))
 }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use anyhow::{Context as _, Result, bail};
 use bot_bottle::backend::Backend as _;
 use bot_bottle::{
-    ActiveAgent, BottleSpec, DynBackend, EnvValue, ErrorKind, GuestUser, LogFormat, LogSource, Manifest, Session,
-    Sidecar, StoppedBottle, session, sort_active,
+    ActiveAgent, BottleSpec, ByteSize, CheckStatus, CopySpec, DynBackend, EnvValue, ErrorKind, GuestUser, LogFormat,
+    LogSource, Manifest, Session, Sidecar, StoppedBottle, session, sort_active,
 };
 use clap::CommandFactory;
 
@@ -36,6 +36,8 @@ pub(crate) async fn run(cli: Cli) -> Result<i32> {
         Command::List { what: ListWhat::Stopped, json } => list_stopped(&ctx, json).await,
         Command::Attach { slug } => attach(&ctx, &slug).await,
         Command::Exec { slug, user, command } => exec(&ctx, &slug, user.as_deref(), &command).await,
+        Command::Cp { source, dest, limit } => cp(&ctx, &source, &dest, limit).await,
+        Command::Doctor { json } => doctor(&ctx, json).await,
         Command::Stop { slug, yes } => stop(&ctx, &slug, yes).await,
         Command::Cleanup { yes, dry_run } => cleanup(&ctx, yes, dry_run).await,
         Command::Forget { slug } => forget(&ctx, &slug).await,
@@ -396,13 +398,69 @@ async fn attach(ctx: &Context, slug: &str) -> Result<i32> {
     }
 }
 
+/// `exec`: the command's exit code; interrupted, the command stopped in the
+/// bottle too and 128 + the signal.
 async fn exec(ctx: &Context, slug: &str, user: Option<&str>, command: &[String]) -> Result<i32> {
     bot_bottle::validate_slug(slug)?;
     let backend = ctx.backend_of(slug)?;
     backend.is_available().await?;
-    let bottle = backend.attach(slug).await?;
     let user = user.map_or(GuestUser::Agent, |u| GuestUser::Named(u.to_string()));
-    Ok(bottle.exec_attached(command, user).await?)
+    match session::exec(backend.as_ref(), slug, command, user, interrupted()).await {
+        Ok(code) => Ok(code),
+        Err(e) if e.kind() == ErrorKind::Interrupted => {
+            eprintln!("{e}");
+            Ok(interrupted_code())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The most entries left in a bottle that `cp` names one by one.
+const SKIPPED_SHOWN: usize = 20;
+
+async fn cp(ctx: &Context, source: &str, dest: &str, limit: ByteSize) -> Result<i32> {
+    match CopySpec::parse(source, dest)? {
+        CopySpec::In { host, slug, guest } => {
+            let backend = ctx.backend_of(&slug)?;
+            backend.is_available().await?;
+            let target = session::copy_in(backend.as_ref(), &ctx.host.state, &slug, &host, &guest).await?;
+            eprintln!("copied {} to {slug}:{target}", host.display());
+        }
+        CopySpec::Out { slug, guest, host } => {
+            let backend = ctx.backend_of(&slug)?;
+            backend.is_available().await?;
+            let copied = session::copy_out(backend.as_ref(), &ctx.host.state, &slug, &guest, &host, limit).await?;
+            for skipped in copied.skipped.iter().take(SKIPPED_SHOWN) {
+                eprintln!("warning: left in the bottle: {skipped}; only regular files and folders come out");
+            }
+            if copied.skipped.len() > SKIPPED_SHOWN {
+                eprintln!("warning: left in the bottle: {} more like these", copied.skipped.len() - SKIPPED_SHOWN);
+            }
+            eprintln!(
+                "copied {slug}:{} to {} ({} of files)",
+                copied.guest,
+                copied.host.display(),
+                ByteSize(copied.bytes)
+            );
+        }
+    }
+    Ok(0)
+}
+
+/// `doctor`: one line per check on stdout (or a JSON array); 1 when one fails.
+async fn doctor(ctx: &Context, json: bool) -> Result<i32> {
+    let checks = bot_bottle::diagnose(&ctx.registry, &ctx.providers, &ctx.host).await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&checks)?);
+    } else {
+        for check in &checks {
+            println!("{check}");
+        }
+    }
+    let count = |status| checks.iter().filter(|c| c.status == status).count();
+    let (failed, warned) = (count(CheckStatus::Fail), count(CheckStatus::Warn));
+    eprintln!("{} checks: {failed} failed, {warned} warned", checks.len());
+    Ok(if failed > 0 { 1 } else { 0 })
 }
 
 async fn sidecar_log(ctx: &Context, args: LogArgs, sidecar: Sidecar) -> Result<i32> {

@@ -14,6 +14,7 @@
 //! copy helpers.
 
 pub use crate::bottle::agent_ids;
+pub use crate::build_progress::BuildProgress;
 pub use crate::bundle::{BUNDLE_DIR, LAUNCHER, SELF_ENV, SIDECAR_ENV, SidecarProgram};
 pub use crate::copy::{CopyOut, guest_size, pack_tree, split_guest_path, tar_allowance, unpack_bounded};
 pub use crate::handle::{Handle, Packed};
@@ -31,7 +32,8 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::bottle::{ActiveAgent, Bottle};
-use crate::plan::CommonPlan;
+use crate::doctor::Check;
+use crate::plan::{CommonPlan, ImageRecipe};
 use crate::{Error, ErrorKind, Result};
 
 /// A boxed, `Send` future: what the dynamic twin's methods return.
@@ -92,6 +94,17 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Remove what `prepare_cleanup` found; returns one line per removed resource.
     fn cleanup(&self, plan: Self::CleanupPlan) -> impl Future<Output = Result<Vec<String>>> + Send;
+
+    /// What `bottle doctor` says of this backend's engine, one [`Check`]
+    /// each: whether it answers, what it runs bottles with, what it lacks.
+    /// `agent_images` are the recipes of the images bottles would run (the
+    /// bundled agents'), for a backend that can say which it has built.
+    /// Never an error: what cannot be checked is a check that says so. None
+    /// by default.
+    fn diagnose(&self, agent_images: &[ImageRecipe]) -> impl Future<Output = Vec<Check>> + Send {
+        let _ = agent_images;
+        std::future::ready(Vec::new())
+    }
 }
 
 /// The error of `attach` for a slug the backend runs no bottle of.
@@ -202,6 +215,8 @@ pub trait DynBackend: Send + Sync {
     fn prepare_cleanup_dyn(&self) -> BoxFuture<'_, Result<ErasedCleanupPlan>>;
     /// See [`Backend::cleanup`]; a plan from another backend is an [`ErrorKind::PlanMismatch`] error.
     fn cleanup_dyn(&self, plan: ErasedCleanupPlan) -> BoxFuture<'_, Result<Vec<String>>>;
+    /// See [`Backend::diagnose`].
+    fn diagnose_dyn<'a>(&'a self, agent_images: &'a [ImageRecipe]) -> BoxFuture<'a, Vec<Check>>;
 }
 
 /// A registry's backend is a `Backend` too: generic code takes either. (It
@@ -244,6 +259,10 @@ impl Backend for std::sync::Arc<dyn DynBackend> {
     }
     fn cleanup(&self, plan: ErasedCleanupPlan) -> impl Future<Output = Result<Vec<String>>> + Send {
         (**self).cleanup_dyn(plan)
+    }
+    fn diagnose(&self, agent_images: &[ImageRecipe]) -> impl Future<Output = Vec<Check>> + Send {
+        let agent_images = agent_images.to_vec();
+        async move { (**self).diagnose_dyn(&agent_images).await }
     }
 }
 
@@ -332,6 +351,10 @@ impl<B: Backend> DynBackend for B {
             };
             Backend::cleanup(self, plan).await
         })
+    }
+
+    fn diagnose_dyn<'a>(&'a self, agent_images: &'a [ImageRecipe]) -> BoxFuture<'a, Vec<Check>> {
+        Box::pin(Backend::diagnose(self, agent_images))
     }
 }
 

@@ -5,9 +5,12 @@ mod audit;
 pub mod backend;
 mod blocking;
 mod bottle;
+mod build_progress;
 mod bundle;
 mod ca;
 mod copy;
+mod copy_path;
+mod doctor;
 mod error;
 mod handle;
 mod image;
@@ -34,6 +37,8 @@ mod wiring;
 pub use audit::{EgressRecord, LogFormat, LogLines, LogSource, PushRecord, PushedRef, copy_log, human_line};
 pub use backend::DynBackend;
 pub use bottle::{ActiveAgent, Bottle, ExecResult, GuestUser, OwnerState, Sidecar, sort_active};
+pub use copy_path::{CopyEnd, CopySpec, resolve_guest_path};
+pub use doctor::{Check, CheckStatus, Version, diagnose, host_checks};
 pub use error::{Error, ErrorKind, Result};
 pub use manifest::{
     AgentDef, AgentProviderDef, AuthScheme, BottleDef, DEFAULT_MANIFEST, DEFAULT_MAX_PUSH_MB, EgressRoute, EnvValue,

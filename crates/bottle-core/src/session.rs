@@ -710,3 +710,320 @@ pub async fn prune(registry: &crate::Registry, slugs: &[String], state: &StateRo
     }
     done
 }
+
+/// The most `bottle cp` copies out of a bottle unless told otherwise.
+pub const COPY_OUT_LIMIT: ByteSize = ByteSize::gib(1);
+
+/// The absolute guest path `path` names in bottle `slug`: relative to the
+/// agent's workdir (from its state folder) unless it starts with `/`.
+fn guest_path_of(state: &StateRoot, slug: &str, path: &str) -> Result<String> {
+    let workdir =
+        if path.starts_with('/') { String::new() } else { state.read(slug).map(|m| m.workdir).unwrap_or_default() };
+    crate::copy_path::resolve_guest_path(&workdir, path).map_err(|e| e.with_bottle(slug))
+}
+
+/// What of a host tree cannot go into a bottle (FIFOs, sockets, devices),
+/// as `path (kind)`; at most `most` of them.
+fn unpackable(host: &std::path::Path, most: usize) -> Vec<String> {
+    use std::os::unix::fs::FileTypeExt as _;
+    let mut found = Vec::new();
+    let mut todo = vec![host.to_path_buf()];
+    while let Some(path) = todo.pop() {
+        let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
+        let kind = meta.file_type();
+        if kind.is_dir() {
+            todo.extend(std::fs::read_dir(&path).into_iter().flatten().filter_map(|e| e.ok()).map(|e| e.path()));
+        } else if kind.is_fifo() || kind.is_socket() || kind.is_block_device() || kind.is_char_device() {
+            let what = if kind.is_fifo() {
+                "a FIFO"
+            } else if kind.is_socket() {
+                "a socket"
+            } else {
+                "a device"
+            };
+            found.push(format!("{} ({what})", path.display()));
+            if found.len() >= most {
+                break;
+            }
+        }
+    }
+    found
+}
+
+/// `bottle cp HOST SLUG:PATH`: copy host file or folder `host` into bottle
+/// `slug` at `guest` (relative to the agent's workdir unless absolute; into
+/// it, under `host`'s name, when it is an existing folder), owned by the
+/// agent, with its files' modification times; links go in as links. A tree
+/// holding a FIFO, a socket or a device is refused whole. Returns the guest
+/// path it was copied to.
+pub async fn copy_in(
+    backend: &dyn DynBackend,
+    state: &StateRoot,
+    slug: &str,
+    host: &std::path::Path,
+    guest: &str,
+) -> Result<String> {
+    crate::state::validate_slug(slug)?;
+    if let Err(e) = std::fs::symlink_metadata(host) {
+        return Err(Error::io(format!("cannot copy {} into bottle {slug}: it is not on the host", host.display()), e));
+    }
+    let refused = unpackable(host, 4);
+    if !refused.is_empty() {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "nothing copied: {} holds what cannot go into a bottle: {}; copy the files and folders around it",
+                host.display(),
+                refused.join(", ")
+            ),
+        )
+        .with_bottle(slug));
+    }
+    let name = crate::copy_path::host_name(host)?;
+    let bottle = backend.attach_dyn(slug).await?;
+    let mut target = guest_path_of(state, slug, guest)?;
+    let is_dir = bottle.exec(&format!("test -d {}", shell_quote(&target)), GuestUser::Root).await?;
+    if is_dir.success() {
+        target = format!("{}/{name}", target.trim_end_matches('/'));
+    }
+    bottle.cp_in(host, &target).await.map_err(|e| e.with_bottle(slug))?;
+    Ok(target)
+}
+
+/// What [`copy_out`] copied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopiedOut {
+    /// The guest path it copied.
+    pub guest: String,
+    /// Where it is on the host.
+    pub host: std::path::PathBuf,
+    /// The bytes of file content copied.
+    pub bytes: u64,
+    /// What stayed in the bottle (links, devices, FIFOs), as `path (kind)`.
+    pub skipped: Vec<String>,
+}
+
+/// `bottle cp SLUG:PATH DEST`: copy `guest` (relative to the agent's
+/// workdir unless absolute) out of bottle `slug` to `dest` (into it, under
+/// the guest name, when it is an existing folder), at most `limit` bytes of
+/// it, as every copy out of a bottle is ([`CopyOut`]): regular files and
+/// folders only, owner-only, with their modification times. Nothing on the
+/// host is overwritten. A guest path that does not exist
+/// ([`ErrorKind::NotFound`]), one over the limit or one of which nothing
+/// may come out ([`ErrorKind::InvalidInput`]) leaves nothing on the host.
+pub async fn copy_out(
+    backend: &dyn DynBackend,
+    state: &StateRoot,
+    slug: &str,
+    guest: &str,
+    dest: &std::path::Path,
+    limit: ByteSize,
+) -> Result<CopiedOut> {
+    crate::state::validate_slug(slug)?;
+    let bottle = backend.attach_dyn(slug).await?;
+    let guest = guest_path_of(state, slug, guest)?;
+    let host = crate::copy_path::host_target(dest, crate::copy_path::guest_name(&guest));
+    if std::fs::symlink_metadata(&host).is_ok() {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "{} exists on the host; bottle cp overwrites nothing: remove it or name another DEST",
+                host.display()
+            ),
+        )
+        .with_bottle(slug));
+    }
+    let parent = match host.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => std::path::Path::new("."),
+    };
+    if !parent.is_dir() {
+        return Err(Error::new(
+            ErrorKind::NotFound,
+            format!("there is no folder {} on the host to copy {guest} into", parent.display()),
+        )
+        .with_bottle(slug));
+    }
+    let outcome = bottle.cp_out(&guest, &host, limit).await.map_err(|e| e.with_bottle(slug))?;
+    let refuse = |kind, message: String| Err(Error::new(kind, message).with_bottle(slug));
+    match outcome {
+        CopyOut::Copied { bytes, skipped } => Ok(CopiedOut { guest, host, bytes, skipped }),
+        CopyOut::Missing => refuse(ErrorKind::NotFound, format!("there is no {guest} in the bottle; nothing copied")),
+        CopyOut::TooLarge { limit } => refuse(
+            ErrorKind::InvalidInput,
+            format!("{guest} is over the {limit} a copy out may take; nothing copied (a larger --limit copies it)"),
+        ),
+        CopyOut::NothingKept { skipped } => refuse(
+            ErrorKind::InvalidInput,
+            format!(
+                "nothing copied: {} stays in the bottle; only regular files and folders come out",
+                skipped.join(", ")
+            ),
+        ),
+    }
+}
+
+/// The grace a command inside gets after each signal of an interrupted
+/// [`exec`] before the next, stronger one, in tenths of a second.
+const EXEC_GRACE_TENTHS: u32 = 20;
+
+/// `bottle exec SLUG -- ARGV…`: run `argv` in bottle `slug` as `user`, on
+/// this process's stdio (a terminal when stdin is one), in the agent's
+/// workdir, and return its exit code, unless `cancel` resolves first (a
+/// signal to this process): then the command is stopped inside the bottle
+/// too — `SIGINT` to it and every process it started (and to its process
+/// group when it leads one), then `SIGTERM`, then `SIGKILL`, each after a
+/// grace of 2 s while any of them lives — and the error is
+/// [`ErrorKind::Interrupted`]. (On a terminal Ctrl-C is a byte the command
+/// reads itself, as over `ssh`.) The command runs wrapped so that its PID
+/// lands in a file of its own in the bottle's `/tmp`; the signals are sent
+/// as `user`, who could have run `kill` itself, and the file is removed.
+pub async fn exec(
+    backend: &dyn DynBackend,
+    slug: &str,
+    argv: &[String],
+    user: GuestUser,
+    cancel: impl Future<Output = ()>,
+) -> Result<i32> {
+    crate::state::validate_slug(slug)?;
+    let bottle = backend.attach_dyn(slug).await?;
+    let mut nonce = [0u8; 8];
+    getrandom::fill(&mut nonce)
+        .map_err(|e| Error::new(ErrorKind::Io, format!("no randomness for a file name: {e}")))?;
+    let hex: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+    let pid_file = format!("/tmp/bot-bottle-exec-{hex}.pid");
+    let wrapped = exec_wrapper(&pid_file, argv);
+    match race(bottle.exec_attached(&wrapped, user.clone()), cancel).await {
+        Either::Left(code) => {
+            let _ = bottle.exec(&format!("rm -f {pid_file}"), user).await;
+            code
+        }
+        Either::Right(()) => {
+            let what = argv.first().map_or("the command", String::as_str);
+            let stopped = bottle.exec(&stop_script(&pid_file), user).await;
+            let message = match stopped {
+                Ok(out) if out.success() => format!("interrupted: `{what}` was stopped in the bottle"),
+                Ok(out) if out.exit_code == 3 => format!("interrupted: `{what}` had not started, or had ended"),
+                Ok(out) => format!(
+                    "interrupted, but `{what}` still runs in the bottle after SIGKILL{}; `bottle stop {slug}` ends it",
+                    if out.stderr.trim().is_empty() { String::new() } else { format!(" ({})", out.stderr.trim()) }
+                ),
+                Err(e) => format!("interrupted; `{what}` may still run in the bottle: stopping it failed: {e}"),
+            };
+            Err(Error::new(ErrorKind::Interrupted, message).with_bottle(slug))
+        }
+    }
+}
+
+/// `argv` run by a shell that first writes its PID (the command's, after
+/// `exec`) to `pid_file`.
+fn exec_wrapper(pid_file: &str, argv: &[String]) -> Vec<String> {
+    let mut wrapped: Vec<String> =
+        ["sh", "-c", &format!("echo $$ > {}; exec \"$@\"", shell_quote(pid_file)), "sh"].map(String::from).to_vec();
+    wrapped.extend(argv.iter().cloned());
+    wrapped
+}
+
+/// The script that stops the command whose PID [`exec`]'s wrapper wrote to
+/// `pid_file`, and every process it started: it waits for the file (the
+/// command may be starting), removes it, then sends `INT`, `TERM`, `KILL`
+/// in turn — to the command's process group when it leads one, and to each
+/// process of its tree (found through `/proc/*/stat` before each signal, so
+/// a child orphaned by its parent's death is still known) — until none is
+/// left. Exits 0 when they are gone, 3 when there was no PID to signal, 1
+/// when one survived.
+fn stop_script(pid_file: &str) -> String {
+    let grace = EXEC_GRACE_TENTHS;
+    let file = shell_quote(pid_file);
+    format!(
+        r#"f={file}; i=0; while [ ! -s "$f" ] && [ $i -lt {grace} ]; do sleep 0.1; i=$((i+1)); done
+p=$(cat "$f" 2>/dev/null); rm -f "$f"
+case "$p" in ''|*[!0-9]*) exit 3;; esac
+t=" $p "
+grow() {{
+  n=0
+  while [ "$n" -ne "${{#t}}" ]; do
+    n=${{#t}}
+    for st in /proc/[0-9]*/stat; do
+      {{ read -r l < "$st"; }} 2>/dev/null || continue
+      q=${{l%% *}}; r=${{l##*") "}}; set -- $r
+      case "$t" in *" $2 "*) case "$t" in *" $q "*) ;; *) t="$t$q ";; esac;; esac
+    done
+  done
+}}
+live() {{
+  a=
+  for m in $t; do
+    kill -0 "$m" 2>/dev/null && ! grep -q '^State:[[:space:]]*Z' /proc/"$m"/status 2>/dev/null && a="$a $m"
+  done
+  [ -n "$a" ]
+}}
+grow; live || exit 3
+for s in INT TERM KILL; do
+  grow; live || exit 0
+  kill -s $s -- -"$p" 2>/dev/null
+  for q in $a; do kill -s $s "$q" 2>/dev/null; done
+  i=0; while live && [ $i -lt {grace} ]; do sleep 0.1; i=$((i+1)); done
+done
+live && exit 1; exit 0"#
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The PIDs of this machine's processes whose command line is `cmdline`.
+    fn running(cmdline: &str) -> Vec<u32> {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else { continue };
+            let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+            let zombie = status.lines().any(|l| l.starts_with("State:") && l.contains('Z'));
+            if !zombie && String::from_utf8_lossy(&raw).replace('\0', " ").trim_end() == cmdline {
+                found.push(pid);
+            }
+        }
+        found
+    }
+
+    fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "{what} within 10 s");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    #[test]
+    fn the_stop_script_ends_the_command_and_every_process_it_started() {
+        // A shell whose foreground child dies of SIGINT and whose background
+        // child ignores it (as in any non-interactive shell): both must go.
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let pid_file = tmp.path().join("exec.pid").display().to_string();
+        let nonce = 900_000 + std::process::id() % 99_999;
+        let (fore, back) = (format!("sleep {nonce}"), format!("sleep {}", nonce + 100_000));
+        let script = format!("{back} & {fore}; wait");
+        let wrapped = exec_wrapper(&pid_file, &["sh".into(), "-c".into(), script]);
+        let mut command = std::process::Command::new(&wrapped[0]).args(&wrapped[1..]).spawn().expect("spawn");
+        wait_until("both sleeps run", || running(&fore).len() == 1 && running(&back).len() == 1);
+        let leader = std::fs::read_to_string(&pid_file).expect("the wrapper wrote its PID");
+        assert_eq!(leader.trim(), command.id().to_string(), "the PID is the command's own, after exec");
+
+        let stop = std::process::Command::new("sh").args(["-c", &stop_script(&pid_file)]).status().expect("stop");
+        if stop.code() != Some(0) {
+            // Never leave the test waiting on what the script failed to stop.
+            for pid in running(&fore).into_iter().chain(running(&back)).chain([command.id()]) {
+                let _ = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            }
+        }
+        let _ = command.wait();
+        assert_eq!(stop.code(), Some(0), "the script says they are gone");
+        assert!(running(&fore).is_empty() && running(&back).is_empty(), "no process of the tree is left");
+        assert!(!std::path::Path::new(&pid_file).exists(), "the PID file is removed");
+
+        let again = std::process::Command::new("sh").args(["-c", &stop_script(&pid_file)]).status().expect("stop");
+        assert_eq!(again.code(), Some(3), "without a PID file there is nothing to stop");
+    }
+}

@@ -2,8 +2,8 @@
 //! sidecar containers on a per-bottle network, found again by their labels
 //! (no compose files, no local registry of ours). Each step lives in its
 //! own file: [`plan`](crate::plan), [`launch`](crate::launch),
-//! [`cleanup`](crate::cleanup); this one is the engine connection and the
-//! [`Backend`] impl that calls them.
+//! [`cleanup`](crate::cleanup), [`diagnose`](crate::diagnose); this one is
+//! the engine connection and the [`Backend`] impl that calls them.
 
 use bollard::Docker;
 use bollard::models::{ContainerSummary, ContainerSummaryStateEnum};
@@ -11,7 +11,8 @@ use bollard::query_parameters::StartContainerOptions;
 use bottle_core::backend::SidecarProcess;
 use bottle_core::backend::{Backend, CleanupPlan, Handle, Orphans, not_running};
 use bottle_core::labels::{Labels, ROLE, ROLE_AGENT, SLUG};
-use bottle_core::{ActiveAgent, CommonPlan, Result, sort_active};
+use bottle_core::provider::ImageRecipe;
+use bottle_core::{ActiveAgent, Check, CommonPlan, Result, sort_active};
 
 use crate::bottle::DockerBottle;
 use crate::engine::{Engine, container_name, containers, failed};
@@ -116,6 +117,10 @@ impl Backend for DockerBackend {
     async fn cleanup(&self, plan: Orphans) -> Result<Vec<String>> {
         crate::cleanup::cleanup(self.docker().await?, &plan).await?;
         Ok(plan.describe())
+    }
+
+    async fn diagnose(&self, agent_images: &[ImageRecipe]) -> Vec<Check> {
+        crate::diagnose::diagnose(&self.engine, agent_images).await
     }
 }
 

@@ -60,7 +60,7 @@ fn docker_host() -> Option<String> {
 }
 
 /// Where the engine is looked for, for messages.
-fn engine_address() -> String {
+pub(crate) fn engine_address() -> String {
     docker_host().unwrap_or_else(|| "unix:///var/run/docker.sock".into())
 }
 

@@ -1,12 +1,15 @@
 //! Images on the engine: whether a tag exists, and the build of a context
 //! ([`bottle_core::backend::build_context`]: the tag is the context's content hash, so
-//! an unchanged image is never rebuilt) with a progress line on a terminal.
+//! an unchanged image is never rebuilt) with a progress line on a terminal,
+//! and without one a line per build step on stderr and one at least every
+//! 10 s while a step runs ([`BuildProgress`]).
 
 use std::io::IsTerminal;
+use std::time::Instant;
 
 use bollard::Docker;
 use bollard::query_parameters::BuildImageOptions;
-use bottle_core::backend::{BuildContext, DOCKERFILE_IN_CONTEXT};
+use bottle_core::backend::{BuildContext, BuildProgress, DOCKERFILE_IN_CONTEXT};
 use bottle_core::{Error, ErrorKind, Result};
 use futures_util::StreamExt;
 
@@ -31,16 +34,33 @@ pub(crate) async fn build(docker: &Docker, context: &BuildContext) -> Result<()>
         labels: Some([("dev.bot-bottle.image".to_string(), "true".to_string())].into()),
         ..Default::default()
     };
-    let progress = std::io::stderr().is_terminal().then(|| {
+    let terminal = std::io::stderr().is_terminal();
+    let progress = terminal.then(|| {
         let bar = indicatif::ProgressBar::new_spinner();
         bar.enable_steady_tick(std::time::Duration::from_millis(120));
         bar.set_message(format!("building {}", context.tag));
         bar
     });
+    // Without a terminal: a line per step, and one at least every 10 s while a step runs.
+    let mut lines = (!terminal).then(|| {
+        let start = tokio::time::Instant::now() + BuildProgress::INTERVAL;
+        (BuildProgress::new(&context.tag), tokio::time::interval_at(start, BuildProgress::INTERVAL))
+    });
     let mut stream = docker.build_image(options, None, Some(bollard::body_full(context.tar.clone().into())));
     let mut tail: Vec<String> = Vec::new();
     let mut result = Ok(());
-    while let Some(item) = stream.next().await {
+    loop {
+        let item = match &mut lines {
+            None => stream.next().await,
+            Some((quiet, ticker)) => tokio::select! {
+                item = stream.next() => item,
+                _ = ticker.tick() => {
+                    eprintln!("{}", quiet.still_running(Instant::now()));
+                    continue;
+                }
+            },
+        };
+        let Some(item) = item else { break };
         match item {
             Ok(info) => {
                 if let Some(error) = info.error_detail.and_then(|d| d.message).or(info.error) {
@@ -50,6 +70,12 @@ pub(crate) async fn build(docker: &Docker, context: &BuildContext) -> Result<()>
                 for line in info.stream.iter().flat_map(|s| s.lines()).map(str::trim).filter(|l| !l.is_empty()) {
                     if let (Some(bar), true) = (&progress, line.starts_with("Step ")) {
                         bar.set_message(format!("building {}: {line}", context.tag));
+                    }
+                    if let Some((quiet, ticker)) = &mut lines
+                        && let Some(step) = quiet.line(line, Instant::now())
+                    {
+                        eprintln!("{step}");
+                        ticker.reset();
                     }
                     tail.push(line.to_string());
                     if tail.len() > 15 {
@@ -68,6 +94,9 @@ pub(crate) async fn build(docker: &Docker, context: &BuildContext) -> Result<()>
     }
     if let Some(bar) = progress {
         bar.finish_and_clear();
+    }
+    if let (Some((quiet, _)), Ok(())) = (&lines, &result) {
+        eprintln!("{}", quiet.done(Instant::now()));
     }
     result.map_err(|error| {
         Error::new(

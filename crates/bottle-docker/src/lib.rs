@@ -3,6 +3,7 @@
 mod backend;
 mod bottle;
 mod cleanup;
+mod diagnose;
 mod engine;
 mod image;
 mod launch;

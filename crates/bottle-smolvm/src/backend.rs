@@ -3,12 +3,13 @@
 //! processes on the host; found again by the machines' labels and the
 //! sidecars' pid files in each bottle's state folder. Each step lives in its
 //! own file: [`plan`](crate::plan), [`launch`](crate::launch),
-//! [`cleanup`](crate::cleanup); this one is the [`Backend`] impl that
-//! calls them.
+//! [`cleanup`](crate::cleanup), [`diagnose`](crate::diagnose); this one is
+//! the [`Backend`] impl that calls them.
 
 use bottle_core::backend::{Backend, CleanupPlan, Handle, Orphans, not_running};
 use bottle_core::labels::{Labels, SLUG};
-use bottle_core::{ActiveAgent, CommonPlan, Result, StateRoot, sort_active};
+use bottle_core::provider::ImageRecipe;
+use bottle_core::{ActiveAgent, Check, CommonPlan, Result, StateRoot, sort_active};
 
 use crate::bottle::SmolvmBottle;
 use crate::cleanup::machines;
@@ -135,5 +136,9 @@ impl Backend for SmolvmBackend {
     async fn cleanup(&self, plan: Orphans) -> Result<Vec<String>> {
         crate::cleanup::cleanup(&Smolvm::locate()?, &self.state_root()?, &plan).await?;
         Ok(plan.describe())
+    }
+
+    async fn diagnose(&self, _agent_images: &[ImageRecipe]) -> Vec<Check> {
+        crate::diagnose::diagnose()
     }
 }

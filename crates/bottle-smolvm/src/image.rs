@@ -3,13 +3,15 @@
 //! reuses the other's build), then `docker save`d into an archive that
 //! `machine create --image` boots. Archives are cached by image id under
 //! `$XDG_CACHE_HOME/bot-bottle/smolvm-images/`, so an unchanged image is
-//! saved once.
+//! saved once. Without a terminal the build says on stderr which step it
+//! runs, at least every 10 s.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::time::Instant;
 
-use bottle_core::backend::{BuildContext, DOCKERFILE_IN_CONTEXT};
+use bottle_core::backend::{BuildContext, BuildProgress, DOCKERFILE_IN_CONTEXT};
 use bottle_core::{Error, ErrorKind, Result};
 use tokio::io::AsyncWriteExt;
 
@@ -76,7 +78,10 @@ pub(crate) async fn image_id(tag: &str) -> Result<Option<String>> {
     Ok((out.status.success() && !id.is_empty()).then_some(id))
 }
 
-/// Build `context` under its tag (its output on the terminal when there is one) and return the image id.
+/// Build `context` under its tag and return the image id. Its output goes
+/// to the terminal when there is one; without one, a line per build step
+/// and one at least every 10 s while a step runs go to stderr
+/// ([`BuildProgress`]).
 pub(crate) async fn build(context: &BuildContext) -> Result<String> {
     let terminal = std::io::stderr().is_terminal();
     let mut cmd = docker(&[
@@ -93,6 +98,9 @@ pub(crate) async fn build(context: &BuildContext) -> Result<String> {
     if terminal {
         // docker build writes its progress to stdout; ours is for the slug.
         cmd.stdout(std::io::stderr()).stderr(Stdio::inherit());
+    } else {
+        // BuildKit's steps as lines (`#7 [2/4] RUN …`); the classic builder ignores it.
+        cmd.env("BUILDKIT_PROGRESS", "plain");
     }
     let mut child = cmd.spawn().map_err(|e| Error::io("running docker build", e))?;
     let mut stdin = child.stdin.take().ok_or_else(|| failed("docker build", "no stdin"))?;
@@ -102,18 +110,22 @@ pub(crate) async fn build(context: &BuildContext) -> Result<String> {
         drop(stdin);
         written
     });
-    let out = child.wait_with_output().await.map_err(|e| Error::io("running docker build", e))?;
-    let _ = feed.await;
-    if !out.status.success() {
+    let (status, tail) = if terminal {
+        let out = child.wait_with_output().await.map_err(|e| Error::io("running docker build", e))?;
         let mut log = String::from_utf8_lossy(&out.stdout).into_owned();
         log.push_str(&String::from_utf8_lossy(&out.stderr));
-        let tail: Vec<&str> = log.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect();
+        let tail: Vec<String> = log.lines().rev().take(TAIL_LINES).map(str::to_string).collect();
+        (out.status, tail.into_iter().rev().collect())
+    } else {
+        follow(&mut child, &context.tag).await?
+    };
+    let _ = feed.await;
+    if !status.success() {
         return Err(failed(
             &format!("building image {}", context.tag),
             &format!(
-                "{}\n--- last build output ---\n{}\nFix the Dockerfile, or for a TLS error behind a proxy make sure \
-                 SSL_CERT_FILE names the proxy's CA bundle",
-                out.status,
+                "{status}\n--- last build output ---\n{}\nFix the Dockerfile, or for a TLS error behind a proxy make \
+                 sure SSL_CERT_FILE names the proxy's CA bundle",
                 tail.join("\n")
             ),
         ));
@@ -121,6 +133,54 @@ pub(crate) async fn build(context: &BuildContext) -> Result<String> {
     image_id(&context.tag).await?.ok_or_else(|| {
         failed(&format!("building image {}", context.tag), "the engine does not have the image after the build")
     })
+}
+
+/// How many of a failed build's last output lines its error shows.
+const TAIL_LINES: usize = 15;
+
+/// `docker build`'s output read line by line (stdout and stderr), with the
+/// progress lines on stderr; its exit status and last output lines.
+async fn follow(child: &mut tokio::process::Child, tag: &str) -> Result<(std::process::ExitStatus, Vec<String>)> {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let read_failed = |e| Error::io("reading docker build's output", e);
+    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err(failed("docker build", "no output to read"));
+    };
+    let (mut out, mut err) = (BufReader::new(stdout).lines(), BufReader::new(stderr).lines());
+    let (mut out_open, mut err_open) = (true, true);
+    let mut progress = BuildProgress::new(tag);
+    let mut ticker =
+        tokio::time::interval_at(tokio::time::Instant::now() + BuildProgress::INTERVAL, BuildProgress::INTERVAL);
+    let mut tail = std::collections::VecDeque::with_capacity(TAIL_LINES + 1);
+    while out_open || err_open {
+        let (from_out, line) = tokio::select! {
+            line = out.next_line(), if out_open => (true, line),
+            line = err.next_line(), if err_open => (false, line),
+            _ = ticker.tick() => {
+                eprintln!("{}", progress.still_running(Instant::now()));
+                continue;
+            }
+        };
+        match line.map_err(read_failed)? {
+            Some(line) => {
+                if let Some(step) = progress.line(&line, Instant::now()) {
+                    eprintln!("{step}");
+                    ticker.reset();
+                }
+                tail.push_back(line);
+                if tail.len() > TAIL_LINES {
+                    tail.pop_front();
+                }
+            }
+            None if from_out => out_open = false,
+            None => err_open = false,
+        }
+    }
+    let status = child.wait().await.map_err(|e| Error::io("running docker build", e))?;
+    if status.success() {
+        eprintln!("{}", progress.done(Instant::now()));
+    }
+    Ok((status, tail.into()))
 }
 
 /// The archive of image `tag` (id `id`) in `cache`, saved there first unless it already is.

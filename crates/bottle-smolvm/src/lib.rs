@@ -4,6 +4,7 @@ mod backend;
 mod bottle;
 mod cleanup;
 mod cli;
+mod diagnose;
 mod image;
 mod launch;
 mod network;
