@@ -129,13 +129,24 @@ impl Session {
                 Err(e.with_bottle(&slug))
             }
             Either::Right(()) => {
+                // The launch was dropped mid-step: a create the engine was
+                // still carrying out may land after the first removal, so
+                // look again once such a request has had time to finish.
                 let _ = self.backend.remove_dyn(&slug).await;
+                for _ in 0..2 {
+                    let _ = crate::blocking::unblock(|| std::thread::sleep(LATE_CREATE)).await;
+                    let _ = self.backend.remove_dyn(&slug).await;
+                }
                 Err(Error::new(ErrorKind::Interrupted, format!("interrupted: bottle {slug} removed"))
                     .with_bottle(&slug))
             }
         }
     }
 }
+
+/// How long a removal after a cancelled launch waits for a create still in
+/// flight in the engine before it looks again.
+const LATE_CREATE: std::time::Duration = std::time::Duration::from_millis(750);
 
 /// Launch, provision, mark ready; a detached bottle's agent session started
 /// and the bottle marked detached last. On an error after the launch the
