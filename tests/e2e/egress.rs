@@ -5,7 +5,7 @@
 use bottle_testkit::fixtures::bridge::host_address;
 use bottle_testkit::fixtures::upstream::Upstream;
 
-use crate::harness::{World, require_docker, text, warm_image, write};
+use crate::harness::{World, require_docker, text, warm_image};
 
 const TOKEN: &str = "e2e-upstream-token-91c3";
 
@@ -15,11 +15,10 @@ fn egress_log_prints_allowed_and_denied_requests() {
     warm_image();
     let world = World::new();
     let up = Upstream::start(&world.path("work"), &host_address());
-    let manifest = write(
-        &world.path("work"),
+    let manifest = world.shell_manifest(
         "bot-bottle.yaml",
         &format!(
-            "agents:\n  shell:\n    bottle: b\nbottles:\n  b:\n    agent_provider:\n      template: shell\n    env:\n      \
+            "    env:\n      \
              UP_TOKEN: {{ from_host: E2E_UP_TOKEN, secret: true }}\n    egress:\n      - host: \"{ip}\"\n        \
              ports: [{port}]\n        paths: [\"/allowed/\"]\n        auth: {{ scheme: bearer, from_host: E2E_UP_TOKEN }}\n",
             ip = up.ip,

@@ -97,6 +97,15 @@ impl World {
         (slug, text(&out.stderr))
     }
 
+    /// A manifest `name` in the working folder with one agent `shell` whose
+    /// bottle `b` (template shell) has the lines `bottle` (indented under it).
+    pub(crate) fn shell_manifest(&self, name: &str, bottle: &str) -> PathBuf {
+        let yaml = format!(
+            "agents:\n  shell:\n    bottle: b\nbottles:\n  b:\n    agent_provider:\n      template: shell\n{bottle}"
+        );
+        write(&self.path("work"), name, &yaml)
+    }
+
     /// Remember a slug so its resources are removed when the test ends.
     pub(crate) fn track(&self, slug: &str) {
         self.slugs.lock().expect("lock").push(slug.to_string());

@@ -7,7 +7,7 @@
 use bottle_testkit::fixtures::bridge::host_address;
 use bottle_testkit::fixtures::upstream::Upstream;
 
-use crate::harness::{World, require_docker, text, warm_image, write};
+use crate::harness::{World, require_docker, text, warm_image};
 use crate::terminal::on_a_terminal;
 
 /// Whether `line` is the short line of an allowed `GET` of `host` `path`
@@ -24,16 +24,11 @@ fn a_stopped_bottles_egress_log_still_prints_its_requests() {
     warm_image();
     let world = World::new();
     let up = Upstream::start(&world.path("work"), &host_address());
-    let manifest = write(
-        &world.path("work"),
-        "bot-bottle.yaml",
-        &format!(
-            "agents:\n  shell:\n    bottle: b\nbottles:\n  b:\n    agent_provider:\n      template: shell\n    egress:\n      \
-             - host: \"{ip}\"\n        ports: [{port}]\n        paths: [\"/kept/\"]\n",
-            ip = up.ip,
-            port = up.port
-        ),
+    let route = format!(
+        "    egress:\n      - host: \"{}\"\n        ports: [{}]\n        paths: [\"/kept/\"]\n",
+        up.ip, up.port
     );
+    let manifest = world.shell_manifest("bot-bottle.yaml", &route);
     let ca = up.ca.to_str().expect("utf8");
     let (slug, _) = world.start_manifest(&manifest, &[("BOT_BOTTLE_UPSTREAM_CA", ca)]);
     let got = world.run(&["exec", &slug, "--", "curl", "-sS", "--max-time", "10", &up.url("/kept/one")]);

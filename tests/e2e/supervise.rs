@@ -78,14 +78,7 @@ fn egress_pid(slug: &str) -> String {
 }
 
 fn manifest(world: &World, name: &str, timeout: &str) -> std::path::PathBuf {
-    write(
-        &world.path("work"),
-        name,
-        &format!(
-            "agents:\n  shell:\n    bottle: b\nbottles:\n  b:\n    agent_provider:\n      template: shell\n    \
-             supervise: {{ timeout: {timeout} }}\n"
-        ),
-    )
+    world.shell_manifest(name, &format!("    supervise: {{ timeout: {timeout} }}\n"))
 }
 
 #[test]

@@ -42,9 +42,11 @@ fn the_embed_example_starts_uses_and_removes_a_real_bottle() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "the example failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
     let mut lines = stdout.lines();
-    assert_eq!(lines.next(), Some("agent in shell"), "the command ran in the bottle as its agent: {stdout}");
+    let ran = lines.next().expect("the command's output");
     let slug = lines.next().expect("the slug");
     assert!(slug.starts_with("shell-"), "{stdout}");
+    // The bottle's host name is its slug.
+    assert_eq!(ran, format!("agent in {slug}"), "the command ran in the bottle as its agent: {stdout}");
     let label = format!("label=dev.bot-bottle.slug={slug}");
     assert!(docker_lines(&["ps", "-aq", "--filter", &label]).is_empty(), "no container left");
     assert!(docker_lines(&["network", "ls", "-q", "--filter", &label]).is_empty(), "no network left");

@@ -204,18 +204,10 @@ impl StateRoot {
             return Ok(None);
         }
         let path = dir.join(LOCK_FILE);
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-        let locked = crate::blocking::unblock(move || {
-            rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive).map(|()| file)
-        })
-        .await
-        .map_err(|_| Error::new(ErrorKind::Io, format!("locking {} failed", path.display())))?;
-        let file = locked.map_err(|e| Error::io(format!("locking {}", path.display()), e.into()))?;
+        let shown = path.display().to_string();
+        let file = crate::blocking::unblock(move || lock_file(&path))
+            .await
+            .map_err(|_| Error::new(ErrorKind::Io, format!("locking {shown} failed")))??;
         Ok(Some(SlugLock { _file: file }))
     }
 
@@ -322,6 +314,20 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration> {
     };
     let number: u64 = number.parse().map_err(|_| bad())?;
     number.checked_mul(seconds).map(std::time::Duration::from_secs).ok_or_else(bad)
+}
+
+/// Open (creating it) the lock file at `path` and wait for its exclusive
+/// lock (`flock`), held while the file stays open. Blocks.
+pub(crate) fn lock_file(path: &Path) -> Result<std::fs::File> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(|e| Error::io(format!("locking {}", path.display()), e.into()))?;
+    Ok(file)
 }
 
 /// A slug names a folder: reject anything that could escape the state root.

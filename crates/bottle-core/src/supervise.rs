@@ -551,16 +551,7 @@ impl Queue {
     }
 
     fn lock(&self) -> Result<std::fs::File> {
-        let path = self.dir.join(LOCK_FILE);
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
-            .map_err(|e| Error::io(format!("locking {}", path.display()), e.into()))?;
-        Ok(file)
+        crate::state::lock_file(&self.dir.join(LOCK_FILE))
     }
 }
 

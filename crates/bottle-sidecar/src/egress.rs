@@ -64,14 +64,6 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum EgressError {
-    /// The configuration file could not be read or is no valid configuration.
-    #[error("cannot read the egress configuration {path}: {message}")]
-    ReadConfig {
-        /// The configuration file.
-        path: String,
-        /// What is wrong with it.
-        message: String,
-    },
     /// The configuration is inconsistent (a bad header name, an unusable extra CA).
     #[error("invalid egress configuration: {0}")]
     Config(String),
@@ -107,39 +99,7 @@ pub async fn serve(config: EgressConfig, listener: Listener) -> Result<(), Egres
 
 /// Runs the egress proxy with the configuration at `path`; returns the exit code.
 pub fn main(path: &str) -> i32 {
-    let config = match read_config(path) {
-        Ok(config) => config,
-        Err(err) => {
-            eprintln!("egress: {err}");
-            return 1;
-        }
-    };
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .max_blocking_threads(16)
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("egress: cannot start the runtime: {err}");
-            return 1;
-        }
-    };
-    match runtime.block_on(run(config)) {
-        Ok(()) => 0,
-        Err(err) => {
-            eprintln!("egress: {err}");
-            1
-        }
-    }
-}
-
-fn read_config(path: &str) -> Result<EgressConfig, EgressError> {
-    let failed = |message: String| EgressError::ReadConfig { path: path.to_owned(), message };
-    let text = std::fs::read_to_string(path).map_err(|err| failed(err.to_string()))?;
-    serde_json::from_str(&text).map_err(|err| failed(err.to_string()))
+    crate::program::run("egress", path, crate::program::Workers::UpTo(4), run)
 }
 
 async fn run(config: EgressConfig) -> Result<(), EgressError> {

@@ -172,30 +172,7 @@ pub fn main(path: &str, relaunch: &Relaunch) -> i32 {
     if std::env::var_os(hook::HOOK_ENV).is_some_and(|mode| mode == "pre-receive") {
         return hook::main(path);
     }
-    let config = match std::fs::read(path)
-        .map_err(|e| e.to_string())
-        .and_then(|bytes| serde_json::from_slice::<GitGateConfig>(&bytes).map_err(|e| e.to_string()))
-    {
-        Ok(config) => config,
-        Err(err) => {
-            eprintln!("git-gate: error: cannot read the configuration {path}: {err}");
-            return 2;
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("git-gate: error: cannot start the async runtime: {err}");
-            return 1;
-        }
-    };
-    match runtime.block_on(run(config, relaunch)) {
-        Ok(()) => 0,
-        Err(err) => {
-            eprintln!("git-gate: error: {err}");
-            1
-        }
-    }
+    crate::program::run("git-gate", path, crate::program::Workers::UpTo(4), |config| run(config, relaunch))
 }
 
 /// Binds, prepares, says where it listens, serves until SIGTERM or SIGINT.

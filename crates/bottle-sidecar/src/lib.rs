@@ -5,6 +5,7 @@ mod connection;
 pub mod egress;
 pub mod gitgate;
 mod listen;
+mod program;
 pub mod relay;
 pub mod supervise;
 mod time;

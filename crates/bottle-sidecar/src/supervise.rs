@@ -51,14 +51,6 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SuperviseError {
-    /// The configuration file could not be read or is no valid configuration.
-    #[error("cannot read the supervise configuration {path}: {message}")]
-    ReadConfig {
-        /// The configuration file.
-        path: String,
-        /// What is wrong with it.
-        message: String,
-    },
     /// The queue folder is not there or not writable.
     #[error("the supervise queue {path} is not usable: {source}")]
     Queue {
@@ -346,33 +338,7 @@ pub async fn serve(config: SuperviseConfig, listener: Listener) -> Result<(), Su
 
 /// Runs the supervise server with the configuration at `path`; returns the exit code.
 pub fn main(path: &str) -> i32 {
-    let config = match read_config(path) {
-        Ok(config) => config,
-        Err(err) => {
-            eprintln!("supervise: {err}");
-            return 1;
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("supervise: cannot start the runtime: {err}");
-            return 1;
-        }
-    };
-    match runtime.block_on(run(config)) {
-        Ok(()) => 0,
-        Err(err) => {
-            eprintln!("supervise: {err}");
-            1
-        }
-    }
-}
-
-fn read_config(path: &str) -> Result<SuperviseConfig, SuperviseError> {
-    let failed = |message: String| SuperviseError::ReadConfig { path: path.to_owned(), message };
-    let text = std::fs::read_to_string(path).map_err(|err| failed(err.to_string()))?;
-    serde_json::from_str(&text).map_err(|err| failed(err.to_string()))
+    crate::program::run("supervise", path, crate::program::Workers::Exactly(1), run)
 }
 
 async fn run(config: SuperviseConfig) -> Result<(), SuperviseError> {
