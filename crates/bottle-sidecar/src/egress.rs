@@ -99,7 +99,7 @@ pub async fn serve(config: EgressConfig, listener: Listener) -> Result<(), Egres
 
 /// Runs the egress proxy with the configuration at `path`; returns the exit code.
 pub fn main(path: &str) -> i32 {
-    crate::program::run("egress", path, crate::program::Workers::UpTo(4), run)
+    crate::program::main("egress", path, crate::program::Workers::UpTo(4), run)
 }
 
 async fn run(config: EgressConfig) -> Result<(), EgressError> {

@@ -172,7 +172,7 @@ pub fn main(path: &str, relaunch: &Relaunch) -> i32 {
     if std::env::var_os(hook::HOOK_ENV).is_some_and(|mode| mode == "pre-receive") {
         return hook::main(path);
     }
-    crate::program::run("git-gate", path, crate::program::Workers::UpTo(4), |config| run(config, relaunch))
+    crate::program::main("git-gate", path, crate::program::Workers::UpTo(4), |config| run(config, relaunch))
 }
 
 /// Binds, prepares, says where it listens, serves until SIGTERM or SIGINT.

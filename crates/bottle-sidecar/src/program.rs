@@ -17,7 +17,7 @@ pub(crate) enum Workers {
 /// Reads the configuration at `path`, then runs `work` with it on a
 /// runtime of `workers`; returns the exit code: 0 when `work` ends well, 2
 /// when the configuration cannot be read, 1 otherwise.
-pub(crate) fn run<C, E, F>(name: &str, path: &str, workers: Workers, work: impl FnOnce(C) -> F) -> i32
+pub(crate) fn main<C, E, F>(name: &str, path: &str, workers: Workers, work: impl FnOnce(C) -> F) -> i32
 where
     C: serde::de::DeserializeOwned,
     E: Display,

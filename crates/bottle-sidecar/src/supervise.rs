@@ -338,7 +338,7 @@ pub async fn serve(config: SuperviseConfig, listener: Listener) -> Result<(), Su
 
 /// Runs the supervise server with the configuration at `path`; returns the exit code.
 pub fn main(path: &str) -> i32 {
-    crate::program::run("supervise", path, crate::program::Workers::Exactly(1), run)
+    crate::program::main("supervise", path, crate::program::Workers::Exactly(1), run)
 }
 
 async fn run(config: SuperviseConfig) -> Result<(), SuperviseError> {
