@@ -166,3 +166,30 @@ fn sigterm_and_sighup_exit_143_and_129() {
         assert!(wait_for(30, || containers_of(&slug).is_empty()), "SIG{signal} tears the bottle down");
     }
 }
+
+#[test]
+fn stop_says_in_one_line_what_work_it_would_discard_and_asks_on_a_terminal() {
+    require_docker();
+    let world = World::new();
+    let slug = world.start_detached(&[]);
+    let work = "cd ~/workspace && git init -q && git -c user.email=a@b -c user.name=a commit -q --allow-empty -m one \
+                && echo draft > notes.txt";
+    world.ok(&["exec", &slug, "--", "sh", "-c", work]);
+
+    // On a terminal it asks; `n` keeps the bottle.
+    let (code, shown) = on_a_terminal(&world, &format!("stop {slug}"), b"n\n", Duration::from_secs(3));
+    assert_eq!(code, Some(1), "{shown}");
+    let warning = format!(
+        "warning: bottle {slug}'s workspace /home/agent/workspace has uncommitted changes and unpushed commits"
+    );
+    assert!(shown.contains(&warning) && shown.contains("Stop it anyway?") && shown.contains("not stopped"), "{shown}");
+    assert!(!containers_of(&slug).is_empty(), "still running");
+
+    // Without a terminal (or with --yes) it warns once and stops.
+    let out = world.run(&["stop", &slug]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(err.lines().filter(|l| l.starts_with("warning: ")).count(), 1, "{err}");
+    assert!(err.contains(&warning) && err.contains(&format!("bottle cp {slug}:/home/agent/workspace DEST")), "{err}");
+    assert!(containers_of(&slug).is_empty());
+}

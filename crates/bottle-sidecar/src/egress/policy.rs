@@ -206,7 +206,9 @@ impl Policy {
             (Some(hint), _) => hint.replace("{what}", &what),
             (None, Some(denial)) => return Err(denial),
             (None, None) => {
-                format!("egress denied: {what}; add `- host: {host}` to the bottle's egress in the manifest")
+                format!(
+                    "egress denied: {what}; ask the operator to add `- host: {host}` to the bottle's egress in the manifest"
+                )
             }
         };
         Err(Denial { reason: sanitize(&reason), route })
@@ -257,8 +259,8 @@ impl Policy {
         let deny = |reason: String| Err(Denial { reason: sanitize(&reason), route: Some(route) });
         if !rule.methods.is_empty() && !rule.methods.iter().any(|m| m.eq_ignore_ascii_case(method)) {
             return deny(format!(
-                "egress denied: method {method} is not allowed by route {} of bottle {} (methods: {}); add {method} \
-                 to that route's methods in the manifest",
+                "egress denied: method {method} is not allowed by route {} of bottle {} (methods: {}); ask the \
+                 operator to add {method} to that route's methods in the manifest",
                 rule.host,
                 self.bottle,
                 rule.methods.join(", ")
@@ -276,8 +278,8 @@ impl Policy {
         }
         if !rule.paths.iter().any(|pattern| path_matches(pattern, path)) {
             return deny(format!(
-                "egress denied: path {path} is not allowed by route {} of bottle {} (paths: {}); add a pattern \
-                 matching it to that route's paths in the manifest",
+                "egress denied: path {path} is not allowed by route {} of bottle {} (paths: {}); ask the \
+                 operator to add a pattern matching it to that route's paths in the manifest",
                 rule.host,
                 self.bottle,
                 rule.paths.join(", ")
@@ -297,8 +299,8 @@ impl Policy {
         let ports: Vec<String> = allowed.iter().map(u16::to_string).collect();
         Err(Denial {
             reason: sanitize(&format!(
-                "egress denied: port {port} is not allowed by route {} of bottle {} (ports: {}); add {port} to that \
-                 route's ports in the manifest",
+                "egress denied: port {port} is not allowed by route {} of bottle {} (ports: {}); ask the operator \
+                 to add {port} to that route's ports in the manifest",
                 rule.host,
                 self.bottle,
                 ports.join(", ")

@@ -719,8 +719,8 @@ fn credentials_go_only_over_tls_to_443_or_the_routes_ports() {
     let connect = format!("CONNECT localhost:{tls} HTTP/1.1\r\nHost: localhost:{tls}\r\n\r\n");
     let (head, body) = raw_exchange(proxy.port, connect.as_bytes());
     let expect = format!(
-        "egress denied: port {tls} is not allowed by route localhost of bottle {BOTTLE} (ports: 443, 80); add {tls} \
-         to that route's ports in the manifest"
+        "egress denied: port {tls} is not allowed by route localhost of bottle {BOTTLE} (ports: 443, 80); ask the \
+         operator to add {tls} to that route's ports in the manifest"
     );
     assert!(head.starts_with("HTTP/1.1 403"), "{head}");
     assert_eq!((header(&head, "x-bot-bottle-denied"), body.trim_end()), (Some(expect.as_str()), expect.as_str()));
@@ -752,8 +752,8 @@ fn credentials_go_only_over_tls_to_443_or_the_routes_ports() {
     let (head, body) = raw_exchange(proxy.port, connect.as_bytes());
     assert!(head.starts_with("HTTP/1.1 403"), "{head}");
     let expect = format!(
-        "egress denied: port {plain} is not allowed by route localhost of bottle {BOTTLE} (ports: {tls}); add {plain} \
-         to that route's ports in the manifest"
+        "egress denied: port {plain} is not allowed by route localhost of bottle {BOTTLE} (ports: {tls}); ask the \
+         operator to add {plain} to that route's ports in the manifest"
     );
     assert_eq!((header(&head, "x-bot-bottle-denied"), body.trim_end()), (Some(expect.as_str()), expect.as_str()));
     let reason = refused(&proxy, &format!("http://localhost:{plain}/x"));
@@ -808,8 +808,8 @@ fn denials_say_which_route_and_how_to_allow() {
     let (head, body) = raw_exchange(proxy.port, b"CONNECT evil.test:443 HTTP/1.1\r\nHost: evil.test:443\r\n\r\n");
     assert!(head.starts_with("HTTP/1.1 403"), "{head}");
     let expect = format!(
-        "egress denied: host evil.test is not in bottle {BOTTLE}'s egress routes; add `- host: evil.test` to the \
-         bottle's egress in the manifest"
+        "egress denied: host evil.test is not in bottle {BOTTLE}'s egress routes; ask the operator to add `- host: \
+         evil.test` to the bottle's egress in the manifest"
     );
     assert_eq!(header(&head, "x-bot-bottle-denied"), Some(expect.as_str()), "{head}");
     assert_eq!(body.trim_end(), expect);
