@@ -353,15 +353,19 @@ pub async fn provision(
     Ok(())
 }
 
-/// Put the bottle's CA into the bottle's system trust store. Written by root
-/// through the shell (the bottle runs with `no-new-privileges`, so root there
-/// has no capabilities: it can write root-owned places but chown nothing).
+/// Put the bottle's CA into the bottle's system trust store: its file in
+/// `/usr/local/share/ca-certificates` (which a later `update-ca-certificates`
+/// in the bottle keeps) appended to the system bundle that the bottle's
+/// variables name. No `update-ca-certificates` at start: it rehashes every
+/// certificate (about 1 s of a start) for the hashed folder no variable
+/// names. Written by root through the shell (the bottle runs with
+/// `no-new-privileges`, so root there has no capabilities: it can write
+/// root-owned places but chown nothing).
 async fn install_ca(bottle: &dyn Bottle, plan: &CommonPlan) -> Result<()> {
     let pem = &plan.egress.policy.ca_cert_pem;
     let script = format!(
-        "mkdir -p {dir} && printf '%s' {pem} > {GUEST_CA_FILE} && chmod 644 {GUEST_CA_FILE} && \
-         if command -v update-ca-certificates >/dev/null; then update-ca-certificates >/dev/null 2>&1; \
-         else mkdir -p /etc/ssl/certs && cat {GUEST_CA_FILE} >> {GUEST_CA_BUNDLE}; fi",
+        "mkdir -p {dir} /etc/ssl/certs && printf '%s' {pem} > {GUEST_CA_FILE} && chmod 644 {GUEST_CA_FILE} && \
+         cat {GUEST_CA_FILE} >> {GUEST_CA_BUNDLE}",
         dir = GUEST_CA_FILE.rsplit_once('/').map_or("/", |(d, _)| d),
         pem = shell_quote(pem),
     );
