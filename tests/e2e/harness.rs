@@ -12,6 +12,10 @@ pub(crate) fn bottle_bin() -> &'static str {
     env!("CARGO_BIN_EXE_bottle")
 }
 
+/// The variables a `bottle` command of a [`World`] never inherits.
+pub(crate) const CLEARED_ENV: [&str; 5] =
+    ["BOT_BOTTLE_MANIFEST", "BOT_BOTTLE_BACKEND", "RUST_BACKTRACE", "RUST_LIB_BACKTRACE", "NO_COLOR"];
+
 /// One test's private world: state, config and working directory.
 pub(crate) struct World {
     dir: tempfile::TempDir,
@@ -45,19 +49,22 @@ impl World {
     /// [`World::bottle`] with the `bottle` executable at `bin`.
     pub(crate) fn bottle_at(&self, bin: &Path, args: &[&str]) -> Command {
         let mut cmd = Command::new(bin);
-        cmd.args(args)
-            .current_dir(self.path("work"))
-            .env("XDG_STATE_HOME", self.path("state"))
-            .env("XDG_CONFIG_HOME", self.path("config"))
-            .env("HOME", self.path("home"))
-            .env_remove("BOT_BOTTLE_MANIFEST")
-            .env_remove("BOT_BOTTLE_BACKEND")
-            .env_remove("RUST_BACKTRACE")
-            .env_remove("RUST_LIB_BACKTRACE")
-            .env_remove("NO_COLOR")
-            .stdin(std::process::Stdio::null())
-            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        cmd.args(args).current_dir(self.path("work")).stdin(std::process::Stdio::null());
+        for name in CLEARED_ENV {
+            cmd.env_remove(name);
+        }
+        cmd.envs(self.isolated_env());
         cmd
+    }
+
+    /// The variables every `bottle` command of this world has: its own
+    /// state, config and home, and what [`World::set_env`] added. (The
+    /// variables in [`CLEARED_ENV`] are unset.)
+    pub(crate) fn isolated_env(&self) -> Vec<(String, String)> {
+        let own = |key: &str, sub: &str| (key.to_string(), self.path(sub).to_string_lossy().into_owned());
+        let mut env = vec![own("XDG_STATE_HOME", "state"), own("XDG_CONFIG_HOME", "config"), own("HOME", "home")];
+        env.extend(self.env.iter().cloned());
+        env
     }
 
     /// Run `bottle args…` to completion.

@@ -11,6 +11,7 @@ mod harness;
 mod build;
 mod cli;
 mod copy;
+mod dashboard;
 mod doctor;
 mod egress;
 mod exec;

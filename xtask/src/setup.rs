@@ -65,6 +65,11 @@ pub(crate) const PACKAGES: &[Package] = &[
     Package { name: "curl", programs: &["curl"], why: "the egress proxy's tests" },
     Package { name: "openssl", programs: &["openssl"], why: "the e2e tests' HTTPS upstream" },
     Package { name: "python3", programs: &["python3"], why: "the e2e tests' HTTPS upstream" },
+    Package {
+        name: "tmux",
+        programs: &["tmux"],
+        why: "the dashboard opens attach in a tmux window; its e2e test drives it in tmux",
+    },
     Package { name: "procps", programs: &["ps", "kill"], why: "tests look at and signal processes" },
 ];
 

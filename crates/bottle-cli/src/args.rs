@@ -59,6 +59,14 @@ attach as often as you like, from several terminals in turn or at once. C-b d de
         /// The bottle's slug (see `bottle list active`).
         slug: String,
     },
+    /// A terminal screen over every running bottle: their logs and requests, and verbs to act on them.
+    #[command(after_help = "The agents pane lists every running bottle on every available backend, as `bottle list \
+active` does, refreshed every second; the selected bottle's tabs show its egress log (denials highlighted), its \
+supervise requests, its git gate's pushes and its details; the manifest pane lists the agents `bottle start` can \
+start.\n\nKeys: ↑↓ move, ←→ switch tab, Tab switch pane, a attach (in a new tmux window when run inside tmux), \
+s stop (asks y/N), y/n approve/deny the selected request, ? help, q quit. Quitting never stops an agent. Colours \
+are left out when NO_COLOR is set or TERM=dumb.")]
+    Dashboard,
     /// Run a command in a running bottle; exits with the command's exit code.
     #[command(after_help = "Interrupted (Ctrl-C without a terminal, SIGTERM, SIGHUP), bottle exec stops the \
 command inside the bottle too, with every process it started (SIGINT, then SIGTERM, then SIGKILL, 2 s apart) and \

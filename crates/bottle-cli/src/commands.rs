@@ -12,6 +12,7 @@ use bot_bottle::{
 use clap::CommandFactory;
 
 use crate::args::{Cli, Command, EgressAction, GateAction, ListWhat, LogArgs, ManifestAction, RunArgs, StartArgs};
+use crate::color::Paint;
 use crate::context::Context;
 
 /// The signal that interrupted this process (0 while none did).
@@ -35,6 +36,7 @@ pub(crate) async fn run(cli: Cli) -> Result<i32> {
         Command::List { what: ListWhat::Active, json } => list_active(&ctx, json).await,
         Command::List { what: ListWhat::Stopped, json } => list_stopped(&ctx, json).await,
         Command::Attach { slug } => attach(&ctx, &slug).await,
+        Command::Dashboard => crate::dashboard::run(&ctx).await,
         Command::Exec { slug, user, command } => exec(&ctx, &slug, user.as_deref(), &command).await,
         Command::Cp { source, dest, limit } => cp(&ctx, &source, &dest, limit).await,
         Command::Doctor { json } => doctor(&ctx, json).await,
@@ -220,28 +222,44 @@ fn list_agents(ctx: &Context, json: bool) -> Result<i32> {
 /// An unavailable backend: an error when the operator named it (`--backend`,
 /// `$BOT_BOTTLE_BACKEND`), a note when it is the default, skipped quietly
 /// otherwise (smolvm on a Docker-only host).
-fn note_unavailable(ctx: &Context, backend: &dyn DynBackend, e: bot_bottle::Error) -> Result<()> {
+fn unavailable_note(ctx: &Context, backend: &dyn DynBackend, e: bot_bottle::Error) -> Result<Option<String>> {
     let name = backend.name_dyn();
     if ctx.named_backend().is_some_and(|named| named.name() == name) {
         return Err(e.into());
     }
-    if ctx.backend().is_ok_and(|selected| selected.name() == name) {
-        eprintln!("note: skipping backend {name}: {e}");
+    Ok(ctx.backend().is_ok_and(|selected| selected.name() == name).then(|| format!("skipping backend {name}: {e}")))
+}
+
+/// [`unavailable_note`], the note printed on stderr.
+fn note_unavailable(ctx: &Context, backend: &dyn DynBackend, e: bot_bottle::Error) -> Result<()> {
+    if let Some(note) = unavailable_note(ctx, backend, e)? {
+        eprintln!("note: {note}");
     }
     Ok(())
 }
 
-/// Every available backend's bottles; an unavailable backend is skipped with a note.
-async fn all_active(ctx: &Context) -> Result<Vec<ActiveAgent>> {
-    let mut all = Vec::new();
+/// Every available backend's bottles in `list active`'s order (start time,
+/// then slug), and a note for each backend skipped as unavailable (see
+/// [`unavailable_note`]).
+pub(crate) async fn active_bottles(ctx: &Context) -> Result<(Vec<ActiveAgent>, Vec<String>)> {
+    let (mut all, mut notes) = (Vec::new(), Vec::new());
     for backend in ctx.registry.all() {
         if let Err(e) = backend.is_available().await {
-            note_unavailable(ctx, backend.as_ref(), e)?;
+            notes.extend(unavailable_note(ctx, backend.as_ref(), e)?);
             continue;
         }
         all.extend(backend.enumerate_active().await?);
     }
     sort_active(&mut all);
+    Ok((all, notes))
+}
+
+/// Every available backend's bottles; an unavailable backend is skipped with a note.
+async fn all_active(ctx: &Context) -> Result<Vec<ActiveAgent>> {
+    let (all, notes) = active_bottles(ctx).await?;
+    for note in notes {
+        eprintln!("note: {note}");
+    }
     Ok(all)
 }
 
@@ -330,7 +348,7 @@ fn print_table(header: &[&str], rows: impl Iterator<Item = (Vec<String>, Option<
     let colored = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let header = (header.iter().map(|h| h.to_string()).collect::<Vec<_>>(), None);
     for (row, color) in std::iter::once(&header).chain(&rows) {
-        let paint = color.as_deref().filter(|_| colored).and_then(ansi_color);
+        let paint = color.as_deref().filter(|_| colored).and_then(Paint::named).map(Paint::sgr);
         let cells: Vec<String> = row
             .iter()
             .zip(&widths)
@@ -342,31 +360,6 @@ fn print_table(header: &[&str], rows: impl Iterator<Item = (Vec<String>, Option<
             .collect();
         println!("{}", cells.join("  ").trim_end());
     }
-}
-
-/// The ANSI SGR parameters that draw text in `color`: a colour name
-/// (`red`, `green`, `yellow`, `blue`, `magenta`, `cyan`, …) or `#rrggbb`.
-fn ansi_color(color: &str) -> Option<String> {
-    let color = color.trim().to_ascii_lowercase();
-    if let Some(hex) = color.strip_prefix('#').filter(|h| h.len() == 6) {
-        let channel = |at: usize| u8::from_str_radix(hex.get(at..at + 2)?, 16).ok();
-        return Some(format!("38;2;{};{};{}", channel(0)?, channel(2)?, channel(4)?));
-    }
-    let code = match color.as_str() {
-        "black" => "30",
-        "red" => "31",
-        "green" => "32",
-        "yellow" => "33",
-        "blue" => "34",
-        "magenta" | "purple" => "35",
-        "cyan" => "36",
-        "white" => "37",
-        "gray" | "grey" => "90",
-        "orange" => "38;5;208",
-        "pink" => "38;5;205",
-        _ => return None,
-    };
-    Some(code.to_string())
 }
 
 pub(crate) fn age(ms: u64) -> String {
@@ -629,23 +622,5 @@ fn manifest_check(ctx: &Context) -> Result<i32> {
 fn warn_unset_host_vars(ctx: &Context, manifest: &Manifest) {
     for reference in manifest.host_vars().iter().filter(|reference| ctx.host.var(&reference.name).is_none()) {
         eprintln!("warning: {}; `bottle start` of an agent using it will refuse to start", reference.not_set_message());
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::ansi_color;
-
-    #[test]
-    fn a_colour_name_or_hex_is_an_ansi_code_and_anything_else_none() {
-        let check = |color: &str, expect: Option<&str>| assert_eq!(ansi_color(color).as_deref(), expect, "{color}");
-        check("green", Some("32"));
-        check(" Red ", Some("31"));
-        check("grey", Some("90"));
-        check("orange", Some("38;5;208"));
-        check("#ff8000", Some("38;2;255;128;0"));
-        for none in ["", "chartreuse", "#ff80", "#gg0000", "\x1b[2J"] {
-            check(none, None);
-        }
     }
 }

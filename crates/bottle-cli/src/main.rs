@@ -2,8 +2,10 @@
 //! error on one line to stderr and exit non-zero.
 
 mod args;
+mod color;
 mod commands;
 mod context;
+mod dashboard;
 mod supervise;
 
 use clap::Parser;

@@ -157,7 +157,7 @@ async fn list(ctx: &Context, follow: bool, json: bool, pending: bool) -> Result<
 }
 
 /// The state column: `pending`, `approved`, `denied`, `answered`, `expired`, `noted`.
-fn state_name(entry: &Entry) -> String {
+pub(crate) fn state_name(entry: &Entry) -> String {
     match &entry.standing {
         Standing::Pending => "pending".into(),
         Standing::Expired => "expired".into(),
@@ -171,7 +171,7 @@ fn state_name(entry: &Entry) -> String {
 }
 
 /// What was asked, escaped, in a line.
-fn what(entry: &Entry) -> String {
+pub(crate) fn what(entry: &Entry) -> String {
     let text = match &entry.request.ask {
         Ask::RequestEgress { host, methods, paths, ports, reason } => {
             let mut route = host.clone();
