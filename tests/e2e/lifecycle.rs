@@ -95,3 +95,25 @@ fn without_docker_the_error_says_what_to_run() {
     assert!(err.contains("apt-get install -y docker.io") && err.contains("dockerd"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
 }
+
+#[test]
+fn start_with_timings_prints_each_phase_and_the_provisioning_steps() {
+    require_docker();
+    warm_image();
+    let world = World::new();
+    let out = world.run(&["start", "shell", "--yes", "--detach", "--timings"]);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    world.track(text(&out.stdout).trim());
+    let line = err.lines().find(|l| l.starts_with("timings: ")).unwrap_or_else(|| panic!("no timings line: {err}"));
+    let at = |needle: &str| line.find(needle).unwrap_or_else(|| panic!("{needle} in: {line}"));
+    assert!(
+        at("prepare ") < at(", launch ")
+            && at(", launch ") < at(", provision ")
+            && at(", provision ") < at(", session ")
+    );
+    assert!(line.contains("(ca ") && line.contains("workspace ") && line.contains("; total "), "{line}");
+    let plain = world.run(&["start", "shell", "--yes", "--detach"]);
+    world.track(text(&plain.stdout).trim());
+    assert!(!text(&plain.stderr).contains("timings:"), "only when asked");
+}

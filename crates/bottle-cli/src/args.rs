@@ -222,6 +222,9 @@ pub(crate) struct RunArgs {
     /// Do not trust the host's CA bundle ($SSL_CERT_FILE / $NODE_EXTRA_CA_CERTS) in image builds.
     #[arg(long)]
     pub(crate) no_host_ca: bool,
+    /// Print how long each phase of the start took (prepare, launch, each provisioning step, session).
+    #[arg(long)]
+    pub(crate) timings: bool,
     /// Arguments for the agent.
     #[arg(last = true, value_name = "ARGS")]
     pub(crate) agent_args: Vec<String>,

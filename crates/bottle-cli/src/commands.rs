@@ -171,6 +171,9 @@ async fn run_bottle(ctx: &Context, spec: BottleSpec, run: &RunArgs) -> Result<i3
         }
         Err(e) => return Err(e.into()),
     };
+    if run.timings {
+        eprintln!("timings: {}", running.timings());
+    }
     if run.detach {
         eprintln!(
             "bottle {slug} is running its agent; `bottle attach {slug}` connects to it, `bottle exec {slug} -- CMD` \

@@ -29,6 +29,7 @@ pub mod sidecar;
 mod sidecar_config;
 mod state;
 pub mod supervise;
+mod timings;
 mod wiring;
 
 // Embedding: what a tool that runs bottles needs. Backend authors find the
@@ -57,3 +58,4 @@ pub use state::{
     BottleMetadata, METADATA_FILE, RESUME_DIR, SavedPath, StateRoot, StoppedBottle, parse_duration, prunable,
     validate_slug,
 };
+pub use timings::{Phase, Timings};

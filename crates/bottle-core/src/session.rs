@@ -45,6 +45,8 @@ pub struct Session {
     state: StateRoot,
     /// Removes the state folder on drop, unless launched.
     minted: Minted,
+    /// How long preparing took (the launch adds its phases).
+    timings: crate::timings::Timings,
 }
 
 /// A state folder minted for a session, removed on drop unless `kept`.
@@ -73,6 +75,7 @@ impl Session {
         host: &Host,
         backend: Arc<dyn DynBackend>,
     ) -> Result<Session> {
+        let since = std::time::Instant::now();
         backend.is_available_dyn().await?;
         let common = crate::prepare(spec, providers, host, backend.name_dyn())?;
         let minted = Minted {
@@ -83,7 +86,9 @@ impl Session {
         };
         let provider = providers.get(&common.provision.provider)?;
         let plan = backend.resolve_plan_dyn(common).await?;
-        Ok(Session { backend, provider, plan, state: host.state.clone(), minted })
+        let mut timings = crate::timings::Timings::default();
+        timings.record("prepare", since, Vec::new());
+        Ok(Session { backend, provider, plan, state: host.state.clone(), minted, timings })
     }
 
     /// The bottle's slug.
@@ -111,7 +116,8 @@ impl Session {
         let _lock = self.state.lock(&slug).await?;
         let common = self.plan.common().clone();
         let wiring = self.plan.wiring().clone();
-        let steps = launch_steps(self.backend.as_ref(), self.plan, self.provider.as_ref(), &self.state);
+        let mut timings = std::mem::take(&mut self.timings);
+        let steps = launch_steps(self.backend.as_ref(), self.plan, self.provider.as_ref(), &self.state, &mut timings);
         match race(steps, cancel).await {
             Either::Left(Ok(bottle)) => {
                 self.minted.kept = true;
@@ -122,6 +128,7 @@ impl Session {
                     state: self.state,
                     common,
                     wiring,
+                    timings,
                 })
             }
             Either::Left(Err(e)) => {
@@ -156,14 +163,21 @@ async fn launch_steps(
     plan: ErasedPlan,
     provider: &dyn AgentProvider,
     state: &StateRoot,
+    timings: &mut crate::timings::Timings,
 ) -> Result<Box<dyn Bottle>> {
     let common = plan.common().clone();
     let wiring = plan.wiring().clone();
+    let since = std::time::Instant::now();
     let bottle = backend.launch_dyn(plan).await?;
-    if let Err(e) = provision(bottle.as_ref(), &common, &wiring, provider).await {
+    timings.record("launch", since, Vec::new());
+    let since = std::time::Instant::now();
+    let mut steps = crate::timings::Steps::default();
+    if let Err(e) = provision(bottle.as_ref(), &common, &wiring, provider, &mut steps).await {
         let _ = bottle.close().await;
         return Err(e.with_operation("provision"));
     }
+    timings.record("provision", since, steps.into_inner());
+    let since = std::time::Instant::now();
     let ready = async {
         state.update(&common.slug, |m| m.ready = true)?;
         if common.detached {
@@ -177,6 +191,7 @@ async fn launch_steps(
         let _ = bottle.close().await;
         return Err(e);
     }
+    timings.record("session", since, Vec::new());
     Ok(bottle)
 }
 
@@ -188,6 +203,7 @@ pub struct Running {
     state: StateRoot,
     common: CommonPlan,
     wiring: crate::wiring::Wiring,
+    timings: crate::timings::Timings,
 }
 
 /// How an attached agent session ended.
@@ -203,6 +219,11 @@ pub struct Ended {
 }
 
 impl Running {
+    /// How long each phase of its start took (`bottle start --timings`).
+    pub fn timings(&self) -> &crate::timings::Timings {
+        &self.timings
+    }
+
     /// The bottle's slug.
     pub fn slug(&self) -> &str {
         &self.common.slug
@@ -325,30 +346,35 @@ async fn race<A: Future, B: Future>(a: A, b: B) -> Either<A::Output, B::Output> 
 
 /// The provision steps, in order: the CA, prompt, provider apply, skills,
 /// agent state (on resume), workspace, git, the supervise MCP server.
-pub async fn provision(
+async fn provision(
     bottle: &dyn Bottle,
     plan: &CommonPlan,
     wiring: &crate::wiring::Wiring,
     provider: &dyn AgentProvider,
+    steps: &mut crate::timings::Steps,
 ) -> Result<()> {
     let p = &plan.provision;
     if wiring.install_ca {
-        install_ca(bottle, plan).await?;
+        steps.time("ca", install_ca(bottle, plan)).await?;
     }
-    provider.provision_prompt(bottle, p).await?;
-    provider.apply(bottle, p).await?;
-    provider.provision_skills(bottle, p).await?;
+    steps.time("prompt", provider.provision_prompt(bottle, p)).await?;
+    steps.time("provider", provider.apply(bottle, p)).await?;
+    steps.time("skills", provider.provision_skills(bottle, p)).await?;
     if plan.resumed {
-        restore_agent_state(bottle, plan).await?;
+        steps.time("restore", restore_agent_state(bottle, plan)).await?;
     }
-    run_checked(bottle, &format!("mkdir -p {}", shell_quote(&p.workdir)), GuestUser::Agent, "creating the workdir")
-        .await?;
-    if let Some(cwd) = &plan.copy_cwd {
-        bottle.cp_in(cwd, &p.workdir).await?;
-    }
-    provider.provision_git(bottle, plan, wiring).await?;
+    let workspace = async {
+        let mkdir = format!("mkdir -p {}", shell_quote(&p.workdir));
+        run_checked(bottle, &mkdir, GuestUser::Agent, "creating the workdir").await?;
+        match &plan.copy_cwd {
+            Some(cwd) => bottle.cp_in(cwd, &p.workdir).await,
+            None => Ok(()),
+        }
+    };
+    steps.time("workspace", workspace).await?;
+    steps.time("git", provider.provision_git(bottle, plan, wiring)).await?;
     if let Some(url) = wiring.supervise_url(plan) {
-        provider.provision_supervise(bottle, plan, url).await?;
+        steps.time("supervise", provider.provision_supervise(bottle, plan, url)).await?;
     }
     Ok(())
 }
