@@ -294,7 +294,7 @@ async fn list_active(ctx: &Context, json: bool) -> Result<i32> {
         ];
         (row, a.color)
     });
-    print_table(&header, rows);
+    print_table(&header, rows, true);
     Ok(0)
 }
 
@@ -315,7 +315,7 @@ async fn list_stopped(ctx: &Context, json: bool) -> Result<i32> {
             vec![b.meta.slug.clone(), b.meta.agent.clone(), b.meta.manifest.clone(), last_stop(&b, now), saved(&b)];
         (row, b.meta.color)
     });
-    print_table(&header, rows);
+    print_table(&header, rows, true);
     Ok(0)
 }
 
@@ -337,10 +337,15 @@ fn saved(bottle: &StoppedBottle) -> String {
     format!("{} ({})", paths.join(", "), bottle.saved_bytes)
 }
 
-/// Print `rows` under `header` in aligned columns; on a terminal each row's
+/// Print `rows` in aligned columns, under `header` when `show_header` (the
+/// columns are as wide as the header either way); on a terminal each row's
 /// first cell is drawn in its colour (the bottle's `--color`), when it names
 /// one and `NO_COLOR` is not set (<https://no-color.org>).
-fn print_table(header: &[&str], rows: impl Iterator<Item = (Vec<String>, Option<String>)>) {
+pub(crate) fn print_table(
+    header: &[&str],
+    rows: impl Iterator<Item = (Vec<String>, Option<String>)>,
+    show_header: bool,
+) {
     let rows: Vec<(Vec<String>, Option<String>)> = rows.collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for (row, _) in &rows {
@@ -350,7 +355,7 @@ fn print_table(header: &[&str], rows: impl Iterator<Item = (Vec<String>, Option<
     }
     let colored = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let header = (header.iter().map(|h| h.to_string()).collect::<Vec<_>>(), None);
-    for (row, color) in std::iter::once(&header).chain(&rows) {
+    for (row, color) in show_header.then_some(&header).into_iter().chain(&rows) {
         let paint = color.as_deref().filter(|_| colored).and_then(Paint::named).map(Paint::sgr);
         let cells: Vec<String> = row
             .iter()

@@ -201,34 +201,17 @@ pub(crate) fn what(entry: &Entry) -> String {
 
 fn print_rows(entries: &[Entry], header: bool) {
     let now = bot_bottle::backend::now_ms();
-    let rows: Vec<[String; 6]> = entries
-        .iter()
-        .map(|e| {
-            let age = crate::commands::age(now.saturating_sub(e.request.time_ms));
-            [
-                e.request.id.clone(),
-                escape(&e.request.bottle),
-                age,
-                e.request.ask.tool().to_string(),
-                state_name(e),
-                what(e),
-            ]
-        })
-        .collect();
-    let head = ["ID", "BOTTLE", "AGE", "TOOL", "STATE", "WHAT"].map(String::from);
-    let mut widths = [0usize; 5];
-    for row in std::iter::once(&head).chain(&rows) {
-        for (w, cell) in widths.iter_mut().zip(row.iter()) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let lines = header.then_some(&head).into_iter().chain(&rows);
-    for row in lines {
-        let mut line = String::new();
-        for (cell, w) in row.iter().zip(widths) {
-            line.push_str(&format!("{cell:<w$}  "));
-        }
-        line.push_str(&row[5]);
-        println!("{line}");
-    }
+    let rows = entries.iter().map(|e| {
+        let age = crate::commands::age(now.saturating_sub(e.request.time_ms));
+        let row = vec![
+            e.request.id.clone(),
+            escape(&e.request.bottle),
+            age,
+            e.request.ask.tool().into(),
+            state_name(e),
+            what(e),
+        ];
+        (row, None)
+    });
+    crate::commands::print_table(&["ID", "BOTTLE", "AGE", "TOOL", "STATE", "WHAT"], rows, header);
 }

@@ -66,11 +66,17 @@ impl Wiring {
         env
     }
 
+    /// The supervise wiring, when the bottle has supervise (its backend may
+    /// wire every bottle for it; only those whose manifest asks run it).
+    fn supervise_of(&self, common: &CommonPlan) -> Option<&SuperviseWiring> {
+        self.supervise.as_ref().filter(|_| common.supervise.enabled)
+    }
+
     /// The egress proxy's configuration (reading the supervise queue's
     /// grants when the bottle has supervise).
     pub fn egress_config(&self, common: &CommonPlan) -> EgressConfig {
         let mut config = common.egress.policy.placed(&self.egress);
-        if let Some(supervise) = self.supervise.as_ref().filter(|_| common.supervise.enabled) {
+        if let Some(supervise) = self.supervise_of(common) {
             config.grants = Some(supervise.egress_grants.clone());
         }
         config
@@ -78,7 +84,7 @@ impl Wiring {
 
     /// The supervise server's configuration, when the bottle has one.
     pub fn supervise_config(&self, common: &CommonPlan) -> Option<SuperviseConfig> {
-        let supervise = self.supervise.as_ref().filter(|_| common.supervise.enabled)?;
+        let supervise = self.supervise_of(common)?;
         Some(SuperviseConfig {
             listen: supervise.listen.clone(),
             bottle: common.slug.clone(),
@@ -90,7 +96,7 @@ impl Wiring {
 
     /// The supervise server's MCP URL as the bottle reaches it, when it has one.
     pub fn supervise_url(&self, common: &CommonPlan) -> Option<&str> {
-        self.supervise.as_ref().filter(|_| common.supervise.enabled).map(|s| s.url.as_str())
+        self.supervise_of(common).map(|s| s.url.as_str())
     }
 
     /// The git gate's configuration, when the bottle has upstreams (reading
@@ -98,7 +104,7 @@ impl Wiring {
     pub fn gate_config(&self, common: &CommonPlan) -> Option<GitGateConfig> {
         let placement = self.git_gate.as_ref().filter(|_| common.git_gate.is_needed())?;
         let mut config = common.git_gate.policy.placed(placement);
-        if let Some(supervise) = self.supervise.as_ref().filter(|_| common.supervise.enabled) {
+        if let Some(supervise) = self.supervise_of(common) {
             config.grants = Some(supervise.gate_grants.clone());
         }
         Some(config)

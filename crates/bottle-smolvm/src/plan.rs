@@ -103,11 +103,13 @@ pub(crate) fn machine_name(slug: &str) -> String {
     format!("bb-{slug}")
 }
 
-/// The wiring that `isolation` gives a bottle whose sidecars keep their
-/// files in `dir`: on the namespace's own loopback through the relay, or on
+/// The wiring that `isolation` gives the bottle whose state folder is
+/// `state_dir` (its sidecars keep their files in its `sidecars/`): on the
+/// namespace's own loopback through the relay, or on
 /// the reserved host ports. The git gate is on 127.0.0.1 too, which
 /// `NO_PROXY` names.
-fn wiring(isolation: &Isolation, dir: &std::path::Path, needs_gate: bool) -> Wiring {
+fn wiring(isolation: &Isolation, state_dir: &std::path::Path, needs_gate: bool) -> Wiring {
+    let dir = &sidecar::dir(state_dir);
     let (proxy, gate, [egress_listen, gate_listen]): (String, String, [Listen; 2]) = match isolation {
         Isolation::Netns { sockets, .. } => {
             let socket = |kind: Sidecar| Listen::Unix(Isolation::socket(sockets, kind.into()).display().to_string());
@@ -135,7 +137,7 @@ fn wiring(isolation: &Isolation, dir: &std::path::Path, needs_gate: bool) -> Wir
             audit_log: sidecar::audit_path(dir, Sidecar::GitGate).display().to_string(),
             work_dir: sidecar::gate_work_dir(dir).display().to_string(),
         }),
-        supervise: supervise_wiring(isolation, dir),
+        supervise: supervise_wiring(isolation, state_dir),
         install_ca: true,
         isolation: isolation.describe(),
     }
@@ -146,7 +148,7 @@ fn wiring(isolation: &Isolation, dir: &std::path::Path, needs_gate: bool) -> Wir
 /// port; the server, the proxy and the gate are host processes, so they
 /// all read the queue in the bottle's state folder itself. `None` when the
 /// bottle has no supervise (no port reserved, not in a namespace).
-fn supervise_wiring(isolation: &Isolation, dir: &std::path::Path) -> Option<SuperviseWiring> {
+fn supervise_wiring(isolation: &Isolation, state_dir: &std::path::Path) -> Option<SuperviseWiring> {
     let (url, listen) = match isolation {
         Isolation::Netns { sockets, .. } => (
             format!("http://127.0.0.1:{SUPERVISE_PORT}{MCP_PATH}"),
@@ -157,8 +159,7 @@ fn supervise_wiring(isolation: &Isolation, dir: &std::path::Path) -> Option<Supe
             (format!("http://{addr}{MCP_PATH}"), Listen::Tcp(addr.to_string()))
         }
     };
-    // `dir` is `<state>/<slug>/sidecars`: the queue is beside it.
-    let queue = Queue::of_dir(dir.parent()?);
+    let queue = Queue::of_dir(state_dir);
     let grants = queue.grants_path().display().to_string();
     Some(SuperviseWiring {
         url,
@@ -189,7 +190,7 @@ pub(crate) async fn resolve(common: CommonPlan) -> Result<SmolvmPlan> {
     };
     let needs_gate = common.git_gate.is_needed();
     let isolation = Isolation::choose(&common.slug, needs_gate, common.supervise.enabled)?;
-    let wiring = wiring(&isolation, &sidecar::dir(&common.state_dir), needs_gate);
+    let wiring = wiring(&isolation, &common.state_dir, needs_gate);
     let mut labels: BTreeMap<String, String> =
         labels::for_plan(&common, crate::NAME, labels::ROLE_AGENT).into_iter().collect();
     labels.insert(IMAGE_LABEL.into(), context.tag.clone());

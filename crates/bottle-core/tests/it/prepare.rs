@@ -15,18 +15,7 @@ fn manifest(dir: &std::path::Path, text: &str) -> Arc<Manifest> {
 }
 
 fn spec(manifest: Arc<Manifest>, dir: &std::path::Path) -> BottleSpec {
-    BottleSpec {
-        manifest,
-        agent: "dev".into(),
-        copy_cwd: false,
-        user_cwd: dir.into(),
-        identity: None,
-        label: None,
-        color: None,
-        detached: false,
-        host_ca: true,
-        agent_args: vec![],
-    }
+    BottleSpec::new(manifest, "dev", dir.into())
 }
 
 const ENV_MANIFEST: &str = "agents:\n  dev:\n    bottle: b\nbottles:\n  b:\n    agent_provider:\n      template: shell\n    env:\n      \

@@ -44,19 +44,7 @@ fn selection_is_explicit_then_env_then_docker() {
 async fn a_plan_for_another_backend_is_a_typed_error() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let host = host(tmp.path(), &[]);
-    let manifest = Arc::new(Manifest::embedded_default(&["shell"]));
-    let spec = BottleSpec {
-        manifest,
-        agent: "shell".into(),
-        copy_cwd: false,
-        user_cwd: tmp.path().into(),
-        identity: None,
-        label: None,
-        color: None,
-        detached: true,
-        host_ca: false,
-        agent_args: vec![],
-    };
+    let spec = detached_shell(tmp.path());
     let common = prepare(&spec, &providers(), &host, "smolmachines").expect("prepare");
     let r = registry();
     let smol = r.get("smolmachines").expect("smol");
@@ -76,18 +64,7 @@ async fn a_plan_for_another_backend_is_a_typed_error() {
 async fn an_arc_of_a_backend_is_a_backend_and_erases_once() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let host = host(tmp.path(), &[]);
-    let spec = BottleSpec {
-        manifest: Arc::new(Manifest::embedded_default(&["shell"])),
-        agent: "shell".into(),
-        copy_cwd: false,
-        user_cwd: tmp.path().into(),
-        identity: None,
-        label: None,
-        color: None,
-        detached: true,
-        host_ca: false,
-        agent_args: vec![],
-    };
+    let spec = detached_shell(tmp.path());
     let common = prepare(&spec, &providers(), &host, "docker").expect("prepare");
     let docker: Arc<dyn DynBackend> = registry().get("docker").expect("docker");
     // Through the `Backend` impl of the Arc, and through its `_dyn` methods: the same plan.
@@ -100,4 +77,10 @@ async fn an_arc_of_a_backend_is_a_backend_and_erases_once() {
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
     let cleanup = docker.prepare_cleanup_dyn().await.expect("cleanup");
     assert!(docker.cleanup_dyn(cleanup).await.expect("cleanup").is_empty());
+}
+
+/// A detached bottle of the embedded default manifest's `shell` agent, without the host CA.
+fn detached_shell(dir: &std::path::Path) -> BottleSpec {
+    let manifest = Arc::new(Manifest::embedded_default(&["shell"]));
+    BottleSpec { detached: true, host_ca: false, ..BottleSpec::new(manifest, "shell", dir.into()) }
 }

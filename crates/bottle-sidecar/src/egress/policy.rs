@@ -88,12 +88,32 @@ pub(crate) fn normalize_host(host: &str) -> String {
     host.to_ascii_lowercase()
 }
 
-/// Why a request was refused: the one-sentence reason and the route that
+/// Why a request was refused: the one-sentence reason
+/// (`egress denied: WHAT; FIX`), what was denied, and the route that
 /// refused it (`None` when no route matched).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Denial {
     pub(crate) reason: String,
+    what: String,
     pub(crate) route: Option<usize>,
+}
+
+impl Denial {
+    /// `egress denied: WHAT; FIX` (without the fix when it is empty), made
+    /// fit for a header.
+    fn new(what: String, fix: &str, route: Option<usize>) -> Self {
+        let reason =
+            if fix.is_empty() { format!("egress denied: {what}") } else { format!("egress denied: {what}; {fix}") };
+        Denial { reason: sanitize(&reason), what, route }
+    }
+
+    /// The same denial with `fix` instead of its own, when there is one.
+    fn fixed(self, fix: Option<String>) -> Self {
+        match fix {
+            Some(fix) => Denial::new(self.what, &fix, self.route),
+            None => self,
+        }
+    }
 }
 
 /// The routes the operator granted live, and the file they come from.
@@ -105,6 +125,13 @@ struct Grants {
 }
 
 impl Grants {
+    /// The granted routes as last read, without looking at the file: a
+    /// route index handed out from [`Grants::current`] stays valid in it
+    /// (grants are only ever appended while the proxy runs).
+    fn last(&self) -> Arc<Vec<Arc<EgressRule>>> {
+        Arc::clone(&self.read.read().unwrap_or_else(|e| e.into_inner()).1)
+    }
+
     /// The granted routes, read again when the file grew since the last read.
     fn current(&self) -> Arc<Vec<Arc<EgressRule>>> {
         let len = std::fs::metadata(&self.path).map_or(0, |m| m.len());
@@ -154,7 +181,7 @@ impl Policy {
 
     /// What a denial tells the agent to do when the bottle has supervise:
     /// the tool to call and its arguments.
-    fn supervise_hint(&self, host: &str, method: Option<&str>, path: Option<&str>, port: u16) -> Option<String> {
+    fn supervise_fix(&self, host: &str, method: Option<&str>, path: Option<&str>, port: u16) -> Option<String> {
         self.grants.as_ref()?;
         let mut args = format!("\"host\": \"{host}\"");
         if !DEFAULT_PORTS.contains(&port) {
@@ -167,9 +194,8 @@ impl Policy {
             args.push_str(&format!(", \"paths\": [\"{path}\"]"));
         }
         Some(format!(
-            "egress denied: {{what}}; to ask the operator for it, call the MCP tool request_egress (server \
-             bot-bottle-supervise) with {{{args}, \"reason\": \"why the task needs it\"}}, then retry once it \
-             returns approved"
+            "to ask the operator for it, call the MCP tool request_egress (server bot-bottle-supervise) with \
+             {{{args}, \"reason\": \"why the task needs it\"}}, then retry once it returns approved"
         ))
     }
 
@@ -194,24 +220,12 @@ impl Policy {
                 return Ok(self.granted() + at);
             }
         }
-        let what = match &port_denial {
-            Some(denial) => {
-                let what = denial.reason.trim_start_matches("egress denied: ");
-                what.split("; ").next().unwrap_or_default().to_string()
-            }
-            None => format!("host {host} is not in bottle {}'s egress routes", self.bottle),
-        };
-        let route = port_denial.as_ref().and_then(|d| d.route);
-        let reason = match (self.supervise_hint(host, None, None, port), port_denial) {
-            (Some(hint), _) => hint.replace("{what}", &what),
-            (None, Some(denial)) => return Err(denial),
-            (None, None) => {
-                format!(
-                    "egress denied: {what}; ask the operator to add `- host: {host}` to the bottle's egress in the manifest"
-                )
-            }
-        };
-        Err(Denial { reason: sanitize(&reason), route })
+        let denial = port_denial.unwrap_or_else(|| {
+            let what = format!("host {host} is not in bottle {}'s egress routes", self.bottle);
+            let fix = format!("ask the operator to add `- host: {host}` to the bottle's egress in the manifest");
+            Denial::new(what, &fix, None)
+        });
+        Err(denial.fixed(self.supervise_fix(host, None, None, port)))
     }
 
     /// Route `route` (a manifest route's index, or past them a grant's).
@@ -219,7 +233,7 @@ impl Policy {
         match self.rules.get(route) {
             Some(rule) => Arc::clone(rule),
             None => {
-                let grants = self.grants.as_ref().map(Grants::current).unwrap_or_default();
+                let grants = self.grants.as_ref().map(Grants::last).unwrap_or_default();
                 grants.get(route - self.granted()).cloned().unwrap_or_else(|| Arc::new(EgressRule::open("")))
             }
         }
@@ -246,44 +260,39 @@ impl Policy {
                 return Ok(index);
             }
         }
-        let what = denial.reason.trim_start_matches("egress denied: ").to_string();
-        let what = what.split("; ").next().unwrap_or_default().to_string();
-        let reason =
-            self.supervise_hint(host, Some(method), Some(path), port).map(|hint| hint.replace("{what}", &what));
-        Err(Denial { reason: reason.map_or(denial.reason, |r| sanitize(&r)), route: denial.route })
+        Err(denial.fixed(self.supervise_fix(host, Some(method), Some(path), port)))
     }
 
     /// Whether route `route` allows `method` on `path` (no query string).
     pub(crate) fn check_request(&self, route: usize, method: &str, path: &str) -> Result<(), Denial> {
         let rule = self.rule(route);
-        let deny = |reason: String| Err(Denial { reason: sanitize(&reason), route: Some(route) });
+        let deny = |what: String, fix: &str| Err(Denial::new(what, fix, Some(route)));
+        let (host, bottle) = (&rule.host, &self.bottle);
         if !rule.methods.is_empty() && !rule.methods.iter().any(|m| m.eq_ignore_ascii_case(method)) {
-            return deny(format!(
-                "egress denied: method {method} is not allowed by route {} of bottle {} (methods: {}); ask the \
-                 operator to add {method} to that route's methods in the manifest",
-                rule.host,
-                self.bottle,
-                rule.methods.join(", ")
-            ));
+            let methods = rule.methods.join(", ");
+            return deny(
+                format!("method {method} is not allowed by route {host} of bottle {bottle} (methods: {methods})"),
+                &format!("ask the operator to add {method} to that route's methods in the manifest"),
+            );
         }
         if rule.paths.is_empty() {
             return Ok(());
         }
         if has_dot_segment(path) {
-            return deny(format!(
-                "egress denied: path {path} has a `.` or `..` segment, which route {} of bottle {} does not allow \
-                 because it restricts paths; send the path without dot-segments",
-                rule.host, self.bottle
-            ));
+            return deny(
+                format!(
+                    "path {path} has a `.` or `..` segment, which route {host} of bottle {bottle} does not allow \
+                     because it restricts paths"
+                ),
+                "send the path without dot-segments",
+            );
         }
         if !rule.paths.iter().any(|pattern| path_matches(pattern, path)) {
-            return deny(format!(
-                "egress denied: path {path} is not allowed by route {} of bottle {} (paths: {}); ask the \
-                 operator to add a pattern matching it to that route's paths in the manifest",
-                rule.host,
-                self.bottle,
-                rule.paths.join(", ")
-            ));
+            let paths = rule.paths.join(", ");
+            return deny(
+                format!("path {path} is not allowed by route {host} of bottle {bottle} (paths: {paths})"),
+                "ask the operator to add a pattern matching it to that route's paths in the manifest",
+            );
         }
         Ok(())
     }
@@ -297,16 +306,16 @@ impl Policy {
             return Ok(());
         }
         let ports: Vec<String> = allowed.iter().map(u16::to_string).collect();
-        Err(Denial {
-            reason: sanitize(&format!(
-                "egress denied: port {port} is not allowed by route {} of bottle {} (ports: {}); ask the operator \
-                 to add {port} to that route's ports in the manifest",
+        Err(Denial::new(
+            format!(
+                "port {port} is not allowed by route {} of bottle {} (ports: {})",
                 rule.host,
                 self.bottle,
                 ports.join(", ")
-            )),
-            route: Some(route),
-        })
+            ),
+            &format!("ask the operator to add {port} to that route's ports in the manifest"),
+            Some(route),
+        ))
     }
 
     /// Whether route `route`'s credential, if it has one, may go on a
@@ -317,25 +326,31 @@ impl Policy {
         let Some(inject) = &rule.inject else { return Ok(()) };
         let (host, bottle) = (&rule.host, &self.bottle);
         let default = if tls { 443 } else { 80 };
-        let reason = if !tls && !rule.insecure_http {
-            format!(
-                "egress denied: route {host} of bottle {bottle} injects a credential ({}), which goes only over TLS, \
-                 and this request is plain http; use https://, or add `insecure_http: true` to that route in the \
-                 manifest to send the credential in clear",
-                inject.source
+        let (what, fix) = if !tls && !rule.insecure_http {
+            (
+                format!(
+                    "route {host} of bottle {bottle} injects a credential ({}), which goes only over TLS, and this \
+                     request is plain http",
+                    inject.source
+                ),
+                "use https://, or add `insecure_http: true` to that route in the manifest to send the credential in \
+                 clear"
+                    .to_string(),
             )
         } else if port != default && !rule.ports.contains(&port) {
             let how = if tls { "over TLS" } else { "over plain http" };
-            format!(
-                "egress denied: route {host} of bottle {bottle} sends its credential ({}) {how} only to port \
-                 {default}, and this request goes to port {port}; add `ports: [{port}]` to that route in the \
-                 manifest to send it there",
-                inject.source
+            (
+                format!(
+                    "route {host} of bottle {bottle} sends its credential ({}) {how} only to port {default}, and \
+                     this request goes to port {port}",
+                    inject.source
+                ),
+                format!("add `ports: [{port}]` to that route in the manifest to send it there"),
             )
         } else {
             return Ok(());
         };
-        Err(Denial { reason: sanitize(&reason), route: Some(route) })
+        Err(Denial::new(what, &fix, Some(route)))
     }
 
     /// The addresses among `addrs` (which `host` resolved to) that route
@@ -356,19 +371,20 @@ impl Policy {
         if !reachable.is_empty() {
             return Ok(reachable);
         }
-        let reason = match addrs.first() {
-            None => format!("egress denied: host {host} resolves to no address"),
+        let denial = match addrs.first() {
+            None => Denial::new(format!("host {host} resolves to no address"), "", Some(route)),
             Some(&ip) => {
                 let kind = restricted(ip.to_canonical()).unwrap_or("restricted");
-                format!(
-                    "egress denied: host {host} resolves to {ip}, a {kind} address, which bottle {} may reach only \
-                     through a route whose host is that address (or localhost, for loopback); add `- host: {ip}` \
-                     to the bottle's egress in the manifest and use the address",
+                let what = format!(
+                    "host {host} resolves to {ip}, a {kind} address, which bottle {} may reach only through a route \
+                     whose host is that address (or localhost, for loopback)",
                     self.bottle
-                )
+                );
+                let fix = format!("add `- host: {ip}` to the bottle's egress in the manifest and use the address");
+                Denial::new(what, &fix, Some(route))
             }
         };
-        Err(Denial { reason: sanitize(&reason), route: Some(route) })
+        Err(denial)
     }
 }
 
