@@ -135,6 +135,10 @@ fn an_approved_request_opens_the_route_live_and_denials_answers_and_timeouts_com
     let request = pending(&world, "request_egress", &up.ip);
     let id = request["id"].as_str().expect("id").to_string();
     let table = world.ok(&["supervise", "list"]);
+    // The queue is the operator's: nowhere in the bottle, even for its root.
+    let found =
+        world.run(&["exec", &slug, "--user", "root", "--", "sh", "-c", "find / -name 'requests.jsonl' 2>/dev/null"]);
+    assert_eq!(text(&found.stdout).trim(), "", "the bottle sees no queue file");
     assert!(table.contains("fetch the \\u{1b}[2Jfixtures") && !table.contains('\u{1b}'), "{table}");
     assert_eq!(request["methods"], serde_json::json!(["GET"]));
     let approved = world.run(&["supervise", "approve", &id, "--note", "fixtures only"]);
