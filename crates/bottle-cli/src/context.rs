@@ -41,6 +41,20 @@ impl Context {
         })
     }
 
+    /// The global options a `bottle` run from this one needs to see the
+    /// same manifest and backend (the dashboard's starts): the manifest
+    /// when the operator named it, the backend when `--backend` did.
+    pub(crate) fn global_args(&self) -> Vec<std::ffi::OsString> {
+        let mut args = Vec::new();
+        if let Some(path) = self.manifest_path.as_ref().filter(|_| self.manifest_named) {
+            args.extend(["--manifest".into(), path.clone().into_os_string()]);
+        }
+        if let Some(backend) = &self.explicit_backend {
+            args.extend(["--backend".into(), backend.into()]);
+        }
+        args
+    }
+
     /// Parse and validate the manifest (the embedded default when none was found).
     pub(crate) fn manifest(&self) -> Result<Arc<Manifest>> {
         let templates = self.providers.names();

@@ -45,6 +45,61 @@ permanent.\n\nExample:\n  bottle supervise approve 1a2b3c4d --note 'docs only'")
         /// The answer.
         text: String,
     },
+    /// Grant a bottle a route or branches live, without a request of the agent's.
+    #[command(after_help = "The same control channel as an approved request: the bottle's egress proxy allows \
+the route from now on (the git gate, the branches), with no restart. The bottle must run with supervise \
+(`supervise: true` in the manifest). --always keeps the grant for every `resume` of the bottle.\n\n\
+Examples:\n  bottle supervise grant shell-1a2b3c4d --host pypi.org --method GET --path '/simple/*'\n  \
+bottle supervise grant shell-1a2b3c4d --host '*.githubusercontent.com' --always\n  \
+bottle supervise grant shell-1a2b3c4d --branch 'fix/*'")]
+    Grant(GrantArgs),
+}
+
+/// `grant`'s arguments.
+#[derive(Debug, Args)]
+pub(crate) struct GrantArgs {
+    /// The bottle (see `bottle list active`).
+    slug: String,
+    /// The host (or `*.domain`) to allow.
+    #[arg(long, required_unless_present = "branch", conflicts_with = "branch")]
+    host: Option<String>,
+    /// Only these methods (repeat; default any).
+    #[arg(long = "method", requires = "host")]
+    methods: Vec<String>,
+    /// Only these path patterns (repeat; default any).
+    #[arg(long = "path", requires = "host")]
+    paths: Vec<String>,
+    /// Only these ports (repeat; default 443 and 80).
+    #[arg(long = "port", requires = "host")]
+    ports: Vec<u16>,
+    /// Branch names or globs a push may update (repeat), instead of a route.
+    #[arg(long)]
+    branch: Vec<String>,
+    /// The grant also holds for every `resume` of this bottle.
+    #[arg(long)]
+    always: bool,
+}
+
+impl GrantArgs {
+    /// What is granted, as the request that would have asked for it.
+    fn ask(self) -> Ask {
+        let reason = "granted by the operator".to_string();
+        match self.host {
+            Some(host) => Ask::RequestEgress { host, methods: self.methods, paths: self.paths, ports: self.ports, reason },
+            None => Ask::RequestPush { branches: self.branch, reason },
+        }
+    }
+}
+
+/// What granting `grant` to bottle `slug` did, in a line.
+pub(crate) fn granted(slug: &str, grant: &supervise::Grant) -> String {
+    let what = if grant.is_push() {
+        format!("may push to {}", grant.branches.join(", "))
+    } else {
+        format!("may reach {}", grant.host)
+    };
+    let id = if grant.id == supervise::OPERATOR_GRANT { String::new() } else { format!("approved {}: ", grant.id) };
+    format!("{id}bottle {slug} {what} from now on")
 }
 
 /// `approve` and `deny`'s arguments.
@@ -73,21 +128,9 @@ pub(crate) async fn run(ctx: &Context, action: SuperviseAction) -> Result<i32> {
             let grant = queue.decide(&args.id, Verdict::Approved, args.note, scope)?;
             match grant {
                 Some(grant) => {
-                    if grant.is_push() {
-                        eprintln!(
-                            "approved {}: bottle {slug} may push to {} from now on",
-                            args.id,
-                            grant.branches.join(", ")
-                        );
-                    } else {
-                        eprintln!("approved {}: bottle {slug} may reach {} from now on", args.id, grant.host);
-                    }
+                    eprintln!("{}", granted(&slug, &grant));
                     if scope == GrantScope::Always {
-                        eprintln!(
-                            "kept for every resume of {slug}; to allow it for good, add to the bottle in the \
-                             manifest:"
-                        );
-                        print!("{}", grant.manifest_yaml());
+                        always_note(&slug, &grant);
                     }
                 }
                 None => eprintln!("approved {} (bottle {slug})", args.id),
@@ -100,6 +143,18 @@ pub(crate) async fn run(ctx: &Context, action: SuperviseAction) -> Result<i32> {
             eprintln!("denied {} (bottle {slug})", args.id);
             Ok(0)
         }
+        SuperviseAction::Grant(args) => {
+            bot_bottle::validate_slug(&args.slug)?;
+            state.read(&args.slug)?;
+            let scope = if args.always { GrantScope::Always } else { GrantScope::Session };
+            let slug = args.slug.clone();
+            let grant = supervise::Queue::of(state, &slug).grant(&args.ask(), scope)?;
+            eprintln!("{}", granted(&slug, &grant));
+            if scope == GrantScope::Always {
+                always_note(&slug, &grant);
+            }
+            Ok(0)
+        }
         SuperviseAction::Answer { id, text } => {
             let (slug, queue) = supervise::find(state, &id)?;
             queue.decide(&id, Verdict::Answered { answer: text }, None, GrantScope::Session)?;
@@ -107,6 +162,12 @@ pub(crate) async fn run(ctx: &Context, action: SuperviseAction) -> Result<i32> {
             Ok(0)
         }
     }
+}
+
+/// For a grant kept with `--always`: that it is, and the manifest lines that make it permanent.
+fn always_note(slug: &str, grant: &supervise::Grant) {
+    eprintln!("kept for every resume of {slug}; to allow it for good, add to the bottle in the manifest:");
+    print!("{}", grant.manifest_yaml());
 }
 
 async fn list(ctx: &Context, follow: bool, json: bool, pending: bool) -> Result<i32> {

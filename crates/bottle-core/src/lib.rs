@@ -18,6 +18,7 @@ pub mod labels;
 mod manifest;
 mod owner;
 mod plan;
+mod policy;
 mod preflight;
 mod prepare;
 mod protocol;
@@ -48,6 +49,7 @@ pub use manifest::{
     discover_manifest,
 };
 pub use plan::{CommonPlan, EgressPlan, GitGatePlan, SupervisePlan};
+pub use policy::PolicyRecord;
 pub use preflight::{render as render_summary, summary};
 pub use prepare::{BottleSpec, HOST_CA_ENV, Host, placeholder, prepare};
 pub use provider::Providers;

@@ -140,7 +140,7 @@ pub fn render(common: &CommonPlan, wiring: &Wiring, backend: &str, backend_lines
 
 /// The whole push policy in one line, e.g. `branches agent/*; no force, no
 /// delete, no tags; CI definitions refused; paths_deny none; at most 1024 MB a push`.
-fn push_policy(push: &PushPolicy) -> String {
+pub(crate) fn push_policy(push: &PushPolicy) -> String {
     let allowed = |yes: bool, what: &str| if yes { what.to_string() } else { format!("no {what}") };
     format!(
         "branches {}; {}, {}, {}; CI definitions {}; paths_deny {}; at most {} MB a push",

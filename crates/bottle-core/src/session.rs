@@ -86,6 +86,9 @@ impl Session {
         };
         let provider = providers.get(&common.provision.provider)?;
         let plan = backend.resolve_plan_dyn(common).await?;
+        // Kept for readers of a running bottle (the dashboard's details);
+        // removed with the state folder if the bottle is never launched.
+        crate::PolicyRecord::of(&plan).write(&host.state, &plan.common().slug)?;
         let mut timings = crate::timings::Timings::default();
         timings.record("prepare", since, Vec::new());
         Ok(Session { backend, provider, plan, state: host.state.clone(), minted, timings })

@@ -171,18 +171,7 @@ impl StateRoot {
 
     /// Write a bottle's metadata atomically (temporary file, then rename).
     pub fn write(&self, meta: &BottleMetadata) -> Result<()> {
-        let dir = self.bottle_dir(&meta.slug);
-        let path = dir.join(METADATA_FILE);
-        let tmp = dir.join(format!(".{METADATA_FILE}.{}.tmp", std::process::id()));
-        let json = serde_json::to_vec_pretty(meta)
-            .map_err(|e| Error::new(ErrorKind::Io, "encoding metadata").with_source(e))?;
-        let write = || -> std::io::Result<()> {
-            let mut file = std::fs::File::create(&tmp)?;
-            file.write_all(&json)?;
-            file.sync_all()?;
-            std::fs::rename(&tmp, &path)
-        };
-        write().map_err(|e| Error::io(format!("writing {}", path.display()), e))
+        write_json(&self.bottle_dir(&meta.slug).join(METADATA_FILE), meta)
     }
 
     /// Update a bottle's metadata in place.
@@ -314,6 +303,22 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration> {
     };
     let number: u64 = number.parse().map_err(|_| bad())?;
     number.checked_mul(seconds).map(std::time::Duration::from_secs).ok_or_else(bad)
+}
+
+/// Write `value` as JSON to `path` atomically: a temporary file beside it,
+/// synced, then renamed over it, so a reader never sees half a file.
+pub(crate) fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let json = serde_json::to_vec_pretty(value)
+        .map_err(|e| Error::new(ErrorKind::Io, format!("encoding {}", path.display())).with_source(e))?;
+    let write = || -> std::io::Result<()> {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(&json)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| Error::io(format!("writing {}", path.display()), e))
 }
 
 /// Open (creating it) the lock file at `path` and wait for its exclusive

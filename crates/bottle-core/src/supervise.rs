@@ -379,6 +379,9 @@ pub struct Entry {
     pub standing: Standing,
 }
 
+/// The id of a grant the operator made without a request ([`Queue::grant`]).
+pub const OPERATOR_GRANT: &str = "operator";
+
 /// One bottle's supervise queue folder.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Queue {
@@ -550,6 +553,53 @@ impl Queue {
         Ok(grant)
     }
 
+    /// The operator's own live grant, asked for by no request: `ask` (a
+    /// `request_egress` or `request_push`, checked as the agent's would be)
+    /// granted at once for `scope`, through the same grants file the
+    /// sidecars read. Its id is `operator`.
+    pub fn grant(&self, ask: &Ask, scope: GrantScope) -> Result<Grant> {
+        ask.check().map_err(|why| Error::new(ErrorKind::InvalidInput, why.replace('`', "")))?;
+        let base = Grant {
+            id: OPERATOR_GRANT.to_string(),
+            time_ms: crate::backend::now_ms(),
+            host: String::new(),
+            methods: Vec::new(),
+            paths: Vec::new(),
+            ports: Vec::new(),
+            branches: Vec::new(),
+            scope,
+        };
+        let grant = match ask {
+            Ask::RequestEgress { host, methods, paths, ports, .. } => Grant {
+                host: host.clone(),
+                methods: methods.iter().map(|m| m.to_ascii_uppercase()).collect(),
+                paths: paths.clone(),
+                ports: ports.clone(),
+                ..base
+            },
+            Ask::RequestPush { branches, .. } => Grant { branches: branches.clone(), ..base },
+            other => {
+                return Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    format!("a {} grants nothing; grant a route or branches", other.tool()),
+                ));
+            }
+        };
+        if !self.dir.is_dir() {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "{} does not exist: the bottle runs without supervise, so nothing can be granted live; add \
+                     `supervise: true` to its bottle in the manifest",
+                    self.dir.display()
+                ),
+            ));
+        }
+        let _lock = self.lock()?;
+        append_line(&self.grants_path(), &grant)?;
+        Ok(grant)
+    }
+
     fn lock(&self) -> Result<std::fs::File> {
         crate::state::lock_file(&self.dir.join(LOCK_FILE))
     }
@@ -684,6 +734,34 @@ mod tests {
         assert_eq!((decision.verdict, decision.note.as_deref()), (Verdict::Approved, Some("ok")));
         let again = queue.decide(&request.id, Verdict::Denied, None, GrantScope::Session).expect_err("twice");
         assert!(again.to_string().contains("already decided: approved (ok)"), "{again}");
+    }
+
+    #[test]
+    fn the_operator_grants_a_route_or_branches_live_checked_like_a_request() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let missing = Queue::at(tmp.path().join("supervise"));
+        let e = missing.grant(&egress("pypi.org"), GrantScope::Session).expect_err("no supervise folder");
+        assert!(e.to_string().contains("runs without supervise"), "{e}");
+        let queue = Queue::at(tmp.path());
+        let route = Ask::RequestEgress {
+            host: "*.pypi.org".into(),
+            methods: vec!["get".into()],
+            paths: vec!["/simple/*".into()],
+            ports: vec![443],
+            reason: "granted by the operator".into(),
+        };
+        let grant = queue.grant(&route, GrantScope::Always).expect("grant");
+        assert_eq!((grant.id.as_str(), grant.host.as_str(), grant.scope), (OPERATOR_GRANT, "*.pypi.org", GrantScope::Always));
+        assert_eq!(grant.methods, ["GET"], "methods are upper-cased as the proxy compares them");
+        let push = Ask::RequestPush { branches: vec!["fix/*".into()], reason: "operator".into() };
+        let branches = queue.grant(&push, GrantScope::Session).expect("grant branches");
+        assert_eq!(queue.grants().expect("grants"), [grant, branches]);
+        assert_eq!(granted_branches(&queue.grants_path()), ["fix/*"]);
+        let e = queue.grant(&egress("https://pypi.org/"), GrantScope::Session).expect_err("no host name");
+        assert!(e.to_string().contains("is not a host name"), "{e}");
+        let e = queue.grant(&Ask::Notify { message: "hi".into() }, GrantScope::Session).expect_err("not a grant");
+        assert!(e.to_string().contains("grants nothing"), "{e}");
+        assert_eq!(queue.grants().expect("grants").len(), 2, "a refused grant writes nothing");
     }
 
     #[test]

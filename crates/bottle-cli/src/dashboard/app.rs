@@ -3,8 +3,8 @@
 //! asks of the world (attach, stop, decide a request) comes back as an
 //! [`Action`] for the terminal loop to carry out.
 
-use bot_bottle::supervise::{Entry, Standing, Verdict};
-use bot_bottle::{ActiveAgent, BottleMetadata};
+use bot_bottle::supervise::{Ask, Entry, Grant, Standing, Verdict};
+use bot_bottle::{ActiveAgent, BottleMetadata, PolicyRecord};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 /// One running bottle as its row shows it.
@@ -25,6 +25,82 @@ pub(crate) struct ManifestAgent {
     pub(crate) bottle: String,
     /// The bottle's agent template (`shell`, `claude`, …).
     pub(crate) template: String,
+}
+
+/// A stopped bottle of this state folder, which `bottle resume SLUG` starts again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StoppedRow {
+    /// Its slug.
+    pub(crate) slug: String,
+    /// Its agent.
+    pub(crate) agent: String,
+    /// Its label, if it had one.
+    pub(crate) label: Option<String>,
+    /// Its colour, if it had one.
+    pub(crate) color: Option<String>,
+}
+
+/// The colours the start window offers (`none` first).
+pub(crate) const COLORS: [&str; 7] = ["none", "red", "green", "yellow", "blue", "magenta", "cyan"];
+
+/// The longest text a window's input takes.
+const INPUT_MAX: usize = 200;
+
+/// Which egress log lines the egress tab shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Decisions {
+    /// Every line.
+    #[default]
+    All,
+    /// Only denials.
+    Denied,
+    /// Only what was allowed.
+    Allowed,
+}
+
+impl Decisions {
+    fn next(self) -> Decisions {
+        match self {
+            Decisions::All => Decisions::Denied,
+            Decisions::Denied => Decisions::Allowed,
+            Decisions::Allowed => Decisions::All,
+        }
+    }
+
+    /// Its name in the tab's filter line.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Decisions::All => "all",
+            Decisions::Denied => "denied",
+            Decisions::Allowed => "allowed",
+        }
+    }
+}
+
+/// The egress tab's filter: by decision (`f`) and by host (`/`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct LogFilter {
+    /// Which decisions are shown.
+    pub(crate) decisions: Decisions,
+    /// Only lines holding this text (a host, or part of one); empty: every line.
+    pub(crate) host: String,
+}
+
+impl LogFilter {
+    /// Whether it shows every line.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.decisions == Decisions::All && self.host.is_empty()
+    }
+
+    /// Whether `line` (the human format), denied or not, is shown.
+    pub(crate) fn shows(&self, line: &str, denied: bool) -> bool {
+        let decision = match self.decisions {
+            Decisions::All => true,
+            Decisions::Denied => denied,
+            Decisions::Allowed => !denied,
+        };
+        decision && (self.host.is_empty() || line.contains(self.host.as_str()))
+    }
 }
 
 /// The tabs of the selected bottle.
@@ -113,6 +189,10 @@ pub(crate) struct Detail {
     pub(crate) requests: Vec<Entry>,
     /// The bottle's metadata, when its state folder has it.
     pub(crate) meta: Option<BottleMetadata>,
+    /// The policy it was launched with, when its state folder has it.
+    pub(crate) policy: Option<PolicyRecord>,
+    /// The routes and branches granted live (approved requests, the operator's own).
+    pub(crate) grants: Vec<Grant>,
 }
 
 impl Detail {
@@ -124,6 +204,8 @@ impl Detail {
             gate: LogView::Loading,
             requests: Vec::new(),
             meta: None,
+            policy: None,
+            grants: Vec::new(),
         }
     }
 }
@@ -140,6 +222,42 @@ pub(crate) enum Modal {
         /// Uncommitted or unpushed work in its workspace.
         warning: Option<String>,
     },
+    /// Start agent `agent` of the manifest, with a label (typed) and a colour (←→).
+    Start {
+        /// The manifest's agent.
+        agent: String,
+        /// The label typed so far.
+        label: String,
+        /// The colour, an index into [`COLORS`].
+        color: usize,
+    },
+    /// Answer question `id` of bottle `slug`.
+    Answer {
+        /// The bottle that asked.
+        slug: String,
+        /// The request's id.
+        id: String,
+        /// The question (escaped when drawn).
+        question: String,
+        /// The choices the agent offered (↑↓ picks one).
+        choices: Vec<String>,
+        /// The answer typed so far.
+        text: String,
+    },
+    /// Grant bottle `slug` a route (or branches) live.
+    Grant {
+        /// The bottle.
+        slug: String,
+        /// What was typed: `HOST [METHOD…] [/PATH…] [:PORT…]` or `push BRANCH…`.
+        text: String,
+        /// Why the last Enter was refused.
+        error: Option<String>,
+    },
+    /// The egress tab's host filter, being typed.
+    Filter {
+        /// The text typed so far.
+        text: String,
+    },
 }
 
 /// What a key asks the terminal loop to do.
@@ -153,6 +271,35 @@ pub(crate) enum Action {
     CheckStop(String),
     /// Stop bottle `slug` (confirmed).
     Stop(String),
+    /// Start agent `agent` of the manifest, detached.
+    Start {
+        /// The manifest's agent.
+        agent: String,
+        /// Its label.
+        label: Option<String>,
+        /// Its colour.
+        color: Option<String>,
+    },
+    /// Resume stopped bottle `.0`, detached.
+    Resume(String),
+    /// Open a shell in bottle `.0`.
+    Shell(String),
+    /// Answer question `id` of bottle `slug` with `text`.
+    Answer {
+        /// The bottle that asked.
+        slug: String,
+        /// The request's id.
+        id: String,
+        /// The answer.
+        text: String,
+    },
+    /// Grant bottle `slug` what `ask` asks for, live.
+    Grant {
+        /// The bottle.
+        slug: String,
+        /// The route or branches, as a request would ask for them.
+        ask: Ask,
+    },
     /// Decide request `id` of bottle `slug`.
     Decide {
         /// The bottle that asked.
@@ -183,8 +330,14 @@ pub(crate) struct App {
     pub(crate) scroll: usize,
     /// The manifest's agents, or why there are none.
     pub(crate) manifest: Result<Vec<ManifestAgent>, String>,
-    /// The selected agent of the manifest pane.
+    /// The stopped bottles of this state folder, newest first.
+    pub(crate) stopped: Vec<StoppedRow>,
+    /// The selected entry of the manifest pane: an agent, then a stopped bottle.
     pub(crate) manifest_selected: usize,
+    /// The starts and resumes running now, as the status line names them.
+    pub(crate) starting: Vec<String>,
+    /// The egress tab's filter.
+    pub(crate) filter: LogFilter,
     /// The window over the dashboard, if one is open.
     pub(crate) modal: Option<Modal>,
     /// The bottles being stopped now.
@@ -209,7 +362,10 @@ impl App {
             request: 0,
             scroll: 0,
             manifest,
+            stopped: Vec::new(),
             manifest_selected: 0,
+            starting: Vec::new(),
+            filter: LogFilter::default(),
             modal: None,
             stopping: Vec::new(),
             message: None,
@@ -282,6 +438,68 @@ impl App {
         match self.modal.take() {
             Some(Modal::Help) => None,
             Some(Modal::ConfirmStop { slug, .. }) => self.confirm_stop(key.code, slug),
+            Some(Modal::Start { agent, mut label, mut color }) => {
+                match key.code {
+                    KeyCode::Left => color = (color + COLORS.len() - 1) % COLORS.len(),
+                    KeyCode::Right => color = (color + 1) % COLORS.len(),
+                    code => match edit(&mut label, code) {
+                        Edited::Cancel => return None,
+                        Edited::Submit => {
+                            let label = Some(label.trim().to_string()).filter(|l| !l.is_empty());
+                            let color = (color > 0).then(|| COLORS[color].to_string());
+                            let named = label.as_ref().map_or(String::new(), |l| format!(" ({l})"));
+                            self.starting.push(format!("{agent}{named}"));
+                            self.message = Some(format!("starting {agent}{named}…"));
+                            return Some(Action::Start { agent, label, color });
+                        }
+                        Edited::Changed => {}
+                    },
+                }
+                self.modal = Some(Modal::Start { agent, label, color });
+                None
+            }
+            Some(Modal::Answer { slug, id, question, choices, mut text }) => {
+                let picked = choices.iter().position(|c| *c == text);
+                match key.code {
+                    KeyCode::Up | KeyCode::Down if !choices.is_empty() => {
+                        let by = if key.code == KeyCode::Up { choices.len() - 1 } else { 1 };
+                        let at = picked.map_or(if key.code == KeyCode::Up { choices.len() - 1 } else { 0 }, |at| {
+                            (at + by) % choices.len()
+                        });
+                        text = choices[at].clone();
+                    }
+                    code => match edit(&mut text, code) {
+                        Edited::Cancel => return None,
+                        Edited::Submit if !text.trim().is_empty() => return Some(Action::Answer { slug, id, text }),
+                        Edited::Submit | Edited::Changed => {}
+                    },
+                }
+                self.modal = Some(Modal::Answer { slug, id, question, choices, text });
+                None
+            }
+            Some(Modal::Grant { slug, mut text, error }) => {
+                let error = match edit(&mut text, key.code) {
+                    Edited::Cancel => return None,
+                    Edited::Submit => match grant_ask(&text) {
+                        Ok(ask) => return Some(Action::Grant { slug, ask }),
+                        Err(why) => Some(why),
+                    },
+                    Edited::Changed => error,
+                };
+                self.modal = Some(Modal::Grant { slug, text, error });
+                None
+            }
+            Some(Modal::Filter { mut text }) => {
+                match edit(&mut text, key.code) {
+                    Edited::Cancel => {}
+                    Edited::Submit => {
+                        self.filter.host = text.trim().to_string();
+                        self.scroll = 0;
+                    }
+                    Edited::Changed => self.modal = Some(Modal::Filter { text }),
+                }
+                None
+            }
             None => self.on_dashboard_key(key.code),
         }
     }
@@ -307,13 +525,88 @@ impl App {
             KeyCode::Left | KeyCode::Char('h') => self.show_tab(self.tab.step(-1)),
             KeyCode::Right | KeyCode::Char('l') => self.show_tab(self.tab.step(1)),
             KeyCode::Char(digit @ '1'..='4') => self.show_tab(Tab::ALL[digit as usize - '1' as usize]),
+            KeyCode::Enter if self.focus == Focus::Manifest => return self.start_or_resume(),
+            KeyCode::Char('r') if self.focus == Focus::Manifest => return self.start_or_resume(),
+            KeyCode::Enter if self.focus == Focus::Tab && self.tab == Tab::Requests => {
+                return self.decide(Verdict::Approved);
+            }
             KeyCode::Char('a') => return self.with_selected(|slug| Some(Action::Attach(slug.to_string()))),
+            KeyCode::Char('e') => return self.with_selected(|slug| Some(Action::Shell(slug.to_string()))),
             KeyCode::Char('s') => return self.stop_selected(),
+            KeyCode::Char('g') => self.open_grant(),
             KeyCode::Char('y') => return self.decide(Verdict::Approved),
             KeyCode::Char('n') => return self.decide(Verdict::Denied),
+            KeyCode::Char('f') if self.tab == Tab::Egress => {
+                self.filter.decisions = self.filter.decisions.next();
+                self.scroll = 0;
+            }
+            KeyCode::Char('/') if self.tab == Tab::Egress => {
+                self.modal = Some(Modal::Filter { text: self.filter.host.clone() });
+            }
             _ => {}
         }
         None
+    }
+
+    /// The manifest pane's entries: its agents, then the stopped bottles.
+    pub(crate) fn manifest_len(&self) -> usize {
+        self.manifest.as_ref().map_or(0, Vec::len) + self.stopped.len()
+    }
+
+    /// Stopped bottles for the manifest pane (newest first); the selection stays in the pane.
+    pub(crate) fn set_stopped(&mut self, stopped: Vec<StoppedRow>) {
+        self.stopped = stopped;
+        self.manifest_selected = self.manifest_selected.min(self.manifest_len().saturating_sub(1));
+    }
+
+    /// A start or resume named `what` ended, saying `message`.
+    pub(crate) fn start_ended(&mut self, what: &str, message: String) {
+        if let Some(at) = self.starting.iter().position(|s| s == what) {
+            self.starting.remove(at);
+        }
+        self.message = Some(message);
+    }
+
+    /// Whether the selected bottle runs sidecar `name` (`supervise`, `gate`, …).
+    pub(crate) fn selected_runs(&self, name: &str) -> bool {
+        self.selected_row().is_some_and(|r| r.bottle.sidecars.contains_key(name))
+    }
+
+    /// Enter (or r) in the manifest pane: the start window for an agent, a resume for a stopped bottle.
+    fn start_or_resume(&mut self) -> Option<Action> {
+        let agents = self.manifest.as_ref().map_or(&[][..], |a| &a[..]);
+        if let Some(agent) = agents.get(self.manifest_selected) {
+            self.modal = Some(Modal::Start { agent: agent.name.clone(), label: String::new(), color: 0 });
+            return None;
+        }
+        let Some(stopped) = self.stopped.get(self.manifest_selected - agents.len()) else {
+            self.message = Some("nothing to start: the manifest defines no agents".into());
+            return None;
+        };
+        let slug = stopped.slug.clone();
+        if self.starting.contains(&slug) {
+            self.message = Some(format!("bottle {slug} is being resumed"));
+            return None;
+        }
+        self.starting.push(slug.clone());
+        self.message = Some(format!("resuming bottle {slug}…"));
+        Some(Action::Resume(slug))
+    }
+
+    /// `g`: the grant window, where the bottle runs supervise (whose grants its proxy reads).
+    fn open_grant(&mut self) {
+        let Some(slug) = self.selected_slug().map(str::to_string) else {
+            self.message = Some("no bottle selected; `bottle start AGENT --detach` starts one".into());
+            return;
+        };
+        if !self.selected_runs("supervise") {
+            self.message = Some(format!(
+                "bottle {slug} runs without supervise, so its proxy takes no live grants; add `supervise: true` to \
+                 its bottle in the manifest"
+            ));
+            return;
+        }
+        self.modal = Some(Modal::Grant { slug, text: String::new(), error: None });
     }
 
     fn show_tab(&mut self, tab: Tab) {
@@ -339,11 +632,9 @@ impl App {
             }
             // Up scrolls back into the log, down towards its end.
             (Focus::Tab, Tab::Egress | Tab::Gate) => self.scroll = self.scroll.saturating_add_signed(-by),
-            (Focus::Tab, Tab::Details) => {}
-            (Focus::Manifest, _) => {
-                let len = self.manifest.as_ref().map_or(0, Vec::len);
-                self.manifest_selected = step(self.manifest_selected, len);
-            }
+            // The details read from the top: down scrolls into them.
+            (Focus::Tab, Tab::Details) => self.scroll = self.scroll.saturating_add_signed(by),
+            (Focus::Manifest, _) => self.manifest_selected = step(self.manifest_selected, self.manifest_len()),
         }
     }
 
@@ -370,6 +661,11 @@ impl App {
 
     /// `y`/`n`: approve or deny the selected request of the requests tab.
     fn decide(&mut self, verdict: Verdict) -> Option<Action> {
+        if self.selected_row().is_some() && !self.selected_runs("supervise") {
+            let slug = self.selected_slug().unwrap_or_default();
+            self.message = Some(format!("bottle {slug} runs without supervise: it asks for nothing"));
+            return None;
+        }
         if self.tab != Tab::Requests {
             self.message = Some("y/n approve or deny a request: open the requests tab (2) first".into());
             return None;
@@ -384,13 +680,71 @@ impl App {
             self.message = Some(format!("request {id} is {state}; only a pending request can be decided"));
             return None;
         }
-        if matches!(entry.request.ask, bot_bottle::supervise::Ask::AskOperator { .. }) && verdict == Verdict::Approved {
-            let id = entry.request.id.clone();
-            self.message = Some(format!("request {id} is a question: `bottle supervise answer {id} TEXT` answers it"));
+        if let Ask::AskOperator { question, choices } = &entry.request.ask
+            && verdict == Verdict::Approved
+        {
+            self.modal = Some(Modal::Answer {
+                slug: entry.request.bottle.clone(),
+                id: entry.request.id.clone(),
+                question: question.clone(),
+                choices: choices.clone(),
+                text: String::new(),
+            });
             return None;
         }
         Some(Action::Decide { slug: entry.request.bottle.clone(), id: entry.request.id.clone(), verdict })
     }
+}
+
+/// What a key did to a window's text input.
+enum Edited {
+    /// Enter.
+    Submit,
+    /// Esc.
+    Cancel,
+    /// A character typed or erased (or a key the input ignores).
+    Changed,
+}
+
+/// Apply `code` to `text`: printable characters are typed (up to
+/// [`INPUT_MAX`]), Backspace erases, Enter submits, Esc cancels.
+fn edit(text: &mut String, code: KeyCode) -> Edited {
+    match code {
+        KeyCode::Enter => return Edited::Submit,
+        KeyCode::Esc => return Edited::Cancel,
+        KeyCode::Backspace => {
+            text.pop();
+        }
+        KeyCode::Char(c) if !c.is_control() && text.chars().count() < INPUT_MAX => text.push(c),
+        _ => {}
+    }
+    Edited::Changed
+}
+
+/// What the grant window's `text` asks for: `HOST [METHOD…] [/PATH…]
+/// [:PORT…]` a route, `push BRANCH…` branches; checked as an agent's
+/// request is.
+pub(crate) fn grant_ask(text: &str) -> Result<Ask, String> {
+    let reason = "granted by the operator from the dashboard".to_string();
+    let mut words = text.split_whitespace();
+    let ask = match words.next() {
+        None => return Err("type a host (`pypi.org GET /simple/*`) or `push BRANCH`".into()),
+        Some("push") => Ask::RequestPush { branches: words.map(str::to_string).collect(), reason },
+        Some(host) => {
+            let (mut methods, mut paths, mut ports) = (Vec::new(), Vec::new(), Vec::new());
+            for word in words {
+                if word.starts_with('/') {
+                    paths.push(word.to_string());
+                } else if let Some(port) = word.strip_prefix(':') {
+                    ports.push(port.parse().map_err(|_| format!("{port:?} is no port (write :8443)"))?);
+                } else {
+                    methods.push(word.to_ascii_uppercase());
+                }
+            }
+            Ask::RequestEgress { host: host.to_string(), methods, paths, ports, reason }
+        }
+    };
+    ask.check().map(|()| ask).map_err(|why| why.replace('`', ""))
 }
 
 #[cfg(test)]
@@ -547,9 +901,18 @@ pub(crate) mod tests {
         assert!(app.stopping.is_empty(), "a bottle that is gone is no longer stopping");
     }
 
+    /// [`app_with`], each bottle running supervise.
+    fn supervised(slugs: &[&str]) -> App {
+        let mut app = app_with(slugs);
+        let mut rows = app.rows.clone();
+        rows.iter_mut().for_each(|r| _ = r.bottle.sidecars.insert("supervise".into(), true));
+        app.set_rows(rows, 10_000);
+        app
+    }
+
     #[test]
     fn y_and_n_decide_the_selected_pending_request_in_the_requests_tab() {
-        let mut app = app_with(&["a-1"]);
+        let mut app = supervised(&["a-1"]);
         let decided = Standing::Expired;
         app.set_detail(Detail {
             requests: vec![
@@ -576,11 +939,131 @@ pub(crate) mod tests {
         assert_eq!(press(&mut app, &[KeyCode::Char('n')]), [], "an expired request cannot be decided");
         assert_eq!(app.message.as_deref(), Some("request 00000001 is expired; only a pending request can be decided"));
         press(&mut app, &[KeyCode::Down, KeyCode::Down, KeyCode::Down]);
-        assert_eq!(press(&mut app, &[KeyCode::Char('y')]), [], "a question is answered, not approved");
         assert_eq!(
             press(&mut app, &[KeyCode::Char('n')]),
             [Action::Decide { slug: "a-1".into(), id: "00000003".into(), verdict: Verdict::Denied }]
         );
+        let mut plain = app_with(&["b-2"]);
+        press(&mut plain, &[KeyCode::Char('2')]);
+        assert_eq!(press(&mut plain, &[KeyCode::Char('y')]), [], "no supervise, no decision");
+        assert_eq!(plain.message.as_deref(), Some("bottle b-2 runs without supervise: it asks for nothing"));
+    }
+
+    #[test]
+    fn y_on_a_question_opens_the_answer_window_where_arrows_pick_a_choice() {
+        let mut app = supervised(&["a-1"]);
+        let question = Ask::AskOperator { question: "tabs?".into(), choices: vec!["tabs".into(), "spaces".into()] };
+        app.set_detail(Detail {
+            requests: vec![entry("a-1", "00000003", 3, question, Standing::Pending)],
+            ..Detail::empty("a-1")
+        });
+        press(&mut app, &[KeyCode::Char('2'), KeyCode::Char('y')]);
+        assert!(matches!(app.modal, Some(Modal::Answer { .. })), "{:?}", app.modal);
+        assert_eq!(press(&mut app, &[KeyCode::Enter]), [], "an empty answer is not sent");
+        press(&mut app, &[KeyCode::Down, KeyCode::Down]);
+        assert!(matches!(&app.modal, Some(Modal::Answer { text, .. }) if text == "spaces"), "{:?}", app.modal);
+        press(&mut app, &[KeyCode::Backspace, KeyCode::Char('!')]);
+        assert_eq!(
+            press(&mut app, &[KeyCode::Enter]),
+            [Action::Answer { slug: "a-1".into(), id: "00000003".into(), text: "space!".into() }]
+        );
+        assert_eq!(app.modal, None);
+        press(&mut app, &[KeyCode::Char('y'), KeyCode::Char('x'), KeyCode::Esc]);
+        assert_eq!(app.modal, None, "Esc closes it, nothing sent");
+    }
+
+    #[test]
+    fn enter_in_the_manifest_pane_starts_an_agent_with_a_label_and_colour_or_resumes_a_stopped_one() {
+        let mut app = app_with(&["a-1"]);
+        app.set_stopped(vec![StoppedRow { slug: "shell-0ld0ne00".into(), agent: "shell".into(), label: None, color: None }]);
+        press(&mut app, &[KeyCode::Tab, KeyCode::Tab, KeyCode::Enter]);
+        assert!(matches!(app.modal, Some(Modal::Start { .. })), "{:?}", app.modal);
+        // Typed keys are the label's, not the dashboard's (q does not quit).
+        press(&mut app, &[KeyCode::Char('q'), KeyCode::Char('1'), KeyCode::Right, KeyCode::Right]);
+        assert_eq!(
+            press(&mut app, &[KeyCode::Enter]),
+            [Action::Start { agent: "shell".into(), label: Some("q1".into()), color: Some("green".into()) }]
+        );
+        assert_eq!(app.starting, ["shell (q1)"]);
+        press(&mut app, &[KeyCode::Enter, KeyCode::Left]);
+        assert_eq!(
+            press(&mut app, &[KeyCode::Enter]),
+            [Action::Start { agent: "shell".into(), label: None, color: Some("cyan".into()) }],
+            "several start at once; ← wraps to the last colour"
+        );
+        app.start_ended("shell (q1)", "bottle shell-1 is up".into());
+        assert_eq!(app.starting, ["shell"]);
+        press(&mut app, &[KeyCode::Down]);
+        assert_eq!(press(&mut app, &[KeyCode::Char('r')]), [Action::Resume("shell-0ld0ne00".into())]);
+        assert_eq!(press(&mut app, &[KeyCode::Enter]), [], "not twice while it resumes");
+        assert_eq!(app.message.as_deref(), Some("bottle shell-0ld0ne00 is being resumed"));
+        app.set_stopped(Vec::new());
+        assert_eq!(app.manifest_selected, 0, "the selection stays in the pane");
+    }
+
+    #[test]
+    fn g_grants_only_where_supervise_runs_and_refuses_what_is_no_route() {
+        let mut plain = app_with(&["a-1"]);
+        press(&mut plain, &[KeyCode::Char('g')]);
+        assert_eq!(plain.modal, None);
+        assert!(plain.message.as_deref().is_some_and(|m| m.contains("runs without supervise")));
+        let mut app = supervised(&["a-1"]);
+        press(&mut app, &[KeyCode::Char('g')]);
+        for c in "https://x".chars() {
+            app.on_key(key(KeyCode::Char(c)));
+        }
+        assert_eq!(press(&mut app, &[KeyCode::Enter]), []);
+        assert!(
+            matches!(&app.modal, Some(Modal::Grant { error: Some(e), .. }) if e.contains("is not a host name")),
+            "the window stays open with why: {:?}",
+            app.modal
+        );
+        for _ in 0..9 {
+            app.on_key(key(KeyCode::Backspace));
+        }
+        for c in "pypi.org get /simple/* :8443".chars() {
+            app.on_key(key(KeyCode::Char(c)));
+        }
+        let [Action::Grant { slug, ask }] = &press(&mut app, &[KeyCode::Enter])[..] else {
+            panic!("no grant: {:?}", app.modal);
+        };
+        assert_eq!(slug, "a-1");
+        assert_eq!(
+            ask,
+            &Ask::RequestEgress {
+                host: "pypi.org".into(),
+                methods: vec!["GET".into()],
+                paths: vec!["/simple/*".into()],
+                ports: vec![8443],
+                reason: "granted by the operator from the dashboard".into(),
+            }
+        );
+        assert!(matches!(grant_ask("push fix/*"), Ok(Ask::RequestPush { branches, .. }) if branches == ["fix/*"]));
+        assert!(grant_ask("push").is_err_and(|e| e.contains("branches")));
+        assert!(grant_ask("pypi.org :x").is_err_and(|e| e.contains("is no port")));
+        assert!(grant_ask("  ").is_err_and(|e| e.contains("type a host")));
+    }
+
+    #[test]
+    fn f_and_slash_filter_the_egress_log_by_decision_and_host() {
+        let mut app = app_with(&["a-1"]);
+        assert!(app.filter.is_empty());
+        press(&mut app, &[KeyCode::Char('f')]);
+        assert_eq!(app.filter.decisions, Decisions::Denied);
+        assert!(app.filter.shows("x deny", true) && !app.filter.shows("x allow", false));
+        press(&mut app, &[KeyCode::Char('f')]);
+        assert!(!app.filter.shows("x deny", true) && app.filter.shows("x allow", false));
+        press(&mut app, &[KeyCode::Char('f'), KeyCode::Char('/')]);
+        for c in "pypi".chars() {
+            app.on_key(key(KeyCode::Char(c)));
+        }
+        press(&mut app, &[KeyCode::Enter]);
+        assert_eq!(app.filter.host, "pypi");
+        assert!(app.filter.shows("GET pypi.org /simple", false) && !app.filter.shows("GET docs.rs /", false));
+        press(&mut app, &[KeyCode::Char('/'), KeyCode::Backspace, KeyCode::Esc]);
+        assert_eq!(app.filter.host, "pypi", "Esc keeps the filter as it was");
+        press(&mut app, &[KeyCode::Char('3'), KeyCode::Char('f')]);
+        assert_eq!(app.filter.decisions, Decisions::All, "f filters only in the egress tab");
     }
 
     #[test]
@@ -594,5 +1077,6 @@ pub(crate) mod tests {
         let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
         assert_eq!(app.on_key(ctrl_c), Some(Action::Quit));
         assert_eq!(press(&mut app, &[KeyCode::Char('a')]), [Action::Attach("a-1".into())]);
+        assert_eq!(press(&mut app, &[KeyCode::Char('e')]), [Action::Shell("a-1".into())]);
     }
 }

@@ -2,7 +2,9 @@
 //! file is the terminal loop: it refreshes the [`App`] from the library
 //! (the bottles as `list active` lists them, about once a second; the
 //! selected bottle's tab a little less often), draws it, and carries out
-//! the [`Action`]s its keys ask for. Leaving it never stops an agent.
+//! the [`Action`]s its keys ask for. Leaving it never stops an agent: a
+//! start or resume runs as a `bottle` process of its own, which finishes
+//! even when the dashboard is gone.
 
 mod app;
 mod render;
@@ -14,11 +16,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use bot_bottle::supervise::{GrantScope, Queue, Standing, Verdict};
-use bot_bottle::{LogFormat, LogSource, Sidecar, session};
+use bot_bottle::{LogFormat, LogSource, PolicyRecord, Sidecar, session};
 use crossterm::event::{self, Event, KeyEventKind};
 use ratatui::DefaultTerminal;
 
-use self::app::{Action, App, Detail, LogView, ManifestAgent, Row, Tab};
+use self::app::{Action, App, Detail, LogView, ManifestAgent, Row, StoppedRow, Tab};
 use self::render::Theme;
 use crate::context::Context;
 
@@ -34,6 +36,17 @@ const LOG_LINES: usize = 1000;
 /// A stop running in the background, for bottle `.0`.
 type StopTask = (String, tokio::task::JoinHandle<bot_bottle::Result<session::Stopped>>);
 
+/// A `bottle start` or `bottle resume` running in the background.
+struct Launch {
+    /// What the status line calls it (`shell (PR 42)`, a slug).
+    what: String,
+    /// The `bottle` process, in a process group of its own, so that
+    /// neither a Ctrl-C on this terminal nor the dashboard's end stops it.
+    child: std::process::Child,
+    /// Its stdout and stderr.
+    output: tempfile::NamedTempFile,
+}
+
 /// Run the dashboard until `q`; 0 then.
 pub(crate) async fn run(ctx: &Context) -> Result<i32> {
     if !std::io::stdin().is_terminal() || !std::io::stdout().is_terminal() {
@@ -42,8 +55,16 @@ pub(crate) async fn run(ctx: &Context) -> Result<i32> {
     let theme = Theme::from_env(std::env::var_os("NO_COLOR").as_deref(), std::env::var_os("TERM").as_deref());
     let mut app = App::new(manifest_agents(ctx));
     let mut terminal = ratatui::try_init().context("while setting up the terminal")?;
-    let ended = event_loop(ctx, &mut app, &mut terminal, theme).await;
+    let mut launches = Vec::new();
+    let ended = event_loop(ctx, &mut app, &mut terminal, theme, &mut launches).await;
     ratatui::restore();
+    let running: Vec<&str> = launches.iter().map(|l| l.what.as_str()).collect();
+    if !running.is_empty() {
+        eprintln!(
+            "still starting in the background: {}; `bottle list active` shows them when they are up",
+            running.join(", ")
+        );
+    }
     ended
 }
 
@@ -61,12 +82,18 @@ fn manifest_agents(ctx: &Context) -> Result<Vec<ManifestAgent>, String> {
         .collect())
 }
 
-async fn event_loop(ctx: &Context, app: &mut App, terminal: &mut DefaultTerminal, theme: Theme) -> Result<i32> {
+async fn event_loop(
+    ctx: &Context,
+    app: &mut App,
+    terminal: &mut DefaultTerminal,
+    theme: Theme,
+    launches: &mut Vec<Launch>,
+) -> Result<i32> {
     let mut refreshed: Option<Instant> = None;
     let mut detail_read: Option<(Instant, String, Tab)> = None;
     let mut stops: Vec<StopTask> = Vec::new();
     loop {
-        if finish_stops(app, &mut stops).await {
+        if finish_stops(app, &mut stops).await | finish_launches(app, launches) {
             refreshed = None;
         }
         if refreshed.is_none_or(|at| at.elapsed() >= REFRESH) {
@@ -99,8 +126,38 @@ async fn event_loop(ctx: &Context, app: &mut App, terminal: &mut DefaultTerminal
             None => {}
             Some(Action::Quit) => return Ok(0),
             Some(Action::Attach(slug)) => {
-                app.message = Some(attach(&slug, terminal)?);
+                app.message = Some(open_in_terminal(&slug, Verb::Attach, terminal)?);
                 terminal.clear().context("while drawing the dashboard")?;
+            }
+            Some(Action::Shell(slug)) => {
+                app.message = Some(open_in_terminal(&slug, Verb::Shell, terminal)?);
+                terminal.clear().context("while drawing the dashboard")?;
+            }
+            Some(Action::Start { agent, label, color }) => {
+                let what = format!("{agent}{}", label.as_ref().map_or(String::new(), |l| format!(" ({l})")));
+                let mut args: Vec<std::ffi::OsString> = vec!["start".into(), agent.into()];
+                args.extend(label.into_iter().flat_map(|l| ["--label".into(), l.into()]));
+                args.extend(color.into_iter().flat_map(|c| ["--color".into(), c.into()]));
+                launch(ctx, app, launches, what, args);
+            }
+            Some(Action::Resume(slug)) => {
+                launch(ctx, app, launches, slug.clone(), vec!["resume".into(), slug.into()]);
+            }
+            Some(Action::Answer { slug, id, text }) => {
+                let queue = Queue::of(&ctx.host.state, &slug);
+                app.message = Some(match queue.decide(&id, Verdict::Answered { answer: text }, None, GrantScope::Session) {
+                    Ok(_) => format!("answered {id} (bottle {slug})"),
+                    Err(e) => format!("request {id} not answered: {e}"),
+                });
+                detail_read = None;
+                refreshed = None;
+            }
+            Some(Action::Grant { slug, ask }) => {
+                app.message = Some(match Queue::of(&ctx.host.state, &slug).grant(&ask, GrantScope::Session) {
+                    Ok(grant) => crate::supervise::granted(&slug, &grant),
+                    Err(e) => format!("nothing granted to {slug}: {e}"),
+                });
+                detail_read = None;
             }
             Some(Action::CheckStop(slug)) => {
                 let warning = match ctx.backend_of(&slug) {
@@ -125,6 +182,64 @@ async fn event_loop(ctx: &Context, app: &mut App, terminal: &mut DefaultTerminal
             }
         }
     }
+}
+
+/// Run `bottle ARGS… --detach --yes` in the background as `what`; [`finish_launches`] reports its end.
+fn launch(ctx: &Context, app: &mut App, launches: &mut Vec<Launch>, what: String, args: Vec<std::ffi::OsString>) {
+    use std::os::unix::process::CommandExt as _;
+    let started = (|| -> Result<Launch> {
+        let output = tempfile::NamedTempFile::new().context("while making a file for its output")?;
+        let mut command = std::process::Command::new(std::env::current_exe().context("while finding bottle")?);
+        command
+            .args(ctx.global_args())
+            .args(&args)
+            .args(["--detach", "--yes"])
+            .stdin(std::process::Stdio::null())
+            .stdout(output.reopen().context("while opening its output")?)
+            .stderr(output.reopen().context("while opening its output")?)
+            .process_group(0);
+        let child = command.spawn().context("while running bottle")?;
+        Ok(Launch { what: what.clone(), child, output })
+    })();
+    match started {
+        Ok(launch) => launches.push(launch),
+        Err(e) => app.start_ended(&what, format!("{what} not started: {e:#}")),
+    }
+}
+
+/// Note the starts and resumes that ended; whether one did.
+fn finish_launches(app: &mut App, launches: &mut Vec<Launch>) -> bool {
+    let mut ended = false;
+    let mut at = 0;
+    while at < launches.len() {
+        let status = match launches[at].child.try_wait() {
+            Ok(None) => {
+                at += 1;
+                continue;
+            }
+            Ok(Some(status)) => Ok(status),
+            Err(e) => Err(e),
+        };
+        let launch = launches.swap_remove(at);
+        let output = std::fs::read_to_string(launch.output.path()).unwrap_or_default();
+        let last = |pick: &dyn Fn(&&str) -> bool| output.lines().rev().find(|l| pick(l)).unwrap_or("").trim().to_string();
+        let message = match status {
+            // `--detach` prints the slug alone on its last line.
+            Ok(status) if status.success() => {
+                let slug = last(&|l| bot_bottle::validate_slug(l.trim()).is_ok());
+                format!("bottle {slug} is up ({}); a attaches to its agent", launch.what)
+            }
+            Ok(status) => {
+                let error = last(&|l| l.starts_with("error"));
+                let error = if error.is_empty() { format!("bottle exited with {status}") } else { error };
+                format!("{} not started: {error}", launch.what)
+            }
+            Err(e) => format!("{}: cannot wait for bottle: {e}", launch.what),
+        };
+        app.start_ended(&launch.what, message);
+        ended = true;
+    }
+    ended
 }
 
 /// Note the stops that ended; whether one did.
@@ -152,6 +267,8 @@ async fn refresh_rows(ctx: &Context, app: &mut App) {
     let now = bot_bottle::backend::now_ms();
     match crate::commands::active_bottles(ctx).await {
         Ok((bottles, notes)) => {
+            let mut stopped = ctx.host.state.stopped(&bottles);
+            stopped.sort_by_key(|b| std::cmp::Reverse(b.meta.stopped_ms.unwrap_or(b.meta.owner.created_ms)));
             let rows = bottles
                 .into_iter()
                 .map(|bottle| {
@@ -161,6 +278,12 @@ async fn refresh_rows(ctx: &Context, app: &mut App) {
                 })
                 .collect();
             app.set_rows(rows, now);
+            app.set_stopped(
+                stopped
+                    .into_iter()
+                    .map(|b| StoppedRow { slug: b.meta.slug, agent: b.meta.agent, label: b.meta.label, color: b.meta.color })
+                    .collect(),
+            );
             app.notice = notes.into_iter().next();
         }
         Err(e) => app.notice = Some(format!("cannot list the bottles: {e:#}")),
@@ -177,6 +300,8 @@ async fn read_detail(ctx: &Context, slug: &str, tab: Tab, before: Option<&Detail
         gate: kept(|d| &d.gate),
         requests: Queue::of(&ctx.host.state, slug).entries(now).unwrap_or_default(),
         meta: ctx.host.state.read(slug).ok(),
+        policy: PolicyRecord::read(&ctx.host.state, slug).ok().flatten(),
+        grants: Queue::of(&ctx.host.state, slug).grants().unwrap_or_default(),
         ..Detail::empty(slug)
     };
     match tab {
@@ -212,20 +337,37 @@ async fn read_log(ctx: &Context, slug: &str, sidecar: Sidecar) -> LogView {
 fn decide(ctx: &Context, slug: &str, id: &str, verdict: Verdict) -> String {
     let word = if verdict == Verdict::Approved { "approved" } else { "denied" };
     match Queue::of(&ctx.host.state, slug).decide(id, verdict, None, GrantScope::Session) {
-        Ok(Some(grant)) if grant.is_push() => {
-            format!("approved {id}: {slug} may push to {}", grant.branches.join(", "))
-        }
-        Ok(Some(grant)) => format!("approved {id}: {slug} may reach {} from now on", grant.host),
+        Ok(Some(grant)) => crate::supervise::granted(slug, &grant),
         Ok(None) => format!("{word} {id} (bottle {slug})"),
         Err(e) => format!("request {id} not {word}: {e}"),
     }
 }
 
-/// The program and arguments that attach a terminal to bottle `slug`:
-/// this very `bottle`, so the same state and engine are used.
-fn attach_command(slug: &str) -> Result<(std::path::PathBuf, [String; 2])> {
-    let bottle = std::env::current_exe().context("while finding the bottle executable")?;
-    Ok((bottle, ["attach".to_string(), slug.to_string()]))
+/// What [`open_in_terminal`] runs for a bottle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verb {
+    /// `bottle attach SLUG`: the agent's session.
+    Attach,
+    /// `bottle exec SLUG -- bash`: a shell of the agent's user, in its workspace.
+    Shell,
+}
+
+impl Verb {
+    /// The `bottle` arguments, and the tmux window's name.
+    fn args(self, slug: &str) -> (Vec<String>, String) {
+        match self {
+            Verb::Attach => (vec!["attach".into(), slug.into()], slug.to_string()),
+            Verb::Shell => (["exec", slug, "--", "bash"].map(String::from).to_vec(), format!("{slug}-shell")),
+        }
+    }
+
+    /// What the operator does to come back.
+    fn back(self) -> &'static str {
+        match self {
+            Verb::Attach => "C-b d there detaches",
+            Verb::Shell => "exit there closes it",
+        }
+    }
 }
 
 /// The variables a `bottle` started by tmux needs from this one: tmux runs
@@ -239,21 +381,23 @@ fn passed_env() -> Vec<(String, String)> {
         .collect()
 }
 
-/// `a`: inside tmux, `bottle attach SLUG` in a new tmux window; else the
-/// dashboard gives the terminal to it (leaving raw mode and the alternate
-/// screen) and takes it back when it exits. What happened, in a line.
-fn attach(slug: &str, terminal: &mut DefaultTerminal) -> Result<String> {
-    let (bottle, args) = attach_command(slug)?;
+/// `a` and `e`: inside tmux, `verb` runs this very `bottle` (the same
+/// state and engine) in a new tmux window; else the dashboard gives the
+/// terminal to it (leaving raw mode and the alternate screen) and takes it
+/// back when it exits. What happened, in a line.
+fn open_in_terminal(slug: &str, verb: Verb, terminal: &mut DefaultTerminal) -> Result<String> {
+    let bottle = std::env::current_exe().context("while finding the bottle executable")?;
+    let (args, window) = verb.args(slug);
     if std::env::var_os("TMUX").is_some_and(|v| !v.is_empty()) {
         let mut tmux = std::process::Command::new("tmux");
-        tmux.args(["new-window", "-n", slug]);
+        tmux.args(["new-window", "-n", &window]);
         for (key, value) in passed_env() {
             tmux.arg("-e").arg(format!("{key}={value}"));
         }
         tmux.arg(&bottle).args(&args);
         let out = tmux.output().context("while running tmux new-window")?;
         return Ok(if out.status.success() {
-            format!("bottle {slug}'s agent is in a new tmux window ({slug}); C-b d there detaches")
+            format!("bottle {slug}: `bottle {}` is in a new tmux window ({window}); {}", args.join(" "), verb.back())
         } else {
             format!("tmux new-window failed: {}", String::from_utf8_lossy(&out.stderr).trim())
         });
@@ -271,7 +415,7 @@ fn attach(slug: &str, terminal: &mut DefaultTerminal) -> Result<String> {
     *terminal = ratatui::try_init().context("while setting up the terminal again")?;
     Ok(match status {
         Ok(status) if status.success() => format!("back from bottle {slug}; its agent keeps running"),
-        Ok(status) => format!("bottle attach {slug} ended: {status}"),
-        Err(e) => format!("cannot run bottle attach {slug}: {e}"),
+        Ok(status) => format!("bottle {} ended: {status}", args.join(" ")),
+        Err(e) => format!("cannot run bottle {}: {e}", args.join(" ")),
     })
 }

@@ -1,6 +1,6 @@
 //! Drawing the dashboard: the agents pane, the selected bottle's tabs, the
 //! manifest pane, the status line, the key footer and the windows over them
-//! (help, stop confirmation), from an [`App`] alone, so a test draws it on
+//! (help, stop confirmation, start, answer, grant, filter), from an [`App`] alone, so a test draws it on
 //! ratatui's `TestBackend`. Text an agent wrote is escaped before it is drawn.
 
 use bot_bottle::supervise::{Standing, escape};
@@ -10,21 +10,50 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Cell, Clear, List, ListItem, ListState, Paragraph, Row, Table, TableState, Tabs, Wrap};
 
-use super::app::{App, Focus, LogView, Modal, Tab};
+use super::app::{App, COLORS, Focus, LogView, Modal, Tab};
 use crate::color::Paint;
 use crate::commands::age;
 
-/// The keys the footer names.
-pub(crate) const FOOTER: &str = "↑↓ move  ←→ tab  Tab pane  a attach  s stop  y/n approve/deny  ? help  q quit";
+/// The keys the footer names for what is focused and selected: only the
+/// verbs the selected bottle's services allow (a grant or a decision only
+/// where supervise runs).
+pub(crate) fn footer(app: &App) -> String {
+    let bottle = app.selected_row().is_some();
+    let supervise = app.selected_runs("supervise");
+    let mut keys: Vec<&str> = Vec::new();
+    match (app.focus, app.tab) {
+        (Focus::Manifest, _) => keys.extend(["↑↓ move", "Enter start agent / resume stopped", "Tab pane"]),
+        (Focus::Tab, Tab::Requests) if supervise => {
+            keys.extend(["↑↓ request", "y/Enter approve or answer", "n deny", "←→ tab", "Tab pane"]);
+        }
+        (Focus::Tab, Tab::Egress) if bottle => {
+            keys.extend(["↑↓ scroll", "f decisions", "/ host", "←→ tab", "Tab pane", "s stop"]);
+        }
+        (Focus::Tab, _) => keys.extend(["↑↓ scroll", "←→ tab", "Tab pane", "a attach", "e shell", "s stop"]),
+        (Focus::Agents, _) if bottle => {
+            keys.extend(["↑↓ move", "←→ tab", "Tab pane", "a attach", "e shell", "s stop"]);
+            if supervise {
+                keys.push("g grant");
+            }
+        }
+        (Focus::Agents, _) => keys.extend(["Tab pane", "Enter in the manifest pane starts an agent"]),
+    }
+    keys.extend(["? help", "q quit"]);
+    keys.join("  ")
+}
 
 /// Every key and what it does, for the help window.
 const HELP: &[(&str, &str)] = &[
     ("↑ ↓  j k", "move in the focused pane (bottles, requests, log)"),
     ("← →  h l  1-4", "switch tab: egress, requests, gate, details"),
     ("Tab  Shift-Tab", "focus the next / previous pane"),
+    ("Enter  r", "manifest pane: start the agent (label, colour) or resume"),
     ("a", "attach to the bottle's agent (C-b d comes back)"),
+    ("e", "open a shell in the bottle (exit comes back)"),
     ("s", "stop the bottle (asks y/N; its state is saved)"),
-    ("y  n", "approve / deny the selected pending request"),
+    ("y  n", "approve / deny the selected request; y answers a question"),
+    ("g", "grant live: HOST [METHOD] [/PATH] [:PORT], or push BRANCH"),
+    ("f  /", "egress tab: filter by decision, by host"),
     ("?", "this help (any key closes it)"),
     ("q  Esc", "quit; every agent keeps running"),
 ];
@@ -99,11 +128,95 @@ pub(crate) fn draw(frame: &mut Frame<'_>, app: &App, theme: Theme) {
     }
     let line = app.message.as_deref().or(app.notice.as_deref()).unwrap_or("");
     frame.render_widget(Paragraph::new(escape(line)), status);
-    frame.render_widget(Paragraph::new(FOOTER).style(theme.dim()), footer);
+    frame.render_widget(Paragraph::new(self::footer(app)).style(theme.dim()), footer);
     match &app.modal {
         Some(Modal::Help) => draw_help(frame, area),
         Some(Modal::ConfirmStop { slug, warning }) => draw_confirm(frame, area, slug, warning.as_deref(), theme),
+        Some(Modal::Start { agent, label, color }) => {
+            let colors: Vec<Span<'_>> = COLORS
+                .iter()
+                .enumerate()
+                .flat_map(|(at, name)| {
+                    let style = if at == *color {
+                        theme.bottle(Some(name)).add_modifier(Modifier::REVERSED)
+                    } else {
+                        theme.bottle(Some(name))
+                    };
+                    [Span::styled(*name, style), Span::raw(" ")]
+                })
+                .collect();
+            let above = vec![Line::from(format!("Start agent {} (detached).", escape(agent))), Line::from(colors)];
+            let hint = "type a label  ←→ colour  Enter start  Esc cancel";
+            InputWindow { title: " Start ", lines: above, name: "label", text: label, error: None, hint }
+                .draw(frame, area, theme);
+        }
+        Some(Modal::Answer { id, question, choices, text, .. }) => {
+            let mut above = vec![Line::from(format!("Request {id} asks: {}", escape(question)))];
+            if !choices.is_empty() {
+                let choices: Vec<String> = choices.iter().map(|c| escape(c)).collect();
+                above.push(Line::from(format!("choices: {}", choices.join(" | "))));
+            }
+            let hint = if choices.is_empty() {
+                "type the answer  Enter send  Esc cancel"
+            } else {
+                "type, or ↑↓ pick a choice  Enter send  Esc cancel"
+            };
+            InputWindow { title: " Answer ", lines: above, name: "answer", text, error: None, hint }
+                .draw(frame, area, theme);
+        }
+        Some(Modal::Grant { slug, text, error }) => {
+            let above = vec![
+                Line::from(format!("Grant bottle {} live (until it stops):", escape(slug))),
+                Line::from("HOST [METHOD…] [/PATH…] [:PORT…]  or  push BRANCH…"),
+            ];
+            let hint = "Enter grant  Esc cancel";
+            InputWindow { title: " Grant ", lines: above, name: "grant", text, error: error.as_deref(), hint }
+                .draw(frame, area, theme);
+        }
+        Some(Modal::Filter { text }) => {
+            let above = vec![Line::from("Show only the egress lines holding (empty: all):")];
+            let hint = "Enter apply  Esc cancel";
+            InputWindow { title: " Filter ", lines: above, name: "host", text, error: None, hint }
+                .draw(frame, area, theme);
+        }
         None => {}
+    }
+}
+
+/// A window over the dashboard with a text input.
+struct InputWindow<'a> {
+    /// Its title.
+    title: &'a str,
+    /// What it says above the input.
+    lines: Vec<Line<'a>>,
+    /// The input's name.
+    name: &'a str,
+    /// What was typed.
+    text: &'a str,
+    /// Why the last Enter was refused.
+    error: Option<&'a str>,
+    /// The keys it takes.
+    hint: &'a str,
+}
+
+impl InputWindow<'_> {
+    fn draw(self, frame: &mut Frame<'_>, area: Rect, theme: Theme) {
+        let mut lines = self.lines;
+        lines.push(Line::from(""));
+        lines.push(Line::from(vec![
+            Span::styled(format!("{}: ", self.name), Style::new().add_modifier(Modifier::BOLD)),
+            Span::raw(escape(self.text)),
+            Span::raw("▏"),
+        ]));
+        if let Some(error) = self.error {
+            lines.push(Line::styled(escape(error), theme.alert()));
+        }
+        lines.push(Line::from(""));
+        lines.push(Line::styled(self.hint.to_string(), theme.dim()));
+        let window = centered(area, 72, lines.len() as u16 + 4);
+        frame.render_widget(Clear, window);
+        let block = Block::bordered().title(self.title);
+        frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }).block(block), window);
     }
 }
 
@@ -211,12 +324,25 @@ fn draw_tabs(frame: &mut Frame<'_>, area: Rect, app: &App, theme: Theme) {
         return;
     };
     match app.tab {
+        Tab::Egress if !app.filter.is_empty() => {
+            let [line, rest] = Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(body);
+            let host = if app.filter.host.is_empty() { String::new() } else { format!(", holding {:?}", app.filter.host) };
+            let text = format!("showing {}{host} (f, / change it)", app.filter.decisions.name());
+            frame.render_widget(Paragraph::new(escape(&text)).style(theme.pending()), line);
+            let shown = match &detail.egress {
+                LogView::Lines(lines) => LogView::Lines(
+                    lines.iter().filter(|l| app.filter.shows(l, is_denial(l))).cloned().collect(),
+                ),
+                other => other.clone(),
+            };
+            draw_log(frame, rest, &shown, app.scroll, "no line of the egress log matches", theme)
+        }
         Tab::Egress => {
             draw_log(frame, body, &detail.egress, app.scroll, "no requests through the egress proxy yet", theme)
         }
         Tab::Gate => draw_log(frame, body, &detail.gate, app.scroll, "no pushes through the git gate yet", theme),
         Tab::Requests => draw_requests(frame, body, app, theme),
-        Tab::Details => draw_details(frame, body, app),
+        Tab::Details => draw_details(frame, body, app, theme),
     }
 }
 
@@ -277,11 +403,123 @@ fn draw_requests(frame: &mut Frame<'_>, area: Rect, app: &App, theme: Theme) {
     frame.render_stateful_widget(list, area, &mut state);
 }
 
-fn draw_details(frame: &mut Frame<'_>, area: Rect, app: &App) {
+/// `line` in pieces of at most `width` columns, broken between words
+/// where it can be (a word longer than `width` is cut); the pieces after
+/// the first keep the line's indent.
+fn wrap(line: &str, width: usize) -> Vec<String> {
+    let indent: String = line.chars().take_while(|c| *c == ' ').collect();
+    let mut pieces: Vec<String> = Vec::new();
+    let mut current = String::new();
+    for word in line.split(' ').filter(|w| !w.is_empty()) {
+        let lead = indent.as_str();
+        let len = current.chars().count();
+        if len > 0 && len + 1 + word.chars().count() > width {
+            pieces.push(std::mem::take(&mut current));
+        }
+        if current.is_empty() {
+            current.push_str(lead);
+        } else {
+            current.push(' ');
+        }
+        let mut rest: Vec<char> = word.chars().collect();
+        while current.chars().count() + rest.len() > width && current.trim().is_empty() {
+            let take = width.saturating_sub(current.chars().count()).max(1);
+            current.extend(rest.drain(..take.min(rest.len())));
+            pieces.push(std::mem::replace(&mut current, lead.to_string()));
+        }
+        current.extend(rest);
+    }
+    if !current.trim().is_empty() || pieces.is_empty() {
+        pieces.push(current);
+    }
+    pieces
+}
+
+/// A live grant as a route line: `host METHODS PATHS ports P` or `push BRANCHES`.
+fn grant_line(grant: &bot_bottle::supervise::Grant) -> String {
+    let mut line = if grant.is_push() { format!("push {}", grant.branches.join(",")) } else { grant.host.clone() };
+    for part in [grant.methods.join(","), grant.paths.join(",")].iter().filter(|_| !grant.is_push()) {
+        if !part.is_empty() {
+            line.push(' ');
+            line.push_str(&part);
+        }
+    }
+    if !grant.ports.is_empty() {
+        let ports: Vec<String> = grant.ports.iter().map(u16::to_string).collect();
+        line.push_str(&format!(" ports {}", ports.join(",")));
+    }
+    let by = if grant.id == bot_bottle::supervise::OPERATOR_GRANT {
+        "by the operator".to_string()
+    } else {
+        format!("request {}", grant.id)
+    };
+    let scope = match grant.scope {
+        bot_bottle::supervise::GrantScope::Session => "this run",
+        bot_bottle::supervise::GrantScope::Always => "every resume",
+    };
+    format!("{line}  (granted live, {by}, {scope})")
+}
+
+/// The details tab: the policy the bottle was launched with (live grants
+/// marked `+`), then what its backend and state folder say of it.
+fn draw_details(frame: &mut Frame<'_>, area: Rect, app: &App, theme: Theme) {
     let Some(row) = app.selected_row() else {
         return;
     };
     let a = &row.bottle;
+    let detail = app.detail.as_ref();
+    let mut lines: Vec<Line<'_>> = Vec::new();
+    // A fact is its key, then its value wrapped to the room beside it.
+    let room = usize::from(area.width).saturating_sub(11).max(10);
+    let fact = |key: &str, value: &str, style: Style| {
+        let mut lines = Vec::new();
+        let mut key = key.to_string();
+        for part in value.lines().flat_map(|l| wrap(&escape(l), room)) {
+            lines.push(Line::from(vec![Span::raw(format!("{key:<10} ")), Span::styled(part, style)]));
+            key.clear();
+        }
+        lines
+    };
+    let bold = Style::new().add_modifier(Modifier::BOLD);
+    let granted = theme.pending();
+    match detail.and_then(|d| d.policy.as_ref()) {
+        Some(policy) => {
+            lines.push(Line::styled("policy, as launched", bold));
+            let grants = detail.map_or(&[][..], |d| &d.grants[..]);
+            let routes: Vec<&str> = if policy.routes.is_empty() && grants.iter().all(|g| g.is_push()) {
+                vec!["none (every request is denied)"]
+            } else {
+                policy.routes.iter().map(String::as_str).collect()
+            };
+            let mut key = "egress";
+            for route in routes {
+                lines.extend(fact(key, route, Style::new()));
+                key = "";
+            }
+            for grant in grants.iter().filter(|g| !g.is_push()) {
+                lines.extend(fact(key, &format!("+ {}", grant_line(grant)), granted));
+                key = "";
+            }
+            key = "git";
+            for (upstream, push) in &policy.upstreams {
+                lines.extend(fact(key, &format!("{upstream}\n  push: {push}"), Style::new()));
+                key = "";
+            }
+            for grant in grants.iter().filter(|g| g.is_push()) {
+                lines.extend(fact(key, &format!("+ {}", grant_line(grant)), granted));
+                key = "";
+            }
+            if key == "git" {
+                lines.extend(fact(key, "no upstreams (no git gate)", Style::new()));
+            }
+            lines.extend(fact("limits", &policy.limits, Style::new()));
+            for (name, value) in &policy.isolation {
+                lines.extend(fact(name, value, Style::new()));
+            }
+            lines.extend(fact("supervise", &policy.supervise, Style::new()));
+        }
+        None => lines.extend(fact("policy", "not recorded (started by an older bottle, or on another host)", theme.dim())),
+    }
     let sidecars: Vec<String> =
         a.sidecars.iter().map(|(name, up)| format!("{name} {}", if *up { "up" } else { "down" })).collect();
     let yes_no = |b: bool| if b { "yes" } else { "no" }.to_string();
@@ -296,7 +534,7 @@ fn draw_details(frame: &mut Frame<'_>, area: Rect, app: &App) {
         ("label", a.label.clone().unwrap_or_default()),
         ("color", a.color.clone().unwrap_or_default()),
     ];
-    match app.detail.as_ref().and_then(|d| d.meta.as_ref()) {
+    match detail.and_then(|d| d.meta.as_ref()) {
         Some(meta) => facts.extend([
             ("template", meta.provider.clone()),
             ("manifest", meta.manifest.clone()),
@@ -308,11 +546,12 @@ fn draw_details(frame: &mut Frame<'_>, area: Rect, app: &App) {
         ]),
         None => facts.push(("metadata", "none in this state folder (started by another user or host)".into())),
     }
-    let lines: Vec<Line<'_>> = facts
-        .into_iter()
-        .map(|(key, value)| Line::from(vec![Span::raw(format!("{key:<10} ")), Span::raw(escape(&value))]))
-        .collect();
-    frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), area);
+    lines.push(Line::styled("bottle", bold));
+    for (key, value) in facts {
+        lines.extend(fact(key, &value, Style::new()));
+    }
+    let scroll = u16::try_from(app.scroll.min(lines.len().saturating_sub(1))).unwrap_or(u16::MAX);
+    frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }).scroll((scroll, 0)), area);
 }
 
 fn draw_manifest(frame: &mut Frame<'_>, area: Rect, app: &App, theme: Theme) {
@@ -325,7 +564,7 @@ fn draw_manifest(frame: &mut Frame<'_>, area: Rect, app: &App, theme: Theme) {
             return frame.render_widget(error.block(block), area);
         }
     };
-    let items: Vec<ListItem<'_>> = agents
+    let mut items: Vec<ListItem<'_>> = agents
         .iter()
         .map(|agent| {
             ListItem::new(Line::from(vec![
@@ -334,9 +573,23 @@ fn draw_manifest(frame: &mut Frame<'_>, area: Rect, app: &App, theme: Theme) {
             ]))
         })
         .collect();
-    let selected = if focused { Modifier::REVERSED } else { Modifier::empty() };
-    let list = List::new(items).block(block).highlight_style(Style::new().add_modifier(selected));
-    let mut state = ListState::default().with_selected(focused.then_some(app.manifest_selected));
+    // The stopped bottles follow under a heading, which is no entry: the
+    // selection skips it.
+    let mut selected = app.manifest_selected;
+    if !app.stopped.is_empty() {
+        items.push(ListItem::new(Line::styled("stopped (resume):", theme.dim())));
+        if selected >= agents.len() {
+            selected += 1;
+        }
+        items.extend(app.stopped.iter().map(|b| {
+            let resuming = app.starting.contains(&b.slug);
+            let name = if resuming { format!("{} …", b.slug) } else { b.slug.clone() };
+            ListItem::new(Line::styled(escape(&name), theme.bottle(b.color.as_deref())))
+        }));
+    }
+    let highlight = if focused { Modifier::REVERSED } else { Modifier::empty() };
+    let list = List::new(items).block(block).highlight_style(Style::new().add_modifier(highlight));
+    let mut state = ListState::default().with_selected(focused.then_some(selected));
     frame.render_stateful_widget(list, area, &mut state);
 }
 
@@ -347,10 +600,8 @@ fn centered(area: Rect, width: u16, height: u16) -> Rect {
 }
 
 fn draw_help(frame: &mut Frame<'_>, area: Rect) {
-    let mut lines: Vec<Line<'_>> = HELP.iter().map(|(keys, what)| Line::from(format!("{keys:<15} {what}"))).collect();
-    lines.push(Line::from(""));
-    lines.push(Line::from("Start an agent of the manifest: bottle start NAME --detach"));
-    let window = centered(area, 72, lines.len() as u16 + 2);
+    let lines: Vec<Line<'_>> = HELP.iter().map(|(keys, what)| Line::from(format!("{keys:<15} {what}"))).collect();
+    let window = centered(area, 76, lines.len() as u16 + 2);
     frame.render_widget(Clear, window);
     frame.render_widget(Paragraph::new(lines).block(Block::bordered().title(" Keys ")), window);
 }
@@ -546,8 +797,106 @@ mod tests {
     }
 
     #[test]
-    fn the_footer_fits_in_80_columns() {
-        assert!(FOOTER.chars().count() <= 80, "{} columns", FOOTER.chars().count());
+    fn the_details_tab_shows_the_policy_as_launched_with_live_grants_marked() {
+        let mut rows = one_bottle();
+        rows[0].bottle.sidecars.insert("supervise".into(), true);
+        let grant = |id: &str, host: &str, branches: &[&str], scope| bot_bottle::supervise::Grant {
+            id: id.into(),
+            time_ms: NOW,
+            host: host.into(),
+            branches: branches.iter().map(|b| b.to_string()).collect(),
+            methods: if host.is_empty() { vec![] } else { vec!["GET".into()] },
+            paths: vec![],
+            ports: vec![],
+            scope,
+        };
+        let mut app = app(rows, |slug| Detail {
+            policy: Some(bot_bottle::PolicyRecord {
+                routes: vec!["api.anthropic.com [auth:x-api-key from ANTHROPIC_API_KEY]".into()],
+                upstreams: vec![(
+                    "origin → git@github.com:22 acme/app.git".into(),
+                    "branches agent/*; no force, no delete, no tags".into(),
+                )],
+                limits: "memory 4.0 GiB, cpus 2, processes 1024, disk 20.0 GiB, saved state 1.0 GiB".into(),
+                isolation: vec![("isolation".into(), "container, no network but the sidecars".into())],
+                supervise: "on: a request waits 10m for the operator".into(),
+            }),
+            grants: vec![
+                grant("0000000b", "pypi.org", &[], GrantScope::Session),
+                grant("operator", "", &["fix/*"], GrantScope::Always),
+            ],
+            ..Detail::empty(slug)
+        });
+        app.tab = Tab::Details;
+        check("details_policy", &app);
+    }
+
+    #[test]
+    fn the_egress_filter_shows_only_the_lines_it_holds_and_says_so() {
+        let mut app = app(one_bottle(), |slug| Detail { egress: egress_lines(), ..Detail::empty(slug) });
+        app.filter.decisions = crate::dashboard::app::Decisions::Allowed;
+        app.filter.host = "anthropic".into();
+        check("egress_filtered", &app);
+    }
+
+    #[test]
+    fn the_start_window_takes_a_label_and_a_colour_and_the_manifest_pane_lists_stopped_bottles() {
+        let mut app = app(one_bottle(), Detail::empty);
+        app.set_stopped(vec![crate::dashboard::app::StoppedRow {
+            slug: "shell-0ld0ne00".into(),
+            agent: "shell".into(),
+            label: None,
+            color: Some("blue".into()),
+        }]);
+        app.focus = Focus::Manifest;
+        app.modal = Some(Modal::Start { agent: "reviewer".into(), label: "PR 43".into(), color: 2 });
+        check("start", &app);
+        app.modal = None;
+        app.manifest_selected = 3;
+        app.starting.push("shell-0ld0ne00".into());
+        check("manifest_stopped", &app);
+    }
+
+    #[test]
+    fn the_grant_and_answer_windows_show_what_was_typed_and_why_it_was_refused() {
+        let mut app = app(one_bottle(), Detail::empty);
+        app.modal = Some(Modal::Grant {
+            slug: "shell-1a2b3c4d".into(),
+            text: "https://x".into(),
+            error: Some("host \"https://x\" is not a host name".into()),
+        });
+        check("grant", &app);
+        app.modal = Some(Modal::Answer {
+            slug: "shell-1a2b3c4d".into(),
+            id: "0000000c".into(),
+            question: "squash\x1b[2J the commits?".into(),
+            choices: vec!["yes".into(), "no".into()],
+            text: "yes".into(),
+        });
+        check("answer", &app);
+    }
+
+    #[test]
+    fn every_footer_fits_in_80_columns_and_offers_only_what_the_bottle_runs() {
+        let mut with_supervise = one_bottle();
+        with_supervise[0].bottle.sidecars.insert("supervise".into(), true);
+        for rows in [Vec::new(), one_bottle(), with_supervise] {
+            let supervise = rows.first().is_some_and(|r| r.bottle.sidecars.contains_key("supervise"));
+            let mut app = app(rows, Detail::empty);
+            for focus in [Focus::Agents, Focus::Tab, Focus::Manifest] {
+                for tab in Tab::ALL {
+                    (app.focus, app.tab) = (focus, tab);
+                    let footer = footer(&app);
+                    assert!(footer.chars().count() <= 80, "{} columns: {footer}", footer.chars().count());
+                    assert!(footer.ends_with("? help  q quit"), "{footer}");
+                    if !supervise {
+                        assert!(!footer.contains("grant") && !footer.contains("approve"), "{footer}");
+                    }
+                }
+            }
+            app.focus = Focus::Agents;
+            assert_eq!(footer(&app).contains("g grant"), supervise, "{}", footer(&app));
+        }
     }
 
     /// Where `text` starts on the screen.
@@ -592,6 +941,17 @@ mod tests {
         check(Some("1"), Some("xterm"), false);
         check(None, Some("dumb"), false);
         check(None, None, true);
+    }
+
+    #[test]
+    fn wrap_breaks_between_words_keeps_the_indent_and_cuts_long_words() {
+        assert_eq!(wrap("memory 4 GiB, cpus 2", 12), ["memory 4", "GiB, cpus 2"]);
+        assert_eq!(wrap("  push: branches agent/*", 16), ["  push: branches", "  agent/*"]);
+        assert_eq!(wrap("/a/very/long/path", 6), ["/a/ver", "y/long", "/path"]);
+        assert_eq!(wrap("", 10), [""]);
+        for piece in wrap("a b c dddddddddddddddd e", 5) {
+            assert!(piece.chars().count() <= 5, "{piece:?}");
+        }
     }
 
     #[test]
