@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use crate::harness::{World, require_docker, text, wait_for, write};
 
 /// The `bottle exec` command that sends `message` to bottle `slug`'s supervise server.
-fn mcp(world: &World, slug: &str, message: &serde_json::Value) -> Command {
+pub(crate) fn mcp(world: &World, slug: &str, message: &serde_json::Value) -> Command {
     mcp_as(world, slug, message, None)
 }
 
@@ -29,7 +29,7 @@ fn mcp_as(world: &World, slug: &str, message: &serde_json::Value, token: Option<
 }
 
 /// A `tools/call` of `tool` with `arguments`.
-fn call(tool: &str, arguments: serde_json::Value) -> serde_json::Value {
+pub(crate) fn call(tool: &str, arguments: serde_json::Value) -> serde_json::Value {
     serde_json::json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": tool, "arguments": arguments}})
 }
 
@@ -43,7 +43,7 @@ fn result_of(body: &str) -> serde_json::Value {
 }
 
 /// The text a finished tool call returned.
-fn tool_text(child: Child) -> String {
+pub(crate) fn tool_text(child: Child) -> String {
     let out = child.wait_with_output().expect("wait for the tool call");
     assert!(out.status.success(), "the MCP call failed: {}\n{}", text(&out.stderr), text(&out.stdout));
     let result = result_of(&text(&out.stdout));
@@ -77,7 +77,7 @@ fn egress_pid(slug: &str) -> String {
     text(&out.stdout).trim().to_string()
 }
 
-fn manifest(world: &World, name: &str, timeout: &str) -> std::path::PathBuf {
+pub(crate) fn manifest(world: &World, name: &str, timeout: &str) -> std::path::PathBuf {
     world.shell_manifest(name, &format!("    supervise: {{ timeout: {timeout} }}\n"))
 }
 

@@ -85,7 +85,9 @@ impl GrantArgs {
     fn ask(self) -> Ask {
         let reason = "granted by the operator".to_string();
         match self.host {
-            Some(host) => Ask::RequestEgress { host, methods: self.methods, paths: self.paths, ports: self.ports, reason },
+            Some(host) => {
+                Ask::RequestEgress { host, methods: self.methods, paths: self.paths, ports: self.ports, reason }
+            }
             None => Ask::RequestPush { branches: self.branch, reason },
         }
     }

@@ -40,7 +40,10 @@ impl PolicyRecord {
             .upstreams
             .iter()
             .map(|u| {
-                (format!("{} → {}@{}:{} {}", u.name, u.user, u.host, u.port, u.repo), crate::preflight::push_policy(&u.push))
+                (
+                    format!("{} → {}@{}:{} {}", u.name, u.user, u.host, u.port, u.repo),
+                    crate::preflight::push_policy(&u.push),
+                )
             })
             .collect();
         let l = &common.limits;

@@ -264,11 +264,14 @@ impl StoppedBottle {
 
 impl StateRoot {
     /// Every bottle with a state folder that is not among `active` (what
-    /// the available backends list), sorted as [`StateRoot::list`].
+    /// the available backends list), sorted as [`StateRoot::list`]. A
+    /// bottle being started or resumed now (not ready yet, its launcher
+    /// alive on this host) is not stopped, though no backend lists it yet.
     pub fn stopped(&self, active: &[crate::bottle::ActiveAgent]) -> Vec<StoppedBottle> {
+        let launching = |meta: &BottleMetadata| !meta.ready && meta.owner.liveness() == crate::owner::Liveness::Alive;
         self.list()
             .into_iter()
-            .filter(|meta| active.iter().all(|a| a.slug != meta.slug))
+            .filter(|meta| active.iter().all(|a| a.slug != meta.slug) && !launching(meta))
             .map(|meta| StoppedBottle::of(self, meta))
             .collect()
     }
@@ -479,10 +482,17 @@ pub(crate) mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let root = StateRoot::at(tmp.path());
         let mut slugs = Vec::new();
-        for (created, stopped, ready) in [(1_000, Some(5_000), true), (2_000, None, false), (3_000, None, true)] {
+        // The second's launcher is gone (a killed `bottle start`); the fourth's runs (it is being started).
+        let gone = Owner { pid: u32::MAX, ..Owner::current() };
+        for (created, stopped, ready, owner) in [
+            (1_000, Some(5_000), true, Owner::current()),
+            (2_000, None, false, gone),
+            (3_000, None, true, Owner::current()),
+            (4_000, None, false, Owner::current()),
+        ] {
             let (slug, dir) = root.mint("shell").expect("mint");
             let meta = BottleMetadata {
-                owner: Owner { created_ms: created, ..Owner::current() },
+                owner: Owner { created_ms: created, ..owner },
                 resume_paths: vec!["/home/agent/.bash_history".into(), "/home/agent/.config".into()],
                 color: Some("red".into()),
                 ready,

@@ -751,7 +751,10 @@ mod tests {
             reason: "granted by the operator".into(),
         };
         let grant = queue.grant(&route, GrantScope::Always).expect("grant");
-        assert_eq!((grant.id.as_str(), grant.host.as_str(), grant.scope), (OPERATOR_GRANT, "*.pypi.org", GrantScope::Always));
+        assert_eq!(
+            (grant.id.as_str(), grant.host.as_str(), grant.scope),
+            (OPERATOR_GRANT, "*.pypi.org", GrantScope::Always)
+        );
         assert_eq!(grant.methods, ["GET"], "methods are upper-cased as the proxy compares them");
         let push = Ask::RequestPush { branches: vec!["fix/*".into()], reason: "operator".into() };
         let branches = queue.grant(&push, GrantScope::Session).expect("grant branches");

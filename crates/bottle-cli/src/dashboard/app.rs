@@ -975,7 +975,12 @@ pub(crate) mod tests {
     #[test]
     fn enter_in_the_manifest_pane_starts_an_agent_with_a_label_and_colour_or_resumes_a_stopped_one() {
         let mut app = app_with(&["a-1"]);
-        app.set_stopped(vec![StoppedRow { slug: "shell-0ld0ne00".into(), agent: "shell".into(), label: None, color: None }]);
+        app.set_stopped(vec![StoppedRow {
+            slug: "shell-0ld0ne00".into(),
+            agent: "shell".into(),
+            label: None,
+            color: None,
+        }]);
         press(&mut app, &[KeyCode::Tab, KeyCode::Tab, KeyCode::Enter]);
         assert!(matches!(app.modal, Some(Modal::Start { .. })), "{:?}", app.modal);
         // Typed keys are the label's, not the dashboard's (q does not quit).

@@ -145,10 +145,11 @@ async fn event_loop(
             }
             Some(Action::Answer { slug, id, text }) => {
                 let queue = Queue::of(&ctx.host.state, &slug);
-                app.message = Some(match queue.decide(&id, Verdict::Answered { answer: text }, None, GrantScope::Session) {
-                    Ok(_) => format!("answered {id} (bottle {slug})"),
-                    Err(e) => format!("request {id} not answered: {e}"),
-                });
+                app.message =
+                    Some(match queue.decide(&id, Verdict::Answered { answer: text }, None, GrantScope::Session) {
+                        Ok(_) => format!("answered {id} (bottle {slug})"),
+                        Err(e) => format!("request {id} not answered: {e}"),
+                    });
                 detail_read = None;
                 refreshed = None;
             }
@@ -222,7 +223,8 @@ fn finish_launches(app: &mut App, launches: &mut Vec<Launch>) -> bool {
         };
         let launch = launches.swap_remove(at);
         let output = std::fs::read_to_string(launch.output.path()).unwrap_or_default();
-        let last = |pick: &dyn Fn(&&str) -> bool| output.lines().rev().find(|l| pick(l)).unwrap_or("").trim().to_string();
+        let last =
+            |pick: &dyn Fn(&&str) -> bool| output.lines().rev().find(|l| pick(l)).unwrap_or("").trim().to_string();
         let message = match status {
             // `--detach` prints the slug alone on its last line.
             Ok(status) if status.success() => {
@@ -281,7 +283,12 @@ async fn refresh_rows(ctx: &Context, app: &mut App) {
             app.set_stopped(
                 stopped
                     .into_iter()
-                    .map(|b| StoppedRow { slug: b.meta.slug, agent: b.meta.agent, label: b.meta.label, color: b.meta.color })
+                    .map(|b| StoppedRow {
+                        slug: b.meta.slug,
+                        agent: b.meta.agent,
+                        label: b.meta.label,
+                        color: b.meta.color,
+                    })
                     .collect(),
             );
             app.notice = notes.into_iter().next();

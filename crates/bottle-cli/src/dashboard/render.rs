@@ -326,13 +326,14 @@ fn draw_tabs(frame: &mut Frame<'_>, area: Rect, app: &App, theme: Theme) {
     match app.tab {
         Tab::Egress if !app.filter.is_empty() => {
             let [line, rest] = Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(body);
-            let host = if app.filter.host.is_empty() { String::new() } else { format!(", holding {:?}", app.filter.host) };
+            let host =
+                if app.filter.host.is_empty() { String::new() } else { format!(", holding {:?}", app.filter.host) };
             let text = format!("showing {}{host} (f, / change it)", app.filter.decisions.name());
             frame.render_widget(Paragraph::new(escape(&text)).style(theme.pending()), line);
             let shown = match &detail.egress {
-                LogView::Lines(lines) => LogView::Lines(
-                    lines.iter().filter(|l| app.filter.shows(l, is_denial(l))).cloned().collect(),
-                ),
+                LogView::Lines(lines) => {
+                    LogView::Lines(lines.iter().filter(|l| app.filter.shows(l, is_denial(l))).cloned().collect())
+                }
                 other => other.clone(),
             };
             draw_log(frame, rest, &shown, app.scroll, "no line of the egress log matches", theme)
@@ -441,7 +442,7 @@ fn grant_line(grant: &bot_bottle::supervise::Grant) -> String {
     for part in [grant.methods.join(","), grant.paths.join(",")].iter().filter(|_| !grant.is_push()) {
         if !part.is_empty() {
             line.push(' ');
-            line.push_str(&part);
+            line.push_str(part);
         }
     }
     if !grant.ports.is_empty() {
@@ -518,7 +519,9 @@ fn draw_details(frame: &mut Frame<'_>, area: Rect, app: &App, theme: Theme) {
             }
             lines.extend(fact("supervise", &policy.supervise, Style::new()));
         }
-        None => lines.extend(fact("policy", "not recorded (started by an older bottle, or on another host)", theme.dim())),
+        None => {
+            lines.extend(fact("policy", "not recorded (started by an older bottle, or on another host)", theme.dim()))
+        }
     }
     let sidecars: Vec<String> =
         a.sidecars.iter().map(|(name, up)| format!("{name} {}", if *up { "up" } else { "down" })).collect();
