@@ -191,6 +191,17 @@ fn an_approved_request_opens_the_route_live_and_denials_answers_and_timeouts_com
         args.push("http://127.0.0.1:8765/mcp");
         assert_eq!(text(&curl(&args).stdout), "401");
     }
+
+    // The operator grants a route with no request: POST passes from then on.
+    let refused = world.run(&["supervise", "grant", &slug, "--host", "https://x.org/"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(text(&refused.stderr).contains("is not a host name"), "{}", text(&refused.stderr));
+    let port = up.port.to_string();
+    let granted = world.run(&["supervise", "grant", &slug, "--host", &up.ip, "--port", &port, "--method", "post"]);
+    assert!(granted.status.success(), "{}", text(&granted.stderr));
+    assert!(text(&granted.stderr).contains(&format!("bottle {slug} may reach {}", up.ip)), "{}", text(&granted.stderr));
+    let post = text(&curl(&["-w", "\n%{http_code}", "-X", "POST", &url]).stdout);
+    assert!(post.ends_with("200"), "the operator's grant allows POST: {post}");
 }
 
 #[test]

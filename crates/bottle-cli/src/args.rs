@@ -61,11 +61,15 @@ attach as often as you like, from several terminals in turn or at once. C-b d de
     },
     /// A terminal screen over every running bottle: their logs and requests, and verbs to act on them.
     #[command(after_help = "The agents pane lists every running bottle on every available backend, as `bottle list \
-active` does, refreshed every second; the selected bottle's tabs show its egress log (denials highlighted), its \
-supervise requests, its git gate's pushes and its details; the manifest pane lists the agents `bottle start` can \
-start.\n\nKeys: ↑↓ move, ←→ switch tab, Tab switch pane, a attach (in a new tmux window when run inside tmux), \
-s stop (asks y/N), y/n approve/deny the selected request, ? help, q quit. Quitting never stops an agent. Colours \
-are left out when NO_COLOR is set or TERM=dumb.")]
+active` does, refreshed every second; the selected bottle's tabs show its egress log (denials highlighted; f filters \
+by decision, / by host), its supervise requests, its git gate's pushes and its details (the policy it was launched \
+with, routes granted live marked +); the manifest pane lists the agents `bottle start` can start and the stopped \
+bottles `bottle resume` can start again.\n\nKeys: ↑↓ move, ←→ switch tab, Tab switch pane, Enter start the \
+selected agent (with a label and colour; several may start at once) or resume a stopped bottle, a attach, e open a \
+shell (both in a new tmux window when run inside tmux), s stop (asks y/N), y/n approve/deny the selected request (y \
+on a question asks for the answer), g grant a route live (HOST [METHOD] [/PATH] [:PORT] or push BRANCH), ? help, q \
+quit. The footer names only the verbs the selected bottle's services allow. Quitting never stops an agent, nor a \
+start under way. Colours are left out when NO_COLOR is set or TERM=dumb.")]
     Dashboard,
     /// Run a command in a running bottle; exits with the command's exit code.
     #[command(after_help = "Interrupted (Ctrl-C without a terminal, SIGTERM, SIGHUP), bottle exec stops the \
