@@ -142,6 +142,21 @@ fn the_dashboard_lists_a_bottle_attaches_to_it_and_stops_it_after_asking() {
     tmux.run(&["kill-window", "-t", &format!("dash:{slug}")]);
     assert!(tmux.alive(), "closing the attach window leaves the dashboard running");
 
+    // e: a shell in the bottle, as its agent's user, in a window of its own.
+    tmux.keys("e");
+    let shell = format!("{slug}-shell");
+    assert!(wait_for(30, || tmux.windows().contains(&shell)), "no tmux window {shell}: {:?}", tmux.windows());
+    tmux.run(&["send-keys", "-t", &format!("dash:{shell}"), "echo in-$(hostname)-as-$(id -un)", "Enter"]);
+    let mut seen = String::new();
+    let ran = wait_for(60, || {
+        seen = tmux.screen(&shell);
+        seen.contains(&format!("in-{slug}-as-")) && !seen.contains("-as-root")
+    });
+    assert!(ran, "the shell window does not run in the bottle as its agent:\n{seen}");
+    tmux.run(&["send-keys", "-t", &format!("dash:{shell}"), "exit", "Enter"]);
+    assert!(wait_for(30, || !tmux.windows().contains(&shell)), "exit closes the shell window");
+    assert!(tmux.alive(), "and the dashboard runs on");
+
     // s asks first; anything but y keeps the bottle.
     tmux.keys("s");
     tmux.wait_screen(30, "the stop question", |s| s.contains(&format!("Stop bottle {slug}?")));
