@@ -561,8 +561,9 @@ impl App {
 
     /// A start or resume named `what` ended, saying `message`.
     pub(crate) fn start_ended(&mut self, what: &str, message: String) {
+        // The first of that name only: two starts of one agent without a label share it.
         if let Some(at) = self.starting.iter().position(|s| s == what) {
-            self.starting.remove(at);
+            self.starting.drain(at..=at);
         }
         self.message = Some(message);
     }
