@@ -43,7 +43,7 @@ pub use doctor::{Check, CheckStatus, Version, diagnose, host_checks};
 pub use error::{Error, ErrorKind, Result};
 pub use manifest::{
     AgentDef, AgentProviderDef, AuthScheme, BottleDef, DEFAULT_MANIFEST, DEFAULT_MAX_PUSH_MB, EgressRoute, EnvValue,
-    GitIdentity, GitUpstream, HostVarRef, HostVarUse, MAX_ENV_ENTRIES, MAX_ENV_ENTRY_BYTES, MAX_ENV_TOTAL_BYTES,
+    GitIdentity, GitUpstream, HostVarRef, HostVarUse, KubernetesDef, MAX_ENV_ENTRIES, MAX_ENV_ENTRY_BYTES, MAX_ENV_TOTAL_BYTES,
     MAX_MANIFEST_BYTES, Manifest, ManifestError, ManifestErrors, ManifestSource, PushPolicy, RouteAuth, Supervise,
     discover_manifest,
 };
