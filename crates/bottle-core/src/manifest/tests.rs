@@ -549,7 +549,11 @@ fn route_ports() {
 
 #[test]
 fn the_kubernetes_section_is_checked_where_it_is_written() {
-    let with = |section: &str| format!("agents:\n  a: {{ bottle: b }}\nbottles:\n  b:\n    agent_provider: {{ template: shell }}\nkubernetes:\n{section}");
+    let with = |section: &str| {
+        format!(
+            "agents:\n  a: {{ bottle: b }}\nbottles:\n  b:\n    agent_provider: {{ template: shell }}\nkubernetes:\n{section}"
+        )
+    };
     let manifest = parse(&with(
         "  namespace: agents\n  runtime_class: gvisor\n  image_registry: registry.example.com:5000/team\n  \
          node_selector: { pool: sandboxes, example.com/tier: \"1\" }\n  unenforced_ok: true\n",
@@ -562,7 +566,10 @@ fn the_kubernetes_section_is_checked_where_it_is_written() {
             namespace: "agents".into(),
             runtime_class: Some("gvisor".into()),
             image_registry: Some("registry.example.com:5000/team".into()),
-            node_selector: BTreeMap::from([("example.com/tier".into(), "1".into()), ("pool".into(), "sandboxes".into())]),
+            node_selector: BTreeMap::from([
+                ("example.com/tier".into(), "1".into()),
+                ("pool".into(), "sandboxes".into())
+            ]),
             unenforced_ok: true,
         }
     );

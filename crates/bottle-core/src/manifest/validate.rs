@@ -17,8 +17,8 @@ use super::limits::{EXEC_REASON, EnvSize, Excess, MAX_ENV_ENTRIES};
 use super::spans::{Pos, Seg, Spans};
 use super::{
     AgentDef, AgentProviderDef, AuthScheme, BottleDef, EgressRoute, EnvValue, GitIdentity, GitUpstream, HostVarRef,
-    HostVarUse, KubernetesDef, MAX_PUSH_MB_LIMIT, Manifest, ManifestError, ManifestErrors, ManifestSource, PushPolicy, RouteAuth,
-    Supervise,
+    HostVarUse, KubernetesDef, MAX_PUSH_MB_LIMIT, Manifest, ManifestError, ManifestErrors, ManifestSource, PushPolicy,
+    RouteAuth, Supervise,
 };
 use crate::resources::{ByteSize, Cpus, Resources};
 
