@@ -30,6 +30,8 @@ pub struct K8sPlan {
     pub spec: Spec,
     /// The manifest's `kubernetes` section.
     pub kubernetes: KubernetesDef,
+    /// The cluster's name and URL, once resolved against it.
+    pub cluster: Option<(String, String)>,
 }
 
 impl BackendPlan for K8sPlan {
@@ -40,7 +42,16 @@ impl BackendPlan for K8sPlan {
     fn summary_lines(&self) -> Vec<(String, String)> {
         let k = &self.kubernetes;
         let runtime = k.runtime_class.as_deref().unwrap_or("the cluster's default runtime");
-        let mut lines = vec![
+        let mut lines = Vec::new();
+        if let Some((name, url)) = &self.cluster {
+            lines.push(("cluster".into(), format!("{name} ({url})")));
+        }
+        let runs_as = match self.spec.mode {
+            Mode::AgentSandbox => "an agent-sandbox Sandbox (agent-sandbox is installed)",
+            Mode::Native => "a plain Pod (agent-sandbox is not installed)",
+        };
+        lines.push(("agent runs as".into(), runs_as.into()));
+        lines.extend([
             ("namespace".into(), k.namespace.clone()),
             ("agent image".into(), self.spec.agent_image.clone()),
             ("sidecar image".into(), self.spec.sidecar_image.clone()),
@@ -51,7 +62,7 @@ impl BackendPlan for K8sPlan {
                  enforces NetworkPolicy (Calico, Cilium, kind ≥ 0.24, k3s), which the backend probes at start"
                     .into(),
             ),
-        ];
+        ]);
         if k.unenforced_ok {
             lines.push((
                 "WARNING".into(),
@@ -207,7 +218,7 @@ pub fn spec(common: &CommonPlan, wiring: &Wiring, mode: Mode, for_reader: bool) 
 pub(crate) fn resolve(common: CommonPlan) -> Result<K8sPlan> {
     let wiring = wiring(common.git_gate.is_needed());
     let spec = spec(&common, &wiring, Mode::Native, false)?;
-    Ok(K8sPlan { kubernetes: common.kubernetes.clone(), spec, wired: WiredPlan { common, wiring } })
+    Ok(K8sPlan { kubernetes: common.kubernetes.clone(), spec, cluster: None, wired: WiredPlan { common, wiring } })
 }
 
 /// Every object of `common`'s bottle as YAML a user can read and apply,

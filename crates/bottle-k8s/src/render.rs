@@ -490,3 +490,46 @@ pub fn resume_patch(spec: &Spec, ip: &str) -> Value {
     let with_ip = Spec { sidecar_ip: Some(ip.to_string()), ..spec.clone() };
     json!({ "spec": { "operatingMode": "Running", "podTemplate": { "spec": { "hostAliases": agent_pod_spec(&with_ip)["hostAliases"] } } } })
 }
+
+/// The least-privilege Role the backend needs in `namespace` (and its
+/// RoleBinding to `subject`, a user name): what `bottle k8s rbac` prints.
+/// Exec and attach need both `get` and `create` (the WebSocket upgrade is
+/// a `GET`; from Kubernetes 1.35 `create` is checked as well).
+pub fn rbac(namespace: &str, subject: &str) -> Vec<Value> {
+    let rule = |group: &str, resources: &[&str], verbs: &[&str]| json!({ "apiGroups": [group], "resources": resources, "verbs": verbs });
+    let role = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": { "name": "bot-bottle", "namespace": namespace, "labels": { MANAGED_BY: MANAGER } },
+        "rules": [
+            rule("", &["pods"], &["create", "get", "list", "watch", "delete"]),
+            rule("", &["pods/exec", "pods/attach"], &["get", "create"]),
+            rule("", &["pods/log"], &["get"]),
+            rule("", &["events"], &["list"]),
+            rule("", &["configmaps", "secrets"], &["create", "get", "list", "delete"]),
+            rule("networking.k8s.io", &["networkpolicies"], &["create", "get", "list", "delete"]),
+            rule("agents.x-k8s.io", &["sandboxes"], &["create", "get", "list", "watch", "patch", "delete"]),
+        ],
+    });
+    let binding = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": { "name": "bot-bottle", "namespace": namespace, "labels": { MANAGED_BY: MANAGER } },
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "bot-bottle" },
+        "subjects": [{ "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": subject }],
+    });
+    vec![role, binding]
+}
+
+/// [`rbac`] as YAML a cluster administrator applies, with a header.
+pub fn rbac_yaml(namespace: &str, subject: &str) -> String {
+    let docs: Vec<String> =
+        rbac(namespace, subject).iter().map(|d| serde_yaml::to_string(d).unwrap_or_default()).collect();
+    format!(
+        "# The Role bot-bottle needs in namespace {namespace}, bound to user {subject}: Pods, exec/attach,\n\
+         # logs, events, ConfigMaps, Secrets and NetworkPolicies of its bottles, and agent-sandbox Sandboxes\n\
+         # (unused where agent-sandbox is not installed). API discovery needs no grant. Create the namespace\n\
+         # first: kubectl create namespace {namespace}\n{}",
+        docs.join("---\n")
+    )
+}
