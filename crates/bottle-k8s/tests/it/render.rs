@@ -76,6 +76,8 @@ pub(crate) fn prepared(dir: &Path, manifest: Option<&str>, agent: &str) -> Commo
     spec.host_ca = false;
     let mut common = bottle_core::prepare(&spec, &providers, &host, bottle_k8s::NAME).unwrap_or_else(|e| panic!("{e}"));
     common.slug = format!("{agent}-0123abcd");
+    common.state_dir = host.state.bottle_dir(&common.slug);
+    std::fs::create_dir_all(&common.state_dir).expect("mkdir state");
     common.owner = Owner { host: "host.example".into(), pid: 4242, pid_start: 7, created_ms: 1_700_000_000_000 };
     common.client_token = ClientToken::from_value("0123456789abcdef");
     common
