@@ -8,6 +8,14 @@
 //! `Ready` condition), and records every request. [`Faults`] make it
 //! refuse a create (403), fail an image pull, never make a Pod ready, or
 //! drop watches.
+//!
+//! pods/exec cannot go through the mock (kube takes the upgraded
+//! connection from hyper), so [`Fake::start_with_exec`] routes exec
+//! requests to a real hyper HTTP/1 connection over an in-memory pipe whose
+//! server answers `101` with `v5.channel.k8s.io` and speaks the channel
+//! protocol: stdin frames on channel 0 until the `[255, 0]` close, then
+//! stdout on 1, stderr on 2 and the exit status on 3, as a [`Runner`]
+//! says.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -45,6 +53,9 @@ pub(crate) struct State {
     serial: u64,
 }
 
+/// What an exec in the fake's Pods does: `(argv, stdin)` → `(stdout, stderr, exit code)`.
+pub(crate) type Runner = Arc<dyn Fn(&[String], &[u8]) -> (Vec<u8>, Vec<u8>, i32) + Send + Sync>;
+
 /// A handle on the fake server.
 #[derive(Debug, Clone)]
 pub(crate) struct Fake(pub(crate) Arc<Mutex<State>>);
@@ -65,6 +76,38 @@ impl Fake {
             }
         });
         (Client::new(service, "default"), fake)
+    }
+
+    /// Like [`Fake::start`], with exec requests served over a WebSocket by `runner`.
+    pub(crate) fn start_with_exec(faults: Faults, runner: Runner) -> (Client, Fake) {
+        use tower::ServiceExt as _;
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let fake = Fake(Arc::new(Mutex::new(State { faults, ..State::default() })));
+        let server = fake.clone();
+        tokio::spawn(async move {
+            let mut handle = std::pin::pin!(handle);
+            while let Some((request, send)) = handle.next_request().await {
+                let (parts, body) = request.into_parts();
+                let body = body.collect_bytes().await.unwrap_or_default();
+                send.send_response(server.serve(&parts.method, &parts.uri, &body));
+            }
+        });
+        let recorder = fake.clone();
+        let routed = tower::service_fn(move |request: Request<Body>| {
+            let (mock, runner, recorder) = (service.clone(), Arc::clone(&runner), recorder.clone());
+            async move {
+                type Either = http_body_util::Either<Body, hyper::body::Incoming>;
+                let path = request.uri().path().to_string();
+                if path.ends_with("/exec") || path.ends_with("/attach") {
+                    recorder.0.lock().expect("lock").requests.push(format!("GET {}", request.uri()));
+                    let response = crate::fake::exec_over_websocket(request, runner).await?;
+                    Ok::<_, tower::BoxError>(response.map(Either::Right))
+                } else {
+                    Ok(mock.oneshot(request).await?.map(Either::Left))
+                }
+            }
+        });
+        (Client::new(routed, "default"), fake)
     }
 
     /// The requests so far.
@@ -136,7 +179,7 @@ fn param(query: &str, key: &str) -> Option<String> {
         let bytes = v.as_bytes();
         let mut i = 0;
         while i < bytes.len() {
-            if bytes[i] == b'%' && i + 2 < bytes.len() + 1 {
+            if bytes[i] == b'%' && i + 2 < bytes.len() {
                 if let Ok(b) = u8::from_str_radix(&v[i + 1..i + 3], 16) {
                     out.push(b);
                     i += 3;
@@ -423,4 +466,95 @@ fn ready(pod: &mut Value, serial: u64) {
         "conditions": [{ "type": "Ready", "status": "True" }],
         "containerStatuses": containers,
     });
+}
+
+/// Serves exec `request` on an in-memory HTTP/1 connection: the server
+/// upgrades it and runs the channel protocol with `runner`.
+pub(crate) async fn exec_over_websocket(
+    request: Request<Body>,
+    runner: Runner,
+) -> Result<Response<hyper::body::Incoming>, tower::BoxError> {
+    use hyper_util::rt::TokioIo;
+    let (client_io, server_io) = tokio::io::duplex(1 << 16);
+    let service = hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
+        let runner = Arc::clone(&runner);
+        async move {
+            let key = request.headers().get("sec-websocket-key").cloned().unwrap_or(http::HeaderValue::from_static(""));
+            let query = request.uri().query().unwrap_or_default().to_string();
+            let argv: Vec<String> = query
+                .split('&')
+                .filter(|pair| pair.starts_with("command="))
+                .filter_map(|pair| param(pair, "command"))
+                .collect();
+            let stdin = param(&query, "stdin").as_deref() == Some("true");
+            let upgrade = hyper::upgrade::on(&mut request);
+            tokio::spawn(async move {
+                let Ok(upgraded) = upgrade.await else { return };
+                let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    tokio_tungstenite::tungstenite::protocol::Role::Server,
+                    None,
+                )
+                .await;
+                channels(ws, &argv, stdin, runner).await;
+            });
+            let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+            Response::builder()
+                .status(101)
+                .header("connection", "Upgrade")
+                .header("upgrade", "websocket")
+                .header("sec-websocket-accept", accept)
+                .header("sec-websocket-protocol", "v5.channel.k8s.io")
+                .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+        }
+    });
+    tokio::spawn(
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(server_io), service).with_upgrades(),
+    );
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(client_io)).await?;
+    tokio::spawn(connection.with_upgrades());
+    Ok(sender.send_request(request).await?)
+}
+
+/// The channel protocol of one exec: stdin until `[255, 0]` (when asked
+/// for), then stdout, stderr and the status frame.
+async fn channels<S>(mut ws: tokio_tungstenite::WebSocketStream<S>, argv: &[String], stdin: bool, runner: Runner)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+    let mut input = Vec::new();
+    if stdin {
+        while let Some(Ok(message)) = ws.next().await {
+            let Message::Binary(frame) = message else { continue };
+            match frame.first() {
+                Some(0) => input.extend_from_slice(&frame[1..]),
+                Some(255) if frame.get(1) == Some(&0) => break,
+                _ => {}
+            }
+        }
+    }
+    let (stdout, stderr, code) = runner(argv, &input);
+    let frame = |channel: u8, bytes: &[u8]| {
+        let mut data = vec![channel];
+        data.extend_from_slice(bytes);
+        Message::Binary(data.into())
+    };
+    for chunk in stdout.chunks(8192) {
+        let _ = ws.send(frame(1, chunk)).await;
+    }
+    for chunk in stderr.chunks(8192) {
+        let _ = ws.send(frame(2, chunk)).await;
+    }
+    let status = if code == 0 {
+        json!({ "metadata": {}, "status": "Success" })
+    } else {
+        json!({ "metadata": {}, "status": "Failure",
+                "message": format!("command terminated with non-zero exit code: exit status {code}"),
+                "reason": "NonZeroExitCode",
+                "details": { "causes": [{ "reason": "ExitCode", "message": code.to_string() }] } })
+    };
+    let _ = ws.send(frame(3, status.to_string().as_bytes())).await;
+    let _ = ws.close(None).await;
 }

@@ -1,8 +1,10 @@
 //! bottle-k8s's integration tests: the rendered objects against golden
 //! files and the Pod Security and NetworkPolicy rules (`render.rs`), and
 //! the backend against a recording fake API server behind kube-rs's mock
-//! service (`fake.rs`, `backend.rs`).
+//! service (`fake.rs`, `backend.rs`), exec and copies over its pods/exec
+//! WebSocket (`exec.rs`).
 
 mod backend;
+mod exec;
 mod fake;
 mod render;
