@@ -59,6 +59,20 @@ impl Cluster {
         Ok(Cluster { client, name, url })
     }
 
+    /// The current context of the kubeconfig file `path`.
+    pub async fn from_kubeconfig(path: &std::path::Path) -> Result<Cluster> {
+        let unusable = |e: String| {
+            Error::new(ErrorKind::Unavailable, format!("cannot use the kubeconfig {}: {e}", path.display()))
+        };
+        let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|e| unusable(e.to_string()))?;
+        let name = kubeconfig.current_context.clone().unwrap_or_default();
+        let options = kube::config::KubeConfigOptions::default();
+        let config = Config::from_custom_kubeconfig(kubeconfig, &options).await.map_err(|e| unusable(e.to_string()))?;
+        let url = config.cluster_url.to_string();
+        let client = Client::try_from(config).map_err(|e| unusable(e.to_string()))?;
+        Ok(Cluster { client, name: format!("context {name}"), url })
+    }
+
     /// A cluster reached through `client` (a test's mock service), called `name`.
     pub fn with_client(client: Client, name: impl Into<String>) -> Cluster {
         Cluster { client, name: name.into(), url: "(given client)".into() }
