@@ -63,24 +63,12 @@ pub(crate) struct Fake(pub(crate) Arc<Mutex<State>>);
 impl Fake {
     /// A client whose requests this fake serves, and the fake.
     pub(crate) fn start(faults: Faults) -> (Client, Fake) {
-        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let fake = Fake(Arc::new(Mutex::new(State { faults, ..State::default() })));
-        let server = fake.clone();
-        tokio::spawn(async move {
-            let mut handle = std::pin::pin!(handle);
-            while let Some((request, send)) = handle.next_request().await {
-                let (parts, body) = request.into_parts();
-                let body = body.collect_bytes().await.unwrap_or_default();
-                let response = server.serve(&parts.method, &parts.uri, &body);
-                send.send_response(response);
-            }
-        });
+        let (service, fake) = Fake::serving(faults);
         (Client::new(service, "default"), fake)
     }
 
-    /// Like [`Fake::start`], with exec requests served over a WebSocket by `runner`.
-    pub(crate) fn start_with_exec(faults: Faults, runner: Runner) -> (Client, Fake) {
-        use tower::ServiceExt as _;
+    /// The mock service whose requests a new fake with `faults` serves, and the fake.
+    fn serving(faults: Faults) -> (tower_test::mock::Mock<Request<Body>, Response<Body>>, Fake) {
         let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let fake = Fake(Arc::new(Mutex::new(State { faults, ..State::default() })));
         let server = fake.clone();
@@ -92,6 +80,13 @@ impl Fake {
                 send.send_response(server.serve(&parts.method, &parts.uri, &body));
             }
         });
+        (service, fake)
+    }
+
+    /// Like [`Fake::start`], with exec requests served over a WebSocket by `runner`.
+    pub(crate) fn start_with_exec(faults: Faults, runner: Runner) -> (Client, Fake) {
+        use tower::ServiceExt as _;
+        let (service, fake) = Fake::serving(faults);
         let recorder = fake.clone();
         let routed = tower::service_fn(move |request: Request<Body>| {
             let (mock, runner, recorder) = (service.clone(), Arc::clone(&runner), recorder.clone());
