@@ -180,6 +180,15 @@ bottle k8s rbac --user alice | kubectl apply -f -")]
         #[command(subcommand)]
         action: K8sAction,
     },
+    /// The images bottles run: build them and push them where a cluster pulls them.
+    #[command(after_help = "push builds AGENT's image and the sidecar image with Docker when the engine lacks \
+them (the same content-hashed tags the Docker backend builds), tags them under the manifest's \
+`kubernetes.image_registry` and pushes them there, for `--backend kubernetes`. Log in first (`docker login \
+REGISTRY`).\n\nExample:\n  bottle image push shell")]
+    Image {
+        #[command(subcommand)]
+        action: ImageAction,
+    },
     /// Check the manifest or print its JSON Schema.
     Manifest {
         #[command(subcommand)]
@@ -248,6 +257,15 @@ pub(crate) enum ListWhat {
     Active,
     /// The bottles that have a state folder and run nowhere: what `bottle resume` can start again.
     Stopped,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ImageAction {
+    /// Build (when missing) and push AGENT's image and the sidecar image to the manifest's registry.
+    Push {
+        /// The agent (see `bottle list agents`).
+        agent: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

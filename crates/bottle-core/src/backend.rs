@@ -15,7 +15,7 @@
 
 pub use crate::bottle::agent_ids;
 pub use crate::build_progress::BuildProgress;
-pub use crate::bundle::{BUNDLE_DIR, LAUNCHER, SELF_ENV, SIDECAR_ENV, SidecarProgram};
+pub use crate::bundle::{BUNDLE_DIR, LAUNCHER, SELF_ENV, SIDECAR_ENV, SidecarProgram, sidecar_recipe};
 pub use crate::copy::{CopyOut, guest_size, pack_tree, split_guest_path, tar_allowance, unpack_bounded};
 pub use crate::handle::{Handle, Packed};
 pub use crate::image::{BuildContext, DOCKERFILE_IN_CONTEXT, build_context, pack_context};

@@ -106,7 +106,7 @@ impl Backend for K8sBackend {
                 ),
             ));
         }
-        let mut plan = crate::plan::resolve(common)?;
+        let mut plan = crate::plan::resolve(common).await?;
         // The preflight names the cluster and whether agent-sandbox runs the agent.
         let cluster = self.cluster().await?;
         let mode = cluster.mode().await?;

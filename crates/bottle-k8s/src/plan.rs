@@ -7,7 +7,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use bottle_core::backend::{BackendPlan, EGRESS_PORT, GATE_PORT, Placement, SidecarCommand, WiredPlan, Wiring};
+use bottle_core::backend::{
+    BackendPlan, BuildContext, EGRESS_PORT, GATE_PORT, Placement, SidecarCommand, WiredPlan, Wiring, pack_context,
+    sidecar_recipe,
+};
 use bottle_core::sidecar::Listen;
 use bottle_core::{CommonPlan, Error, ErrorKind, KubernetesDef, Result, Sidecar, labels};
 
@@ -17,8 +20,6 @@ use crate::render::{self, Mode, SECRET_MOUNT, SIDECAR_HOSTS, SidecarPort, Spec};
 pub const AGENT_UID: i64 = 1000;
 /// What the render shows in place of the bottle's client token.
 pub const TOKEN_PLACEHOLDER: &str = "CLIENT-TOKEN";
-/// The repository of the sidecar image, under the manifest's registry.
-pub const SIDECAR_REPOSITORY: &str = "bot-bottle/sidecar";
 /// Where the sidecars keep their files (an emptyDir).
 const WORK_DIR: &str = "/var/lib/bot-bottle";
 
@@ -83,9 +84,42 @@ pub fn image_ref(registry: Option<&str>, tag: &str) -> String {
     }
 }
 
-/// The sidecar image for this version of bot-bottle.
-pub fn sidecar_image(registry: Option<&str>) -> String {
-    image_ref(registry, &format!("{SIDECAR_REPOSITORY}:{}", env!("CARGO_PKG_VERSION")))
+/// The local tags of a bottle's two images (content-hashed, as the Docker
+/// backend builds them), before the registry is put in front.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageTags {
+    /// The agent image's tag (`bot-bottle/shell:<hash>`).
+    pub agent: String,
+    /// The sidecar image's tag (`bot-bottle/sidecar:<hash>`).
+    pub sidecar: String,
+}
+
+/// The tags of `common`'s two images; the sidecar's (a hash of this
+/// `bottle` itself) worked out once per process and host CA bundle.
+pub async fn tags(common: &CommonPlan) -> Result<ImageTags> {
+    static SIDECAR: std::sync::Mutex<BTreeMap<Option<std::path::PathBuf>, String>> =
+        std::sync::Mutex::new(BTreeMap::new());
+    let agent = pack_context(common.provision.image.clone(), "agent").await?.tag;
+    let ca = common.provision.image.host_ca_bundle.clone();
+    let known = SIDECAR.lock().unwrap_or_else(|e| e.into_inner()).get(&ca).cloned();
+    let sidecar = match known {
+        Some(tag) => tag,
+        None => {
+            let tag = pack_context(sidecar_recipe(ca.clone())?, "sidecar").await?.tag;
+            SIDECAR.lock().unwrap_or_else(|e| e.into_inner()).insert(ca, tag.clone());
+            tag
+        }
+    };
+    Ok(ImageTags { agent, sidecar })
+}
+
+/// The build contexts of `common`'s two images (the sidecar's holds this
+/// `bottle` itself, so packing it reads the executable).
+pub async fn contexts(common: &CommonPlan) -> Result<(BuildContext, BuildContext)> {
+    let agent = pack_context(common.provision.image.clone(), "agent").await?;
+    let recipe = sidecar_recipe(common.provision.image.host_ca_bundle.clone())?;
+    let sidecar = pack_context(recipe, "sidecar").await?;
+    Ok((agent, sidecar))
 }
 
 /// How a bottle on a cluster is wired to its sidecars.
@@ -127,10 +161,8 @@ fn kept_off(ip: IpAddr) -> bool {
 
 /// The render spec of `common`'s bottle in `mode`. `for_reader`: secrets
 /// (the Secret's files, the client token) as placeholders, for printing.
-pub fn spec(common: &CommonPlan, wiring: &Wiring, mode: Mode, for_reader: bool) -> Result<Spec> {
+pub fn spec(common: &CommonPlan, wiring: &Wiring, mode: Mode, for_reader: bool, tags: &ImageTags) -> Result<Spec> {
     let k = &common.kubernetes;
-    let recipe = &common.provision.image;
-    let context = bottle_core::backend::build_context(recipe)?;
     let token = common.client_token.expose();
     let mut env = wiring.guest_env(common);
     // The gate (and supervise) are reached directly, by their host names, not through the proxy.
@@ -193,8 +225,8 @@ pub fn spec(common: &CommonPlan, wiring: &Wiring, mode: Mode, for_reader: bool) 
         id: common.slug.clone(),
         namespace: k.namespace.clone(),
         mode,
-        agent_image: image_ref(k.image_registry.as_deref(), &context.tag),
-        sidecar_image: sidecar_image(k.image_registry.as_deref()),
+        agent_image: image_ref(k.image_registry.as_deref(), &tags.agent),
+        sidecar_image: image_ref(k.image_registry.as_deref(), &tags.sidecar),
         runtime_class: k.runtime_class.clone(),
         node_selector: k.node_selector.clone(),
         agent_uid: AGENT_UID,
@@ -213,18 +245,20 @@ pub fn spec(common: &CommonPlan, wiring: &Wiring, mode: Mode, for_reader: bool) 
     })
 }
 
-/// Resolve `common` for a cluster: the wiring and the spec (native mode
-/// until launch settles it).
-pub(crate) fn resolve(common: CommonPlan) -> Result<K8sPlan> {
+/// Resolve `common` for a cluster: the images' tags, the wiring and the
+/// spec (native mode until discovery settles it).
+pub(crate) async fn resolve(common: CommonPlan) -> Result<K8sPlan> {
+    let tags = tags(&common).await?;
     let wiring = wiring(common.git_gate.is_needed());
-    let spec = spec(&common, &wiring, Mode::Native, false)?;
+    let spec = spec(&common, &wiring, Mode::Native, false, &tags)?;
     Ok(K8sPlan { kubernetes: common.kubernetes.clone(), spec, cluster: None, wired: WiredPlan { common, wiring } })
 }
 
 /// Every object of `common`'s bottle as YAML a user can read and apply,
 /// secrets as placeholders.
-pub fn render_yaml(common: &CommonPlan, mode: Mode) -> Result<String> {
-    let spec = spec(common, &wiring(common.git_gate.is_needed()), mode, true)?;
+pub async fn render_yaml(common: &CommonPlan, mode: Mode) -> Result<String> {
+    let tags = tags(common).await?;
+    let spec = spec(common, &wiring(common.git_gate.is_needed()), mode, true, &tags)?;
     let header = format!(
         "# The objects bot-bottle creates for bottle {id} in namespace {ns} ({mode}).\n\
          # Secrets are placeholders: the backend fills the Secret with the sidecars' configurations and the\n\
@@ -242,17 +276,47 @@ pub fn render_yaml(common: &CommonPlan, mode: Mode) -> Result<String> {
     Ok(format!("{header}{}", render::render(&spec).to_yaml()))
 }
 
-/// `bottle k8s render AGENT`: `spec`'s bottle prepared (against a scratch
-/// state folder, so nothing of it stays behind) and rendered by
-/// [`render_yaml`].
-pub fn render_agent(
+/// `spec`'s bottle prepared against a scratch state folder (so nothing of
+/// it stays behind), for what prints or pushes it without running it.
+fn prepare_scratch(
+    spec: &bottle_core::BottleSpec,
+    providers: &bottle_core::Providers,
+    host: &bottle_core::Host,
+) -> Result<CommonPlan> {
+    let scratch = tempfile::tempdir().map_err(|e| Error::io("creating a scratch folder", e))?;
+    let host = bottle_core::Host { state: bottle_core::StateRoot::at(scratch.path()), ..host.clone() };
+    bottle_core::prepare(spec, providers, &host, crate::NAME)
+}
+
+/// `bottle k8s render AGENT`: `spec`'s bottle rendered by [`render_yaml`].
+pub async fn render_agent(
     spec: &bottle_core::BottleSpec,
     providers: &bottle_core::Providers,
     host: &bottle_core::Host,
     mode: Mode,
 ) -> Result<String> {
-    let scratch = tempfile::tempdir().map_err(|e| Error::io("creating a scratch folder", e))?;
-    let host = bottle_core::Host { state: bottle_core::StateRoot::at(scratch.path()), ..host.clone() };
-    let common = bottle_core::prepare(spec, providers, &host, crate::NAME)?;
-    render_yaml(&common, mode)
+    let common = prepare_scratch(spec, providers, host)?;
+    render_yaml(&common, mode).await
+}
+
+/// `bottle image push AGENT`: `spec`'s bottle's images built (when
+/// missing) and pushed to the manifest's registry; the references pushed.
+pub async fn push_agent(
+    spec: &bottle_core::BottleSpec,
+    providers: &bottle_core::Providers,
+    host: &bottle_core::Host,
+) -> Result<Vec<String>> {
+    let common = prepare_scratch(spec, providers, host)?;
+    let Some(registry) = common.kubernetes.image_registry.clone() else {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "the manifest names no registry to push to; add `kubernetes: { image_registry: registry.example.com/team }`",
+        ));
+    };
+    let (agent, sidecar) = contexts(&common).await?;
+    let mut pushed = Vec::new();
+    for context in [agent, sidecar] {
+        pushed.push(crate::image::push(&context, &registry).await?);
+    }
+    Ok(pushed)
 }

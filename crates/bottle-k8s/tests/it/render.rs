@@ -14,6 +14,7 @@ use std::sync::Arc;
 use bottle_core::backend::Owner;
 use bottle_core::sidecar::ClientToken;
 use bottle_core::{BottleSpec, CommonPlan, Host, Manifest, StateRoot};
+use bottle_k8s::ImageTags;
 use bottle_k8s::render::{self, Mode, Objects};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodSpec, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -83,15 +84,18 @@ pub(crate) fn prepared(dir: &Path, manifest: Option<&str>, agent: &str) -> Commo
     common
 }
 
+/// Image tags with the hash fixed (it is the content's: checked apart).
+pub(crate) fn tags(common: &CommonPlan) -> ImageTags {
+    let repository = &common.provision.image.repository;
+    ImageTags { agent: format!("{repository}:HASH"), sidecar: "bot-bottle/sidecar:HASH".into() }
+}
+
 /// The objects of `common`'s bottle in `mode` as printed (secrets as
 /// placeholders), the image fixed (its tag is the bundled Dockerfile's
 /// hash, checked apart) and an anchor UID and sidecar IP set, as at launch.
 pub(crate) fn objects(common: &CommonPlan, mode: Mode) -> Objects {
     let wiring = bottle_k8s::plan::wiring(common.git_gate.is_needed());
-    let mut spec = bottle_k8s::plan::spec(common, &wiring, mode, true).unwrap_or_else(|e| panic!("{e}"));
-    let (repository, _hash) = spec.agent_image.rsplit_once(':').expect("a tagged image");
-    spec.agent_image = format!("{repository}:HASH");
-    spec.sidecar_image = spec.sidecar_image.replace(env!("CARGO_PKG_VERSION"), "VERSION");
+    let mut spec = bottle_k8s::plan::spec(common, &wiring, mode, true, &tags(common)).unwrap_or_else(|e| panic!("{e}"));
     spec.anchor_uid = Some("00000000-0000-4000-8000-000000000001".into());
     spec.sidecar_ip = Some("10.244.0.7".into());
     render::render(&spec)
@@ -167,18 +171,21 @@ fn the_agent_sandbox_variant_renders_as_its_golden_file() {
     );
 }
 
-#[test]
-fn the_image_is_the_content_hashed_tag_under_the_manifests_registry() {
+#[tokio::test]
+async fn the_images_are_the_content_hashed_tags_under_the_manifests_registry() {
     let dir = tempfile::tempdir().expect("tempdir");
     let common = prepared(dir.path(), Some(CLAUDE), "coder");
-    let wiring = bottle_k8s::plan::wiring(true);
-    let spec = bottle_k8s::plan::spec(&common, &wiring, Mode::Native, false).expect("spec");
+    let (agent, sidecar) = bottle_k8s::plan::contexts(&common).await.expect("contexts");
     let tag = bottle_core::backend::build_context(&common.provision.image).expect("context").tag;
-    assert_eq!(spec.agent_image, format!("registry.example.com/team/{tag}"));
-    assert_eq!(
-        spec.sidecar_image,
-        format!("registry.example.com/team/bot-bottle/sidecar:{}", env!("CARGO_PKG_VERSION"))
-    );
+    assert_eq!(agent.tag, tag, "the agent's tag is the Docker backend's");
+    let recipe = bottle_core::backend::sidecar_recipe(None).expect("recipe");
+    assert_eq!(sidecar.tag, bottle_core::backend::build_context(&recipe).expect("context").tag, "and the sidecar's");
+    assert!(sidecar.tag.starts_with("bot-bottle/sidecar:"), "{}", sidecar.tag);
+    let wiring = bottle_k8s::plan::wiring(true);
+    let tags = ImageTags { agent: agent.tag.clone(), sidecar: sidecar.tag.clone() };
+    let spec = bottle_k8s::plan::spec(&common, &wiring, Mode::Native, false, &tags).expect("spec");
+    assert_eq!(spec.agent_image, format!("registry.example.com/team/{}", agent.tag));
+    assert_eq!(spec.sidecar_image, format!("registry.example.com/team/{}", sidecar.tag));
 }
 
 /// The agent Pod's spec in each mode, typed.
@@ -325,11 +332,11 @@ fn objects_sandbox(common: &CommonPlan) -> Objects {
     objects(common, Mode::AgentSandbox)
 }
 
-#[test]
-fn only_the_sidecar_pod_mounts_the_secret_and_the_printed_yaml_holds_no_secret() {
+#[tokio::test]
+async fn only_the_sidecar_pod_mounts_the_secret_and_the_printed_yaml_holds_no_secret() {
     let dir = tempfile::tempdir().expect("tempdir");
     let common = prepared(dir.path(), Some(CLAUDE), "coder");
-    let yaml = bottle_k8s::render_yaml(&common, Mode::Native).expect("render");
+    let yaml = bottle_k8s::render_yaml(&common, Mode::Native).await.expect("render");
     for secret in [API_KEY, GH_TOKEN, "test-deploy-key", common.client_token.expose(), "PRIVATE KEY"] {
         assert!(!yaml.contains(secret), "`{secret}` printed");
     }
@@ -350,7 +357,7 @@ fn only_the_sidecar_pod_mounts_the_secret_and_the_printed_yaml_holds_no_secret()
     assert_eq!(files.keys().collect::<Vec<_>>(), ["egress.json", "git-gate.json"]);
     // Unprinted, the Secret holds the real configurations.
     let wiring = bottle_k8s::plan::wiring(true);
-    let real = bottle_k8s::plan::spec(&common, &wiring, Mode::Native, false).expect("spec");
+    let real = bottle_k8s::plan::spec(&common, &wiring, Mode::Native, false, &tags(&common)).expect("spec");
     assert!(real.secret_files["egress.json"].contains(GH_TOKEN), "the proxy's credential");
     assert!(real.secret_files["git-gate.json"].contains("test-deploy-key"), "the gate's key");
     assert!(real.env.values().any(|v| v.contains(common.client_token.expose())), "the agent's proxy token");
