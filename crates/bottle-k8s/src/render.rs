@@ -102,8 +102,6 @@ pub struct Spec {
     pub node_selector: BTreeMap<String, String>,
     /// The agent's numeric uid and gid (non-root).
     pub agent_uid: i64,
-    /// The agent's working directory.
-    pub workdir: String,
     /// The agent's environment (secrets as placeholders; the client token
     /// as itself, or a placeholder when rendered for a reader).
     pub env: BTreeMap<String, String>,
@@ -280,8 +278,9 @@ pub fn agent_pod_spec(spec: &Spec) -> Value {
             "name": AGENT_CONTAINER,
             "image": spec.agent_image,
             "imagePullPolicy": "IfNotPresent",
+            // No workingDir: the runtime would make a missing one owned by root;
+            // provisioning makes it as the agent, and sessions `cd` into it.
             "command": ["sleep", "infinity"],
-            "workingDir": spec.workdir,
             "env": env,
             "resources": { "limits": limits.clone(), "requests": limits },
             "securityContext": container_security(spec.agent_uid),
@@ -332,6 +331,7 @@ fn sidecar_pod(spec: &Spec) -> Value {
                     { "name": "config", "mountPath": SECRET_MOUNT, "readOnly": true },
                     { "name": "work", "mountPath": "/var/lib/bot-bottle" },
                     { "name": "tmp", "mountPath": "/tmp" },
+                    { "name": "home", "mountPath": "/home/sidecar" },
                 ],
             })
         })
@@ -347,6 +347,7 @@ fn sidecar_pod(spec: &Spec) -> Value {
             { "name": "config", "secret": { "secretName": secret_name(&spec.id), "defaultMode": 0o440 } },
             { "name": "work", "emptyDir": {} },
             { "name": "tmp", "emptyDir": { "medium": "Memory" } },
+            { "name": "home", "emptyDir": {} },
         ],
     });
     if !spec.node_selector.is_empty() {
