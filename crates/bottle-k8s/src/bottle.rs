@@ -184,37 +184,61 @@ impl Bottle for K8sBottle {
     }
 
     async fn exec_attached(&self, argv: &[String], _user: GuestUser) -> Result<i32> {
+        use futures_util::SinkExt as _;
         use std::io::IsTerminal as _;
         let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
         let mut ap = AttachParams::default().container(AGENT_CONTAINER).stdin(true).stdout(true).tty(tty);
         ap.stderr = !tty;
-        let mut argv_in_dir = vec!["sh".to_string(), "-c".into(), "cd \"$0\" && exec \"$@\"".into()];
-        argv_in_dir.push(self.handle.workdir().to_string());
-        argv_in_dir.extend(argv.iter().cloned());
+        let mut in_dir = vec!["sh".to_string(), "-c".into(), "cd \"$0\" && exec \"$@\"".into()];
+        in_dir.push(self.handle.workdir().to_string());
+        in_dir.extend(argv.iter().cloned());
         let mut process = self
             .cluster
             .pods(&self.namespace)
-            .exec(&self.pod, argv_in_dir, &ap)
+            .exec(&self.pod, in_dir, &ap)
             .await
             .map_err(|e| self.err(refused(e, "create", "pods/exec", &self.namespace)))?;
         let status = process.take_status();
         let (mut input, out, err) = (process.stdin(), process.stdout(), process.stderr());
-        let pump_in = tokio::spawn(async move {
-            if let Some(writer) = input.as_mut() {
-                let _ = tokio::io::copy(&mut tokio::io::stdin(), writer).await;
-                let _ = writer.shutdown().await;
-            }
+        let _raw = if tty { Some(RawMode::enable()?) } else { None };
+        // The window's size now and at every change (channel 4).
+        let resizer = process.terminal_size().map(|mut sizes| {
+            tokio::spawn(async move {
+                let size = || {
+                    crossterm::terminal::size().ok().map(|(width, height)| kube::api::TerminalSize { width, height })
+                };
+                if let Some(now) = size() {
+                    let _ = sizes.send(now).await;
+                }
+                let Ok(mut winch) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())
+                else {
+                    return;
+                };
+                while winch.recv().await.is_some() {
+                    if let Some(now) = size()
+                        && sizes.send(now).await.is_err()
+                    {
+                        return;
+                    }
+                }
+            })
         });
-        let pump_out = async {
-            if let Some(mut out) = out {
-                let _ = tokio::io::copy(&mut out, &mut tokio::io::stdout()).await;
+        let pump_in = tokio::spawn(async move {
+            let Some(writer) = input.as_mut() else { return };
+            let (mut stdin, mut buf) = (tokio::io::stdin(), vec![0u8; 8192]);
+            loop {
+                match stdin.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if writer.write_all(&buf[..n]).await.is_err() || writer.flush().await.is_err() {
+                            return;
+                        }
+                    }
+                }
             }
-        };
-        let pump_err = async {
-            if let Some(mut err) = err {
-                let _ = tokio::io::copy(&mut err, &mut tokio::io::stderr()).await;
-            }
-        };
+            let _ = writer.shutdown().await;
+        });
+        let (pump_out, pump_err) = (pump(out, tokio::io::stdout()), pump(err, tokio::io::stderr()));
         let status = async {
             match status {
                 Some(status) => status.await,
@@ -223,6 +247,9 @@ impl Bottle for K8sBottle {
         };
         let ((), (), status) = tokio::join!(pump_out, pump_err, status);
         pump_in.abort();
+        if let Some(resizer) = resizer {
+            resizer.abort();
+        }
         Ok(status.as_ref().and_then(exit_code).map_or(1, |code| i32::try_from(code).unwrap_or(1)))
     }
 
@@ -253,5 +280,38 @@ impl Bottle for K8sBottle {
             return Ok(());
         }
         crate::cleanup::remove(&self.cluster, &self.namespace, self.handle.slug()).await.map_err(|e| self.err(e))
+    }
+}
+
+/// Copies `from` (when there is one) to `to`, flushing every chunk (an
+/// interactive session's output must not wait in a buffer).
+async fn pump(from: Option<tokio::io::ReadHalf<tokio::io::SimplexStream>>, mut to: impl tokio::io::AsyncWrite + Unpin) {
+    let Some(mut from) = from else { return };
+    let mut buf = vec![0u8; 8192];
+    loop {
+        match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).await.is_err() || to.flush().await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The terminal in raw mode for as long as this lives.
+struct RawMode;
+
+impl RawMode {
+    fn enable() -> Result<Self> {
+        crossterm::terminal::enable_raw_mode().map_err(|e| Error::io("switching the terminal to raw mode", e))?;
+        Ok(RawMode)
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        let _ = crossterm::terminal::disable_raw_mode();
     }
 }
