@@ -218,7 +218,7 @@ impl Backend for K8sBackend {
         };
         let cluster = match self.cluster().await {
             Ok(cluster) => cluster,
-            Err(e) => return vec![check(CheckStatus::Info, e.to_string(), None)],
+            Err(e) => return vec![check(CheckStatus::Info, e.message().to_string(), None)],
         };
         let mut checks = Vec::new();
         match cluster.client.apiserver_version().await {
