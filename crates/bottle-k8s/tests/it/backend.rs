@@ -226,3 +226,25 @@ async fn cleanup_removes_a_dead_launchers_bottle_and_keeps_a_live_ones() {
     assert_eq!(fake.objects_of(dead), Vec::<String>::new());
     assert!(!fake.objects_of(&live).is_empty(), "the live bottle is kept");
 }
+
+#[tokio::test]
+async fn the_preflight_names_cluster_namespace_runtime_class_agent_sandbox_and_the_policy_need() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = SHELL.replace("  unenforced_ok: true\n", "  unenforced_ok: true\n  runtime_class: gvisor\n");
+    let common = prepared(dir.path(), Some(&text), "shell");
+    let (client, _fake) = Fake::start(Faults { agent_sandbox: true, ..Faults::default() });
+    let backend = K8sBackend::with_cluster(
+        Cluster::with_client(client, "context kind-bots"),
+        StateRoot::at(dir.path().join("state")),
+        Timeouts::default(),
+    );
+    let plan = backend.resolve_plan(common).await.expect("plan");
+    let lines: HashMap<String, String> = bottle_core::backend::BackendPlan::summary_lines(&plan).into_iter().collect();
+    assert!(lines["cluster"].starts_with("context kind-bots"), "{lines:?}");
+    assert_eq!(lines["namespace"], "bb");
+    assert_eq!(lines["runtime class"], "gvisor");
+    assert!(lines["agent runs as"].contains("agent-sandbox is installed"), "{lines:?}");
+    assert!(lines["network"].contains("network plugin that enforces NetworkPolicy"), "{lines:?}");
+    assert!(lines["WARNING"].contains("unenforced_ok: true"), "loud when enforcement is waived: {lines:?}");
+    assert!(lines["agent image"].starts_with("registry.example.com/team/bot-bottle/shell:"), "{lines:?}");
+}
