@@ -20,6 +20,9 @@ use crate::launch::Timeouts;
 use crate::plan::K8sPlan;
 use crate::render::{self, MANAGED_BY, MANAGER, ROLE, ROLE_AGENT, ROLE_SIDECAR, SANDBOX};
 
+/// How long `is_available` waits for the API server.
+const AVAILABLE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The Kubernetes backend.
 #[derive(Debug, Default)]
 pub struct K8sBackend {
@@ -86,12 +89,18 @@ impl Backend for K8sBackend {
 
     async fn is_available(&self) -> Result<()> {
         let cluster = self.cluster().await?;
-        cluster.client.apiserver_version().await.map(|_| ()).map_err(|e| {
+        let unavailable = |why: String| {
             Error::new(
                 ErrorKind::Unavailable,
-                format!("the Kubernetes cluster ({}, {}) does not answer: {e}", cluster.name, cluster.url),
+                format!("the Kubernetes cluster ({}, {}) does not answer: {why}", cluster.name, cluster.url),
             )
-        })
+        };
+        // Bounded: a kubeconfig naming a cluster that is gone must not stall `list` and `cleanup`.
+        match tokio::time::timeout(AVAILABLE_WAIT, cluster.client.apiserver_version()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(unavailable(e.to_string())),
+            Err(_) => Err(unavailable(format!("no answer in {} s", AVAILABLE_WAIT.as_secs()))),
+        }
     }
 
     async fn resolve_plan(&self, common: CommonPlan) -> Result<K8sPlan> {
@@ -142,7 +151,11 @@ impl Backend for K8sBackend {
         let mut agents = Vec::new();
         for ns in crate::cleanup::namespaces(&self.state_root()?) {
             let managed = ListParams::default().labels(&format!("{MANAGED_BY}={MANAGER}"));
-            let pods = cluster.pods(&ns).list(&managed).await.map_err(|e| refused(e, "list", "pods", &ns))?;
+            let pods = match cluster.pods(&ns).list(&managed).await {
+                Ok(pods) => pods,
+                Err(e) if crate::cluster::out_of_reach(&e) => continue,
+                Err(e) => return Err(refused(e, "list", "pods", &ns)),
+            };
             let role = |p: &k8s_openapi::api::core::v1::Pod| {
                 p.metadata.labels.as_ref().and_then(|l| l.get(ROLE)).cloned().unwrap_or_default()
             };

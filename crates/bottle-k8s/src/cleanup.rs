@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use bottle_core::backend::{Leftovers, Orphans};
 use bottle_core::{DEFAULT_NAMESPACE, Error, Result, StateRoot};
 
-use crate::cluster::{Cluster, refused};
+use crate::cluster::{Cluster, out_of_reach, refused};
 use crate::render::{self, MANAGED_BY, MANAGER, ROLE, ROLE_AGENT, SANDBOX};
 
 /// The file in a bottle's state folder naming its namespace.
@@ -106,11 +106,11 @@ where
     let managed = format!("{MANAGED_BY}={MANAGER}");
     let sandbox_mode = cluster.mode().await? == render::Mode::AgentSandbox;
     for ns in namespaces {
-        let anchors = cluster
-            .config_maps(ns)
-            .list(&ListParams::default().labels(&managed))
-            .await
-            .map_err(|e| refused(e, "list", "configmaps", ns))?;
+        let anchors = match cluster.config_maps(ns).list(&ListParams::default().labels(&managed)).await {
+            Ok(anchors) => anchors,
+            Err(e) if out_of_reach(&e) => continue,
+            Err(e) => return Err(refused(e, "list", "configmaps", ns)),
+        };
         let mut anchors: Vec<(String, kube::core::ObjectMeta, &str)> =
             anchors.items.into_iter().map(|c| (ns.clone(), c.metadata, "configmap")).collect();
         if sandbox_mode {

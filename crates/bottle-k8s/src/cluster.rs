@@ -111,6 +111,14 @@ impl Cluster {
     }
 }
 
+/// Whether `e` says the namespace is not this user's to look into (403) or
+/// not there (404): a namespace nothing of ours can be in, which `list
+/// active` and `cleanup` pass over instead of failing (a kubeconfig for an
+/// unrelated cluster must not break them).
+pub(crate) fn out_of_reach(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 403 || s.code == 404)
+}
+
 /// `Sandbox` without discovery.
 pub fn sandbox_resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(SANDBOX_GROUP, SANDBOX_VERSION, "Sandbox"), "sandboxes")

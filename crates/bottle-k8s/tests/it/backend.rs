@@ -248,3 +248,26 @@ async fn the_preflight_names_cluster_namespace_runtime_class_agent_sandbox_and_t
     assert!(lines["WARNING"].contains("unenforced_ok: true"), "loud when enforcement is waived: {lines:?}");
     assert!(lines["agent image"].starts_with("registry.example.com/team/bot-bottle/shell:"), "{lines:?}");
 }
+
+#[tokio::test]
+async fn a_namespace_this_user_may_not_look_into_is_passed_over_by_list_and_cleanup() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (client, fake) = Fake::start(Faults { forbid_list: Some("pods"), ..Faults::default() });
+    let backend = K8sBackend::with_cluster(
+        Cluster::with_client(client, "someone else's cluster"),
+        StateRoot::at(dir.path().join("state")),
+        Timeouts::default(),
+    );
+    backend.is_available().await.expect("the cluster answers");
+    assert_eq!(backend.enumerate_active().await.expect("list passes over it"), Vec::new());
+    let forbidden_configmaps = Faults { forbid_list: Some("configmaps"), ..Faults::default() };
+    let (client, _other) = Fake::start(forbidden_configmaps);
+    let backend = K8sBackend::with_cluster(
+        Cluster::with_client(client, "someone else's cluster"),
+        StateRoot::at(dir.path().join("state")),
+        Timeouts::default(),
+    );
+    let plan = backend.prepare_cleanup().await.expect("cleanup passes over it");
+    assert!(bottle_core::backend::CleanupPlan::is_empty(&plan));
+    assert!(fake.requests().iter().any(|r| r.starts_with("GET /api/v1/namespaces/bot-bottle/pods")), "it looked");
+}

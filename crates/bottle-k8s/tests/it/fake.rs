@@ -30,6 +30,8 @@ use serde_json::{Value, json};
 pub(crate) struct Faults {
     /// Whether agent-sandbox is installed (discovery finds `Sandbox`).
     pub(crate) agent_sandbox: bool,
+    /// Refuse `list` of this resource (plural) with 403 Forbidden.
+    pub(crate) forbid_list: Option<&'static str>,
     /// Refuse `create` of this resource (plural) with 403 Forbidden.
     pub(crate) forbid_create: Option<&'static str>,
     /// The agent Pod's image cannot be pulled.
@@ -262,6 +264,13 @@ impl State {
         match (method, name) {
             ("POST", None) => self.create(&collection, ns, plural, body),
             ("GET", None) if param(query, "watch").as_deref() == Some("true") => self.watch(&collection, query),
+            ("GET", None) if self.faults.forbid_list == Some(plural) => status(
+                403,
+                "Forbidden",
+                &format!(
+                    "{plural} is forbidden: User \"alice\" cannot list resource \"{plural}\" in the namespace \"{ns}\""
+                ),
+            ),
             ("GET", None) => self.list(&collection, plural, query),
             ("GET", Some(name)) => match self.objects.get(&(collection.clone(), name.clone())) {
                 Some(object) => {
