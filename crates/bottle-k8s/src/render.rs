@@ -396,6 +396,8 @@ fn sidecar_policy(spec: &Spec) -> Value {
     if let Some(ports) = &spec.egress_ports {
         out["ports"] = json!(ports.iter().map(|port| json!({ "protocol": "TCP", "port": port })).collect::<Vec<_>>());
     }
+    // An empty `ports` list would allow every port: no route, no way out but DNS.
+    let out = (spec.egress_ports.as_ref().is_none_or(|ports| !ports.is_empty())).then_some(out);
     let dns = json!({
         "to": [{
             "namespaceSelector": { "matchLabels": { "kubernetes.io/metadata.name": "kube-system" } },
@@ -411,7 +413,7 @@ fn sidecar_policy(spec: &Spec) -> Value {
             "podSelector": { "matchLabels": { SANDBOX: spec.id, ROLE: ROLE_SIDECAR } },
             "policyTypes": ["Ingress", "Egress"],
             "ingress": [{ "from": [pods_of(&spec.id, ROLE_AGENT)], "ports": sidecar_ports(spec) }],
-            "egress": [out, dns],
+            "egress": out.into_iter().chain([dns]).collect::<Vec<_>>(),
         },
     })
 }
