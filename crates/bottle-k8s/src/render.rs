@@ -83,8 +83,9 @@ pub struct SidecarPort {
     pub port: u16,
 }
 
-/// Everything the objects are rendered from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Everything the objects are rendered from. Its `Debug` leaves out the
+/// Secret's files and the environment (the bottle's token is in it).
+#[derive(Clone, PartialEq, Eq)]
 pub struct Spec {
     /// The bottle's slug (its ID in names and labels).
     pub id: String,
@@ -130,8 +131,8 @@ pub struct Spec {
     pub anchor_uid: Option<String>,
 }
 
-/// The objects of one bottle.
-#[derive(Debug, Clone, PartialEq)]
+/// The objects of one bottle. Its `Debug` names them (the Secret holds credentials).
+#[derive(Clone, PartialEq)]
 pub struct Objects {
     /// The namespace's default-deny policy (made once, shared by every bottle).
     pub default_deny: Value,
@@ -147,6 +148,31 @@ pub struct Objects {
     pub sidecar_pod: Value,
     /// The agent Pod (native mode only; the Sandbox holds it otherwise).
     pub agent_pod: Option<Value>,
+}
+
+impl std::fmt::Debug for Spec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spec")
+            .field("id", &self.id)
+            .field("namespace", &self.namespace)
+            .field("mode", &self.mode)
+            .field("agent_image", &self.agent_image)
+            .field("sidecar_image", &self.sidecar_image)
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .field("secret_files", &self.secret_files.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Objects {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<String> = self
+            .creation_order()
+            .into_iter()
+            .map(|o| format!("{}/{}", o["kind"].as_str().unwrap_or("?"), o["metadata"]["name"].as_str().unwrap_or("?")))
+            .collect();
+        f.debug_tuple("Objects").field(&names).finish()
+    }
 }
 
 impl Objects {

@@ -372,3 +372,16 @@ async fn only_the_sidecar_pod_mounts_the_secret_and_the_printed_yaml_holds_no_se
     assert!(real.secret_files["git-gate.json"].contains("test-deploy-key"), "the gate's key");
     assert!(real.env.values().any(|v| v.contains(common.client_token.expose())), "the agent's proxy token");
 }
+
+#[test]
+fn debug_output_holds_no_secret() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let common = prepared(dir.path(), Some(CLAUDE), "coder");
+    let wiring = bottle_k8s::plan::wiring(true);
+    let spec = bottle_k8s::plan::spec(&common, &wiring, Mode::Native, false, &tags(&common)).expect("spec");
+    let printed = format!("{spec:?} {:?}", render::render(&spec));
+    for secret in [GH_TOKEN, "test-deploy-key", common.client_token.expose(), "PRIVATE KEY"] {
+        assert!(!printed.contains(secret), "`{secret}` in {printed}");
+    }
+    assert!(printed.contains("Secret/bb-coder-0123abcd-creds"), "{printed}");
+}
