@@ -11,7 +11,7 @@
 //! into [`Orphans`], the detached marker), the sidecar program
 //! ([`SidecarProgram`]) and its start protocol ([`SidecarCommand`], the
 //! readiness line of [`SidecarProcess`]), build contexts and the bounded
-//! copy helpers.
+//! copy helpers, and the operator's terminal in raw mode ([`RawMode`]).
 
 pub use crate::bottle::agent_ids;
 pub use crate::build_progress::BuildProgress;
@@ -25,6 +25,7 @@ pub use crate::plan::{BackendPlan, WiredPlan};
 pub use crate::protocol::{RelayPair, SidecarCommand, SidecarProcess};
 pub use crate::sidecar::Placement;
 pub use crate::sidecar_config::{EGRESS_PORT, GATE_PORT, SOCKET_DIR};
+pub use crate::terminal::{RawMode, window_size};
 pub use crate::wiring::{SuperviseWiring, Wiring};
 
 use std::any::Any;

@@ -29,6 +29,7 @@ pub mod sidecar;
 mod sidecar_config;
 mod state;
 pub mod supervise;
+mod terminal;
 mod timings;
 mod wiring;
 

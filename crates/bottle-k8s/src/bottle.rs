@@ -200,12 +200,12 @@ impl Bottle for K8sBottle {
             .map_err(|e| self.err(refused(e, "create", "pods/exec", &self.namespace)))?;
         let status = process.take_status();
         let (mut input, out, err) = (process.stdin(), process.stdout(), process.stderr());
-        let _raw = if tty { Some(RawMode::enable()?) } else { None };
+        let _raw = if tty { Some(bottle_core::backend::RawMode::enable()?) } else { None };
         // The window's size now and at every change (channel 4).
         let resizer = process.terminal_size().map(|mut sizes| {
             tokio::spawn(async move {
                 let size = || {
-                    crossterm::terminal::size().ok().map(|(width, height)| kube::api::TerminalSize { width, height })
+                    bottle_core::backend::window_size().map(|(width, height)| kube::api::TerminalSize { width, height })
                 };
                 if let Some(now) = size() {
                     let _ = sizes.send(now).await;
@@ -297,21 +297,5 @@ async fn pump(from: Option<tokio::io::ReadHalf<tokio::io::SimplexStream>>, mut t
                 }
             }
         }
-    }
-}
-
-/// The terminal in raw mode for as long as this lives.
-struct RawMode;
-
-impl RawMode {
-    fn enable() -> Result<Self> {
-        crossterm::terminal::enable_raw_mode().map_err(|e| Error::io("switching the terminal to raw mode", e))?;
-        Ok(RawMode)
-    }
-}
-
-impl Drop for RawMode {
-    fn drop(&mut self) {
-        let _ = crossterm::terminal::disable_raw_mode();
     }
 }
