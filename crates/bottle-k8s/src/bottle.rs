@@ -100,13 +100,8 @@ impl K8sBottle {
             }
             Ok::<Vec<u8>, std::io::Error>(bytes)
         };
-        let status = async {
-            match status {
-                Some(status) => status.await,
-                None => None,
-            }
-        };
-        let (written, stdout, stderr, status) = tokio::join!(write, read(out.take()), read(err.take()), status);
+        let (written, stdout, stderr, status) =
+            tokio::join!(write, read(out.take()), read(err.take()), settled(status));
         let io = |e: std::io::Error| self.err(Error::io(format!("streaming to the agent Pod {}", self.pod), e));
         written.map_err(io)?;
         let (stdout, stderr) = (stdout.map_err(io)?, stderr.map_err(io)?);
@@ -199,7 +194,7 @@ impl Bottle for K8sBottle {
             .await
             .map_err(|e| self.err(refused(e, "create", "pods/exec", &self.namespace)))?;
         let status = process.take_status();
-        let (mut input, out, err) = (process.stdin(), process.stdout(), process.stderr());
+        let (input, out, err) = (process.stdin(), process.stdout(), process.stderr());
         let _raw = if tty { Some(bottle_core::backend::RawMode::enable()?) } else { None };
         // The window's size now and at every change (channel 4).
         let resizer = process.terminal_size().map(|mut sizes| {
@@ -224,28 +219,21 @@ impl Bottle for K8sBottle {
             })
         });
         let pump_in = tokio::spawn(async move {
-            let Some(writer) = input.as_mut() else { return };
-            let (mut stdin, mut buf) = (tokio::io::stdin(), vec![0u8; 8192]);
-            loop {
-                match stdin.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if writer.write_all(&buf[..n]).await.is_err() || writer.flush().await.is_err() {
-                            return;
-                        }
-                    }
-                }
+            if let Some(writer) = input {
+                let _ = pump(tokio::io::stdin(), writer).await;
             }
-            let _ = writer.shutdown().await;
         });
-        let (pump_out, pump_err) = (pump(out, tokio::io::stdout()), pump(err, tokio::io::stderr()));
-        let status = async {
-            match status {
-                Some(status) => status.await,
-                None => None,
+        let pump_out = async {
+            if let Some(out) = out {
+                let _ = pump(out, tokio::io::stdout()).await;
             }
         };
-        let ((), (), status) = tokio::join!(pump_out, pump_err, status);
+        let pump_err = async {
+            if let Some(err) = err {
+                let _ = pump(err, tokio::io::stderr()).await;
+            }
+        };
+        let ((), (), status) = tokio::join!(pump_out, pump_err, settled(status));
         pump_in.abort();
         if let Some(resizer) = resizer {
             resizer.abort();
@@ -283,18 +271,27 @@ impl Bottle for K8sBottle {
     }
 }
 
-/// Copies `from` (when there is one) to `to`, flushing every chunk (an
-/// interactive session's output must not wait in a buffer).
-async fn pump(from: Option<tokio::io::ReadHalf<tokio::io::SimplexStream>>, mut to: impl tokio::io::AsyncWrite + Unpin) {
-    let Some(mut from) = from else { return };
+/// The exec's status frame, when it has one coming.
+async fn settled(status: Option<impl std::future::Future<Output = Option<Status>>>) -> Option<Status> {
+    match status {
+        Some(status) => status.await,
+        None => None,
+    }
+}
+
+/// Copies `from` to `to`, flushing every chunk (an interactive session's
+/// bytes must not wait in a buffer), and shuts `to` at the end.
+async fn pump(
+    mut from: impl tokio::io::AsyncRead + Unpin,
+    mut to: impl tokio::io::AsyncWrite + Unpin,
+) -> std::io::Result<()> {
     let mut buf = vec![0u8; 8192];
     loop {
-        match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => {
-                if to.write_all(&buf[..n]).await.is_err() || to.flush().await.is_err() {
-                    return;
-                }
+        match from.read(&mut buf).await? {
+            0 => return to.shutdown().await,
+            n => {
+                to.write_all(&buf[..n]).await?;
+                to.flush().await?;
             }
         }
     }
