@@ -18,6 +18,7 @@ mod exec;
 mod gate;
 mod identities;
 mod install;
+mod kubernetes;
 mod lifecycle;
 mod logs;
 mod manifest;

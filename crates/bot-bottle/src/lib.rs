@@ -3,6 +3,10 @@
 pub use agent_provider::builtin as builtin_providers;
 pub use bottle_core::*;
 
+/// The Kubernetes backend's own commands (`bottle k8s render`, `bottle k8s rbac`).
+#[cfg(feature = "kubernetes")]
+pub use bottle_k8s as kubernetes;
+
 /// The backend a registry from [`default_registry`] selects when neither
 /// `--backend` nor `$BOT_BOTTLE_BACKEND` names one.
 pub const DEFAULT_BACKEND: &str = "docker";
@@ -15,6 +19,8 @@ pub fn default_registry() -> Registry {
     bottle_docker::register(&mut registry);
     #[cfg(feature = "smolvm")]
     bottle_smolvm::register(&mut registry);
+    #[cfg(feature = "kubernetes")]
+    bottle_k8s::register(&mut registry);
     registry.set_default(DEFAULT_BACKEND);
     registry
 }

@@ -174,6 +174,25 @@ bottle supervise answer 1a2b3c4d 'yes'")]
         #[command(subcommand)]
         action: crate::supervise::SuperviseAction,
     },
+    /// The Kubernetes backend: print the objects a bottle is made of, or the Role it needs.
+    #[command(after_help = "render prints every object `--backend kubernetes` creates for AGENT, as YAML you can \
+read and `kubectl apply -f -` (secrets and the bottle's token as placeholders; the namespace and images from the \
+manifest's `kubernetes:` section). rbac prints the least-privilege Role (and its RoleBinding) the backend needs in \
+that namespace.\n\nExamples:\n  bottle k8s render shell\n  bottle k8s render shell --agent-sandbox\n  \
+bottle k8s rbac --user alice | kubectl apply -f -")]
+    K8s {
+        #[command(subcommand)]
+        action: K8sAction,
+    },
+    /// The images bottles run: build them and push them where a cluster pulls them.
+    #[command(after_help = "push builds AGENT's image and the sidecar image with Docker when the engine lacks \
+them (the same content-hashed tags the Docker backend builds), tags them under the manifest's \
+`kubernetes.image_registry` and pushes them there, for `--backend kubernetes`. Log in first (`docker login \
+REGISTRY`).\n\nExample:\n  bottle image push shell")]
+    Image {
+        #[command(subcommand)]
+        action: ImageAction,
+    },
     /// Check the manifest or print its JSON Schema.
     Manifest {
         #[command(subcommand)]
@@ -242,6 +261,36 @@ pub(crate) enum ListWhat {
     Active,
     /// The bottles that have a state folder and run nowhere: what `bottle resume` can start again.
     Stopped,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ImageAction {
+    /// Build (when missing) and push AGENT's image and the sidecar image to the manifest's registry.
+    Push {
+        /// The agent (see `bottle list agents`).
+        agent: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum K8sAction {
+    /// Print every object a bottle of AGENT is made of on a cluster, as YAML.
+    Render {
+        /// The agent (see `bottle list agents`).
+        agent: String,
+        /// Render the agent as an agent-sandbox Sandbox (what the backend does where agent-sandbox is installed).
+        #[arg(long)]
+        agent_sandbox: bool,
+    },
+    /// Print the least-privilege Role (and RoleBinding) the backend needs, as YAML.
+    Rbac {
+        /// The namespace (default: the manifest's `kubernetes.namespace`).
+        #[arg(long)]
+        namespace: Option<String>,
+        /// The user the RoleBinding grants it to.
+        #[arg(long, default_value = "bot-bottle")]
+        user: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

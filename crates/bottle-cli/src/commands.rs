@@ -11,7 +11,10 @@ use bot_bottle::{
 };
 use clap::CommandFactory;
 
-use crate::args::{Cli, Command, EgressAction, GateAction, ListWhat, LogArgs, ManifestAction, RunArgs, StartArgs};
+use crate::args::{
+    Cli, Command, EgressAction, GateAction, ImageAction, K8sAction, ListWhat, LogArgs, ManifestAction, RunArgs,
+    StartArgs,
+};
 use crate::color::Paint;
 use crate::context::Context;
 
@@ -47,6 +50,15 @@ pub(crate) async fn run(cli: Cli) -> Result<i32> {
         Command::Egress { action: EgressAction::Log(args) } => sidecar_log(&ctx, args, Sidecar::Egress).await,
         Command::Gate { action: GateAction::Log(args) } => sidecar_log(&ctx, args, Sidecar::GitGate).await,
         Command::Supervise { action } => crate::supervise::run(&ctx, action).await,
+        Command::K8s { action } => k8s(&ctx, action).await,
+        Command::Image { action: ImageAction::Push { agent } } => {
+            let cwd = std::env::current_dir().context("while reading the current directory")?;
+            let spec = BottleSpec::new(ctx.manifest()?, agent, cwd);
+            for pushed in bot_bottle::kubernetes::push_agent(&spec, &ctx.providers, &ctx.host).await? {
+                println!("pushed {pushed}");
+            }
+            Ok(0)
+        }
         Command::Manifest { action: ManifestAction::Check } => manifest_check(&ctx),
         Command::Manifest { action: ManifestAction::Schema } => {
             println!("{}", serde_json::to_string_pretty(&Manifest::json_schema())?);
@@ -58,6 +70,27 @@ pub(crate) async fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
     }
+}
+
+/// `bottle k8s render|rbac`: what the Kubernetes backend would create, printed.
+async fn k8s(ctx: &Context, action: K8sAction) -> Result<i32> {
+    use bot_bottle::kubernetes::{Mode, rbac_yaml, render_agent};
+    let manifest = ctx.manifest()?;
+    match action {
+        K8sAction::Render { agent, agent_sandbox } => {
+            let cwd = std::env::current_dir().context("while reading the current directory")?;
+            let spec = BottleSpec::new(Arc::clone(&manifest), agent, cwd);
+            let mode = if agent_sandbox { Mode::AgentSandbox } else { Mode::Native };
+            print!("{}", render_agent(&spec, &ctx.providers, &ctx.host, mode).await?);
+        }
+        K8sAction::Rbac { namespace, user } => {
+            let namespace = namespace
+                .or_else(|| manifest.kubernetes.as_ref().map(|k| k.namespace.clone()))
+                .unwrap_or_else(|| bot_bottle::DEFAULT_NAMESPACE.to_string());
+            print!("{}", rbac_yaml(&namespace, &user));
+        }
+    }
+    Ok(0)
 }
 
 /// Resolves when the process is asked to stop (Ctrl-C, SIGTERM, SIGHUP),

@@ -11,11 +11,11 @@
 //! into [`Orphans`], the detached marker), the sidecar program
 //! ([`SidecarProgram`]) and its start protocol ([`SidecarCommand`], the
 //! readiness line of [`SidecarProcess`]), build contexts and the bounded
-//! copy helpers.
+//! copy helpers, and the operator's terminal in raw mode ([`RawMode`]).
 
 pub use crate::bottle::agent_ids;
 pub use crate::build_progress::BuildProgress;
-pub use crate::bundle::{BUNDLE_DIR, LAUNCHER, SELF_ENV, SIDECAR_ENV, SidecarProgram};
+pub use crate::bundle::{BUNDLE_DIR, LAUNCHER, SELF_ENV, SIDECAR_ENV, SidecarProgram, sidecar_recipe};
 pub use crate::copy::{CopyOut, guest_size, pack_tree, split_guest_path, tar_allowance, unpack_bounded};
 pub use crate::handle::{Handle, Packed};
 pub use crate::image::{BuildContext, DOCKERFILE_IN_CONTEXT, build_context, pack_context};
@@ -25,6 +25,7 @@ pub use crate::plan::{BackendPlan, WiredPlan};
 pub use crate::protocol::{RelayPair, SidecarCommand, SidecarProcess};
 pub use crate::sidecar::Placement;
 pub use crate::sidecar_config::{EGRESS_PORT, GATE_PORT, SOCKET_DIR};
+pub use crate::terminal::{RawMode, window_size};
 pub use crate::wiring::{SuperviseWiring, Wiring};
 
 use std::any::Any;

@@ -1,6 +1,7 @@
 //! The sidecar programs are `bottle` itself (`bottle sidecar egress|git-gate
 //! --config FILE`), so one installed file is the whole tool. This module finds
-//! that executable and packs it for a sidecar image.
+//! that executable and packs it for a sidecar image, whose recipe
+//! ([`sidecar_recipe`]) every backend that runs sidecars from an image shares.
 //!
 //! A host-built `bottle` is usually linked against the host's glibc, which can
 //! be newer than the one in the sidecar image (`debian:bookworm-slim`). So the
@@ -198,6 +199,26 @@ fn libraries(loader: &Path, exe: &Path) -> Result<Vec<(String, PathBuf)>> {
         found.push((name.to_owned(), PathBuf::from(path)));
     }
     Ok(found)
+}
+
+/// The sidecar image's Dockerfile (Debian with git, an SSH client and CA
+/// certificates; `bottle` itself comes in through the bundle).
+const SIDECAR_DOCKERFILE: &str = include_str!("sidecar.Dockerfile");
+
+/// The sidecar image recipe every backend that runs sidecars from an image
+/// builds (so its content-hashed tag is the same everywhere): the bundled
+/// Dockerfile and `bottle` itself with the loader and libraries it runs
+/// with ([`SidecarProgram::bundle`]).
+pub fn sidecar_recipe(host_ca_bundle: Option<std::path::PathBuf>) -> Result<crate::plan::ImageRecipe> {
+    Ok(crate::plan::ImageRecipe {
+        repository: "bot-bottle/sidecar".into(),
+        dockerfile: SIDECAR_DOCKERFILE.into(),
+        dockerfile_origin: "bundled (sidecar)".into(),
+        context_dir: None,
+        host_ca_bundle,
+        extra_files: SidecarProgram::locate()?.bundle("bot-bottle")?,
+        prebuilt_archive: None,
+    })
 }
 
 #[cfg(test)]

@@ -126,7 +126,8 @@ impl fmt::Display for Version {
 
 /// `bottle doctor`: each backend of `registry` checks its engine, given the
 /// recipes of the bundled agents' images as `host` would build them (its CA
-/// bundle included), then come the host's own checks ([`host_checks`]).
+/// bundle included), then come the host's own checks ([`host_checks`],
+/// left out when the registry has a `kubernetes` backend to ask instead).
 pub async fn diagnose(registry: &Registry, providers: &Providers, host: &Host) -> Vec<Check> {
     let mut checks = Vec::new();
     let mut recipes = Vec::new();
@@ -151,13 +152,16 @@ pub async fn diagnose(registry: &Registry, providers: &Providers, host: &Host) -
     for backend in registry.all() {
         checks.extend(backend.diagnose_dyn(&recipes).await);
     }
-    checks.extend(host_checks(&|k| host.var(k).map(str::to_string)));
+    // A registry with the Kubernetes backend has it say what it found instead.
+    if !registry.names().contains(&"kubernetes") {
+        checks.extend(host_checks(&|k| host.var(k).map(str::to_string)));
+    }
     checks
 }
 
-/// The checks of the host itself, whatever the backends: Kubernetes (no
-/// backend yet; only whether `kubectl` and `$KUBECONFIG` are there, no
-/// network). `env` reads the host's variables.
+/// The checks of the host itself for a build without the Kubernetes
+/// backend: only whether `kubectl` and `$KUBECONFIG` are there, no network.
+/// `env` reads the host's variables.
 pub fn host_checks(env: &dyn Fn(&str) -> Option<String>) -> Vec<Check> {
     let kubectl = env("PATH").is_some_and(|path| on_path(&path, "kubectl"));
     let kubeconfig = env("KUBECONFIG").is_some_and(|v| !v.is_empty());

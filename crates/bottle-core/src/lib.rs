@@ -30,6 +30,7 @@ pub mod sidecar;
 mod sidecar_config;
 mod state;
 pub mod supervise;
+mod terminal;
 mod timings;
 mod wiring;
 
@@ -43,10 +44,10 @@ pub use copy_path::{CopyEnd, CopySpec, resolve_guest_path};
 pub use doctor::{Check, CheckStatus, Version, diagnose, host_checks};
 pub use error::{Error, ErrorKind, Result};
 pub use manifest::{
-    AgentDef, AgentProviderDef, AuthScheme, BottleDef, DEFAULT_MANIFEST, DEFAULT_MAX_PUSH_MB, EgressRoute, EnvValue,
-    GitIdentity, GitUpstream, HostVarRef, HostVarUse, MAX_ENV_ENTRIES, MAX_ENV_ENTRY_BYTES, MAX_ENV_TOTAL_BYTES,
-    MAX_MANIFEST_BYTES, Manifest, ManifestError, ManifestErrors, ManifestSource, PushPolicy, RouteAuth, Supervise,
-    discover_manifest,
+    AgentDef, AgentProviderDef, AuthScheme, BottleDef, DEFAULT_MANIFEST, DEFAULT_MAX_PUSH_MB, DEFAULT_NAMESPACE,
+    EgressRoute, EnvValue, GitIdentity, GitUpstream, HostVarRef, HostVarUse, KubernetesDef, MAX_ENV_ENTRIES,
+    MAX_ENV_ENTRY_BYTES, MAX_ENV_TOTAL_BYTES, MAX_MANIFEST_BYTES, Manifest, ManifestError, ManifestErrors,
+    ManifestSource, PushPolicy, RouteAuth, Supervise, discover_manifest,
 };
 pub use plan::{CommonPlan, EgressPlan, GitGatePlan, SupervisePlan};
 pub use policy::PolicyRecord;

@@ -60,6 +60,10 @@ pub struct Manifest {
     /// The bottles agents run in, by name. Unused bottles are allowed.
     #[schemars(extend("propertyNames" = { "pattern": NAME_PATTERN }))]
     pub bottles: BTreeMap<String, BottleDef>,
+    /// Where and how bottles run on a Kubernetes cluster (the `kubernetes`
+    /// backend); other backends ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<KubernetesDef>,
     /// Where this manifest came from (not part of the file).
     #[serde(skip)]
     pub source: ManifestSource,
@@ -73,8 +77,8 @@ pub struct Manifest {
 impl PartialEq for Manifest {
     fn eq(&self, other: &Self) -> bool {
         // Destructured so that a new field has to be decided on here.
-        let Manifest { agents, bottles, source, host_vars: _ } = self;
-        (agents, bottles, source) == (&other.agents, &other.bottles, &other.source)
+        let Manifest { agents, bottles, kubernetes, source, host_vars: _ } = self;
+        (agents, bottles, kubernetes, source) == (&other.agents, &other.bottles, &other.kubernetes, &other.source)
     }
 }
 
@@ -187,6 +191,55 @@ pub struct AgentDef {
     /// The git author and committer identity inside the bottle.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git_identity: Option<GitIdentity>,
+}
+
+/// The `kubernetes` section: where the `kubernetes` backend runs bottles.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesDef {
+    /// The namespace every object of a bottle is made in (a DNS label).
+    #[serde(default = "default_namespace")]
+    #[schemars(pattern(DNS_LABEL_PATTERN))]
+    pub namespace: String,
+    /// The RuntimeClass the agent Pod runs with (e.g. `gvisor`, `kata-qemu`);
+    /// none: the cluster's default runtime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_class: Option<String>,
+    /// The registry (and path) the cluster pulls the agent and sidecar images
+    /// from, e.g. `registry.example.com/team`; `bottle image push` pushes there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_registry: Option<String>,
+    /// Node labels the Pods must be scheduled on (`nodeSelector`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Run bottles even where the cluster's network plugin does not enforce
+    /// NetworkPolicy (the agent then reaches the cluster's network).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub unenforced_ok: bool,
+}
+
+/// The namespace the `kubernetes` section names when it names none.
+pub const DEFAULT_NAMESPACE: &str = "bot-bottle";
+
+/// A DNS-1123 label: what a namespace name must match.
+const DNS_LABEL_PATTERN: &str = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$";
+
+fn default_namespace() -> String {
+    DEFAULT_NAMESPACE.to_string()
+}
+
+impl Default for KubernetesDef {
+    /// Namespace [`DEFAULT_NAMESPACE`], the cluster's default runtime, no
+    /// registry, any node, NetworkPolicy enforcement required.
+    fn default() -> Self {
+        KubernetesDef {
+            namespace: default_namespace(),
+            runtime_class: None,
+            image_registry: None,
+            node_selector: BTreeMap::new(),
+            unenforced_ok: false,
+        }
+    }
 }
 
 /// A git author/committer identity.

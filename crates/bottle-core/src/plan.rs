@@ -209,6 +209,9 @@ pub struct CommonPlan {
     pub client_token: crate::sidecar::ClientToken,
     /// What the bottle may use of the host.
     pub limits: crate::resources::Limits,
+    /// The manifest's `kubernetes` section (its defaults when it has none),
+    /// for the backend that runs bottles on a cluster.
+    pub kubernetes: crate::manifest::KubernetesDef,
 }
 
 /// The part of every backend's plan that core reads: the common plan it

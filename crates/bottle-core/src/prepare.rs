@@ -277,6 +277,7 @@ pub fn prepare(spec: &BottleSpec, providers: &Providers, host: &Host, backend: &
             agent_args: spec.agent_args.clone(),
             client_token,
             limits,
+            kubernetes: manifest.kubernetes.clone().unwrap_or_default(),
         })
     })();
     if built.is_err() && minted {

@@ -174,7 +174,7 @@ impl Bottle for DockerBottle {
         let StartExecResults::Attached { mut output, mut input } = started else {
             return Err(self.err(Error::new(ErrorKind::Backend, "the engine detached an attached exec")));
         };
-        let _raw = if tty { Some(RawMode::enable()?) } else { None };
+        let _raw = if tty { Some(bottle_core::backend::RawMode::enable()?) } else { None };
         if tty {
             resize(&self.docker, &id).await;
         }
@@ -251,23 +251,7 @@ impl Bottle for DockerBottle {
 }
 
 async fn resize(docker: &Docker, exec_id: &str) {
-    if let Ok((width, height)) = crossterm::terminal::size() {
+    if let Some((width, height)) = bottle_core::backend::window_size() {
         let _ = docker.resize_exec(exec_id, ResizeExecOptions { width, height }).await;
-    }
-}
-
-/// The terminal in raw mode for as long as this lives.
-struct RawMode;
-
-impl RawMode {
-    fn enable() -> Result<Self> {
-        crossterm::terminal::enable_raw_mode().map_err(|e| Error::io("switching the terminal to raw mode", e))?;
-        Ok(RawMode)
-    }
-}
-
-impl Drop for RawMode {
-    fn drop(&mut self) {
-        let _ = crossterm::terminal::disable_raw_mode();
     }
 }

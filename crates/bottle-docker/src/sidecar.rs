@@ -22,16 +22,13 @@ use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{CreateContainerOptions, LogsOptions, StartContainerOptions, UploadToContainerOptions};
-use bottle_core::backend::{LAUNCHER, RelayPair, SidecarCommand, SidecarProcess, SidecarProgram};
+use bottle_core::backend::{LAUNCHER, RelayPair, SidecarCommand, SidecarProcess};
 use bottle_core::provider::ImageRecipe;
 use bottle_core::{CommonPlan, Error, ErrorKind, Result};
 use futures_util::StreamExt;
 
 use crate::engine::{failed, labels_for};
 use crate::launch::{SIDECAR_MEMORY, SIDECAR_PIDS, log_config};
-
-/// The sidecar image's Dockerfile.
-const DOCKERFILE: &str = include_str!("../sidecar.Dockerfile");
 
 /// Which sidecar; its name is its role label, network alias and container-name suffix.
 pub(crate) use bottle_core::Sidecar as Kind;
@@ -72,18 +69,9 @@ fn host_config(network_mode: String, sockets: &str, read_only: bool, extra_binds
     }
 }
 
-/// The sidecar image recipe: the bundled Dockerfile and `bottle` itself with
-/// the loader and libraries it runs with ([`SidecarProgram::bundle`]).
+/// The sidecar image recipe (shared with the other backends that build it).
 pub(crate) fn recipe(host_ca_bundle: Option<std::path::PathBuf>) -> Result<ImageRecipe> {
-    Ok(ImageRecipe {
-        repository: "bot-bottle/sidecar".into(),
-        dockerfile: DOCKERFILE.into(),
-        dockerfile_origin: "bundled (sidecar)".into(),
-        context_dir: None,
-        host_ca_bundle,
-        extra_files: SidecarProgram::locate()?.bundle("bot-bottle")?,
-        prebuilt_archive: None,
-    })
+    bottle_core::backend::sidecar_recipe(host_ca_bundle)
 }
 
 /// The container name of bottle `slug`'s sidecar (or relay) `process`.

@@ -47,10 +47,10 @@ pub(crate) async fn remove_everything(smolvm: &Smolvm, machine: Option<&Machine>
     if let Err(e) = sidecar::remove_all(sidecars).await {
         errors.push(e);
     }
-    if let Some(slug) = sidecars.parent().and_then(|d| d.file_name()).and_then(|n| n.to_str()) {
-        if let Err(e) = network::remove(&network::netns_name(slug), &network::socket_dir(slug)).await {
-            errors.push(e);
-        }
+    if let Some(slug) = sidecars.parent().and_then(|d| d.file_name()).and_then(|n| n.to_str())
+        && let Err(e) = network::remove(&network::netns_name(slug), &network::socket_dir(slug)).await
+    {
+        errors.push(e);
     }
     match errors.into_iter().next() {
         Some(e) => Err(e),

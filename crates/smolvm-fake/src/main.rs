@@ -347,10 +347,10 @@ fn cp(store: &Store, rest: &[String]) -> Result<i32, Fail> {
         return Err(Fail::usage("cp takes a source and a destination (one of them NAME:/path)"));
     };
     let mode = p.one("mode")?;
-    if let Some(m) = &mode {
-        if m.is_empty() || m.len() > 4 || !m.chars().all(|c| c.is_digit(8)) {
-            return Err(Fail::usage(format!("invalid value '{m}' for '--mode'")));
-        }
+    if let Some(m) = &mode
+        && (m.is_empty() || m.len() > 4 || !m.chars().all(|c| c.is_digit(8)))
+    {
+        return Err(Fail::usage(format!("invalid value '{m}' for '--mode'")));
     }
     let (uid, gid) = (p.one("uid")?, p.one("gid")?);
     for id in uid.iter().chain(gid.iter()) {

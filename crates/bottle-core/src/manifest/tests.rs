@@ -197,6 +197,7 @@ fn full_example_parses_to_the_expected_structs() {
                 resources: Default::default(),
             },
         )]),
+        kubernetes: None,
         source: ManifestSource::File(PathBuf::from(FILE)),
         host_vars: Vec::new(),
     };
@@ -544,6 +545,57 @@ fn route_ports() {
     assert_eq!(manifest.bottles["b"].egress[0].ports, [443, 8443]);
     assert!(parse(&route("")).is_ok_and(|m| m.bottles["b"].egress[0].ports.is_empty()), "`ports:` alone is no list");
     check(&route("[443]\n        port: [1]"), &[("9:9: unknown key `port`", "did you mean `ports`?")]);
+}
+
+#[test]
+fn the_kubernetes_section_is_checked_where_it_is_written() {
+    let with = |section: &str| {
+        format!(
+            "agents:\n  a: {{ bottle: b }}\nbottles:\n  b:\n    agent_provider: {{ template: shell }}\nkubernetes:\n{section}"
+        )
+    };
+    let manifest = parse(&with(
+        "  namespace: agents\n  runtime_class: gvisor\n  image_registry: registry.example.com:5000/team\n  \
+         node_selector: { pool: sandboxes, example.com/tier: \"1\" }\n  unenforced_ok: true\n",
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let k8s = manifest.kubernetes.clone().expect("the section");
+    assert_eq!(
+        k8s,
+        KubernetesDef {
+            namespace: "agents".into(),
+            runtime_class: Some("gvisor".into()),
+            image_registry: Some("registry.example.com:5000/team".into()),
+            node_selector: BTreeMap::from([
+                ("example.com/tier".into(), "1".into()),
+                ("pool".into(), "sandboxes".into())
+            ]),
+            unenforced_ok: true,
+        }
+    );
+    let reparsed = parse(&manifest.to_yaml()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(reparsed.kubernetes, Some(k8s), "the section round-trips");
+    let empty = parse(&with("")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(empty.kubernetes, Some(KubernetesDef::default()), "an empty section takes every default");
+    assert_eq!(KubernetesDef::default().namespace, DEFAULT_NAMESPACE);
+    check(
+        &with("  namespace: Bots_1\n  runtime_class: \"-bad\"\n  image_registry: https://r.example\n"),
+        &[
+            ("7:14: `Bots_1` is not a valid Kubernetes namespace name", "a namespace is a DNS label"),
+            ("8:18: `-bad` is not a valid RuntimeClass name", "kubectl get runtimeclass"),
+            ("9:19: `https://r.example`: a registry has no scheme", "registry.example.com/team"),
+        ],
+    );
+    check(
+        &with("  node_selector: { \"bad key!\": x, pool: \"-x\" }\n  unenforced_ok: yes\n  namspace: x\n"),
+        &[
+            ("7:20: `bad key!` is not a valid node label key", "example.com/pool"),
+            ("7:41: `-x` is not a valid node label value", "starting and ending"),
+            ("8:18: expected true or false, found a string", "write `true` or `false`"),
+            ("9:3: unknown key `namspace`", "did you mean `namespace`?"),
+        ],
+    );
+    check(&with("  - namespace\n"), &[("7:3: expected a mapping, found a list", "allowed keys: namespace")]);
 }
 
 #[test]
@@ -986,6 +1038,7 @@ fn manifest() -> impl Strategy<Value = Manifest> {
         prop::collection::btree_map(name(), agent, 1..3).prop_map(move |agents| Manifest {
             agents,
             bottles: bottles.clone(),
+            kubernetes: None,
             source: ManifestSource::File(PathBuf::from(FILE)),
             host_vars: Vec::new(),
         })

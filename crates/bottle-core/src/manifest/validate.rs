@@ -17,12 +17,13 @@ use super::limits::{EXEC_REASON, EnvSize, Excess, MAX_ENV_ENTRIES};
 use super::spans::{Pos, Seg, Spans};
 use super::{
     AgentDef, AgentProviderDef, AuthScheme, BottleDef, EgressRoute, EnvValue, GitIdentity, GitUpstream, HostVarRef,
-    HostVarUse, MAX_PUSH_MB_LIMIT, Manifest, ManifestError, ManifestErrors, ManifestSource, PushPolicy, RouteAuth,
-    Supervise,
+    HostVarUse, KubernetesDef, MAX_PUSH_MB_LIMIT, Manifest, ManifestError, ManifestErrors, ManifestSource, PushPolicy,
+    RouteAuth, Supervise,
 };
 use crate::resources::{ByteSize, Cpus, Resources};
 
-const TOP_KEYS: &[&str] = &["agents", "bottles"];
+const TOP_KEYS: &[&str] = &["agents", "bottles", "kubernetes"];
+const KUBERNETES_KEYS: &[&str] = &["namespace", "runtime_class", "image_registry", "node_selector", "unenforced_ok"];
 const AGENT_KEYS: &[&str] = &["bottle", "skills", "prompt", "git_identity"];
 const IDENTITY_KEYS: &[&str] = &["name", "email"];
 const SUPERVISE_KEYS: &[&str] = &["timeout"];
@@ -454,6 +455,7 @@ impl Walker<'_> {
         let mut manifest = Manifest {
             agents: BTreeMap::new(),
             bottles: BTreeMap::new(),
+            kubernetes: None,
             source: ManifestSource::default(),
             host_vars: Vec::new(),
         };
@@ -469,6 +471,7 @@ impl Walker<'_> {
             Some((value, path)) => self.entries(value, &path, "a mapping of bottle names to bottles"),
             None => Vec::new(),
         };
+        manifest.kubernetes = fields.get("kubernetes").map(|(value, path)| self.kubernetes(value, &path));
         let bottle_names: Vec<String> = bottles.iter().map(|(name, ..)| name.clone()).collect();
         for (name, path, value) in bottles {
             self.name_key(&name, &path, "bottle");
@@ -490,6 +493,36 @@ impl Walker<'_> {
             }
         }
         manifest
+    }
+
+    /// The `kubernetes` section (null: every default).
+    fn kubernetes(&mut self, value: &Value, path: &[Seg]) -> KubernetesDef {
+        let mut def = KubernetesDef::default();
+        if value.is_null() {
+            return def;
+        }
+        let Some(fields) = self.mapping(value, path, KUBERNETES_KEYS, &[]) else { return def };
+        if let Some(namespace) =
+            fields.get_some("namespace").and_then(|(value, path)| self.checked(value, &path, check_namespace))
+        {
+            def.namespace = namespace;
+        }
+        def.runtime_class =
+            fields.get_some("runtime_class").and_then(|(value, path)| self.checked(value, &path, check_runtime_class));
+        def.image_registry =
+            fields.get_some("image_registry").and_then(|(value, path)| self.checked(value, &path, check_registry));
+        if let Some((value, path)) = fields.get("node_selector") {
+            for (key, path, value) in self.entries(value, &path, "a mapping of node label keys to values") {
+                if let Err(problem) = check_label_key(&key) {
+                    self.at_key(&path, problem);
+                }
+                if let Some(value) = self.checked(value, &path, check_label_value) {
+                    def.node_selector.insert(key, value);
+                }
+            }
+        }
+        def.unenforced_ok = fields.get("unenforced_ok").is_some_and(|(value, path)| self.boolean(value, &path));
+        def
     }
 
     fn name_key(&mut self, name: &str, path: &[Seg], what: &str) {
@@ -1014,6 +1047,103 @@ fn check_name(name: &str, what: &str) -> Check {
     Err(problem(
         format!("`{name}` is not a valid {what} name"),
         "names match [a-z0-9][a-z0-9-]{0,62}: lower-case letters, digits and `-`, not starting with `-`, at most 63 characters",
+    ))
+}
+
+/// Whether `text` is a DNS-1123 label of at most `max` characters:
+/// lower-case letters, digits and `-`, starting and ending alphanumeric.
+fn is_dns_label(text: &str, max: usize) -> bool {
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    !text.is_empty()
+        && text.len() <= max
+        && text.chars().all(|c| alnum(c) || c == '-')
+        && text.starts_with(alnum)
+        && text.ends_with(alnum)
+}
+
+/// Whether `text` is a DNS-1123 subdomain: dot-separated labels, at most 253 characters.
+fn is_dns_subdomain(text: &str) -> bool {
+    text.len() <= 253 && text.split('.').all(|label| is_dns_label(label, 63))
+}
+
+fn check_namespace(namespace: &str) -> Check {
+    if is_dns_label(namespace, 63) {
+        return Ok(());
+    }
+    Err(problem(
+        format!("`{namespace}` is not a valid Kubernetes namespace name"),
+        "a namespace is a DNS label: lower-case letters, digits and `-`, starting and ending with a letter or \
+         digit, at most 63 characters (e.g. `bot-bottle`)",
+    ))
+}
+
+fn check_runtime_class(class: &str) -> Check {
+    if is_dns_subdomain(class) {
+        return Ok(());
+    }
+    Err(problem(
+        format!("`{class}` is not a valid RuntimeClass name"),
+        "name a RuntimeClass of the cluster (`kubectl get runtimeclass`), e.g. `gvisor` or `kata-qemu`: lower-case \
+         letters, digits, `-` and `.`",
+    ))
+}
+
+fn check_registry(registry: &str) -> Check {
+    let hint = "write the registry host and optional path the cluster pulls from, without a scheme, e.g. \
+                `registry.example.com/team` or `localhost:5000`";
+    if registry.contains("://") {
+        return Err(problem(format!("`{registry}`: a registry has no scheme"), hint));
+    }
+    let (host, path) = registry.split_once('/').unwrap_or((registry, ""));
+    let (name, port) = host.rsplit_once(':').unwrap_or((host, ""));
+    let name_ok = !name.is_empty() && name.split('.').all(|l| is_dns_label(&l.to_ascii_lowercase(), 63));
+    let port_ok = port.is_empty() || port.parse::<u16>().is_ok_and(|p| p > 0);
+    let path_ok = path.is_empty()
+        || path.split('/').all(|part| {
+            !part.is_empty()
+                && part.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
+                && part.starts_with(|c: char| c.is_ascii_alphanumeric())
+        });
+    if name_ok && port_ok && path_ok {
+        return Ok(());
+    }
+    Err(problem(format!("`{registry}` is not a registry reference"), hint))
+}
+
+/// A label key: an optional DNS-subdomain prefix and `/`, then a name of at
+/// most 63 letters, digits, `-`, `_` and `.`, starting and ending alphanumeric.
+fn check_label_key(key: &str) -> Check {
+    let (prefix, name) = match key.rsplit_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    if prefix.is_none_or(is_dns_subdomain) && is_label_value(name) && !name.is_empty() {
+        return Ok(());
+    }
+    Err(problem(
+        format!("`{key}` is not a valid node label key"),
+        "write a key such as `node-pool` or `example.com/pool`: at most 63 letters, digits, `-`, `_` and `.` after \
+         an optional DNS prefix and `/`",
+    ))
+}
+
+/// A label value: empty, or at most 63 letters, digits, `-`, `_` and `.`,
+/// starting and ending alphanumeric.
+fn is_label_value(value: &str) -> bool {
+    value.is_empty()
+        || (value.len() <= 63
+            && value.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            && value.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && value.ends_with(|c: char| c.is_ascii_alphanumeric()))
+}
+
+fn check_label_value(value: &str) -> Check {
+    if is_label_value(value) {
+        return Ok(());
+    }
+    Err(problem(
+        format!("`{value}` is not a valid node label value"),
+        "at most 63 letters, digits, `-`, `_` and `.`, starting and ending with a letter or digit (quote it)",
     ))
 }
 

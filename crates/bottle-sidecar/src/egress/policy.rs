@@ -395,10 +395,10 @@ pub(crate) const DEFAULT_PORTS: [u16; 2] = [443, 80];
 /// IPv6 forms that carry an IPv4 address (mapped, compatible, NAT64's
 /// `64:ff9b::/96`, 6to4's `2002::/16`) are judged by that address.
 pub(crate) fn restricted(ip: IpAddr) -> Option<&'static str> {
-    if let IpAddr::V6(v6) = ip {
-        if let Some(embedded) = embedded_v4(v6) {
-            return restricted(IpAddr::V4(embedded));
-        }
+    if let IpAddr::V6(v6) = ip
+        && let Some(embedded) = embedded_v4(v6)
+    {
+        return restricted(IpAddr::V4(embedded));
     }
     match ip.to_canonical() {
         IpAddr::V4(v4) => {

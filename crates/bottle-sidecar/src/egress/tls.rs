@@ -101,10 +101,10 @@ impl Tls {
     /// The server configuration presenting a leaf for `host` (a DNS name or IP literal).
     pub(crate) fn server_config(&self, host: &str) -> Result<Arc<ServerConfig>, String> {
         let mut leaves = self.leaves.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some((minted, config)) = leaves.get(host) {
-            if minted.elapsed() < LEAF_REUSE {
-                return Ok(Arc::clone(config));
-            }
+        if let Some((minted, config)) = leaves.get(host)
+            && minted.elapsed() < LEAF_REUSE
+        {
+            return Ok(Arc::clone(config));
         }
         let config = self.mint(host)?;
         if leaves.len() >= LEAF_CACHE {
