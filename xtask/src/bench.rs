@@ -3,9 +3,10 @@
 //!
 //! `start` times `bottle start shell --yes --detach` plus `bottle stop`
 //! against `docker run --rm IMAGE true` of the same image, interleaved in one
-//! run (target: at most 3×), then `bottle list active` with ten bottles
-//! running (target: at most 100 ms). Every bottle it starts is stopped again,
-//! also when a step fails.
+//! run (target: at most 2×), then eight such starts at once against one
+//! start's median (target: all done within 2×), then `bottle list active`
+//! with ten bottles running (target: at most 100 ms). Every bottle it starts
+//! is stopped again, also when a step fails.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -23,7 +24,10 @@ mod gitgate;
 
 /// The benchmarks, by name, with what each measures.
 pub(crate) const BENCHES: &[(&str, &str)] = &[
-    ("start", "start+stop vs docker run (≤ 3×), list active with 10 bottles (≤ 100 ms)"),
+    (
+        "start",
+        "start+stop vs docker run (≤ 2×), 8 starts at once vs one (≤ 2×), list active with 10 bottles (≤ 100 ms)",
+    ),
     (
         "egress",
         "egress proxy (without and with a credential to scrub) vs direct: 1000 × 1 KiB (≤ 2×), 100 MiB (≥ 70%), idle RSS (≤ 20 MiB)",
@@ -32,7 +36,10 @@ pub(crate) const BENCHES: &[(&str, &str)] = &[
 ];
 
 const DEFAULT_ITERS: usize = 10;
-const START_TARGET: f64 = 3.0;
+const START_TARGET: f64 = 2.0;
+/// How many bottles start at once in the concurrency row.
+const CONCURRENT: usize = 8;
+const CONCURRENT_TARGET: f64 = 2.0;
 const LIST_BOTTLES: usize = 10;
 const LIST_RUNS: usize = 20;
 const LIST_TARGET: Duration = Duration::from_millis(100);
@@ -67,12 +74,14 @@ fn start() -> Result<()> {
     println!("warm-up: bottle {slug} ran {image}");
 
     let mut start_stop = Vec::with_capacity(iters);
+    let mut start_only = Vec::with_capacity(iters);
     let mut baseline = Vec::with_capacity(iters);
     let mut docker = Command::new("docker");
     docker.args(["run", "--rm", &image, "true"]).stdout(Stdio::null());
     for i in 1..=iters {
         let timer = Instant::now();
         let slug = bottles.start(true).with_context(|| format!("while starting bottle {i} of {iters}"))?;
+        start_only.push(timer.elapsed());
         bottles.stop(&slug).with_context(|| format!("while stopping bottle {i} of {iters}"))?;
         start_stop.push(timer.elapsed());
         let timer = Instant::now();
@@ -89,6 +98,21 @@ fn start() -> Result<()> {
         "ratio start+stop / docker run: {ratio:.2}× (target ≤ {START_TARGET}×): {}",
         verdict(ratio <= START_TARGET)
     );
+
+    let start_only = Stats::of(start_only);
+    println!("bottle start alone: {}", start_only.show(secs));
+    let timer = Instant::now();
+    let slugs = bottles.start_many(CONCURRENT).context("while starting bottles at once")?;
+    let together = timer.elapsed();
+    let ratio = together.as_secs_f64() / start_only.median.as_secs_f64();
+    println!(
+        "{CONCURRENT} starts at once: all done in {} = {ratio:.2}× one start's median (target ≤ {CONCURRENT_TARGET}×): {}",
+        secs(together),
+        verdict(ratio <= CONCURRENT_TARGET)
+    );
+    let timer = Instant::now();
+    bottles.stop_many(&slugs).context("while stopping the bottles started at once")?;
+    println!("{CONCURRENT} stops at once: {}", secs(timer.elapsed()));
 
     println!("starting {LIST_BOTTLES} bottles for `bottle list active`");
     for i in 1..=LIST_BOTTLES {
@@ -153,6 +177,74 @@ impl Bottles {
             .to_owned();
         self.active.push(slug.clone());
         Ok(slug)
+    }
+
+    /// Starts `count` detached shell bottles at once (one `bottle start`
+    /// process each) and returns their slugs once all are up.
+    fn start_many(&mut self, count: usize) -> Result<Vec<String>> {
+        let children: Vec<_> = (0..count)
+            .map(|_| {
+                let mut cmd = Command::new(&self.bin);
+                cmd.args(["start", "shell", "--yes", "--detach"])
+                    .current_dir(workspace_root())
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped());
+                cmd.spawn().with_context(|| format!("could not run `{}`", show(&cmd)))
+            })
+            .collect::<Result<_>>()?;
+        let mut slugs = Vec::new();
+        let mut failed = None;
+        for child in children {
+            let out = child.wait_with_output().context("while waiting for `bottle start`")?;
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            match stdout.lines().rev().map(str::trim).find(|l| !l.is_empty()) {
+                Some(slug) if out.status.success() => {
+                    self.active.push(slug.to_owned());
+                    slugs.push(slug.to_owned());
+                }
+                _ => {
+                    failed.get_or_insert(format!(
+                        "`bottle start` failed ({})\n{}",
+                        out.status,
+                        String::from_utf8_lossy(&out.stderr).trim_end()
+                    ));
+                }
+            }
+        }
+        match failed {
+            Some(why) => bail!("{why}"),
+            None => Ok(slugs),
+        }
+    }
+
+    /// Stops `slugs` at once (one `bottle stop` process each).
+    fn stop_many(&mut self, slugs: &[String]) -> Result<()> {
+        let children: Vec<_> = slugs
+            .iter()
+            .map(|slug| {
+                let mut cmd = Command::new(&self.bin);
+                cmd.args(["stop", "--yes", slug])
+                    .current_dir(workspace_root())
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped());
+                cmd.spawn().with_context(|| format!("could not run `{}`", show(&cmd)))
+            })
+            .collect::<Result<_>>()?;
+        let mut failed = None;
+        for (child, slug) in children.into_iter().zip(slugs) {
+            let out = child.wait_with_output().context("while waiting for `bottle stop`")?;
+            if out.status.success() {
+                self.active.retain(|active| active != slug);
+            } else {
+                failed.get_or_insert(format!("`bottle stop {slug}` failed: {}", String::from_utf8_lossy(&out.stderr)));
+            }
+        }
+        match failed {
+            Some(why) => bail!("{why}"),
+            None => Ok(()),
+        }
     }
 
     fn stop(&mut self, slug: &str) -> Result<()> {

@@ -354,9 +354,7 @@ async fn provision(
     steps: &mut crate::timings::Steps,
 ) -> Result<()> {
     let p = &plan.provision;
-    if wiring.install_ca {
-        steps.time("ca", install_ca(bottle, plan)).await?;
-    }
+    steps.time("root", root_steps(bottle, plan, wiring)).await?;
     steps.time("prompt", provider.provision_prompt(bottle, p)).await?;
     steps.time("provider", provider.apply(bottle, p)).await?;
     steps.time("skills", provider.provision_skills(bottle, p)).await?;
@@ -379,23 +377,36 @@ async fn provision(
     Ok(())
 }
 
-/// Put the bottle's CA into the bottle's system trust store: its file in
-/// `/usr/local/share/ca-certificates` (which a later `update-ca-certificates`
-/// in the bottle keeps) appended to the system bundle that the bottle's
-/// variables name. No `update-ca-certificates` at start: it rehashes every
-/// certificate (about 1 s of a start) for the hashed folder no variable
-/// names. Written by root through the shell (the bottle runs with
-/// `no-new-privileges`, so root there has no capabilities: it can write
-/// root-owned places but chown nothing).
-async fn install_ca(bottle: &dyn Bottle, plan: &CommonPlan) -> Result<()> {
-    let pem = &plan.egress.policy.ca_cert_pem;
-    let script = format!(
-        "mkdir -p {dir} /etc/ssl/certs && printf '%s' {pem} > {GUEST_CA_FILE} && chmod 644 {GUEST_CA_FILE} && \
-         cat {GUEST_CA_FILE} >> {GUEST_CA_BUNDLE}",
-        dir = GUEST_CA_FILE.rsplit_once('/').map_or("/", |(d, _)| d),
-        pem = shell_quote(pem),
-    );
-    run_checked(bottle, &script, GuestUser::Root, "installing the bottle's CA certificate").await
+/// The provisioning steps root takes, in one command: the bottle's CA put
+/// into its system trust store (when the wiring asks for it) and the agent
+/// session's tmux configuration.
+///
+/// The CA: its file in `/usr/local/share/ca-certificates` (which a later
+/// `update-ca-certificates` in the bottle keeps) appended to the system
+/// bundle that the bottle's variables name. No `update-ca-certificates` at
+/// start: it rehashes every certificate (about 1 s of a start) for the
+/// hashed folder no variable names. Written by root through the shell (the
+/// bottle runs with `no-new-privileges`, so root there has no capabilities:
+/// it can write root-owned places but chown nothing).
+async fn root_steps(bottle: &dyn Bottle, plan: &CommonPlan, wiring: &crate::wiring::Wiring) -> Result<()> {
+    let mut script = Vec::new();
+    if wiring.install_ca {
+        let pem = &plan.egress.policy.ca_cert_pem;
+        script.push(format!(
+            "mkdir -p {dir} /etc/ssl/certs && printf '%s' {pem} > {GUEST_CA_FILE} && chmod 644 {GUEST_CA_FILE} && \
+             cat {GUEST_CA_FILE} >> {GUEST_CA_BUNDLE}",
+            dir = GUEST_CA_FILE.rsplit_once('/').map_or("/", |(d, _)| d),
+            pem = shell_quote(pem),
+        ));
+    }
+    script.push(agent_session::conf_script());
+    run_checked(
+        bottle,
+        &script.join(" && "),
+        GuestUser::Root,
+        "installing the bottle's CA certificate and the agent session's configuration",
+    )
+    .await
 }
 
 fn saved_path(state_dir: &std::path::Path, guest: &str) -> std::path::PathBuf {
