@@ -21,6 +21,7 @@ mod install;
 mod lifecycle;
 mod logs;
 mod manifest;
+mod pool;
 mod providers;
 mod sessions;
 mod smolvm;

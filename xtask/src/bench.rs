@@ -5,8 +5,11 @@
 //! against `docker run --rm IMAGE true` of the same image, interleaved in one
 //! run (target: at most 2×), then eight such starts at once against one
 //! start's median (target: all done within 2×), then `bottle list active`
-//! with ten bottles running (target: at most 100 ms). Every bottle it starts
-//! is stopped again, also when a step fails.
+//! with ten bottles running (target: at most 100 ms), then a claim from a
+//! warm pool: `bottle start` of a pooled agent until it printed the slug of
+//! its ready bottle (target: median at most 150 ms), each claim after the
+//! pool was filled again. Every bottle it starts is stopped again, and the
+//! pool drained, also when a step fails.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -26,7 +29,8 @@ mod gitgate;
 pub(crate) const BENCHES: &[(&str, &str)] = &[
     (
         "start",
-        "start+stop vs docker run (≤ 2×), 8 starts at once vs one (≤ 2×), list active with 10 bottles (≤ 100 ms)",
+        "start+stop vs docker run (≤ 2×), 8 starts at once vs one (≤ 2×), list active with 10 bottles (≤ 100 ms), \
+         pool claim (≤ 150 ms)",
     ),
     (
         "egress",
@@ -43,6 +47,10 @@ const CONCURRENT_TARGET: f64 = 2.0;
 const LIST_BOTTLES: usize = 10;
 const LIST_RUNS: usize = 20;
 const LIST_TARGET: Duration = Duration::from_millis(100);
+/// The warm pool's size in the pool row, and how many claims it times.
+const POOL_SIZE: usize = 2;
+const POOL_CLAIMS: usize = 5;
+const CLAIM_TARGET: Duration = Duration::from_millis(150);
 
 /// Runs the benchmark `name`, one of [`BENCHES`].
 pub(crate) fn run(name: &str) -> Result<()> {
@@ -64,7 +72,7 @@ fn start() -> Result<()> {
         Err(_) => DEFAULT_ITERS,
     };
     crate::setup::run()?;
-    let mut bottles = Bottles { bin: crate::build_bottle()?, active: Vec::new() };
+    let mut bottles = Bottles { bin: crate::build_bottle()?, active: Vec::new(), pool: None };
 
     println!("warm-up: one start + stop (builds the image if it is not cached)");
     let slug = bottles.start(false).context("while starting the warm-up bottle")?;
@@ -100,6 +108,8 @@ fn start() -> Result<()> {
     );
 
     let start_only = Stats::of(start_only);
+    let alone = start_only.median.as_secs_f64() / baseline.median.as_secs_f64();
+    println!("ratio start alone / docker run: {alone:.2}×");
     println!("bottle start alone: {}", start_only.show(secs));
     let timer = Instant::now();
     let slugs = bottles.start_many(CONCURRENT).context("while starting bottles at once")?;
@@ -133,7 +143,67 @@ fn start() -> Result<()> {
         millis(LIST_TARGET),
         verdict(times.median <= LIST_TARGET)
     );
-    bottles.stop_all()
+    bottles.stop_all()?;
+    pool(&mut bottles, &baseline)
+}
+
+/// The pool row: claims from a warm pool of the shell agent, each after the
+/// pool was filled again, beside the `docker run` baseline of the same run.
+fn pool(bottles: &mut Bottles, baseline: &Stats) -> Result<()> {
+    let dir = tempfile::tempdir().context("while making a folder for the pool's manifest")?;
+    let manifest = dir.path().join("pool.yaml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "agents:\n  shell:\n    bottle: b\n    pool: {{ size: {POOL_SIZE} }}\nbottles:\n  b:\n    agent_provider:\n      \
+             template: shell\n"
+        ),
+    )
+    .context("while writing the pool's manifest")?;
+    let manifest = manifest.display().to_string();
+    bottles.pool = Some(manifest.clone());
+    let args = |more: &[&'static str]| -> Vec<String> {
+        ["--manifest", &manifest].iter().map(|s| s.to_string()).chain(more.iter().map(|s| s.to_string())).collect()
+    };
+    let run = |bottles: &Bottles, more: &[&'static str]| -> Result<String> {
+        let args = args(more);
+        bottles.bottle(&args.iter().map(String::as_str).collect::<Vec<_>>(), true)
+    };
+    println!("filling a warm pool of {POOL_SIZE} shell bottles");
+    run(bottles, &["pool", "fill"]).context("while filling the pool")?;
+    let mut claims = Vec::with_capacity(POOL_CLAIMS);
+    for i in 1..=POOL_CLAIMS {
+        let timer = Instant::now();
+        let out = run(bottles, &["start", "shell", "--yes", "--detach"]).with_context(|| format!("while claiming {i}"))?;
+        claims.push(timer.elapsed());
+        let slug = out.lines().rev().map(str::trim).find(|l| !l.is_empty()).context("no slug")?.to_owned();
+        bottles.active.push(slug.clone());
+        println!("claim {i}/{POOL_CLAIMS}: {} ({slug})", millis(claims[i - 1]));
+        bottles.stop(&slug).with_context(|| format!("while stopping claimed bottle {slug}"))?;
+        // The next claim once the background fill is done.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let status: Value = serde_json::from_str(&run(bottles, &["pool", "status", "--json"])?)?;
+            let pool = &status[0];
+            let ready = pool["ready"].as_array().map_or(0, Vec::len);
+            if ready >= POOL_SIZE && pool["filling"].is_null() {
+                break;
+            }
+            ensure!(Instant::now() < deadline, "the pool was not filled again within 120 s: {pool}");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+    let claims = Stats::of(claims);
+    println!(
+        "pool claim (bottle start to its ready bottle): {} (target ≤ {}; docker run in this run: median {}): {}",
+        claims.show(millis),
+        millis(CLAIM_TARGET),
+        millis(baseline.median),
+        verdict(claims.median <= CLAIM_TARGET)
+    );
+    run(bottles, &["pool", "drain"]).context("while draining the pool")?;
+    bottles.pool = None;
+    Ok(())
 }
 
 /// The bottles this benchmark started and has not stopped yet; dropping it
@@ -142,6 +212,8 @@ struct Bottles {
     /// The release `bottle` binary.
     bin: PathBuf,
     active: Vec<String>,
+    /// The manifest of a warm pool to drain, while there is one.
+    pool: Option<String>,
 }
 
 impl Bottles {
@@ -279,6 +351,9 @@ impl Drop for Bottles {
         // Errors are printed by `stop_all`; after an earlier error there is
         // nothing more to say.
         let _ = self.stop_all();
+        if let Some(manifest) = self.pool.take() {
+            let _ = self.bottle(&["--manifest", &manifest, "pool", "drain"], true);
+        }
     }
 }
 

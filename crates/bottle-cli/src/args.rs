@@ -50,6 +50,9 @@ when its launcher died, `not launched` when its start did not finish) and the ag
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// With `active`: also the bottles waiting in warm pools (hidden by default; `bottle pool status` counts them).
+        #[arg(long)]
+        pool: bool,
     },
     /// Connect this terminal to a running bottle's agent session (detach with C-b d).
     #[command(after_help = "A detached bottle (`bottle start AGENT --detach`) runs its agent in a tmux session; \
@@ -170,6 +173,18 @@ bottle supervise answer 1a2b3c4d 'yes'")]
         #[command(subcommand)]
         action: crate::supervise::SuperviseAction,
     },
+    /// Warm pools: bottles made ahead of time that `bottle start` hands out at once.
+    #[command(after_help = "An agent whose manifest entry says `pool: { size: 2 }` can have that many bottles \
+made ahead of time: sidecars up, its own CA and client token, provisioned up to the workspace, no agent running. \
+`bottle start AGENT` then claims one (the working directory copied in with --copy-cwd, the label and colour set, \
+the session started) instead of making a bottle, and fills the pool again in the background. A member made \
+before the manifest or the host changed (another image, env value, credential, route) is stale: never handed \
+out, removed by `fill` and `drain`. Without an AGENT, each command works on every agent with a pool.\n\n\
+Examples:\n  bottle pool fill\n  bottle pool status\n  bottle pool drain reviewer")]
+    Pool {
+        #[command(subcommand)]
+        action: PoolAction,
+    },
     /// Check the manifest or print its JSON Schema.
     Manifest {
         #[command(subcommand)]
@@ -238,6 +253,33 @@ pub(crate) enum ListWhat {
     Active,
     /// The bottles that have a state folder and run nowhere: what `bottle resume` can start again.
     Stopped,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum PoolAction {
+    /// Make bottles until each pool holds its size (stale members removed first); prints their slugs.
+    #[command(after_help = "One pool is filled by one process at a time: a fill that finds another at work \
+leaves that pool to it. Each member is made as `bottle start AGENT --detach` would make it, and so takes as long.\n\n\
+Example:\n  bottle pool fill reviewer")]
+    Fill {
+        /// The agents whose pools to fill (default: every agent with a pool).
+        agents: Vec<String>,
+    },
+    /// Show each pool: its size, the members ready to hand out, the stale ones, the fill at work.
+    Status {
+        /// The agents whose pools to show (default: every agent with a pool).
+        agents: Vec<String>,
+        /// Print JSON instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove every member not claimed yet (stopping a fill at work first); claimed bottles stay.
+    #[command(after_help = "Nothing of a drained pool is left running: its members' containers, networks and \
+state folders are removed, and a background fill is stopped.\n\nExample:\n  bottle pool drain")]
+    Drain {
+        /// The agents whose pools to drain (default: every agent with a pool).
+        agents: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -58,18 +58,19 @@ pub fn conf_script() -> String {
 /// The exit code of [`start`]'s script when the image has no tmux.
 const NO_TMUX: i64 = 127;
 
-/// Start the agent's session running `argv` in `workdir`, as the agent, in
-/// one command (which first checks that the image has tmux). The tmux
+/// Start the agent's session running `argv` in `workdir` (made when
+/// missing), as the agent, in one command (which first checks that the
+/// image has tmux). The tmux
 /// configuration was written at provisioning ([`conf_script`]).
 pub async fn start(bottle: &dyn Bottle, argv: &[String], workdir: &str) -> Result<()> {
     let command: Vec<String> = argv.iter().map(|a| shell_quote(a)).collect();
     // The agent's exit code, kept for whoever asks after the session ended.
     let wrapped = format!("rm -f {EXIT_FILE}; {}; echo $? > {EXIT_FILE}", command.join(" "));
     let script = format!(
-        "command -v tmux >/dev/null || exit {NO_TMUX}; rm -f {EXIT_FILE}; \
-         tmux -f {TMUX_CONF} new-session -d -s {SESSION} -x 200 -y 50 -c {} {}",
-        shell_quote(workdir),
-        shell_quote(&wrapped),
+        "command -v tmux >/dev/null || exit {NO_TMUX}; rm -f {EXIT_FILE}; mkdir -p {dir} && \
+         tmux -f {TMUX_CONF} new-session -d -s {SESSION} -x 200 -y 50 -c {dir} {wrapped}",
+        dir = shell_quote(workdir),
+        wrapped = shell_quote(&wrapped),
     );
     let out = bottle.exec(&script, GuestUser::Agent).await?;
     if out.exit_code == NO_TMUX {

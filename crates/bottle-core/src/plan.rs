@@ -209,6 +209,9 @@ pub struct CommonPlan {
     pub client_token: crate::sidecar::ClientToken,
     /// What the bottle may use of the host.
     pub limits: crate::resources::Limits,
+    /// The warm pool's key when the bottle is made for a pool
+    /// ([`crate::pool`]): it waits, provisioned, to be claimed.
+    pub pool: Option<String>,
 }
 
 /// The part of every backend's plan that core reads: the common plan it

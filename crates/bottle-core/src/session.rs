@@ -75,9 +75,21 @@ impl Session {
         host: &Host,
         backend: Arc<dyn DynBackend>,
     ) -> Result<Session> {
+        Session::prepare_member(spec, providers, host, backend, None).await
+    }
+
+    /// [`Session::prepare`], for a member of the warm pool of key `pool`
+    /// when it names one.
+    pub(crate) async fn prepare_member(
+        spec: &BottleSpec,
+        providers: &Providers,
+        host: &Host,
+        backend: Arc<dyn DynBackend>,
+        pool: Option<&str>,
+    ) -> Result<Session> {
         let since = std::time::Instant::now();
         backend.is_available_dyn().await?;
-        let common = crate::prepare(spec, providers, host, backend.name_dyn())?;
+        let common = crate::prepare::prepare_member(spec, providers, host, backend.name_dyn(), pool)?;
         let minted = Minted {
             state: host.state.clone(),
             slug: common.slug.clone(),
@@ -115,7 +127,6 @@ impl Session {
         // A `stop` meanwhile waits for the launch to finish, then stops the bottle whole.
         let _lock = self.state.lock(&slug).await?;
         let common = self.plan.common().clone();
-        let wiring = self.plan.wiring().clone();
         let mut timings = std::mem::take(&mut self.timings);
         let steps = launch_steps(self.backend.as_ref(), self.plan, self.provider.as_ref(), &self.state, &mut timings);
         match race(steps, cancel).await {
@@ -126,8 +137,9 @@ impl Session {
                     bottle,
                     provider: self.provider,
                     state: self.state,
-                    common,
-                    wiring,
+                    slug: common.slug,
+                    provision: common.provision,
+                    agent_args: common.agent_args,
                     timings,
                 })
             }
@@ -180,6 +192,12 @@ async fn launch_steps(
     let since = std::time::Instant::now();
     let ready = async {
         state.update(&common.slug, |m| m.ready = true)?;
+        if common.pool.is_some() {
+            // A pool member waits for its claim with no session, meant to
+            // outlive the fill that made it.
+            agent_session::mark_detached(bottle.as_ref()).await?;
+            return crate::pool::mark_waiting(state, &common.slug);
+        }
         if common.detached {
             let argv = provider.agent_argv(&common.provision, &common.agent_args);
             agent_session::start(bottle.as_ref(), &argv, &common.provision.workdir).await?;
@@ -197,13 +215,15 @@ async fn launch_steps(
 
 /// A launched, provisioned bottle.
 pub struct Running {
-    backend: Arc<dyn DynBackend>,
-    bottle: Box<dyn Bottle>,
-    provider: Arc<dyn AgentProvider>,
-    state: StateRoot,
-    common: CommonPlan,
-    wiring: crate::wiring::Wiring,
-    timings: crate::timings::Timings,
+    pub(crate) backend: Arc<dyn DynBackend>,
+    pub(crate) bottle: Box<dyn Bottle>,
+    pub(crate) provider: Arc<dyn AgentProvider>,
+    pub(crate) state: StateRoot,
+    pub(crate) slug: String,
+    /// How the agent was provisioned (its argv and workdir come from it).
+    pub(crate) provision: crate::plan::AgentProvisionPlan,
+    pub(crate) agent_args: Vec<String>,
+    pub(crate) timings: crate::timings::Timings,
 }
 
 /// How an attached agent session ended.
@@ -226,7 +246,7 @@ impl Running {
 
     /// The bottle's slug.
     pub fn slug(&self) -> &str {
-        &self.common.slug
+        &self.slug
     }
 
     /// The running bottle: commands, copies.
@@ -234,15 +254,10 @@ impl Running {
         self.bottle.as_ref()
     }
 
-    /// How the bottle is wired to its sidecars.
-    pub fn wiring(&self) -> &crate::wiring::Wiring {
-        &self.wiring
-    }
-
     /// The agent session's argv inside the bottle (the provider's command,
     /// its continue arguments on resume, the operator's extra arguments).
     pub fn agent_argv(&self) -> Vec<String> {
-        self.provider.agent_argv(&self.common.provision, &self.common.agent_args)
+        self.provider.agent_argv(&self.provision, &self.agent_args)
     }
 
     /// The host command that shows the agent's session on the terminal it
@@ -278,7 +293,7 @@ impl Running {
     /// [`Running::attach`] through the agent's session.
     async fn attach_session(self, cancel: impl Future<Output = ()>) -> Result<Ended> {
         let bottle = self.bottle.as_ref();
-        if let Err(e) = agent_session::start(bottle, &self.agent_argv(), &self.common.provision.workdir).await {
+        if let Err(e) = agent_session::start(bottle, &self.agent_argv(), &self.provision.workdir).await {
             let _ = self.teardown().await;
             return Err(e);
         }
@@ -289,7 +304,7 @@ impl Running {
                 if agent_session::is_running(bottle).await {
                     // The operator detached: the bottle outlives this process.
                     agent_session::mark_detached(bottle).await?;
-                    self.state.update(&self.common.slug, |m| m.detached = true)?;
+                    self.state.update(&self.slug, |m| m.detached = true)?;
                     return Ok(Ended { code: 0, notes: Vec::new(), detached: true });
                 }
                 match agent_session::exit_code(bottle).await {
@@ -304,7 +319,7 @@ impl Running {
 
     /// Leaves the bottle running (it outlives this process) and returns its slug.
     pub fn detach(self) -> String {
-        self.common.slug
+        self.slug
     }
 
     /// Saves the agent's state and the sidecars' audit logs, then removes
@@ -317,10 +332,10 @@ impl Running {
     /// [`Running::teardown`], and whether the bottle had been stopped from
     /// elsewhere meanwhile (then the agent's end was that stop's doing).
     async fn finish(self) -> Result<(bool, Vec<String>)> {
-        let stopped = stop(self.backend.as_ref(), &self.common.slug, &self.state).await?;
+        let stopped = stop(self.backend.as_ref(), &self.slug, &self.state).await?;
         let mut notes = stopped.notes;
         if stopped.already {
-            notes.push(format!("bottle {} was stopped from elsewhere (`bottle stop`) meanwhile", self.common.slug));
+            notes.push(format!("bottle {} was stopped from elsewhere (`bottle stop`) meanwhile", self.slug));
         }
         Ok((stopped.already, notes))
     }
@@ -362,8 +377,12 @@ async fn provision(
         steps.time("restore", restore_agent_state(bottle, plan)).await?;
     }
     let workspace = async {
-        let mkdir = format!("mkdir -p {}", shell_quote(&p.workdir));
-        run_checked(bottle, &mkdir, GuestUser::Agent, "creating the workdir").await?;
+        // A detached bottle's empty workdir is made by its session's start.
+        let session_makes_it = plan.copy_cwd.is_none() && plan.detached && plan.pool.is_none();
+        if !session_makes_it {
+            let mkdir = format!("mkdir -p {}", shell_quote(&p.workdir));
+            run_checked(bottle, &mkdir, GuestUser::Agent, "creating the workdir").await?;
+        }
         match &plan.copy_cwd {
             Some(cwd) => bottle.cp_in(cwd, &p.workdir).await,
             None => Ok(()),

@@ -156,23 +156,31 @@ async fn create(docker: &Docker, plan: &DockerPlan) -> Result<DockerBottle> {
     let bottle = async {
         plan.agent_image.ensure(docker).await?;
         create_agent(docker, plan).await?;
+        // The relay is made while the agent starts; it starts once the agent runs.
         let relay = async {
             let base = base_ready.wait_for(Option::is_some).await.is_ok_and(|ready| *ready == Some(true));
             if !base {
                 return Err(Error::new(ErrorKind::Backend, "the sidecars' image, network or volume failed")
                     .with_backend(crate::NAME));
             }
-            sidecar::launch_relay(docker, common, plan.sidecar_tag(), &plan.container, &plan.sockets, &processes).await
+            sidecar::create_relay(docker, common, plan.sidecar_tag(), &plan.container, &plan.sockets, &processes).await
         };
+        let agent = async {
+            docker
+                .start_container(&plan.container, None::<StartContainerOptions>)
+                .await
+                .map_err(failed("start the agent container"))
+        };
+        tokio::try_join!(relay, agent)?;
         let resolver =
             bottle_core::provider::run_checked(&handle, NO_RESOLVER, GuestUser::Root, "writing /etc/resolv.conf");
-        tokio::try_join!(relay, resolver).map(drop)
+        tokio::try_join!(sidecar::start_relay(docker, &common.slug), resolver).map(drop)
     };
     tokio::try_join!(sidecars, bottle)?;
     Ok(handle)
 }
 
-/// The agent container, started: least privilege and no network at all
+/// The agent container, created (not started): least privilege and no network at all
 /// (no route, no gateway, no DNS server); its only way out is the relay
 /// on its loopback.
 async fn create_agent(docker: &Docker, plan: &DockerPlan) -> Result<()> {
@@ -213,11 +221,8 @@ async fn create_agent(docker: &Docker, plan: &DockerPlan) -> Result<()> {
             body,
         )
         .await
-        .map_err(failed("create the agent container"))?;
-    docker
-        .start_container(&plan.container, None::<StartContainerOptions>)
-        .await
-        .map_err(failed("start the agent container"))
+        .map(drop)
+        .map_err(failed("create the agent container"))
 }
 
 #[cfg(test)]
