@@ -109,8 +109,7 @@ fn start() -> Result<()> {
 
     let start_only = Stats::of(start_only);
     let alone = start_only.median.as_secs_f64() / baseline.median.as_secs_f64();
-    println!("ratio start alone / docker run: {alone:.2}×");
-    println!("bottle start alone: {}", start_only.show(secs));
+    println!("bottle start alone: {} ({alone:.2}× docker run)", start_only.show(secs));
     let timer = Instant::now();
     let slugs = bottles.start_many(CONCURRENT).context("while starting bottles at once")?;
     let together = timer.elapsed();
@@ -174,7 +173,8 @@ fn pool(bottles: &mut Bottles, baseline: &Stats) -> Result<()> {
     let mut claims = Vec::with_capacity(POOL_CLAIMS);
     for i in 1..=POOL_CLAIMS {
         let timer = Instant::now();
-        let out = run(bottles, &["start", "shell", "--yes", "--detach"]).with_context(|| format!("while claiming {i}"))?;
+        let out =
+            run(bottles, &["start", "shell", "--yes", "--detach"]).with_context(|| format!("while claiming {i}"))?;
         claims.push(timer.elapsed());
         let slug = out.lines().rev().map(str::trim).find(|l| !l.is_empty()).context("no slug")?.to_owned();
         bottles.active.push(slug.clone());

@@ -78,9 +78,9 @@ impl BuildContext {
             return Ok(tar.clone());
         }
         let context = self.clone();
-        crate::blocking::unblock(move || context.tar())
-            .await
-            .map_err(|_| Error::new(crate::ErrorKind::Io, format!("packing the build context of {} failed", self.tag)))?
+        crate::blocking::unblock(move || context.tar()).await.map_err(|_| {
+            Error::new(crate::ErrorKind::Io, format!("packing the build context of {} failed", self.tag))
+        })?
     }
 }
 
@@ -155,7 +155,10 @@ pub(crate) fn recipe_key(recipe: &ImageRecipe) -> Option<String> {
         field(dir.display().to_string().as_bytes());
         for rel in entries {
             let m = std::fs::symlink_metadata(dir.join(&rel)).ok()?;
-            field(format!("{}:{}:{}:{}:{}:{}", rel.display(), m.len(), m.mtime(), m.mtime_nsec(), m.ino(), m.mode()).as_bytes());
+            field(
+                format!("{}:{}:{}:{}:{}:{}", rel.display(), m.len(), m.mtime(), m.mtime_nsec(), m.ino(), m.mode())
+                    .as_bytes(),
+            );
         }
     }
     field(recipe.host_ca_bundle.as_deref().map_or(Some(String::new()), stat)?.as_bytes());

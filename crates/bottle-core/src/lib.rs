@@ -45,8 +45,8 @@ pub use error::{Error, ErrorKind, Result};
 pub use manifest::{
     AgentDef, AgentProviderDef, AuthScheme, BottleDef, DEFAULT_MANIFEST, DEFAULT_MAX_PUSH_MB, EgressRoute, EnvValue,
     GitIdentity, GitUpstream, HostVarRef, HostVarUse, MAX_ENV_ENTRIES, MAX_ENV_ENTRY_BYTES, MAX_ENV_TOTAL_BYTES,
-    MAX_MANIFEST_BYTES, MAX_POOL_SIZE, Manifest, ManifestError, ManifestErrors, ManifestSource, PoolDef, PushPolicy, RouteAuth, Supervise,
-    discover_manifest,
+    MAX_MANIFEST_BYTES, MAX_POOL_SIZE, Manifest, ManifestError, ManifestErrors, ManifestSource, PoolDef, PushPolicy,
+    RouteAuth, Supervise, discover_manifest,
 };
 pub use plan::{CommonPlan, EgressPlan, GitGatePlan, SupervisePlan};
 pub use preflight::{render as render_summary, summary};

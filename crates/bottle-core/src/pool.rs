@@ -455,7 +455,8 @@ async fn stop_filler(state: &StateRoot, agent: &str) -> Result<()> {
                 let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
             }
             let wait = crate::blocking::unblock(move || crate::state::lock_file(&lock));
-            let held = wait.await.map_err(|_| Error::new(ErrorKind::Io, "waiting for a pool's fill to end failed"))??;
+            let held =
+                wait.await.map_err(|_| Error::new(ErrorKind::Io, "waiting for a pool's fill to end failed"))??;
             drop(held);
             return Ok(());
         }

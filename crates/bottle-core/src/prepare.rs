@@ -276,7 +276,7 @@ pub(crate) fn prepare_member(
         }
     };
     let minted = spec.identity.is_none();
-    let limits = resolved.limits.clone();
+    let limits = resolved.limits;
     let built = (|| -> Result<CommonPlan> {
         let provision = provider.build_provision_plan(resolved.provision_input(&slug, !minted))?;
         let client_token = ClientToken::mint()?;

@@ -17,8 +17,8 @@ use super::limits::{EXEC_REASON, EnvSize, Excess, MAX_ENV_ENTRIES};
 use super::spans::{Pos, Seg, Spans};
 use super::{
     AgentDef, AgentProviderDef, AuthScheme, BottleDef, EgressRoute, EnvValue, GitIdentity, GitUpstream, HostVarRef,
-    HostVarUse, MAX_POOL_SIZE, MAX_PUSH_MB_LIMIT, Manifest, ManifestError, ManifestErrors, ManifestSource, PoolDef, PushPolicy, RouteAuth,
-    Supervise,
+    HostVarUse, MAX_POOL_SIZE, MAX_PUSH_MB_LIMIT, Manifest, ManifestError, ManifestErrors, ManifestSource, PoolDef,
+    PushPolicy, RouteAuth, Supervise,
 };
 use crate::resources::{ByteSize, Cpus, Resources};
 
@@ -542,7 +542,10 @@ impl Walker<'_> {
             self.at_value(
                 &path,
                 problem(
-                    format!("pool size must be a whole number from 1 to {MAX_POOL_SIZE}, found {}", number_or_kind(value)),
+                    format!(
+                        "pool size must be a whole number from 1 to {MAX_POOL_SIZE}, found {}",
+                        number_or_kind(value)
+                    ),
                     "write `pool: { size: 2 }` (each pooled bottle runs, and uses memory, until `bottle start` claims \
                      it), or remove `pool`",
                 ),
