@@ -122,6 +122,24 @@ fn start() -> Result<()> {
     let timer = Instant::now();
     bottles.stop_many(&slugs).context("while stopping the bottles started at once")?;
     println!("{CONCURRENT} stops at once: {}", secs(timer.elapsed()));
+    // The engine's own: as many `docker run` at once, against one's median.
+    let timer = Instant::now();
+    let runs: Vec<_> = (0..CONCURRENT)
+        .map(|_| {
+            let mut run = Command::new("docker");
+            run.args(["run", "--rm", &image, "true"]).stdout(Stdio::null());
+            run.spawn().context("could not run docker run")
+        })
+        .collect::<Result<_>>()?;
+    for mut run in runs {
+        ensure!(run.wait().context("while waiting for docker run")?.success(), "a docker run failed");
+    }
+    let engine = timer.elapsed();
+    println!(
+        "baseline: {CONCURRENT} `docker run --rm` at once: {} = {:.2}× one's median",
+        secs(engine),
+        engine.as_secs_f64() / baseline.median.as_secs_f64()
+    );
 
     println!("starting {LIST_BOTTLES} bottles for `bottle list active`");
     for i in 1..=LIST_BOTTLES {

@@ -32,7 +32,10 @@ pub(crate) struct Cli {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Start an agent in a new bottle (shows what will run, then asks y/N).
-    #[command(after_help = "Examples:\n  bottle start shell\n  bottle start shell --yes --detach\n  \
+    #[command(after_help = "An agent with a warm pool (`pool: { size: N }` in the manifest) is handed a bottle \
+that waits in it, made from the same plan, when one does (asked first on a terminal, unless --yes), and the pool is \
+filled again in the background; see `bottle pool --help`.\n\n\
+Examples:\n  bottle start shell\n  bottle start shell --yes --detach\n  \
 bottle start reviewer --copy-cwd --label 'PR 42'\n  bottle start shell --yes -- -c 'git --version'")]
     Start(StartArgs),
     /// Start a new bottle for an earlier bottle's agent, with its saved state (the conversation goes on).
@@ -66,7 +69,7 @@ attach as often as you like, from several terminals in turn or at once. C-b d de
     #[command(after_help = "The agents pane lists every running bottle on every available backend, as `bottle list \
 active` does, refreshed every second; the selected bottle's tabs show its egress log (denials highlighted), its \
 supervise requests, its git gate's pushes and its details; the manifest pane lists the agents `bottle start` can \
-start.\n\nKeys: ↑↓ move, ←→ switch tab, Tab switch pane, a attach (in a new tmux window when run inside tmux), \
+start (bottles waiting in warm pools are left out, as by `bottle list active`).\n\nKeys: ↑↓ move, ←→ switch tab, Tab switch pane, a attach (in a new tmux window when run inside tmux), \
 s stop (asks y/N), y/n approve/deny the selected request, ? help, q quit. Quitting never stops an agent. Colours \
 are left out when NO_COLOR is set or TERM=dumb.")]
     Dashboard,

@@ -333,26 +333,26 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration> {
 /// Open (creating it) the lock file at `path` and wait for its exclusive
 /// lock (`flock`), held while the file stays open. Blocks.
 pub(crate) fn lock_file(path: &Path) -> Result<std::fs::File> {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    let file = open_lock(path)?;
     rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
         .map_err(|e| Error::io(format!("locking {}", path.display()), e.into()))?;
     Ok(file)
 }
 
-/// Open (creating it) the lock file at `path` and take its exclusive lock
-/// when no one holds it: `None` when someone does. Does not wait.
-pub(crate) fn try_lock_file(path: &Path) -> Result<Option<std::fs::File>> {
-    let file = std::fs::OpenOptions::new()
+/// The lock file at `path`, opened (created when missing).
+fn open_lock(path: &Path) -> Result<std::fs::File> {
+    std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(path)
-        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        .map_err(|e| Error::io(format!("opening {}", path.display()), e))
+}
+
+/// Open (creating it) the lock file at `path` and take its exclusive lock
+/// when no one holds it: `None` when someone does. Does not wait.
+pub(crate) fn try_lock_file(path: &Path) -> Result<Option<std::fs::File>> {
+    let file = open_lock(path)?;
     match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => Ok(Some(file)),
         Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),

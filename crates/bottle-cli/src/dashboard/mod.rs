@@ -152,8 +152,10 @@ async fn refresh_rows(ctx: &Context, app: &mut App) {
     let now = bot_bottle::backend::now_ms();
     match crate::commands::active_bottles(ctx).await {
         Ok((bottles, notes)) => {
+            // As `list active` by default: the bottles waiting in warm pools are no one's yet.
             let rows = bottles
                 .into_iter()
+                .filter(|bottle| bottle.pool != Some(bot_bottle::PoolState::Waiting))
                 .map(|bottle| {
                     let entries = Queue::of(&ctx.host.state, &bottle.slug).entries(now).unwrap_or_default();
                     let pending = entries.iter().filter(|e| e.standing == Standing::Pending).count();
