@@ -52,12 +52,12 @@ pub(super) async fn pool(world: &World) {
     let changed = pooled(world, "pool.yaml", "    env:\n      MOOD: changed\n");
     let stale = made.iter().find(|s| **s != claimed).expect("the other member").clone();
     let status = pool::status(&changed, &[], providers, host, backend.name_dyn()).expect("status");
-    assert_eq!(status[0].stale, [stale.clone()], "{status:?}");
+    assert_eq!(status[0].stale, std::slice::from_ref(&stale), "{status:?}");
     let spec = world.spec(Arc::clone(&changed));
     assert!(pool::claim(&spec, providers, host, Arc::clone(backend)).await.expect("claim").is_none(), "stale");
 
     let drained = pool::drain(&changed, &[], world.state(), backend.as_ref()).await.expect("drain");
-    assert_eq!(drained, [stale.clone()], "drain removes the member left, not the claimed bottle");
+    assert_eq!(drained, std::slice::from_ref(&stale), "drain removes the member left, not the claimed bottle");
     assert_eq!(world.resources(&stale), Vec::<String>::new(), "nothing of a drained member is left");
     assert!(!world.state().bottle_dir(&stale).exists(), "nor its state folder");
     running.teardown().await.expect("teardown");
