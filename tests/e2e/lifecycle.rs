@@ -112,7 +112,7 @@ fn start_with_timings_prints_each_phase_and_the_provisioning_steps() {
             && at(", launch ") < at(", provision ")
             && at(", provision ") < at(", session ")
     );
-    assert!(line.contains("(ca ") && line.contains("workspace ") && line.contains("; total "), "{line}");
+    assert!(line.contains("(root ") && line.contains("workspace ") && line.contains("; total "), "{line}");
     let plain = world.run(&["start", "shell", "--yes", "--detach"]);
     world.track(text(&plain.stdout).trim());
     assert!(!text(&plain.stderr).contains("timings:"), "only when asked");

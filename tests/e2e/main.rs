@@ -22,6 +22,7 @@ mod kubernetes;
 mod lifecycle;
 mod logs;
 mod manifest;
+mod pool;
 mod providers;
 mod sessions;
 mod smolvm;

@@ -3,9 +3,13 @@
 //!
 //! `start` times `bottle start shell --yes --detach` plus `bottle stop`
 //! against `docker run --rm IMAGE true` of the same image, interleaved in one
-//! run (target: at most 3×), then `bottle list active` with ten bottles
-//! running (target: at most 100 ms). Every bottle it starts is stopped again,
-//! also when a step fails.
+//! run (target: at most 2×), then eight such starts at once against one
+//! start's median (target: all done within 2×), then `bottle list active`
+//! with ten bottles running (target: at most 100 ms), then a claim from a
+//! warm pool: `bottle start` of a pooled agent until it printed the slug of
+//! its ready bottle (target: median at most 150 ms), each claim after the
+//! pool was filled again. Every bottle it starts is stopped again, and the
+//! pool drained, also when a step fails.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -23,7 +27,11 @@ mod gitgate;
 
 /// The benchmarks, by name, with what each measures.
 pub(crate) const BENCHES: &[(&str, &str)] = &[
-    ("start", "start+stop vs docker run (≤ 3×), list active with 10 bottles (≤ 100 ms)"),
+    (
+        "start",
+        "start+stop vs docker run (≤ 2×), 8 starts at once vs one (≤ 2×), list active with 10 bottles (≤ 100 ms), \
+         pool claim (≤ 150 ms)",
+    ),
     (
         "egress",
         "egress proxy (without and with a credential to scrub) vs direct: 1000 × 1 KiB (≤ 2×), 100 MiB (≥ 70%), idle RSS (≤ 20 MiB)",
@@ -32,10 +40,17 @@ pub(crate) const BENCHES: &[(&str, &str)] = &[
 ];
 
 const DEFAULT_ITERS: usize = 10;
-const START_TARGET: f64 = 3.0;
+const START_TARGET: f64 = 2.0;
+/// How many bottles start at once in the concurrency row.
+const CONCURRENT: usize = 8;
+const CONCURRENT_TARGET: f64 = 2.0;
 const LIST_BOTTLES: usize = 10;
 const LIST_RUNS: usize = 20;
 const LIST_TARGET: Duration = Duration::from_millis(100);
+/// The warm pool's size in the pool row, and how many claims it times.
+const POOL_SIZE: usize = 2;
+const POOL_CLAIMS: usize = 5;
+const CLAIM_TARGET: Duration = Duration::from_millis(150);
 
 /// Runs the benchmark `name`, one of [`BENCHES`].
 pub(crate) fn run(name: &str) -> Result<()> {
@@ -57,7 +72,7 @@ fn start() -> Result<()> {
         Err(_) => DEFAULT_ITERS,
     };
     crate::setup::run()?;
-    let mut bottles = Bottles { bin: crate::build_bottle()?, active: Vec::new() };
+    let mut bottles = Bottles { bin: crate::build_bottle()?, active: Vec::new(), pool: None };
 
     println!("warm-up: one start + stop (builds the image if it is not cached)");
     let slug = bottles.start(false).context("while starting the warm-up bottle")?;
@@ -67,12 +82,14 @@ fn start() -> Result<()> {
     println!("warm-up: bottle {slug} ran {image}");
 
     let mut start_stop = Vec::with_capacity(iters);
+    let mut start_only = Vec::with_capacity(iters);
     let mut baseline = Vec::with_capacity(iters);
     let mut docker = Command::new("docker");
     docker.args(["run", "--rm", &image, "true"]).stdout(Stdio::null());
     for i in 1..=iters {
         let timer = Instant::now();
         let slug = bottles.start(true).with_context(|| format!("while starting bottle {i} of {iters}"))?;
+        start_only.push(timer.elapsed());
         bottles.stop(&slug).with_context(|| format!("while stopping bottle {i} of {iters}"))?;
         start_stop.push(timer.elapsed());
         let timer = Instant::now();
@@ -88,6 +105,40 @@ fn start() -> Result<()> {
     println!(
         "ratio start+stop / docker run: {ratio:.2}× (target ≤ {START_TARGET}×): {}",
         verdict(ratio <= START_TARGET)
+    );
+
+    let start_only = Stats::of(start_only);
+    let alone = start_only.median.as_secs_f64() / baseline.median.as_secs_f64();
+    println!("bottle start alone: {} ({alone:.2}× docker run)", start_only.show(secs));
+    let timer = Instant::now();
+    let slugs = bottles.start_many(CONCURRENT).context("while starting bottles at once")?;
+    let together = timer.elapsed();
+    let ratio = together.as_secs_f64() / start_only.median.as_secs_f64();
+    println!(
+        "{CONCURRENT} starts at once: all done in {} = {ratio:.2}× one start's median (target ≤ {CONCURRENT_TARGET}×): {}",
+        secs(together),
+        verdict(ratio <= CONCURRENT_TARGET)
+    );
+    let timer = Instant::now();
+    bottles.stop_many(&slugs).context("while stopping the bottles started at once")?;
+    println!("{CONCURRENT} stops at once: {}", secs(timer.elapsed()));
+    // The engine's own: as many `docker run` at once, against one's median.
+    let timer = Instant::now();
+    let runs: Vec<_> = (0..CONCURRENT)
+        .map(|_| {
+            let mut run = Command::new("docker");
+            run.args(["run", "--rm", &image, "true"]).stdout(Stdio::null());
+            run.spawn().context("could not run docker run")
+        })
+        .collect::<Result<_>>()?;
+    for mut run in runs {
+        ensure!(run.wait().context("while waiting for docker run")?.success(), "a docker run failed");
+    }
+    let engine = timer.elapsed();
+    println!(
+        "baseline: {CONCURRENT} `docker run --rm` at once: {} = {:.2}× one's median",
+        secs(engine),
+        engine.as_secs_f64() / baseline.median.as_secs_f64()
     );
 
     println!("starting {LIST_BOTTLES} bottles for `bottle list active`");
@@ -109,7 +160,68 @@ fn start() -> Result<()> {
         millis(LIST_TARGET),
         verdict(times.median <= LIST_TARGET)
     );
-    bottles.stop_all()
+    bottles.stop_all()?;
+    pool(&mut bottles, &baseline)
+}
+
+/// The pool row: claims from a warm pool of the shell agent, each after the
+/// pool was filled again, beside the `docker run` baseline of the same run.
+fn pool(bottles: &mut Bottles, baseline: &Stats) -> Result<()> {
+    let dir = tempfile::tempdir().context("while making a folder for the pool's manifest")?;
+    let manifest = dir.path().join("pool.yaml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "agents:\n  shell:\n    bottle: b\n    pool: {{ size: {POOL_SIZE} }}\nbottles:\n  b:\n    agent_provider:\n      \
+             template: shell\n"
+        ),
+    )
+    .context("while writing the pool's manifest")?;
+    let manifest = manifest.display().to_string();
+    bottles.pool = Some(manifest.clone());
+    let args = |more: &[&'static str]| -> Vec<String> {
+        ["--manifest", &manifest].iter().map(|s| s.to_string()).chain(more.iter().map(|s| s.to_string())).collect()
+    };
+    let run = |bottles: &Bottles, more: &[&'static str]| -> Result<String> {
+        let args = args(more);
+        bottles.bottle(&args.iter().map(String::as_str).collect::<Vec<_>>(), true)
+    };
+    println!("filling a warm pool of {POOL_SIZE} shell bottles");
+    run(bottles, &["pool", "fill"]).context("while filling the pool")?;
+    let mut claims = Vec::with_capacity(POOL_CLAIMS);
+    for i in 1..=POOL_CLAIMS {
+        let timer = Instant::now();
+        let out =
+            run(bottles, &["start", "shell", "--yes", "--detach"]).with_context(|| format!("while claiming {i}"))?;
+        claims.push(timer.elapsed());
+        let slug = out.lines().rev().map(str::trim).find(|l| !l.is_empty()).context("no slug")?.to_owned();
+        bottles.active.push(slug.clone());
+        println!("claim {i}/{POOL_CLAIMS}: {} ({slug})", millis(claims[i - 1]));
+        bottles.stop(&slug).with_context(|| format!("while stopping claimed bottle {slug}"))?;
+        // The next claim once the background fill is done.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let status: Value = serde_json::from_str(&run(bottles, &["pool", "status", "--json"])?)?;
+            let pool = &status[0];
+            let ready = pool["ready"].as_array().map_or(0, Vec::len);
+            if ready >= POOL_SIZE && pool["filling"].is_null() {
+                break;
+            }
+            ensure!(Instant::now() < deadline, "the pool was not filled again within 120 s: {pool}");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+    let claims = Stats::of(claims);
+    println!(
+        "pool claim (bottle start to its ready bottle): {} (target ≤ {}; docker run in this run: median {}): {}",
+        claims.show(millis),
+        millis(CLAIM_TARGET),
+        millis(baseline.median),
+        verdict(claims.median <= CLAIM_TARGET)
+    );
+    run(bottles, &["pool", "drain"]).context("while draining the pool")?;
+    bottles.pool = None;
+    Ok(())
 }
 
 /// The bottles this benchmark started and has not stopped yet; dropping it
@@ -118,6 +230,8 @@ struct Bottles {
     /// The release `bottle` binary.
     bin: PathBuf,
     active: Vec<String>,
+    /// The manifest of a warm pool to drain, while there is one.
+    pool: Option<String>,
 }
 
 impl Bottles {
@@ -155,6 +269,74 @@ impl Bottles {
         Ok(slug)
     }
 
+    /// Starts `count` detached shell bottles at once (one `bottle start`
+    /// process each) and returns their slugs once all are up.
+    fn start_many(&mut self, count: usize) -> Result<Vec<String>> {
+        let children: Vec<_> = (0..count)
+            .map(|_| {
+                let mut cmd = Command::new(&self.bin);
+                cmd.args(["start", "shell", "--yes", "--detach"])
+                    .current_dir(workspace_root())
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped());
+                cmd.spawn().with_context(|| format!("could not run `{}`", show(&cmd)))
+            })
+            .collect::<Result<_>>()?;
+        let mut slugs = Vec::new();
+        let mut failed = None;
+        for child in children {
+            let out = child.wait_with_output().context("while waiting for `bottle start`")?;
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            match stdout.lines().rev().map(str::trim).find(|l| !l.is_empty()) {
+                Some(slug) if out.status.success() => {
+                    self.active.push(slug.to_owned());
+                    slugs.push(slug.to_owned());
+                }
+                _ => {
+                    failed.get_or_insert(format!(
+                        "`bottle start` failed ({})\n{}",
+                        out.status,
+                        String::from_utf8_lossy(&out.stderr).trim_end()
+                    ));
+                }
+            }
+        }
+        match failed {
+            Some(why) => bail!("{why}"),
+            None => Ok(slugs),
+        }
+    }
+
+    /// Stops `slugs` at once (one `bottle stop` process each).
+    fn stop_many(&mut self, slugs: &[String]) -> Result<()> {
+        let children: Vec<_> = slugs
+            .iter()
+            .map(|slug| {
+                let mut cmd = Command::new(&self.bin);
+                cmd.args(["stop", "--yes", slug])
+                    .current_dir(workspace_root())
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped());
+                cmd.spawn().with_context(|| format!("could not run `{}`", show(&cmd)))
+            })
+            .collect::<Result<_>>()?;
+        let mut failed = None;
+        for (child, slug) in children.into_iter().zip(slugs) {
+            let out = child.wait_with_output().context("while waiting for `bottle stop`")?;
+            if out.status.success() {
+                self.active.retain(|active| active != slug);
+            } else {
+                failed.get_or_insert(format!("`bottle stop {slug}` failed: {}", String::from_utf8_lossy(&out.stderr)));
+            }
+        }
+        match failed {
+            Some(why) => bail!("{why}"),
+            None => Ok(()),
+        }
+    }
+
     fn stop(&mut self, slug: &str) -> Result<()> {
         self.bottle(&["stop", slug], true)?;
         self.active.retain(|active| active != slug);
@@ -187,6 +369,9 @@ impl Drop for Bottles {
         // Errors are printed by `stop_all`; after an earlier error there is
         // nothing more to say.
         let _ = self.stop_all();
+        if let Some(manifest) = self.pool.take() {
+            let _ = self.bottle(&["--manifest", &manifest, "pool", "drain"], true);
+        }
     }
 }
 

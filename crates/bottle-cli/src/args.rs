@@ -32,7 +32,10 @@ pub(crate) struct Cli {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Start an agent in a new bottle (shows what will run, then asks y/N).
-    #[command(after_help = "Examples:\n  bottle start shell\n  bottle start shell --yes --detach\n  \
+    #[command(after_help = "An agent with a warm pool (`pool: { size: N }` in the manifest) is handed a bottle \
+that waits in it, made from the same plan, when one does (asked first on a terminal, unless --yes), and the pool is \
+filled again in the background; see `bottle pool --help`.\n\n\
+Examples:\n  bottle start shell\n  bottle start shell --yes --detach\n  \
 bottle start reviewer --copy-cwd --label 'PR 42'\n  bottle start shell --yes -- -c 'git --version'")]
     Start(StartArgs),
     /// Start a new bottle for an earlier bottle's agent, with its saved state (the conversation goes on).
@@ -50,6 +53,9 @@ when its launcher died, `not launched` when its start did not finish) and the ag
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// With `active`: also the bottles waiting in warm pools (hidden by default; `bottle pool status` counts them).
+        #[arg(long)]
+        pool: bool,
     },
     /// Connect this terminal to a running bottle's agent session (detach with C-b d).
     #[command(after_help = "A detached bottle (`bottle start AGENT --detach`) runs its agent in a tmux session; \
@@ -64,7 +70,7 @@ attach as often as you like, from several terminals in turn or at once. C-b d de
 active` does, refreshed every second; the selected bottle's tabs show its egress log (denials highlighted; f filters \
 by decision, / by host), its supervise requests, its git gate's pushes and its details (the policy it was launched \
 with, routes granted live marked +); the manifest pane lists the agents `bottle start` can start and the stopped \
-bottles `bottle resume` can start again.\n\nKeys: ↑↓ move, ←→ switch tab, Tab switch pane, Enter start the \
+bottles `bottle resume` can start again (bottles waiting in warm pools are left out, as by `bottle list active`).\n\nKeys: ↑↓ move, ←→ switch tab, Tab switch pane, Enter start the \
 selected agent (with a label and colour; several may start at once) or resume a stopped bottle, a attach, e open a \
 shell (both in a new tmux window when run inside tmux), s stop (asks y/N), y/n approve/deny the selected request (y \
 on a question asks for the answer), g grant a route live (HOST [METHOD] [/PATH] [:PORT] or push BRANCH), ? help, q \
@@ -193,6 +199,18 @@ REGISTRY`).\n\nExample:\n  bottle image push shell")]
         #[command(subcommand)]
         action: ImageAction,
     },
+    /// Warm pools: bottles made ahead of time that `bottle start` hands out at once.
+    #[command(after_help = "An agent whose manifest entry says `pool: { size: 2 }` can have that many bottles \
+made ahead of time: sidecars up, its own CA and client token, provisioned up to the workspace, no agent running. \
+`bottle start AGENT` then claims one (the working directory copied in with --copy-cwd, the label and colour set, \
+the session started) instead of making a bottle, and fills the pool again in the background. A member made \
+before the manifest or the host changed (another image, env value, credential, route) is stale: never handed \
+out, removed by `fill` and `drain`. Without an AGENT, each command works on every agent with a pool.\n\n\
+Examples:\n  bottle pool fill\n  bottle pool status\n  bottle pool drain reviewer")]
+    Pool {
+        #[command(subcommand)]
+        action: PoolAction,
+    },
     /// Check the manifest or print its JSON Schema.
     Manifest {
         #[command(subcommand)]
@@ -290,6 +308,33 @@ pub(crate) enum K8sAction {
         /// The user the RoleBinding grants it to.
         #[arg(long, default_value = "bot-bottle")]
         user: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum PoolAction {
+    /// Make bottles until each pool holds its size (stale members removed first); prints their slugs.
+    #[command(after_help = "One pool is filled by one process at a time: a fill that finds another at work \
+leaves that pool to it. Each member is made as `bottle start AGENT --detach` would make it, and so takes as long.\n\n\
+Example:\n  bottle pool fill reviewer")]
+    Fill {
+        /// The agents whose pools to fill (default: every agent with a pool).
+        agents: Vec<String>,
+    },
+    /// Show each pool: its size, the members ready to hand out, the stale ones, the fill at work.
+    Status {
+        /// The agents whose pools to show (default: every agent with a pool).
+        agents: Vec<String>,
+        /// Print JSON instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove every member not claimed yet (stopping a fill at work first); claimed bottles stay.
+    #[command(after_help = "Nothing of a drained pool is left running: its members' containers, networks and \
+state folders are removed, and a background fill is stopped.\n\nExample:\n  bottle pool drain")]
+    Drain {
+        /// The agents whose pools to drain (default: every agent with a pool).
+        agents: Vec<String>,
     },
 }
 

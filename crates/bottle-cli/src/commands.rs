@@ -12,8 +12,8 @@ use bot_bottle::{
 use clap::CommandFactory;
 
 use crate::args::{
-    Cli, Command, EgressAction, GateAction, ImageAction, K8sAction, ListWhat, LogArgs, ManifestAction, RunArgs,
-    StartArgs,
+    Cli, Command, EgressAction, GateAction, ImageAction, K8sAction, ListWhat, LogArgs, ManifestAction, PoolAction,
+    RunArgs, StartArgs,
 };
 use crate::color::Paint;
 use crate::context::Context;
@@ -35,9 +35,10 @@ pub(crate) async fn run(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Start(args) => start(&ctx, args).await,
         Command::Resume(args) => resume(&ctx, &args.identity, args.run).await,
-        Command::List { what: ListWhat::Agents, json } => list_agents(&ctx, json),
-        Command::List { what: ListWhat::Active, json } => list_active(&ctx, json).await,
-        Command::List { what: ListWhat::Stopped, json } => list_stopped(&ctx, json).await,
+        Command::List { what: ListWhat::Agents, json, .. } => list_agents(&ctx, json),
+        Command::List { what: ListWhat::Active, json, pool } => list_active(&ctx, json, pool).await,
+        Command::List { what: ListWhat::Stopped, json, .. } => list_stopped(&ctx, json).await,
+        Command::Pool { action } => pool(&ctx, action).await,
         Command::Attach { slug } => attach(&ctx, &slug).await,
         Command::Dashboard => crate::dashboard::run(&ctx).await,
         Command::Exec { slug, user, command } => exec(&ctx, &slug, user.as_deref(), &command).await,
@@ -156,7 +157,47 @@ async fn start(ctx: &Context, args: StartArgs) -> Result<i32> {
         host_ca: !args.run.no_host_ca,
         agent_args: args.run.agent_args.clone(),
     };
+    if let Some(code) = claim(ctx, &spec, &args.run).await? {
+        return Ok(code);
+    }
     run_bottle(ctx, spec, &args.run).await
+}
+
+/// `bottle start` of an agent with a warm pool: a waiting member claimed
+/// and run as a fresh bottle would be, and the pool filled again in the
+/// background. `None` when no member matches (start a fresh bottle).
+async fn claim(ctx: &Context, spec: &BottleSpec, run: &RunArgs) -> Result<Option<i32>> {
+    if spec.manifest.agents.get(&spec.agent).is_none_or(|a| a.pool.is_none()) {
+        return Ok(None);
+    }
+    if !run.yes && !confirm(&format!("Hand out a bottle of agent {}'s warm pool when one waits?", spec.agent), false)? {
+        return Ok(None);
+    }
+    let backend = ctx.backend()?;
+    let Some(running) = bot_bottle::pool::claim(spec, &ctx.providers, &ctx.host, Arc::clone(&backend)).await? else {
+        return Ok(None);
+    };
+    let slug = running.slug().to_string();
+    eprintln!("bottle {slug}: claimed from the warm pool of agent {}", spec.agent);
+    refill(&spec.manifest, &spec.agent, backend.name_dyn());
+    Ok(Some(after_launch(running, run).await?))
+}
+
+/// Fill `agent`'s pool again in a process of its own (its own process
+/// group, no terminal), which outlives this one; `bottle pool drain` stops it.
+fn refill(manifest: &Manifest, agent: &str, backend: &str) {
+    use std::os::unix::process::CommandExt as _;
+    let Ok(exe) = std::env::current_exe() else { return };
+    let spawned = std::process::Command::new(exe)
+        .args(bot_bottle::pool::refill_args(manifest, agent, backend))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn();
+    if let Err(e) = spawned {
+        eprintln!("warning: the pool of agent {agent} was not filled again ({e}); `bottle pool fill {agent}` does it");
+    }
 }
 
 async fn resume(ctx: &Context, identity: &str, run: RunArgs) -> Result<i32> {
@@ -204,6 +245,13 @@ async fn run_bottle(ctx: &Context, spec: BottleSpec, run: &RunArgs) -> Result<i3
         }
         Err(e) => return Err(e.into()),
     };
+    after_launch(running, run).await
+}
+
+/// A launched bottle run as `run` asks: its slug printed when detached,
+/// else the agent attached until it ends or the operator detaches.
+async fn after_launch(running: bot_bottle::Running, run: &RunArgs) -> Result<i32> {
+    let slug = running.slug().to_string();
     if run.timings {
         eprintln!("timings: {}", running.timings());
     }
@@ -286,6 +334,7 @@ pub(crate) async fn active_bottles(ctx: &Context) -> Result<(Vec<ActiveAgent>, V
         }
         all.extend(backend.enumerate_active().await?);
     }
+    bot_bottle::pool::settle(&mut all, &ctx.host.state);
     sort_active(&mut all);
     Ok((all, notes))
 }
@@ -299,8 +348,11 @@ async fn all_active(ctx: &Context) -> Result<Vec<ActiveAgent>> {
     Ok(all)
 }
 
-async fn list_active(ctx: &Context, json: bool) -> Result<i32> {
-    let active = all_active(ctx).await?;
+async fn list_active(ctx: &Context, json: bool, pool: bool) -> Result<i32> {
+    let mut active = all_active(ctx).await?;
+    if !pool {
+        active.retain(|a| a.pool != Some(bot_bottle::PoolState::Waiting));
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&active)?);
         return Ok(0);
@@ -314,11 +366,15 @@ async fn list_active(ctx: &Context, json: bool) -> Result<i32> {
     let rows = active.into_iter().map(|a| {
         let sidecars: Vec<String> =
             a.sidecars.iter().map(|(name, up)| format!("{name} {}", if *up { "up" } else { "down" })).collect();
+        let status = match a.pool {
+            Some(bot_bottle::PoolState::Waiting) => format!("{} (pool: waiting)", a.status),
+            _ => a.status,
+        };
         let row = vec![
             a.slug,
             a.agent,
             a.backend,
-            a.status,
+            status,
             age(now.saturating_sub(a.started_at_ms)),
             a.owner.name().to_string(),
             sidecars.join(", "),
@@ -630,6 +686,88 @@ async fn cleanup(ctx: &Context, yes: bool, dry_run: bool) -> Result<i32> {
         eprintln!("{}: removed {count} resource(s)", backend.name());
     }
     Ok(0)
+}
+
+/// `bottle pool fill|status|drain`.
+async fn pool(ctx: &Context, action: PoolAction) -> Result<i32> {
+    let manifest = ctx.manifest()?;
+    let backend = ctx.backend()?;
+    match action {
+        PoolAction::Fill { agents } => {
+            // One watch on the signals for the whole fill, so that none is
+            // missed between two members' launches.
+            let (signalled, watch) = tokio::sync::watch::channel(false);
+            tokio::spawn(async move {
+                interrupted().await;
+                let _ = signalled.send(true);
+            });
+            let cancel = || {
+                let mut watch = watch.clone();
+                async move {
+                    let _ = watch.wait_for(|signalled| *signalled).await;
+                }
+            };
+            let filled =
+                bot_bottle::pool::fill(&manifest, &agents, &ctx.providers, &ctx.host, Arc::clone(&backend), cancel)
+                    .await;
+            let filled = match filled {
+                Err(e) if e.kind() == ErrorKind::Interrupted => {
+                    eprintln!("{e}");
+                    return Ok(interrupted_code());
+                }
+                other => other?,
+            };
+            for f in filled {
+                if f.busy {
+                    eprintln!("pool {}: another `bottle pool fill` is filling it", f.agent);
+                    continue;
+                }
+                for slug in &f.removed {
+                    eprintln!("pool {}: removed {slug} (stale, or its bottle was gone)", f.agent);
+                }
+                eprintln!("pool {}: made {} bottle(s)", f.agent, f.made.len());
+                for slug in f.made {
+                    println!("{slug}");
+                }
+            }
+            Ok(0)
+        }
+        PoolAction::Status { agents, json } => {
+            let all = bot_bottle::pool::status(&manifest, &agents, &ctx.providers, &ctx.host, backend.name_dyn())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&all)?);
+                return Ok(0);
+            }
+            if all.is_empty() {
+                eprintln!("no agent of {} has a pool; add `pool: {{ size: 2 }}` to one", manifest.source);
+            }
+            for p in all {
+                let filling = p.filling.map(|pid| format!("; filling (pid {pid})")).unwrap_or_default();
+                println!(
+                    "pool {}: {} of {} ready{}{}{filling}",
+                    p.agent,
+                    p.ready.len(),
+                    p.size,
+                    if p.stale.is_empty() { String::new() } else { format!(", {} stale", p.stale.len()) },
+                    if p.making.is_empty() { String::new() } else { format!(", {} being made", p.making.len()) },
+                );
+                for (what, slugs) in [("ready", &p.ready), ("stale", &p.stale), ("being made", &p.making)] {
+                    for slug in slugs {
+                        println!("  {slug} ({what})");
+                    }
+                }
+            }
+            Ok(0)
+        }
+        PoolAction::Drain { agents } => {
+            let removed = bot_bottle::pool::drain(&manifest, &agents, &ctx.host.state, backend.as_ref()).await?;
+            for slug in &removed {
+                println!("{slug}");
+            }
+            eprintln!("removed {} pooled bottle(s)", removed.len());
+            Ok(0)
+        }
+    }
 }
 
 fn manifest_check(ctx: &Context) -> Result<i32> {

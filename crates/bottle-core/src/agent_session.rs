@@ -48,9 +48,32 @@ pub async fn supported(bottle: &dyn Bottle) -> Result<bool> {
     Ok(bottle.exec("command -v tmux >/dev/null", GuestUser::Agent).await?.success())
 }
 
-/// Start the agent's session running `argv` in `workdir`, as the agent.
+/// The root script that writes the tmux configuration every session uses
+/// ([`TMUX_CONF`]); provisioning runs it with its other root steps, in one
+/// command, before any session starts.
+pub fn conf_script() -> String {
+    format!("mkdir -p /etc/bot-bottle && printf '%s' {} > {TMUX_CONF} && chmod 644 {TMUX_CONF}", shell_quote(CONF))
+}
+
+/// The exit code of [`start`]'s script when the image has no tmux.
+const NO_TMUX: i64 = 127;
+
+/// Start the agent's session running `argv` in `workdir` (made when
+/// missing), as the agent, in one command (which first checks that the
+/// image has tmux). The tmux
+/// configuration was written at provisioning ([`conf_script`]).
 pub async fn start(bottle: &dyn Bottle, argv: &[String], workdir: &str) -> Result<()> {
-    if !supported(bottle).await? {
+    let command: Vec<String> = argv.iter().map(|a| shell_quote(a)).collect();
+    // The agent's exit code, kept for whoever asks after the session ended.
+    let wrapped = format!("rm -f {EXIT_FILE}; {}; echo $? > {EXIT_FILE}", command.join(" "));
+    let script = format!(
+        "command -v tmux >/dev/null || exit {NO_TMUX}; rm -f {EXIT_FILE}; mkdir -p {dir} && \
+         tmux -f {TMUX_CONF} new-session -d -s {SESSION} -x 200 -y 50 -c {dir} {wrapped}",
+        dir = shell_quote(workdir),
+        wrapped = shell_quote(&wrapped),
+    );
+    let out = bottle.exec(&script, GuestUser::Agent).await?;
+    if out.exit_code == NO_TMUX {
         return Err(Error::new(
             ErrorKind::Provision,
             "the bottle's image has no tmux, which runs the agent's session; add `tmux` to the packages its \
@@ -58,18 +81,14 @@ pub async fn start(bottle: &dyn Bottle, argv: &[String], workdir: &str) -> Resul
         )
         .with_bottle(bottle.slug()));
     }
-    let conf =
-        format!("mkdir -p /etc/bot-bottle && printf '%s' {} > {TMUX_CONF} && chmod 644 {TMUX_CONF}", shell_quote(CONF));
-    run_checked(bottle, &conf, GuestUser::Root, "writing the agent session's tmux configuration").await?;
-    let command: Vec<String> = argv.iter().map(|a| shell_quote(a)).collect();
-    // The agent's exit code, kept for whoever asks after the session ended.
-    let wrapped = format!("rm -f {EXIT_FILE}; {}; echo $? > {EXIT_FILE}", command.join(" "));
-    let script = format!(
-        "rm -f {EXIT_FILE}; tmux -f {TMUX_CONF} new-session -d -s {SESSION} -x 200 -y 50 -c {} {}",
-        shell_quote(workdir),
-        shell_quote(&wrapped),
-    );
-    run_checked(bottle, &script, GuestUser::Agent, "starting the agent's session").await
+    if !out.success() {
+        return Err(Error::new(
+            ErrorKind::Provision,
+            format!("starting the agent's session exited {}: {}", out.exit_code, out.stderr.trim()),
+        )
+        .with_bottle(bottle.slug()));
+    }
+    Ok(())
 }
 
 /// Whether the agent's session still runs.

@@ -201,6 +201,21 @@ pub struct ActiveAgent {
     /// `relay` where the backend runs one) and whether it runs.
     #[serde(default)]
     pub sidecars: BTreeMap<String, bool>,
+    /// Whether it was made for a warm pool, and whether it waits there or
+    /// was claimed (`None`: an ordinary bottle). Backends say only that it
+    /// is a member; [`pool::settle`](crate::pool::settle) tells which.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<PoolState>,
+}
+
+/// Where a bottle made for a warm pool stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolState {
+    /// It waits to be claimed by `bottle start`.
+    Waiting,
+    /// `bottle start` handed it out: it is an operator's bottle now.
+    Claimed,
 }
 
 impl ActiveAgent {

@@ -130,7 +130,26 @@ fn file_name(path: &Path) -> Result<String> {
 
 /// The ELF interpreter (`PT_INTERP`) of `exe`; `None` for a static executable.
 pub(crate) fn interpreter(exe: &Path) -> Result<Option<PathBuf>> {
-    let data = std::fs::read(exe).map_err(|e| Error::io(format!("reading {}", exe.display()), e))?;
+    use std::io::Read as _;
+    // The headers and the interpreter's path sit at the start of the file:
+    // read that much, and the whole file only when they do not.
+    let file = std::fs::File::open(exe).map_err(|e| Error::io(format!("reading {}", exe.display()), e))?;
+    let mut head = Vec::new();
+    file.take(HEADERS_READ).read_to_end(&mut head).map_err(|e| Error::io(format!("reading {}", exe.display()), e))?;
+    match elf_interpreter(exe, &head) {
+        Err(_) if head.len() as u64 == HEADERS_READ => {
+            let data = std::fs::read(exe).map_err(|e| Error::io(format!("reading {}", exe.display()), e))?;
+            elf_interpreter(exe, &data)
+        }
+        found => found,
+    }
+}
+
+/// How much of an executable [`interpreter`] reads first.
+const HEADERS_READ: u64 = 64 << 10;
+
+/// The ELF interpreter named in `data`, the start (or all) of `exe`.
+fn elf_interpreter(exe: &Path, data: &[u8]) -> Result<Option<PathBuf>> {
     let bad = |why: &str| Error::new(ErrorKind::Io, format!("{} is not a usable executable: {why}", exe.display()));
     if data.get(..4) != Some(b"\x7fELF") {
         return Err(bad("not an ELF file"));

@@ -44,6 +44,9 @@ pub const LABEL: &str = "dev.bot-bottle.label";
 /// The operator's colour.
 pub const COLOR: &str = "dev.bot-bottle.color";
 
+/// The key of the warm pool the bottle was made for (see [`crate::pool`]).
+pub const POOL: &str = "dev.bot-bottle.pool";
+
 /// Role of the agent's container or VM (sidecars get their own roles).
 pub const ROLE_AGENT: &str = "agent";
 
@@ -70,6 +73,9 @@ pub fn for_plan(plan: &CommonPlan, backend: &str, role: &str) -> HashMap<String,
     }
     if let Some(color) = &plan.color {
         labels.insert(COLOR.into(), color.clone());
+    }
+    if let Some(key) = &plan.pool {
+        labels.insert(POOL.into(), key.clone());
     }
     labels
 }
@@ -127,6 +133,7 @@ impl Labels<'_> {
             color: self.get(COLOR).map(str::to_string),
             owner: self.owner().as_ref().map(Owner::liveness).into(),
             sidecars: sidecars.iter().map(|(process, up)| (process.name().to_string(), *up)).collect(),
+            pool: self.get(POOL).map(|_| crate::bottle::PoolState::Waiting),
         };
         let down = agent.sidecars_down().join(", ");
         if agent.status == "running" && !down.is_empty() {

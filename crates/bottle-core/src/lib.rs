@@ -19,6 +19,7 @@ mod manifest;
 mod owner;
 mod plan;
 mod policy;
+pub mod pool;
 mod preflight;
 mod prepare;
 mod protocol;
@@ -39,15 +40,15 @@ mod wiring;
 // types in `sidecar`.
 pub use audit::{EgressRecord, LogFormat, LogLines, LogSource, PushRecord, PushedRef, copy_log, human_line};
 pub use backend::DynBackend;
-pub use bottle::{ActiveAgent, Bottle, ExecResult, GuestUser, OwnerState, Sidecar, sort_active};
+pub use bottle::{ActiveAgent, Bottle, ExecResult, GuestUser, OwnerState, PoolState, Sidecar, sort_active};
 pub use copy_path::{CopyEnd, CopySpec, resolve_guest_path};
 pub use doctor::{Check, CheckStatus, Version, diagnose, host_checks};
 pub use error::{Error, ErrorKind, Result};
 pub use manifest::{
     AgentDef, AgentProviderDef, AuthScheme, BottleDef, DEFAULT_MANIFEST, DEFAULT_MAX_PUSH_MB, DEFAULT_NAMESPACE,
     EgressRoute, EnvValue, GitIdentity, GitUpstream, HostVarRef, HostVarUse, KubernetesDef, MAX_ENV_ENTRIES,
-    MAX_ENV_ENTRY_BYTES, MAX_ENV_TOTAL_BYTES, MAX_MANIFEST_BYTES, Manifest, ManifestError, ManifestErrors,
-    ManifestSource, PushPolicy, RouteAuth, Supervise, discover_manifest,
+    MAX_ENV_ENTRY_BYTES, MAX_ENV_TOTAL_BYTES, MAX_MANIFEST_BYTES, MAX_POOL_SIZE, Manifest, ManifestError,
+    ManifestErrors, ManifestSource, PoolDef, PushPolicy, RouteAuth, Supervise, discover_manifest,
 };
 pub use plan::{CommonPlan, EgressPlan, GitGatePlan, SupervisePlan};
 pub use policy::PolicyRecord;

@@ -191,6 +191,10 @@ pub struct AgentDef {
     /// The git author and committer identity inside the bottle.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git_identity: Option<GitIdentity>,
+    /// A warm pool of ready bottles for this agent (`bottle pool fill`),
+    /// one of which `bottle start` hands out at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<PoolDef>,
 }
 
 /// The `kubernetes` section: where the `kubernetes` backend runs bottles.
@@ -241,6 +245,19 @@ impl Default for KubernetesDef {
         }
     }
 }
+
+/// An agent's warm pool: how many ready bottles `bottle pool fill` keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PoolDef {
+    /// How many ready bottles to keep (each runs, and uses memory, until
+    /// it is claimed).
+    #[schemars(range(min = 1, max = MAX_POOL_SIZE))]
+    pub size: u32,
+}
+
+/// The largest `pool.size` an agent may have.
+pub const MAX_POOL_SIZE: u32 = 16;
 
 /// A git author/committer identity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

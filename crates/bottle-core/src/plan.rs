@@ -212,6 +212,9 @@ pub struct CommonPlan {
     /// The manifest's `kubernetes` section (its defaults when it has none),
     /// for the backend that runs bottles on a cluster.
     pub kubernetes: crate::manifest::KubernetesDef,
+    /// The warm pool's key when the bottle is made for a pool
+    /// ([`crate::pool`]): it waits, provisioned, to be claimed.
+    pub pool: Option<String>,
 }
 
 /// The part of every backend's plan that core reads: the common plan it

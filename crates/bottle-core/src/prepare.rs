@@ -116,6 +116,47 @@ pub fn placeholder(name: &str) -> String {
 /// Run the prepare pipeline for `backend`. Validation happens before
 /// anything is written; the new state directory is removed again on error.
 pub fn prepare(spec: &BottleSpec, providers: &Providers, host: &Host, backend: &str) -> Result<CommonPlan> {
+    prepare_member(spec, providers, host, backend, None)
+}
+
+/// What `prepare` resolves before it mints anything: the agent and its
+/// bottle, the provider, and what the provider builds its plan from. The
+/// same for every bottle of one agent while the manifest and the host stay
+/// as they are: a warm pool's key is made of it ([`crate::pool`]).
+pub(crate) struct Resolved<'m> {
+    pub(crate) agent: &'m crate::manifest::AgentDef,
+    pub(crate) bottle: &'m crate::manifest::BottleDef,
+    pub(crate) provider: Arc<dyn AgentProvider>,
+    pub(crate) skills: Vec<(String, PathBuf)>,
+    pub(crate) dockerfile_override: Option<(String, PathBuf)>,
+    pub(crate) guest_env: BTreeMap<String, String>,
+    pub(crate) hidden_env: Vec<String>,
+    pub(crate) agent_routes: crate::provider::AgentRoutes,
+    pub(crate) limits: Limits,
+    pub(crate) host_ca_bundle: Option<PathBuf>,
+}
+
+impl Resolved<'_> {
+    /// The provider's input for bottle `slug`.
+    pub(crate) fn provision_input(&self, slug: &str, resumed: bool) -> ProvisionInput {
+        ProvisionInput {
+            slug: slug.to_string(),
+            guest_env: self.guest_env.clone(),
+            hidden_env: self.hidden_env.clone(),
+            prompt: self.agent.prompt.clone(),
+            skills: self.skills.clone(),
+            git_identity: self.agent.git_identity.clone(),
+            dockerfile_override: self.dockerfile_override.clone(),
+            host_ca_bundle: self.host_ca_bundle.clone(),
+            image_archive: self.bottle.agent_provider.image_archive.clone(),
+            resumed,
+        }
+    }
+}
+
+/// Everything of `prepare` short of minting: validate what the manifest
+/// names for `spec`'s agent and resolve its environment. Writes nothing.
+pub(crate) fn resolve<'m>(spec: &'m BottleSpec, providers: &Providers, host: &Host) -> Result<Resolved<'m>> {
     let manifest = &spec.manifest;
     let agent = manifest.agents.get(&spec.agent).ok_or_else(|| {
         Error::new(
@@ -190,7 +231,34 @@ pub fn prepare(spec: &BottleSpec, providers: &Providers, host: &Host, backend: &
             format!("--copy-cwd: {} is not a directory", spec.user_cwd.display()),
         ));
     }
+    let limits =
+        Limits::resolve(&bottle.resources, std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get));
+    Ok(Resolved {
+        agent,
+        bottle,
+        provider,
+        skills,
+        dockerfile_override,
+        guest_env,
+        hidden_env,
+        agent_routes,
+        limits,
+        host_ca_bundle: if spec.host_ca { host.ca_bundle() } else { None },
+    })
+}
 
+/// [`prepare`], for a warm pool's member when `pool` names its pool key:
+/// the bottle is labelled with it, and its metadata says it is a member.
+pub(crate) fn prepare_member(
+    spec: &BottleSpec,
+    providers: &Providers,
+    host: &Host,
+    backend: &str,
+    pool: Option<&str>,
+) -> Result<CommonPlan> {
+    let manifest = &spec.manifest;
+    let resolved = resolve(spec, providers, host)?;
+    let (agent, bottle, provider) = (resolved.agent, resolved.bottle, &resolved.provider);
     let (slug, state_dir, resumes) = match &spec.identity {
         Some(identity) => {
             let previous = host.state.read(identity)?;
@@ -208,25 +276,13 @@ pub fn prepare(spec: &BottleSpec, providers: &Providers, host: &Host, backend: &
         }
     };
     let minted = spec.identity.is_none();
-    let limits =
-        Limits::resolve(&bottle.resources, std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get));
+    let limits = resolved.limits;
     let built = (|| -> Result<CommonPlan> {
-        let provision = provider.build_provision_plan(ProvisionInput {
-            slug: slug.clone(),
-            guest_env,
-            hidden_env,
-            prompt: agent.prompt.clone(),
-            skills,
-            git_identity: agent.git_identity.clone(),
-            dockerfile_override,
-            host_ca_bundle: if spec.host_ca { host.ca_bundle() } else { None },
-            image_archive: bottle.agent_provider.image_archive.clone(),
-            resumed: !minted,
-        })?;
+        let provision = provider.build_provision_plan(resolved.provision_input(&slug, !minted))?;
         let client_token = ClientToken::mint()?;
         let egress = sidecar_config::egress_config(
             &slug,
-            agent_routes.rules,
+            resolved.agent_routes.rules.clone(),
             &bottle.egress,
             &bottle.env,
             &provision.hidden_env,
@@ -256,6 +312,7 @@ pub fn prepare(spec: &BottleSpec, providers: &Providers, host: &Host, backend: &
             workdir: provision.workdir.clone(),
             gate: !bottle.git.is_empty(),
             stopped_ms: None,
+            pool: pool.map(|key| crate::state::PoolMembership { key: key.to_string(), claimed_ms: None }),
         })?;
         Ok(CommonPlan {
             slug: slug.clone(),
@@ -278,6 +335,7 @@ pub fn prepare(spec: &BottleSpec, providers: &Providers, host: &Host, backend: &
             client_token,
             limits,
             kubernetes: manifest.kubernetes.clone().unwrap_or_default(),
+            pool: pool.map(str::to_string),
         })
     })();
     if built.is_err() && minted {

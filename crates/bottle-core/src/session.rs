@@ -75,9 +75,21 @@ impl Session {
         host: &Host,
         backend: Arc<dyn DynBackend>,
     ) -> Result<Session> {
+        Session::prepare_member(spec, providers, host, backend, None).await
+    }
+
+    /// [`Session::prepare`], for a member of the warm pool of key `pool`
+    /// when it names one.
+    pub(crate) async fn prepare_member(
+        spec: &BottleSpec,
+        providers: &Providers,
+        host: &Host,
+        backend: Arc<dyn DynBackend>,
+        pool: Option<&str>,
+    ) -> Result<Session> {
         let since = std::time::Instant::now();
         backend.is_available_dyn().await?;
-        let common = crate::prepare(spec, providers, host, backend.name_dyn())?;
+        let common = crate::prepare::prepare_member(spec, providers, host, backend.name_dyn(), pool)?;
         let minted = Minted {
             state: host.state.clone(),
             slug: common.slug.clone(),
@@ -118,7 +130,6 @@ impl Session {
         // A `stop` meanwhile waits for the launch to finish, then stops the bottle whole.
         let _lock = self.state.lock(&slug).await?;
         let common = self.plan.common().clone();
-        let wiring = self.plan.wiring().clone();
         let mut timings = std::mem::take(&mut self.timings);
         let steps = launch_steps(self.backend.as_ref(), self.plan, self.provider.as_ref(), &self.state, &mut timings);
         match race(steps, cancel).await {
@@ -129,8 +140,9 @@ impl Session {
                     bottle,
                     provider: self.provider,
                     state: self.state,
-                    common,
-                    wiring,
+                    slug: common.slug,
+                    provision: common.provision,
+                    agent_args: common.agent_args,
                     timings,
                 })
             }
@@ -183,6 +195,12 @@ async fn launch_steps(
     let since = std::time::Instant::now();
     let ready = async {
         state.update(&common.slug, |m| m.ready = true)?;
+        if common.pool.is_some() {
+            // A pool member waits for its claim with no session, meant to
+            // outlive the fill that made it.
+            agent_session::mark_detached(bottle.as_ref()).await?;
+            return crate::pool::mark_waiting(state, &common.slug);
+        }
         if common.detached {
             let argv = provider.agent_argv(&common.provision, &common.agent_args);
             agent_session::start(bottle.as_ref(), &argv, &common.provision.workdir).await?;
@@ -200,13 +218,15 @@ async fn launch_steps(
 
 /// A launched, provisioned bottle.
 pub struct Running {
-    backend: Arc<dyn DynBackend>,
-    bottle: Box<dyn Bottle>,
-    provider: Arc<dyn AgentProvider>,
-    state: StateRoot,
-    common: CommonPlan,
-    wiring: crate::wiring::Wiring,
-    timings: crate::timings::Timings,
+    pub(crate) backend: Arc<dyn DynBackend>,
+    pub(crate) bottle: Box<dyn Bottle>,
+    pub(crate) provider: Arc<dyn AgentProvider>,
+    pub(crate) state: StateRoot,
+    pub(crate) slug: String,
+    /// How the agent was provisioned (its argv and workdir come from it).
+    pub(crate) provision: crate::plan::AgentProvisionPlan,
+    pub(crate) agent_args: Vec<String>,
+    pub(crate) timings: crate::timings::Timings,
 }
 
 /// How an attached agent session ended.
@@ -229,7 +249,7 @@ impl Running {
 
     /// The bottle's slug.
     pub fn slug(&self) -> &str {
-        &self.common.slug
+        &self.slug
     }
 
     /// The running bottle: commands, copies.
@@ -237,15 +257,10 @@ impl Running {
         self.bottle.as_ref()
     }
 
-    /// How the bottle is wired to its sidecars.
-    pub fn wiring(&self) -> &crate::wiring::Wiring {
-        &self.wiring
-    }
-
     /// The agent session's argv inside the bottle (the provider's command,
     /// its continue arguments on resume, the operator's extra arguments).
     pub fn agent_argv(&self) -> Vec<String> {
-        self.provider.agent_argv(&self.common.provision, &self.common.agent_args)
+        self.provider.agent_argv(&self.provision, &self.agent_args)
     }
 
     /// The host command that shows the agent's session on the terminal it
@@ -281,7 +296,7 @@ impl Running {
     /// [`Running::attach`] through the agent's session.
     async fn attach_session(self, cancel: impl Future<Output = ()>) -> Result<Ended> {
         let bottle = self.bottle.as_ref();
-        if let Err(e) = agent_session::start(bottle, &self.agent_argv(), &self.common.provision.workdir).await {
+        if let Err(e) = agent_session::start(bottle, &self.agent_argv(), &self.provision.workdir).await {
             let _ = self.teardown().await;
             return Err(e);
         }
@@ -292,7 +307,7 @@ impl Running {
                 if agent_session::is_running(bottle).await {
                     // The operator detached: the bottle outlives this process.
                     agent_session::mark_detached(bottle).await?;
-                    self.state.update(&self.common.slug, |m| m.detached = true)?;
+                    self.state.update(&self.slug, |m| m.detached = true)?;
                     return Ok(Ended { code: 0, notes: Vec::new(), detached: true });
                 }
                 match agent_session::exit_code(bottle).await {
@@ -307,7 +322,7 @@ impl Running {
 
     /// Leaves the bottle running (it outlives this process) and returns its slug.
     pub fn detach(self) -> String {
-        self.common.slug
+        self.slug
     }
 
     /// Saves the agent's state and the sidecars' audit logs, then removes
@@ -320,10 +335,10 @@ impl Running {
     /// [`Running::teardown`], and whether the bottle had been stopped from
     /// elsewhere meanwhile (then the agent's end was that stop's doing).
     async fn finish(self) -> Result<(bool, Vec<String>)> {
-        let stopped = stop(self.backend.as_ref(), &self.common.slug, &self.state).await?;
+        let stopped = stop(self.backend.as_ref(), &self.slug, &self.state).await?;
         let mut notes = stopped.notes;
         if stopped.already {
-            notes.push(format!("bottle {} was stopped from elsewhere (`bottle stop`) meanwhile", self.common.slug));
+            notes.push(format!("bottle {} was stopped from elsewhere (`bottle stop`) meanwhile", self.slug));
         }
         Ok((stopped.already, notes))
     }
@@ -333,6 +348,32 @@ impl Running {
 enum Either<A, B> {
     Left(A),
     Right(B),
+}
+
+/// Runs `a` and `b` together until both finish; both outputs.
+async fn join<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
+    let (mut a, mut b) = (std::pin::pin!(a), std::pin::pin!(b));
+    let (mut left, mut right) = (None, None);
+    std::future::poll_fn(|cx| {
+        if left.is_none()
+            && let std::task::Poll::Ready(out) = a.as_mut().poll(cx)
+        {
+            left = Some(out);
+        }
+        if right.is_none()
+            && let std::task::Poll::Ready(out) = b.as_mut().poll(cx)
+        {
+            right = Some(out);
+        }
+        match (left.take(), right.take()) {
+            (Some(l), Some(r)) => std::task::Poll::Ready((l, r)),
+            (l, r) => {
+                (left, right) = (l, r);
+                std::task::Poll::Pending
+            }
+        }
+    })
+    .await
 }
 
 /// Runs `a` and `b` together; the output of the first to finish (the other is dropped).
@@ -357,9 +398,7 @@ async fn provision(
     steps: &mut crate::timings::Steps,
 ) -> Result<()> {
     let p = &plan.provision;
-    if wiring.install_ca {
-        steps.time("ca", install_ca(bottle, plan)).await?;
-    }
+    steps.time("root", root_steps(bottle, plan, wiring)).await?;
     steps.time("prompt", provider.provision_prompt(bottle, p)).await?;
     steps.time("provider", provider.apply(bottle, p)).await?;
     steps.time("skills", provider.provision_skills(bottle, p)).await?;
@@ -367,8 +406,12 @@ async fn provision(
         steps.time("restore", restore_agent_state(bottle, plan)).await?;
     }
     let workspace = async {
-        let mkdir = format!("mkdir -p {}", shell_quote(&p.workdir));
-        run_checked(bottle, &mkdir, GuestUser::Agent, "creating the workdir").await?;
+        // A detached bottle's empty workdir is made by its session's start.
+        let session_makes_it = plan.copy_cwd.is_none() && plan.detached && plan.pool.is_none();
+        if !session_makes_it {
+            let mkdir = format!("mkdir -p {}", shell_quote(&p.workdir));
+            run_checked(bottle, &mkdir, GuestUser::Agent, "creating the workdir").await?;
+        }
         match &plan.copy_cwd {
             Some(cwd) => bottle.cp_in(cwd, &p.workdir).await,
             None => Ok(()),
@@ -382,23 +425,36 @@ async fn provision(
     Ok(())
 }
 
-/// Put the bottle's CA into the bottle's system trust store: its file in
-/// `/usr/local/share/ca-certificates` (which a later `update-ca-certificates`
-/// in the bottle keeps) appended to the system bundle that the bottle's
-/// variables name. No `update-ca-certificates` at start: it rehashes every
-/// certificate (about 1 s of a start) for the hashed folder no variable
-/// names. Written by root through the shell (the bottle runs with
-/// `no-new-privileges`, so root there has no capabilities: it can write
-/// root-owned places but chown nothing).
-async fn install_ca(bottle: &dyn Bottle, plan: &CommonPlan) -> Result<()> {
-    let pem = &plan.egress.policy.ca_cert_pem;
-    let script = format!(
-        "mkdir -p {dir} /etc/ssl/certs && printf '%s' {pem} > {GUEST_CA_FILE} && chmod 644 {GUEST_CA_FILE} && \
-         cat {GUEST_CA_FILE} >> {GUEST_CA_BUNDLE}",
-        dir = GUEST_CA_FILE.rsplit_once('/').map_or("/", |(d, _)| d),
-        pem = shell_quote(pem),
-    );
-    run_checked(bottle, &script, GuestUser::Root, "installing the bottle's CA certificate").await
+/// The provisioning steps root takes, in one command: the bottle's CA put
+/// into its system trust store (when the wiring asks for it) and the agent
+/// session's tmux configuration.
+///
+/// The CA: its file in `/usr/local/share/ca-certificates` (which a later
+/// `update-ca-certificates` in the bottle keeps) appended to the system
+/// bundle that the bottle's variables name. No `update-ca-certificates` at
+/// start: it rehashes every certificate (about 1 s of a start) for the
+/// hashed folder no variable names. Written by root through the shell (the
+/// bottle runs with `no-new-privileges`, so root there has no capabilities:
+/// it can write root-owned places but chown nothing).
+async fn root_steps(bottle: &dyn Bottle, plan: &CommonPlan, wiring: &crate::wiring::Wiring) -> Result<()> {
+    let mut script = Vec::new();
+    if wiring.install_ca {
+        let pem = &plan.egress.policy.ca_cert_pem;
+        script.push(format!(
+            "mkdir -p {dir} /etc/ssl/certs && printf '%s' {pem} > {GUEST_CA_FILE} && chmod 644 {GUEST_CA_FILE} && \
+             cat {GUEST_CA_FILE} >> {GUEST_CA_BUNDLE}",
+            dir = GUEST_CA_FILE.rsplit_once('/').map_or("/", |(d, _)| d),
+            pem = shell_quote(pem),
+        ));
+    }
+    script.push(agent_session::conf_script());
+    run_checked(
+        bottle,
+        &script.join(" && "),
+        GuestUser::Root,
+        "installing the bottle's CA certificate and the agent session's configuration",
+    )
+    .await
 }
 
 fn saved_path(state_dir: &std::path::Path, guest: &str) -> std::path::PathBuf {
@@ -487,8 +543,8 @@ fn remove_tree(path: &std::path::Path) -> Result<()> {
 /// then remove it. Returns what [`save_agent_state`] and the log copies said.
 /// Callers hold the bottle's lock ([`StateRoot::lock`]).
 async fn teardown(bottle: &dyn Bottle, state: &StateRoot) -> Result<Vec<String>> {
-    let saved = save_agent_state(bottle, state).await;
-    let mut notes = save_logs(bottle, state).await;
+    // The agent's state and the logs come out side by side.
+    let (saved, mut notes) = join(save_agent_state(bottle, state), save_logs(bottle, state)).await;
     bottle.close().await?;
     let _ = state.update(bottle.slug(), |m| m.stopped_ms = Some(crate::owner::now_ms()));
     notes.extend(saved?);

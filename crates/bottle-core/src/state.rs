@@ -61,6 +61,20 @@ pub struct BottleMetadata {
     /// When it was last stopped, in milliseconds since the Unix epoch.
     #[serde(default)]
     pub stopped_ms: Option<u64>,
+    /// Whether it was made for a warm pool ([`crate::pool`]), and its key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<PoolMembership>,
+}
+
+/// A bottle made for a warm pool: the key of the plan it was made from,
+/// and when `bottle start` claimed it (`None` while it waits in the pool).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolMembership {
+    /// The pool key (a hash of everything its plan depends on).
+    pub key: String,
+    /// When it was claimed, in milliseconds since the Unix epoch.
+    #[serde(default)]
+    pub claimed_ms: Option<u64>,
 }
 
 fn default_state_limit() -> crate::resources::ByteSize {
@@ -327,15 +341,31 @@ pub(crate) fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
 /// Open (creating it) the lock file at `path` and wait for its exclusive
 /// lock (`flock`), held while the file stays open. Blocks.
 pub(crate) fn lock_file(path: &Path) -> Result<std::fs::File> {
-    let file = std::fs::OpenOptions::new()
+    let file = open_lock(path)?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(|e| Error::io(format!("locking {}", path.display()), e.into()))?;
+    Ok(file)
+}
+
+/// The lock file at `path`, opened (created when missing).
+fn open_lock(path: &Path) -> Result<std::fs::File> {
+    std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(path)
-        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
-        .map_err(|e| Error::io(format!("locking {}", path.display()), e.into()))?;
-    Ok(file)
+        .map_err(|e| Error::io(format!("opening {}", path.display()), e))
+}
+
+/// Open (creating it) the lock file at `path` and take its exclusive lock
+/// when no one holds it: `None` when someone does. Does not wait.
+pub(crate) fn try_lock_file(path: &Path) -> Result<Option<std::fs::File>> {
+    let file = open_lock(path)?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(Some(file)),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+        Err(e) => Err(Error::io(format!("locking {}", path.display()), e.into())),
+    }
 }
 
 /// A slug names a folder: reject anything that could escape the state root.
@@ -389,6 +419,7 @@ pub(crate) mod tests {
             workdir: "/home/agent/workspace".into(),
             gate: false,
             stopped_ms: None,
+            pool: None,
         }
     }
 

@@ -14,38 +14,46 @@ use bottle_core::labels::{ROLE, ROLE_AGENT, SLUG};
 use crate::bottle::DockerBottle;
 use crate::engine::{container_name, containers, failed, filter, is_not_found};
 
-/// Remove every container, network and volume labelled with `slug`. Idempotent.
+/// Remove every container, network and volume labelled with `slug`, all
+/// containers at once (killed: whatever of the bottle was worth keeping was
+/// saved before), then its network and volume together. Idempotent.
 pub(crate) async fn remove_slug(docker: &Docker, slug: &str) -> Result<()> {
-    for c in containers(docker, true, Some(slug), false).await? {
-        let Some(id) = c.id else { continue };
+    let found = containers(docker, true, Some(slug), false).await?;
+    let removals = found.into_iter().filter_map(|c| c.id).map(|id| async move {
         let options = RemoveContainerOptions { force: true, v: true, ..Default::default() };
         match docker.remove_container(&id, Some(options)).await {
-            Ok(()) => {}
-            Err(e) if is_not_found(&e) => {}
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => {} // removal already in progress
-            Err(e) => return Err(failed("remove a container")(e).with_bottle(slug)),
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => Ok(()), // removal already in progress
+            Err(e) => Err(failed("remove a container")(e).with_bottle(slug)),
         }
-    }
-    let networks = docker
-        .list_networks(Some(ListNetworksOptions { filters: Some(filter(Some(slug))) }))
-        .await
-        .map_err(failed("list networks"))?;
-    for n in networks {
-        let Some(id) = n.id else { continue };
-        match docker.remove_network(&id).await {
-            Ok(()) => {}
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(failed("remove a network")(e).with_bottle(slug)),
-        }
-    }
-    for (volume, _) in volumes(docker, Some(slug)).await? {
-        match docker.remove_volume(&volume, None::<RemoveVolumeOptions>).await {
-            Ok(()) => {}
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(failed("remove a volume")(e).with_bottle(slug)),
-        }
-    }
-    Ok(())
+    });
+    futures_util::future::try_join_all(removals).await?;
+    let networks = async {
+        let listed = docker
+            .list_networks(Some(ListNetworksOptions { filters: Some(filter(Some(slug))) }))
+            .await
+            .map_err(failed("list networks"))?;
+        let removals = listed.into_iter().filter_map(|n| n.id).map(|id| async move {
+            match docker.remove_network(&id).await {
+                Ok(()) => Ok(()),
+                Err(e) if is_not_found(&e) => Ok(()),
+                Err(e) => Err(failed("remove a network")(e).with_bottle(slug)),
+            }
+        });
+        futures_util::future::try_join_all(removals).await.map(drop)
+    };
+    let volumes = async {
+        let removals = volumes(docker, Some(slug)).await?.into_iter().map(|(volume, _)| async move {
+            match docker.remove_volume(&volume, None::<RemoveVolumeOptions>).await {
+                Ok(()) => Ok(()),
+                Err(e) if is_not_found(&e) => Ok(()),
+                Err(e) => Err(failed("remove a volume")(e).with_bottle(slug)),
+            }
+        });
+        futures_util::future::try_join_all(removals).await.map(drop)
+    };
+    tokio::try_join!(networks, volumes).map(drop)
 }
 
 /// This backend's volumes (of one slug, or all), with their labels.

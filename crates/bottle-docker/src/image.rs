@@ -46,7 +46,8 @@ pub(crate) async fn build(docker: &Docker, context: &BuildContext) -> Result<()>
         let start = tokio::time::Instant::now() + BuildProgress::INTERVAL;
         (BuildProgress::new(&context.tag), tokio::time::interval_at(start, BuildProgress::INTERVAL))
     });
-    let mut stream = docker.build_image(options, None, Some(bollard::body_full(context.tar.clone().into())));
+    let tar = context.packed().await?;
+    let mut stream = docker.build_image(options, None, Some(bollard::body_full(tar.into())));
     let mut tail: Vec<String> = Vec::new();
     let mut result = Ok(());
     loop {

@@ -72,27 +72,6 @@ pub(crate) async fn launch(docker: &Docker, plan: DockerPlan) -> Result<DockerBo
 
 async fn create(docker: &Docker, plan: &DockerPlan) -> Result<DockerBottle> {
     let (common, wiring) = (plan.common(), plan.wiring());
-    let (agent, sidecar) = tokio::join!(plan.agent_image.ensure(docker), plan.sidecar_image.ensure(docker));
-    agent?;
-    sidecar?;
-    docker
-        .create_network(NetworkCreateRequest {
-            name: plan.outside.clone(),
-            driver: Some("bridge".into()),
-            internal: Some(false),
-            labels: Some(labels_for(common, "network")),
-            ..Default::default()
-        })
-        .await
-        .map_err(failed("create the sidecars' network"))?;
-    docker
-        .create_volume(VolumeCreateOptions {
-            name: Some(plan.sockets.clone()),
-            labels: Some(labels_for(common, "sockets")),
-            ..Default::default()
-        })
-        .await
-        .map_err(failed("create the sidecars' socket volume"))?;
     let encode = |e: serde_json::Error| Error::new(ErrorKind::Io, "encoding a sidecar configuration").with_source(e);
     let spec = |process, network: &str, json: Vec<u8>, binds: Vec<String>| SidecarSpec {
         process,
@@ -127,30 +106,81 @@ async fn create(docker: &Docker, plan: &DockerPlan) -> Result<DockerBottle> {
         specs.push(spec(SidecarProcess::Supervise, "none", json, queue_bind("rw")));
     }
     let processes: Vec<SidecarProcess> = specs.iter().map(|s| s.process).collect();
-    // The sidecars and the bottle start side by side: the bottle needs
-    // them only once the relay carries its first connection.
-    let sidecars = futures_util::future::try_join_all(
-        specs.into_iter().map(|spec| sidecar::launch(docker, common, spec, plan.sidecar_tag(), &plan.sockets)),
-    );
     let p = &common.provision;
     let handle = DockerBottle::new(
         docker,
         plan.container.clone(),
         Handle::new(common.slug.clone(), p.guest_user.clone(), p.workdir.clone()),
     );
+    // Everything that does not wait for something else starts at once: the
+    // sidecar image, network and socket volume, then the sidecars; beside
+    // them the agent image and container. The relay (in the agent's
+    // network namespace, on the socket volume) starts once both sides have
+    // what it needs; the bottle needs the sidecars only once the relay
+    // carries its first connection.
+    let (base_done, mut base_ready) = tokio::sync::watch::channel(None::<bool>);
+    let network = async {
+        docker
+            .create_network(NetworkCreateRequest {
+                name: plan.outside.clone(),
+                driver: Some("bridge".into()),
+                internal: Some(false),
+                labels: Some(labels_for(common, "network")),
+                ..Default::default()
+            })
+            .await
+            .map(drop)
+            .map_err(failed("create the sidecars' network"))
+    };
+    let volume = async {
+        docker
+            .create_volume(VolumeCreateOptions {
+                name: Some(plan.sockets.clone()),
+                labels: Some(labels_for(common, "sockets")),
+                ..Default::default()
+            })
+            .await
+            .map(drop)
+            .map_err(failed("create the sidecars' socket volume"))
+    };
+    let sidecars = async {
+        let base = tokio::try_join!(plan.sidecar_image.ensure(docker), network, volume).map(drop);
+        let _ = base_done.send(Some(base.is_ok()));
+        base?;
+        futures_util::future::try_join_all(
+            specs.into_iter().map(|spec| sidecar::launch(docker, common, spec, plan.sidecar_tag(), &plan.sockets)),
+        )
+        .await
+        .map(drop)
+    };
     let bottle = async {
+        plan.agent_image.ensure(docker).await?;
         create_agent(docker, plan).await?;
-        let relay =
-            sidecar::launch_relay(docker, common, plan.sidecar_tag(), &plan.container, &plan.sockets, &processes);
+        // The relay is made while the agent starts; it starts once the agent runs.
+        let relay = async {
+            let base = base_ready.wait_for(Option::is_some).await.is_ok_and(|ready| *ready == Some(true));
+            if !base {
+                return Err(Error::new(ErrorKind::Backend, "the sidecars' image, network or volume failed")
+                    .with_backend(crate::NAME));
+            }
+            sidecar::create_relay(docker, common, plan.sidecar_tag(), &plan.container, &plan.sockets, &processes).await
+        };
+        let agent = async {
+            docker
+                .start_container(&plan.container, None::<StartContainerOptions>)
+                .await
+                .map_err(failed("start the agent container"))
+        };
+        tokio::try_join!(relay, agent)?;
         let resolver =
             bottle_core::provider::run_checked(&handle, NO_RESOLVER, GuestUser::Root, "writing /etc/resolv.conf");
-        tokio::try_join!(relay, resolver).map(|_| ())
+        tokio::try_join!(sidecar::start_relay(docker, &common.slug), resolver).map(drop)
     };
     tokio::try_join!(sidecars, bottle)?;
     Ok(handle)
 }
 
-/// The agent container, started: least privilege and no network at all
+/// The agent container, created (not started): least privilege and no network at all
 /// (no route, no gateway, no DNS server); its only way out is the relay
 /// on its loopback.
 async fn create_agent(docker: &Docker, plan: &DockerPlan) -> Result<()> {
@@ -191,11 +221,8 @@ async fn create_agent(docker: &Docker, plan: &DockerPlan) -> Result<()> {
             body,
         )
         .await
-        .map_err(failed("create the agent container"))?;
-    docker
-        .start_container(&plan.container, None::<StartContainerOptions>)
-        .await
-        .map_err(failed("start the agent container"))
+        .map(drop)
+        .map_err(failed("create the agent container"))
 }
 
 #[cfg(test)]

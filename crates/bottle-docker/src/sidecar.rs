@@ -140,9 +140,10 @@ pub(crate) fn port(process: SidecarProcess) -> Option<u16> {
     }
 }
 
-/// Create and start the relay in the network namespace of the bottle's
-/// `agent` container, carrying its loopback ports to the sidecars of `processes`.
-pub(crate) async fn launch_relay(
+/// Create the relay in the network namespace of the bottle's `agent`
+/// container (created, not necessarily started yet), carrying its loopback
+/// ports to the sidecars of `processes`; [`start_relay`] starts it.
+pub(crate) async fn create_relay(
     docker: &Docker,
     plan: &CommonPlan,
     image: &str,
@@ -167,11 +168,17 @@ pub(crate) async fn launch_relay(
         ..Default::default()
     };
     docker
-        .create_container(Some(CreateContainerOptions { name: Some(name.clone()), platform: String::new() }), body)
+        .create_container(Some(CreateContainerOptions { name: Some(name), platform: String::new() }), body)
         .await
-        .map_err(failed("create the relay container"))?;
+        .map(drop)
+        .map_err(failed("create the relay container"))
+}
+
+/// Start bottle `slug`'s relay (its agent container runs) and wait until it listens.
+pub(crate) async fn start_relay(docker: &Docker, slug: &str) -> Result<()> {
+    let name = container_name(slug, SidecarProcess::Relay);
     docker.start_container(&name, None::<StartContainerOptions>).await.map_err(failed("start the relay"))?;
-    wait_until_listening(docker, &name, relay).await
+    wait_until_listening(docker, &name, SidecarProcess::Relay).await
 }
 
 /// A tar holding the configuration file, readable by the sidecar's user only.

@@ -53,7 +53,8 @@ pub(crate) async fn push(context: &BuildContext, registry: &str) -> Result<Strin
         .is_ok_and(|out| out.status.success());
     if !present {
         let build = docker(&["build", "--tag", &context.tag, "--file", DOCKERFILE_IN_CONTEXT, "-"]);
-        run(build, &format!("building {}", context.tag), Some(&context.tar)).await?;
+        let tar = context.packed().await?;
+        run(build, &format!("building {}", context.tag), Some(&tar)).await?;
     }
     run(docker(&["tag", &context.tag, &target]), &format!("tagging {target}"), None).await?;
     run(docker(&["push", &target]), &format!("pushing {target}"), None).await.map_err(|e| {

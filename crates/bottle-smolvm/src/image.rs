@@ -83,6 +83,7 @@ pub(crate) async fn image_id(tag: &str) -> Result<Option<String>> {
 /// and one at least every 10 s while a step runs go to stderr
 /// ([`BuildProgress`]).
 pub(crate) async fn build(context: &BuildContext) -> Result<String> {
+    let tar = context.packed().await?;
     let terminal = std::io::stderr().is_terminal();
     let mut cmd = docker(&[
         "build",
@@ -104,7 +105,6 @@ pub(crate) async fn build(context: &BuildContext) -> Result<String> {
     }
     let mut child = cmd.spawn().map_err(|e| Error::io("running docker build", e))?;
     let mut stdin = child.stdin.take().ok_or_else(|| failed("docker build", "no stdin"))?;
-    let tar = context.tar.clone();
     let feed = tokio::spawn(async move {
         let written = stdin.write_all(&tar).await;
         drop(stdin);

@@ -178,7 +178,7 @@ pub(crate) async fn resolve(common: CommonPlan) -> Result<SmolvmPlan> {
         // The manifest's archive: no Docker needed.
         Some(prebuilt) => {
             let tag = format!("prebuilt:{}", prebuilt.display());
-            (BuildContext { tag, tar: Vec::new() }, None, true)
+            (BuildContext::prebuilt(tag), None, true)
         }
         None => {
             image::require_docker().await?;

@@ -9,6 +9,7 @@ mod exec;
 mod gate;
 mod lifecycle;
 mod limits;
+mod pool;
 mod resume;
 mod seal;
 mod secrets;
@@ -52,6 +53,9 @@ cases! {
     two_stops_at_once_take_turns = sessions::two_stops_at_once_take_turns;
     /// The sidecars' audit logs are in the state folder after the bottle is gone.
     audit_logs_outlive_the_bottle = sessions::audit_logs_outlive_the_bottle;
+    /// Warm pools: members of their own (CA, token), a claim with the
+    /// workspace, stale members never handed out, drain leaves nothing.
+    pool = pool::pool;
     /// Teardown of a bottle with every sidecar leaves nothing, and removing
     /// again is harmless; a cancelled launch leaves nothing.
     teardown = teardown::teardown;

@@ -31,6 +31,7 @@ macro_rules! suite {
             two_stops_at_once_take_turns,
             audit_logs_outlive_the_bottle,
             teardown,
+            pool,
             cleanup_after_a_killed_launch,
             egress,
             gate,

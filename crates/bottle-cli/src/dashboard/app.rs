@@ -767,6 +767,7 @@ pub(crate) mod tests {
             color: None,
             owner: OwnerState::Gone,
             sidecars: [("egress".to_string(), true), ("relay".to_string(), true)].into(),
+            pool: None,
         }
     }
 

@@ -271,8 +271,10 @@ async fn refresh_rows(ctx: &Context, app: &mut App) {
         Ok((bottles, notes)) => {
             let mut stopped = ctx.host.state.stopped(&bottles);
             stopped.sort_by_key(|b| std::cmp::Reverse(b.meta.stopped_ms.unwrap_or(b.meta.owner.created_ms)));
+            // As `list active` by default: the bottles waiting in warm pools are no one's yet.
             let rows = bottles
                 .into_iter()
+                .filter(|bottle| bottle.pool != Some(bot_bottle::PoolState::Waiting))
                 .map(|bottle| {
                     let entries = Queue::of(&ctx.host.state, &bottle.slug).entries(now).unwrap_or_default();
                     let pending = entries.iter().filter(|e| e.standing == Standing::Pending).count();

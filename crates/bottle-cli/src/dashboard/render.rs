@@ -737,6 +737,7 @@ mod tests {
             workdir: "/home/agent/workspace".into(),
             gate: false,
             stopped_ms: None,
+            pool: None,
         };
         let mut app = App::new(manifest(&["shell", "an-agent-whose-name-is-longer-than-the-pane"]));
         app.set_rows(vec![AppRow { bottle: a, pending: 1 }], NOW);

@@ -178,6 +178,7 @@ fn full_example_parses_to_the_expected_structs() {
                     name: "Review Bot".to_string(),
                     email: "bot@example.com".to_string(),
                 }),
+                pool: None,
             },
         )]),
         bottles: BTreeMap::from([(
@@ -1034,6 +1035,7 @@ fn manifest() -> impl Strategy<Value = Manifest> {
                 skills,
                 prompt,
                 git_identity,
+                pool: None,
             });
         prop::collection::btree_map(name(), agent, 1..3).prop_map(move |agents| Manifest {
             agents,
@@ -1343,4 +1345,31 @@ fn supervise_is_a_flag_or_a_mapping_with_a_timeout() {
     check(&bottle_with("    supervise: { timout: 1m }\n"), &[("6:18: unknown key `timout`", "timeout")]);
     let yaml = serde_yaml::to_string(&timed).expect("yaml");
     assert_eq!(yaml.trim(), "timeout: 30m", "written back as it is read");
+}
+
+#[test]
+fn an_agents_pool_has_a_size_from_one_to_the_most() {
+    let with_pool = |pool: &str| {
+        format!(
+            "agents:\n  a:\n    bottle: b\n    pool: {pool}\nbottles:\n  b:\n    agent_provider: {{ template: shell }}\n"
+        )
+    };
+    let manifest = parse(&with_pool("{ size: 3 }")).unwrap_or_else(|errors| panic!("{errors}"));
+    assert_eq!(manifest.agents["a"].pool, Some(crate::manifest::PoolDef { size: 3 }));
+    assert_eq!(parse(&manifest.to_yaml()).expect("round trip").agents["a"].pool, manifest.agents["a"].pool);
+    check(
+        &with_pool("{ size: 0 }"),
+        &[("4:19: pool size must be a whole number from 1 to 16, found 0", "pool: { size: 2 }")],
+    );
+    check(
+        &with_pool("{ size: 17 }"),
+        &[("4:19: pool size must be a whole number from 1 to 16, found 17", "remove `pool`")],
+    );
+    check(
+        &with_pool("{ size: two }"),
+        &[("4:19: pool size must be a whole number from 1 to 16, found a string", "size: 2")],
+    );
+    check(&with_pool("{ size: 2, warm: true }"), &[("4:22: unknown key `warm` in `agents.a.pool`", "size")]);
+    check(&with_pool("{}"), &[("4:5: missing required key `size` in `agents.a.pool`", "add `size:`")]);
+    check(&with_pool("3"), &[("4:11: expected a mapping, found a number", "size")]);
 }

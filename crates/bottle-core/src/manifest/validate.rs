@@ -17,14 +17,15 @@ use super::limits::{EXEC_REASON, EnvSize, Excess, MAX_ENV_ENTRIES};
 use super::spans::{Pos, Seg, Spans};
 use super::{
     AgentDef, AgentProviderDef, AuthScheme, BottleDef, EgressRoute, EnvValue, GitIdentity, GitUpstream, HostVarRef,
-    HostVarUse, KubernetesDef, MAX_PUSH_MB_LIMIT, Manifest, ManifestError, ManifestErrors, ManifestSource, PushPolicy,
-    RouteAuth, Supervise,
+    HostVarUse, KubernetesDef, MAX_POOL_SIZE, MAX_PUSH_MB_LIMIT, Manifest, ManifestError, ManifestErrors,
+    ManifestSource, PoolDef, PushPolicy, RouteAuth, Supervise,
 };
 use crate::resources::{ByteSize, Cpus, Resources};
 
 const TOP_KEYS: &[&str] = &["agents", "bottles", "kubernetes"];
 const KUBERNETES_KEYS: &[&str] = &["namespace", "runtime_class", "image_registry", "node_selector", "unenforced_ok"];
-const AGENT_KEYS: &[&str] = &["bottle", "skills", "prompt", "git_identity"];
+const AGENT_KEYS: &[&str] = &["bottle", "skills", "prompt", "git_identity", "pool"];
+const POOL_KEYS: &[&str] = &["size"];
 const IDENTITY_KEYS: &[&str] = &["name", "email"];
 const SUPERVISE_KEYS: &[&str] = &["timeout"];
 const BOTTLE_KEYS: &[&str] = &["agent_provider", "env", "egress", "git", "supervise", "resources"];
@@ -165,6 +166,14 @@ fn kind(value: &Value) -> String {
         Value::Sequence(_) => "a list".to_string(),
         Value::Mapping(_) => "a mapping".to_string(),
         Value::Tagged(tagged) => format!("a value tagged `{}`", tagged.tag),
+    }
+}
+
+/// A number as written, anything else by its kind: for "found …".
+fn number_or_kind(value: &Value) -> String {
+    match value {
+        Value::Number(number) => number.to_string(),
+        other => kind(other),
     }
 }
 
@@ -553,7 +562,29 @@ impl Walker<'_> {
         };
         let prompt = fields.get_some("prompt").and_then(|(value, path)| self.path(value, &path));
         let git_identity = fields.get_some("git_identity").and_then(|(value, path)| self.identity(value, &path));
-        Some(AgentDef { bottle: bottle.unwrap_or_default(), skills, prompt, git_identity })
+        let pool = fields.get_some("pool").and_then(|(value, path)| self.pool(value, &path));
+        Some(AgentDef { bottle: bottle.unwrap_or_default(), skills, prompt, git_identity, pool })
+    }
+
+    /// An agent's `pool: { size: N }`.
+    fn pool(&mut self, value: &Value, path: &[Seg]) -> Option<PoolDef> {
+        let fields = self.mapping(value, path, POOL_KEYS, POOL_KEYS)?;
+        let (value, path) = fields.get("size")?;
+        let size = value.as_u64().and_then(|n| u32::try_from(n).ok()).filter(|n| (1..=MAX_POOL_SIZE).contains(n));
+        if size.is_none() {
+            self.at_value(
+                &path,
+                problem(
+                    format!(
+                        "pool size must be a whole number from 1 to {MAX_POOL_SIZE}, found {}",
+                        number_or_kind(value)
+                    ),
+                    "write `pool: { size: 2 }` (each pooled bottle runs, and uses memory, until `bottle start` claims \
+                     it), or remove `pool`",
+                ),
+            );
+        }
+        Some(PoolDef { size: size? })
     }
 
     fn identity(&mut self, value: &Value, path: &[Seg]) -> Option<GitIdentity> {
