@@ -105,12 +105,12 @@ async fn bench(sidecar: &Path) -> Result<()> {
     let mut setups = vec![Setup::new("direct", None, &upstream.ca_pem)?];
     let mut processes = Vec::new();
 
-    let (egress, bottle_ca) = start_egress(sidecar, &scratch, &upstream.ca_pem, None)?;
+    let (egress, bottle_ca) = start_egress(sidecar, &scratch, &upstream.ca_pem, port, false)?;
     let egress_pid = egress.pid();
     let idle_rss = rss_kib(egress_pid, "VmRSS")?;
     setups.push(Setup::new(EGRESS, Some(&egress), &bottle_ca)?);
     processes.push(egress);
-    let (scrubbing, scrubbing_ca) = start_egress(sidecar, &scratch, &upstream.ca_pem, Some(port))?;
+    let (scrubbing, scrubbing_ca) = start_egress(sidecar, &scratch, &upstream.ca_pem, port, true)?;
     setups.push(Setup::new(EGRESS_SCRUB, Some(&scrubbing), &scrubbing_ca)?);
     processes.push(scrubbing);
 
@@ -470,19 +470,19 @@ impl Drop for Scratch {
 }
 
 /// Starts the release `bottle sidecar egress` on a free port; returns it and
-/// the bottle CA. With `credential_port`, its route injects a credential
-/// towards the upstream on that port, so every response is scrubbed.
+/// the bottle CA. Its route reaches the upstream's `port`; with `credential`,
+/// it injects a credential there, so every response is scrubbed.
 fn start_egress(
     sidecar: &Path,
     scratch: &Scratch,
     upstream_ca: &str,
-    credential_port: Option<u16>,
+    port: u16,
+    credential: bool,
 ) -> Result<(Proxy, String)> {
     let (ca_cert_pem, ca_key_pem) = bottle_core::sidecar::mint_ca("bench").context("while minting the bottle CA")?;
-    let rule = match credential_port {
-        None => EgressRule::open("127.0.0.1"),
-        Some(port) => EgressRule {
-            ports: vec![port],
+    let open = EgressRule { ports: vec![port], ..EgressRule::open("127.0.0.1") };
+    let rule = if credential {
+        EgressRule {
             inject: Some(InjectedHeader {
                 name: "authorization".to_owned(),
                 value: Secret::new(format!("Bearer {BENCH_CREDENTIAL}")),
@@ -490,10 +490,12 @@ fn start_egress(
                 sentinels: vec!["bot-bottle-hidden:BENCH".to_owned()],
                 source: "$BENCH".to_owned(),
             }),
-            ..EgressRule::open("127.0.0.1")
-        },
+            ..open
+        }
+    } else {
+        open
     };
-    let name = if credential_port.is_some() { "egress-credential" } else { "egress" };
+    let name = if credential { "egress-credential" } else { "egress" };
     let config = EgressConfig {
         listen: bottle_core::sidecar::Listen::Tcp("127.0.0.1:0".to_owned()),
         audit_log: scratch.path(&format!("{name}-audit.jsonl")).display().to_string(),
