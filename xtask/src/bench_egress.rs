@@ -228,7 +228,8 @@ async fn bench(sidecar: &Path) -> Result<()> {
         mib(rss_kib(egress_pid, "VmRSS")?),
         mib(rss_kib(egress_pid, "VmHWM")?)
     );
-    let cpu_small_us = |setup: &Setup| Stats::of(setup.small_cpu.clone()).median.as_secs_f64() * 1e6 / SMALL_REQUESTS as f64;
+    let cpu_small_us =
+        |setup: &Setup| Stats::of(setup.small_cpu.clone()).median.as_secs_f64() * 1e6 / SMALL_REQUESTS as f64;
     let cpu_big_ms = |setup: &Setup| Stats::of(setup.big_cpu.clone()).median.as_secs_f64() * 1e3 / (BIG >> 20) as f64;
     let small_ratio = egress_small.as_secs_f64() / direct_small.as_secs_f64();
     let big_share = direct_big.as_secs_f64() / egress_big.as_secs_f64();
@@ -237,8 +238,10 @@ async fn bench(sidecar: &Path) -> Result<()> {
     let scrub_big = Stats::of(scrub.big.clone()).median.as_secs_f64() / egress_big.as_secs_f64();
     let scrub_small_cpu = cpu_small_us(scrub) / cpu_small_us(egress);
     let scrub_big_cpu = cpu_big_ms(scrub) / cpu_big_ms(egress);
-    println!("
-targets (issue 16), this run against the issue's baseline:");
+    println!(
+        "
+targets (issue 16), this run against the issue's baseline:"
+    );
     let rows = [
         (
             format!("1 KiB requests ≤ {SMALL_TARGET}× direct, proxy CPU ≤ {SMALL_CPU_TARGET} µs"),

@@ -147,7 +147,8 @@ impl Line<'_> {
             json_key(&mut out, key);
             json_str(&mut out, value);
         }
-        for (key, value) in [("status", u64::from(self.status)), ("bytes_up", self.bytes_up), ("bytes_down", self.bytes_down)]
+        for (key, value) in
+            [("status", u64::from(self.status)), ("bytes_up", self.bytes_up), ("bytes_down", self.bytes_down)]
         {
             json_key(&mut out, key);
             json_u64(&mut out, value);
@@ -199,7 +200,14 @@ fn json_str(out: &mut Vec<u8>, value: &str) {
         out.extend_from_slice(&bytes[start..at]);
         if escape.is_empty() {
             const HEX: &[u8; 16] = b"0123456789abcdef";
-            out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 0xf)]]);
+            out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(byte >> 4)],
+                HEX[usize::from(byte & 0xf)],
+            ]);
         } else {
             out.extend_from_slice(escape);
         }
