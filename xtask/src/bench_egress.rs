@@ -12,8 +12,11 @@
 //! Each workload runs fifteen rounds, interleaved (rounds swing by up to 2×
 //! on a small, busy machine; more of them steady the medians); the medians
 //! are compared.
-//! Targets: small requests ≤ 2× direct, the download ≥ 70% of direct
-//! throughput, and the proxy's idle RSS ≤ 20 MiB.
+//! Targets (issue 16), each printed at the end with the baseline measured
+//! there and a verdict: small requests ≤ 2× direct with proxy CPU ≤ 60 µs
+//! per request; the download ≥ 60% of direct throughput with proxy CPU ≤
+//! 0.85 ms per MiB; with scrubbing on (the credential setup), time and CPU
+//! within 10% of those without; the proxy's idle RSS ≤ 20 MiB.
 //!
 //! The client and upstream must not be debug builds, so a debug `xtask`
 //! re-runs itself in release first.
@@ -50,8 +53,18 @@ const SMALL_REQUESTS: usize = 1000;
 const BIG: u64 = 100 * 1024 * 1024;
 const ROUNDS: usize = 15;
 const SMALL_TARGET: f64 = 2.0;
-const BIG_TARGET: f64 = 0.70;
+/// Proxy CPU per small request, in µs.
+const SMALL_CPU_TARGET: f64 = 60.0;
+const BIG_TARGET: f64 = 0.60;
+/// Proxy CPU per MiB downloaded, in ms.
+const BIG_CPU_TARGET: f64 = 0.85;
+/// Scrubbing's time and CPU at most this factor of the same without it.
+const SCRUB_TARGET: f64 = 1.10;
 const RSS_TARGET_KIB: u64 = 20 * 1024;
+/// Issue 16's figures before the work on speed, the baselines of the targets.
+const BASELINE_SMALL: &str = "2.83× direct, 161 µs CPU per request";
+const BASELINE_BIG: &str = "42% of direct, 1.66 ms CPU per MiB";
+const BASELINE_RSS: &str = "5.9 MiB";
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 /// The client token of the benchmark's bottle.
 const BENCH_TOKEN: &str = "bench-client-token";
@@ -105,12 +118,12 @@ async fn bench(sidecar: &Path) -> Result<()> {
     let mut setups = vec![Setup::new("direct", None, &upstream.ca_pem)?];
     let mut processes = Vec::new();
 
-    let (egress, bottle_ca) = start_egress(sidecar, &scratch, &upstream.ca_pem, None)?;
+    let (egress, bottle_ca) = start_egress(sidecar, &scratch, &upstream.ca_pem, port, false)?;
     let egress_pid = egress.pid();
     let idle_rss = rss_kib(egress_pid, "VmRSS")?;
     setups.push(Setup::new(EGRESS, Some(&egress), &bottle_ca)?);
     processes.push(egress);
-    let (scrubbing, scrubbing_ca) = start_egress(sidecar, &scratch, &upstream.ca_pem, Some(port))?;
+    let (scrubbing, scrubbing_ca) = start_egress(sidecar, &scratch, &upstream.ca_pem, port, true)?;
     setups.push(Setup::new(EGRESS_SCRUB, Some(&scrubbing), &scrubbing_ca)?);
     processes.push(scrubbing);
 
@@ -215,6 +228,55 @@ async fn bench(sidecar: &Path) -> Result<()> {
         mib(rss_kib(egress_pid, "VmRSS")?),
         mib(rss_kib(egress_pid, "VmHWM")?)
     );
+    let cpu_small_us =
+        |setup: &Setup| Stats::of(setup.small_cpu.clone()).median.as_secs_f64() * 1e6 / SMALL_REQUESTS as f64;
+    let cpu_big_ms = |setup: &Setup| Stats::of(setup.big_cpu.clone()).median.as_secs_f64() * 1e3 / (BIG >> 20) as f64;
+    let small_ratio = egress_small.as_secs_f64() / direct_small.as_secs_f64();
+    let big_share = direct_big.as_secs_f64() / egress_big.as_secs_f64();
+    let (egress, scrub) = (&setups[1], &setups[2]);
+    let scrub_small = Stats::of(scrub.small.clone()).median.as_secs_f64() / egress_small.as_secs_f64();
+    let scrub_big = Stats::of(scrub.big.clone()).median.as_secs_f64() / egress_big.as_secs_f64();
+    let scrub_small_cpu = cpu_small_us(scrub) / cpu_small_us(egress);
+    let scrub_big_cpu = cpu_big_ms(scrub) / cpu_big_ms(egress);
+    println!(
+        "
+targets (issue 16), this run against the issue's baseline:"
+    );
+    let rows = [
+        (
+            format!("1 KiB requests ≤ {SMALL_TARGET}× direct, proxy CPU ≤ {SMALL_CPU_TARGET} µs"),
+            format!("{small_ratio:.2}×, {:.0} µs", cpu_small_us(egress)),
+            BASELINE_SMALL.to_owned(),
+            small_ratio <= SMALL_TARGET && cpu_small_us(egress) <= SMALL_CPU_TARGET,
+        ),
+        (
+            format!("100 MiB ≥ {:.0}% of direct, proxy CPU ≤ {BIG_CPU_TARGET} ms/MiB", BIG_TARGET * 100.0),
+            format!("{:.0}%, {:.2} ms/MiB", big_share * 100.0, cpu_big_ms(egress)),
+            BASELINE_BIG.to_owned(),
+            big_share >= BIG_TARGET && cpu_big_ms(egress) <= BIG_CPU_TARGET,
+        ),
+        (
+            format!("scrubbing: 1 KiB time and CPU ≤ {SCRUB_TARGET}× unscrubbed"),
+            format!("{scrub_small:.2}× time, {scrub_small_cpu:.2}× CPU ({:.0} µs)", cpu_small_us(scrub)),
+            "none (new row)".to_owned(),
+            scrub_small <= SCRUB_TARGET && scrub_small_cpu <= SCRUB_TARGET,
+        ),
+        (
+            format!("scrubbing: 100 MiB time and CPU ≤ {SCRUB_TARGET}× unscrubbed"),
+            format!("{scrub_big:.2}× time, {scrub_big_cpu:.2}× CPU ({:.2} ms/MiB)", cpu_big_ms(scrub)),
+            "none (new row)".to_owned(),
+            scrub_big <= SCRUB_TARGET && scrub_big_cpu <= SCRUB_TARGET,
+        ),
+        (
+            format!("idle RSS ≤ {}", mib(RSS_TARGET_KIB)),
+            mib(idle_rss),
+            BASELINE_RSS.to_owned(),
+            idle_rss <= RSS_TARGET_KIB,
+        ),
+    ];
+    for (target, measured, baseline, met) in rows {
+        println!("  {target:<58} {measured:<40} baseline {baseline:<38} {}", verdict(met));
+    }
     for process in &processes[2..] {
         if let Ok(rss) = rss_kib(process.pid(), "VmRSS") {
             println!("  for comparison, {} RSS after the runs: {}", process.name, mib(rss));
@@ -470,19 +532,19 @@ impl Drop for Scratch {
 }
 
 /// Starts the release `bottle sidecar egress` on a free port; returns it and
-/// the bottle CA. With `credential_port`, its route injects a credential
-/// towards the upstream on that port, so every response is scrubbed.
+/// the bottle CA. Its route reaches the upstream's `port`; with `credential`,
+/// it injects a credential there, so every response is scrubbed.
 fn start_egress(
     sidecar: &Path,
     scratch: &Scratch,
     upstream_ca: &str,
-    credential_port: Option<u16>,
+    port: u16,
+    credential: bool,
 ) -> Result<(Proxy, String)> {
     let (ca_cert_pem, ca_key_pem) = bottle_core::sidecar::mint_ca("bench").context("while minting the bottle CA")?;
-    let rule = match credential_port {
-        None => EgressRule::open("127.0.0.1"),
-        Some(port) => EgressRule {
-            ports: vec![port],
+    let open = EgressRule { ports: vec![port], ..EgressRule::open("127.0.0.1") };
+    let rule = if credential {
+        EgressRule {
             inject: Some(InjectedHeader {
                 name: "authorization".to_owned(),
                 value: Secret::new(format!("Bearer {BENCH_CREDENTIAL}")),
@@ -490,10 +552,12 @@ fn start_egress(
                 sentinels: vec!["bot-bottle-hidden:BENCH".to_owned()],
                 source: "$BENCH".to_owned(),
             }),
-            ..EgressRule::open("127.0.0.1")
-        },
+            ..open
+        }
+    } else {
+        open
     };
-    let name = if credential_port.is_some() { "egress-credential" } else { "egress" };
+    let name = if credential { "egress-credential" } else { "egress" };
     let config = EgressConfig {
         listen: bottle_core::sidecar::Listen::Tcp("127.0.0.1:0".to_owned()),
         audit_log: scratch.path(&format!("{name}-audit.jsonl")).display().to_string(),

@@ -43,14 +43,15 @@ const MAX_HEAD: usize = 64 * 1024;
 /// Concurrent HTTP/2 streams per agent connection.
 const MAX_STREAMS: u32 = 100;
 /// Headers that describe one hop, never forwarded (`upgrade` and `te: trailers` are handled apart).
-const HOP_BY_HOP: [&str; 7] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authorization",
-    "proxy-authenticate",
-    "transfer-encoding",
-    "trailer",
+/// Names, not strings: removing by `&str` parses the name again on every request.
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
+    header::TRANSFER_ENCODING,
+    header::TRAILER,
 ];
 
 /// The running proxy's state, shared by all connections.
@@ -263,9 +264,11 @@ impl Proxy {
     /// One request to `destination`: policy, credentials, upstream, response.
     async fn forward(&self, destination: &Destination, mut req: Request<Incoming>) -> Response<DownBody> {
         let target = &destination.target;
-        let path = req.uri().path().to_owned();
+        // The URI is shared bytes: a clone costs no copy of the path.
+        let uri = req.uri().clone();
+        let path = uri.path();
         let mut entry =
-            Entry::start(Arc::clone(&self.audit), Arc::clone(&self.bottle), req.method().as_str(), &target.host, &path);
+            Entry::start(Arc::clone(&self.audit), Arc::clone(&self.bottle), req.method().as_str(), &target.host, path);
         let route = match &destination.screened {
             Some((route, _)) => *route,
             None => match self.policy.route(&target.host, target.port) {
@@ -274,10 +277,10 @@ impl Proxy {
             },
         };
         // A request the route denies may fall under a live grant for the same host.
-        let route = match self.policy.check_request(route, req.method().as_str(), &path) {
+        let route = match self.policy.check_request(route, req.method().as_str(), path) {
             Ok(()) => route,
             Err(denial) => {
-                match self.policy.regrant(route, (&target.host, target.port), req.method().as_str(), &path, denial) {
+                match self.policy.regrant(route, (&target.host, target.port), req.method().as_str(), path, denial) {
                     Ok(route) => route,
                     Err(denial) => return self.deny(entry, denial),
                 }
@@ -402,20 +405,25 @@ fn wants_upgrade(headers: &HeaderMap) -> bool {
 /// Removes hop-by-hop headers (and those `Connection` names); with `upgrade`
 /// keeps `Upgrade` and sets `Connection: upgrade`.
 fn clean_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        if !(upgrade && name == header::UPGRADE) {
-            headers.remove(name);
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            if !(upgrade && name == header::UPGRADE) {
+                headers.remove(name);
+            }
         }
     }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
+    // One pass over the (few) names present beats a lookup per hop-by-hop name.
+    if headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        for name in &HOP_BY_HOP {
+            headers.remove(name);
+        }
     }
     if headers.get(header::TE).is_some_and(|te| te.as_bytes() != b"trailers") {
         headers.remove(header::TE);

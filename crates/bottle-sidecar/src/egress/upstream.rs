@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper::header::{HOST, HeaderValue};
+use hyper::http::uri::PathAndQuery;
 use hyper::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::ServerName;
@@ -275,7 +276,8 @@ where
 /// `Host` header for HTTP/2, origin-form with `Host` for HTTP/1.1; the
 /// authority is always the target's, whatever the agent said.
 fn shape(req: &mut Request<UpBody>, target: &Target, h2: bool) -> Result<(), SendError> {
-    let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str()).to_owned();
+    // Shared bytes, already parsed: no copy and no second parse.
+    let path = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
     let authority = target.authority();
     let bad =
         |err: &dyn std::fmt::Display| SendError::Failed(StatusCode::BAD_REQUEST, format!("bad request URI: {err}"));
@@ -285,8 +287,8 @@ fn shape(req: &mut Request<UpBody>, target: &Target, h2: bool) -> Result<(), Sen
         req.headers_mut().remove(HOST);
         *req.version_mut() = Version::HTTP_2;
     } else {
-        *req.uri_mut() = path.parse().map_err(|err| bad(&err))?;
-        req.headers_mut().insert(HOST, HeaderValue::from_str(&authority).map_err(|err| bad(&err))?);
+        *req.uri_mut() = Uri::from(path);
+        req.headers_mut().insert(HOST, HeaderValue::try_from(authority).map_err(|err| bad(&err))?);
         *req.version_mut() = Version::HTTP_11;
     }
     Ok(())

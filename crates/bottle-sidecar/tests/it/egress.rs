@@ -1049,7 +1049,7 @@ fn malformed_requests_get_400_and_the_proxy_keeps_serving() {
 }
 
 #[test]
-fn the_binary_announces_its_port_and_stops_on_sigterm() {
+fn the_binary_announces_its_port_and_stops_on_sigterm_with_every_audit_line_written() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = config(dir.path(), vec![credential_route("localhost", &[])], &[]);
     let ca_file = dir.path().join("bottle-ca.pem");
@@ -1073,6 +1073,16 @@ fn the_binary_announces_its_port_and_stops_on_sigterm() {
     let got = echo(&curl_via(port, &ca_file, &[&https("/from-the-binary")]));
     assert_eq!(arrived(&got, "authorization").as_deref(), Some(SECRET));
     assert_eq!(got["headers"]["authorization"], SENTINEL);
+    // More requests, and SIGTERM straight after the last: the audit writer
+    // thread still has lines to write when the signal comes.
+    const MORE: usize = 40;
+    let urls: Vec<String> = (0..MORE).map(|n| https(&format!("/more/{n}"))).collect();
+    let mut args = Vec::new();
+    for url in &urls {
+        args.extend(["-o", "/dev/null", url.as_str()]);
+    }
+    let output = curl_via(port, &ca_file, &args);
+    assert!(output.status.success(), "curl: {}", String::from_utf8_lossy(&output.stderr));
 
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
     assert!(status.success());
@@ -1085,6 +1095,13 @@ fn the_binary_announces_its_port_and_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(code, Some(0));
+    let log = std::fs::read_to_string(&config.audit_log).expect("the audit log");
+    let paths: Vec<String> = log
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).expect("a whole JSON line")["path"].to_string())
+        .collect();
+    assert_eq!(paths.len(), 1 + MORE, "one line per request, all written before exit:\n{log}");
+    assert_eq!(paths[MORE], json!(format!("/more/{}", MORE - 1)).to_string(), "the last request's line too");
 }
 
 #[test]
