@@ -298,6 +298,21 @@ pub async fn render_agent(
     render_yaml(&common, mode).await
 }
 
+/// `spec`'s bottle's two images in the local Docker Engine, built when
+/// missing (as `bottle image push` builds them before pushing); their tags.
+pub async fn build_images(
+    spec: &bottle_core::BottleSpec,
+    providers: &bottle_core::Providers,
+    host: &bottle_core::Host,
+) -> Result<ImageTags> {
+    let common = prepare_scratch(spec, providers, host)?;
+    let (agent, sidecar) = contexts(&common).await?;
+    for context in [&agent, &sidecar] {
+        crate::image::build_if_missing(context).await?;
+    }
+    Ok(ImageTags { agent: agent.tag, sidecar: sidecar.tag })
+}
+
 /// `bottle image push AGENT`: `spec`'s bottle's images built (when
 /// missing) and pushed to the manifest's registry; the references pushed.
 pub async fn push_agent(

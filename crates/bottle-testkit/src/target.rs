@@ -20,6 +20,9 @@ pub enum Capability {
     /// unix sockets the host can reach: no host service, no other bottle,
     /// no resolver.
     OwnNetwork,
+    /// A command can run as another user than the agent (root, a user by
+    /// name), as `GuestUser` asks: not in a Pod of the "restricted" profile.
+    OtherUsers,
 }
 
 /// A backend under test, as its crate's test binary drives it: how to make

@@ -26,7 +26,7 @@ fn manifest(unenforced_ok: bool) -> String {
 /// Runs each command on this host, `/work` in argv mapped under `root`;
 /// the probe answers `probe` (its exit code and output) instead.
 fn local(root: PathBuf, probe: (i32, &'static str)) -> Runner {
-    Arc::new(move |argv: &[String], stdin: &[u8]| {
+    Arc::new(move |_: &crate::fake::ExecIn, argv: &[String], stdin: &[u8]| {
         if argv.iter().any(|a| a.contains("/dev/tcp/")) {
             return (probe.1.as_bytes().to_vec(), Vec::new(), probe.0);
         }

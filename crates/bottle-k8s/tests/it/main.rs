@@ -11,4 +11,6 @@ mod cluster;
 mod exec;
 mod fake;
 mod image;
+mod kubelet;
 mod render;
+mod suite;
