@@ -292,6 +292,9 @@ impl State {
         };
         let collection = format!("/{}", segments[..at + 3].join("/"));
         let name = segments.get(at + 3).map(|s| s.to_string());
+        if let (Some(name), Some(&"log")) = (&name, segments.get(at + 4)) {
+            return self.log(ns, name, query);
+        }
         match (method, name) {
             ("POST", None) => self.create(&collection, ns, plural, body),
             ("GET", None) if param(query, "watch").as_deref() == Some("true") => self.watch(&collection, query),
@@ -397,6 +400,21 @@ impl State {
                         "restartCount": 0, "state": { "waiting": { "reason": reason, "message": why } } }] });
                 }
             }
+        }
+    }
+
+    /// pods/log: the container's output so far (`follow` ends there too, as
+    /// for a container that has finished), from Docker; no such Pod is a 404.
+    fn log(&self, ns: &str, pod: &str, query: &str) -> Response<Body> {
+        let key = (format!("/api/v1/namespaces/{ns}/pods"), pod.to_string());
+        let (Some(docker), Some(object)) = (&self.docker, self.objects.get(&key)) else {
+            return status(404, "NotFound", &format!("pods \"{pod}\" not found"));
+        };
+        let first = object["spec"]["containers"][0]["name"].as_str().unwrap_or_default().to_string();
+        let container = param(query, "container").unwrap_or(first);
+        match docker.logs(ns, pod, &container) {
+            Ok(text) => Response::builder().status(200).body(Body::from(text)).expect("response"),
+            Err(why) => status(400, "BadRequest", &why),
         }
     }
 

@@ -315,6 +315,16 @@ impl DockerKubelet {
         }
     }
 
+    /// The output (stdout, then stderr) of `container` of Pod `pod` so far.
+    pub(crate) fn logs(&self, ns: &str, pod: &str, container: &str) -> Result<Vec<u8>, String> {
+        let name = self.container_name(ns, pod, container);
+        let out = Command::new("docker").args(["logs", &name]).output().map_err(|e| format!("docker logs: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("container \"{container}\" in pod \"{pod}\" has no log"));
+        }
+        Ok([out.stdout, out.stderr].concat())
+    }
+
     /// Stops `container` of Pod `pod` behind the backend's back.
     pub(crate) fn kill(&self, ns: &str, pod: &str, container: &str) {
         let name = self.container_name(ns, pod, container);

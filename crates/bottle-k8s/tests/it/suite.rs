@@ -136,4 +136,4 @@ impl Target for K8s {
     }
 }
 
-bottle_testkit::suite!(@each K8s; lifecycle, exec, teardown, secrets, resume, pool);
+bottle_testkit::suite!(@each K8s; lifecycle, exec, copy_in_and_out, teardown, secrets, resume, pool, egress, gate, audit_logs_outlive_the_bottle);
