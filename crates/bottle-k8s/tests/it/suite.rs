@@ -6,10 +6,10 @@
 //! built in the local engine when missing (`bottle_k8s::build_images`).
 //!
 //! Each case's process has its own fake (the mock service lives in the
-//! process), so cases whose helper processes act on the case's bottles
-//! (a killed launcher, a detached session, two stops at once) are not run
-//! here; neither are those of what the fake does not do (see
-//! [`K8s::lacks`] and the README).
+//! process), so the cases whose helper processes act on the case's bottles
+//! (a killed launcher, a stop elsewhere) need what it lacks
+//! ([`Capability::SharedEngine`]) and are skipped, as are those of what the
+//! backend or the fake does not do (see [`K8s::lacks`] and the README).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -87,6 +87,17 @@ impl Target for K8s {
                 Capability::OtherUsers,
                 "a Pod of the \"restricted\" profile cannot exec as root: every exec runs as the agent",
             ),
+            (
+                Capability::HostAttach,
+                "the session is attached to over the pods/exec WebSocket, through no host command",
+            ),
+            (Capability::Revive, "a stopped agent Pod cannot be started again (restartPolicy: Never)"),
+            (Capability::Supervise, "supervise is not wired on this backend yet"),
+            (
+                Capability::SharedEngine,
+                "the fake API server lives in the case's process (kube's mock service): its helper processes \
+                 would each see a cluster of their own",
+            ),
             (Capability::ProcessLimit, "a Pod has no process limit (the kubelet's podPidsLimit is the node's)"),
             (Capability::MemoryLimit, "the fake kubelet does not enforce the Pod's resource limits"),
             (
@@ -136,4 +147,4 @@ impl Target for K8s {
     }
 }
 
-bottle_testkit::suite!(@each K8s; lifecycle, exec, copy_in_and_out, teardown, secrets, resume, pool, egress, gate, audit_logs_outlive_the_bottle);
+bottle_testkit::suite!(K8s);
