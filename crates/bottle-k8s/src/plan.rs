@@ -58,6 +58,17 @@ impl BackendPlan for K8sPlan {
             ("sidecar image".into(), self.spec.sidecar_image.clone()),
             ("runtime class".into(), runtime.to_string()),
             (
+                "limits".into(),
+                format!(
+                    "memory {}, {} CPUs, disk {} (the agent Pod's requests and limits); saved state at most {}; \
+                     processes as the node's podPidsLimit allows",
+                    self.wired.common.limits.memory,
+                    self.wired.common.limits.cpus,
+                    self.wired.common.limits.disk,
+                    self.wired.common.limits.state
+                ),
+            ),
+            (
                 "network".into(),
                 "NetworkPolicy confines the agent Pod to its sidecar Pod's ports; this needs a network plugin that \
                  enforces NetworkPolicy (Calico, Cilium, kind ≥ 0.24, k3s), which the backend probes at start"

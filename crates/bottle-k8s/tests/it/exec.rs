@@ -112,7 +112,7 @@ async fn a_tree_copied_in_comes_back_out_the_same_over_stdin_and_stdout() {
     let missing =
         bottle.cp_out("/work/nothing", &world.dir.path().join("none"), ByteSize::mib(1)).await.expect("measured");
     assert!(matches!(missing, CopyOut::Missing), "{missing:?}");
-    let stdin_exec = world.fake.requests().into_iter().find(|r| r.contains("command=tar&command=-xmf"));
+    let stdin_exec = world.fake.requests().into_iter().find(|r| r.contains("command=tar&command=-xf"));
     assert!(stdin_exec.is_some_and(|r| r.contains("stdin=true")), "the archive goes over stdin");
 }
 

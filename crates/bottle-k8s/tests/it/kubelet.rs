@@ -30,6 +30,24 @@ pub(crate) const LABEL: &str = "dev.bot-bottle.test.k8s-fake";
 /// The label naming the bottle (slug) a container's Pod belongs to.
 pub(crate) const SLUG_LABEL: &str = "dev.bot-bottle.test.k8s-fake.sandbox";
 
+/// The bytes of a memory quantity (`4294967296`, `256Mi`, `1G`).
+fn bytes_of(quantity: &str) -> Option<u64> {
+    let split = quantity.find(|c: char| !c.is_ascii_digit()).unwrap_or(quantity.len());
+    let (number, suffix) = quantity.split_at(split);
+    let unit: u64 = match suffix {
+        "" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        _ => return None,
+    };
+    number.parse::<u64>().ok().map(|n| n * unit)
+}
+
 /// A kubelet whose Pods are Docker containers.
 #[derive(Debug)]
 pub(crate) struct DockerKubelet {
@@ -69,6 +87,8 @@ impl DockerKubelet {
             pid = std::process::id(),
             folder = volumes.path().display()
         );
+        // Never waited for: it outlives this process, whose end it waits for.
+        #[allow(clippy::zombie_processes)]
         Command::new("sh")
             .args(["-c", &reap])
             .stdin(Stdio::null())
@@ -237,6 +257,11 @@ impl DockerKubelet {
         let caps = security.and_then(|s| s.capabilities.as_ref());
         for dropped in caps.and_then(|c| c.drop.as_ref()).into_iter().flatten() {
             args.extend(["--cap-drop".into(), dropped.clone()]);
+        }
+        // The memory limit, as the kubelet's cgroup enforces it (no swap).
+        let memory = container.resources.as_ref().and_then(|r| r.limits.as_ref()).and_then(|l| l.get("memory"));
+        if let Some(bytes) = memory.and_then(|q| bytes_of(&q.0)) {
+            args.extend(["--memory".into(), bytes.to_string(), "--memory-swap".into(), bytes.to_string()]);
         }
         if security.and_then(|s| s.read_only_root_filesystem) == Some(true) {
             args.push("--read-only".into());

@@ -99,7 +99,6 @@ impl Target for K8s {
                  would each see a cluster of their own",
             ),
             (Capability::ProcessLimit, "a Pod has no process limit (the kubelet's podPidsLimit is the node's)"),
-            (Capability::MemoryLimit, "the fake kubelet does not enforce the Pod's resource limits"),
             (
                 Capability::OwnNetwork,
                 "the sidecars listen on TCP in their Pod, not on unix sockets the host reaches, and the fake \
