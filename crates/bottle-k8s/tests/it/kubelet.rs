@@ -1,9 +1,10 @@
 //! The fake's kubelet on the real Docker Engine: each Pod the backend
 //! creates runs as Docker containers (the first holds the Pod's network,
 //! the others join it), from the Pod's own image, user, command, env,
-//! `hostAliases`, DNS, capabilities and read-only root; its emptyDirs and
-//! Secret volumes are host folders bind-mounted where the Pod mounts them
-//! (owned by its `fsGroup`); its init containers run to completion first.
+//! `hostAliases`, DNS, capabilities, read-only root and memory limit; its
+//! emptyDirs and Secret volumes are host folders bind-mounted where the Pod
+//! mounts them (group `fsGroup`); its init containers run to completion
+//! first; it is ready once its TCP readiness probes answer.
 //! Exec is `docker exec` into the named container, as the container's user.
 //!
 //! The Pods live on an `--internal` Docker network of the fake's own: the
