@@ -147,7 +147,7 @@ impl Bottle for K8sBottle {
 
     async fn cp_in(&self, host: &Path, guest: &str) -> Result<()> {
         let packed = self.handle.pack_in(self, host, guest).await?;
-        let argv = ["tar", "-xmf", "-", "-C", &packed.parent].map(String::from);
+        let argv = ["tar", "-xf", "-", "-C", &packed.parent].map(String::from);
         let ran = self.run(&argv, Some(&packed.tar)).await?;
         if ran.code == Some(0) {
             return Ok(());

@@ -44,9 +44,8 @@ async fn run(mut cmd: tokio::process::Command, what: &str, stdin: Option<&[u8]>)
     Err(Error::new(ErrorKind::Backend, format!("{what} failed: {why}")))
 }
 
-/// `context`'s image, built when the engine lacks it, pushed as `<registry>/<tag>`; that reference.
-pub(crate) async fn push(context: &BuildContext, registry: &str) -> Result<String> {
-    let target = image_ref(Some(registry), &context.tag);
+/// `context`'s image, built with the Docker CLI when the engine lacks it.
+pub(crate) async fn build_if_missing(context: &BuildContext) -> Result<()> {
     let present = docker(&["image", "inspect", "--format", "{{.Id}}", &context.tag])
         .output()
         .await
@@ -56,6 +55,13 @@ pub(crate) async fn push(context: &BuildContext, registry: &str) -> Result<Strin
         let tar = context.packed().await?;
         run(build, &format!("building {}", context.tag), Some(&tar)).await?;
     }
+    Ok(())
+}
+
+/// `context`'s image, built when the engine lacks it, pushed as `<registry>/<tag>`; that reference.
+pub(crate) async fn push(context: &BuildContext, registry: &str) -> Result<String> {
+    let target = image_ref(Some(registry), &context.tag);
+    build_if_missing(context).await?;
     run(docker(&["tag", &context.tag, &target]), &format!("tagging {target}"), None).await?;
     run(docker(&["push", &target]), &format!("pushing {target}"), None).await.map_err(|e| {
         Error::new(

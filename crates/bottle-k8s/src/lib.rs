@@ -19,7 +19,7 @@ pub use backend::{K8sBackend, K8sCleanupPlan};
 pub use bottle::{K8sBottle, exit_code};
 pub use cluster::Cluster;
 pub use launch::Timeouts;
-pub use plan::{ImageTags, K8sPlan, push_agent, render_agent, render_yaml};
+pub use plan::{ImageTags, K8sPlan, build_images, push_agent, render_agent, render_yaml};
 pub use probe::script as probe_script;
 pub use render::{Mode, Objects, Spec, rbac_yaml};
 

@@ -58,6 +58,17 @@ impl BackendPlan for K8sPlan {
             ("sidecar image".into(), self.spec.sidecar_image.clone()),
             ("runtime class".into(), runtime.to_string()),
             (
+                "limits".into(),
+                format!(
+                    "memory {}, {} CPUs, disk {} (the agent Pod's requests and limits); saved state at most {}; \
+                     processes as the node's podPidsLimit allows",
+                    self.wired.common.limits.memory,
+                    self.wired.common.limits.cpus,
+                    self.wired.common.limits.disk,
+                    self.wired.common.limits.state
+                ),
+            ),
+            (
                 "network".into(),
                 "NetworkPolicy confines the agent Pod to its sidecar Pod's ports; this needs a network plugin that \
                  enforces NetworkPolicy (Calico, Cilium, kind ≥ 0.24, k3s), which the backend probes at start"
@@ -296,6 +307,21 @@ pub async fn render_agent(
 ) -> Result<String> {
     let common = prepare_scratch(spec, providers, host)?;
     render_yaml(&common, mode).await
+}
+
+/// `spec`'s bottle's two images in the local Docker Engine, built when
+/// missing (as `bottle image push` builds them before pushing); their tags.
+pub async fn build_images(
+    spec: &bottle_core::BottleSpec,
+    providers: &bottle_core::Providers,
+    host: &bottle_core::Host,
+) -> Result<ImageTags> {
+    let common = prepare_scratch(spec, providers, host)?;
+    let (agent, sidecar) = contexts(&common).await?;
+    for context in [&agent, &sidecar] {
+        crate::image::build_if_missing(context).await?;
+    }
+    Ok(ImageTags { agent: agent.tag, sidecar: sidecar.tag })
 }
 
 /// `bottle image push AGENT`: `spec`'s bottle's images built (when

@@ -321,7 +321,9 @@ pub fn agent_pod_spec(spec: &Spec) -> Value {
             "name": "ca-bundle",
             "image": spec.agent_image,
             "imagePullPolicy": "IfNotPresent",
-            "command": ["sh", "-c", "cp -a /etc/ssl/certs/. /bundle/"],
+            // Each entry, not the folder itself: the emptyDir is root's, and
+            // `cp -a DIR/. /bundle/` fails setting its times as uid 1000.
+            "command": ["sh", "-c", "find /etc/ssl/certs -mindepth 1 -maxdepth 1 -exec cp -a {} /bundle/ \\;"],
             "resources": { "limits": { "cpu": "100m", "memory": "64Mi" } },
             "securityContext": container_security(spec.agent_uid),
             "volumeMounts": [{ "name": "ssl-certs", "mountPath": "/bundle" }],

@@ -48,9 +48,11 @@ cases! {
     a_detached_agent_runs_in_its_session = sessions::a_detached_agent_runs_in_its_session;
     /// `stop` of a bottle whose agent container or VM was stopped behind the
     /// backend's back starts it again to save its state.
-    stop_saves_the_state_of_a_stopped_agent = sessions::stop_saves_the_state_of_a_stopped_agent;
+    stop_saves_the_state_of_a_stopped_agent = sessions::stop_saves_the_state_of_a_stopped_agent {
+        needs: &[Capability::Revive]
+    };
     /// Two stops of one bottle at once take turns; both succeed, nothing is left.
-    two_stops_at_once_take_turns = sessions::two_stops_at_once_take_turns;
+    two_stops_at_once_take_turns = sessions::two_stops_at_once_take_turns { needs: &[Capability::SharedEngine] };
     /// The sidecars' audit logs are in the state folder after the bottle is gone.
     audit_logs_outlive_the_bottle = sessions::audit_logs_outlive_the_bottle;
     /// Warm pools: members of their own (CA, token), a claim with the
@@ -61,7 +63,7 @@ cases! {
     teardown = teardown::teardown;
     /// A launcher killed with SIGKILL leaves resources that `prepare_cleanup`
     /// names and `cleanup` removes; a live detached bottle is spared.
-    cleanup_after_a_killed_launch = cleanup::cleanup_after_a_killed_launch;
+    cleanup_after_a_killed_launch = cleanup::cleanup_after_a_killed_launch { needs: &[Capability::SharedEngine] };
     /// An allowed HTTPS upstream through the proxy with its credential
     /// injected; everything else denied (403) or unreachable; the audit log;
     /// without its proxy the bottle has no way out.
@@ -73,7 +75,9 @@ cases! {
     secrets = secrets::secrets;
     /// Saved state is bounded (a 2 GiB sparse file is left behind, without
     /// teardown holding it in memory) and clean (no setuid bit, no link).
-    saved_state_is_bounded_and_clean = limits::saved_state_is_bounded_and_clean;
+    saved_state_is_bounded_and_clean = limits::saved_state_is_bounded_and_clean {
+        needs: &[Capability::SharedEngine]
+    };
     /// A process over the bottle's memory limit is killed; the bottle and its proxy stay up.
     memory_over_the_limit_is_killed = limits::memory_over_the_limit_is_killed { needs: &[Capability::MemoryLimit] };
     /// Processes over the bottle's process limit are refused.
@@ -89,7 +93,7 @@ cases! {
     /// An MCP client in the bottle lists the supervise tools; a request_egress
     /// waits in the operator's queue, and once approved the same request passes
     /// the running proxy; no token, no service; teardown leaves no server.
-    supervise = supervise::supervise;
+    supervise = supervise::supervise { needs: &[Capability::Supervise] };
     /// A client without the bottle's token gets 407/401 from its sidecars, inside and from the host.
     sidecars_serve_only_the_token = seal::sidecars_serve_only_the_token { needs: &[Capability::OwnNetwork] };
 }

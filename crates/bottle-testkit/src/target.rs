@@ -20,6 +20,21 @@ pub enum Capability {
     /// unix sockets the host can reach: no host service, no other bottle,
     /// no resolver.
     OwnNetwork,
+    /// A command can run as another user than the agent (root, a user by
+    /// name), as `GuestUser` asks: not in a Pod of the "restricted" profile.
+    OtherUsers,
+    /// A detached bottle's session is attached to by a host command
+    /// (`docker exec -it …`, `smolvm machine exec …`: `Running::attach_argv`).
+    HostAttach,
+    /// An agent container or VM stopped behind the backend's back is
+    /// started again (to save its state at `stop`).
+    Revive,
+    /// The supervise sidecar is wired (`supervise: true` gives the bottle its MCP server).
+    Supervise,
+    /// The case's helper processes (another launcher, another `stop`) reach
+    /// the same engine as the case: not so for an engine faked inside the
+    /// case's own process.
+    SharedEngine,
 }
 
 /// A backend under test, as its crate's test binary drives it: how to make

@@ -50,6 +50,12 @@ impl World {
         self.target
     }
 
+    /// Whether the backend has `capability` (a case checks a part of itself
+    /// that needs it only where it does).
+    pub fn can(&self, capability: crate::Capability) -> bool {
+        self.target.lacks().iter().all(|(lacked, _)| *lacked != capability)
+    }
+
     /// The backend under test.
     pub fn backend(&self) -> &Arc<dyn DynBackend> {
         &self.backend

@@ -26,7 +26,7 @@ fn manifest(unenforced_ok: bool) -> String {
 /// Runs each command on this host, `/work` in argv mapped under `root`;
 /// the probe answers `probe` (its exit code and output) instead.
 fn local(root: PathBuf, probe: (i32, &'static str)) -> Runner {
-    Arc::new(move |argv: &[String], stdin: &[u8]| {
+    Arc::new(move |_: &crate::fake::ExecIn, argv: &[String], stdin: &[u8]| {
         if argv.iter().any(|a| a.contains("/dev/tcp/")) {
             return (probe.1.as_bytes().to_vec(), Vec::new(), probe.0);
         }
@@ -112,7 +112,7 @@ async fn a_tree_copied_in_comes_back_out_the_same_over_stdin_and_stdout() {
     let missing =
         bottle.cp_out("/work/nothing", &world.dir.path().join("none"), ByteSize::mib(1)).await.expect("measured");
     assert!(matches!(missing, CopyOut::Missing), "{missing:?}");
-    let stdin_exec = world.fake.requests().into_iter().find(|r| r.contains("command=tar&command=-xmf"));
+    let stdin_exec = world.fake.requests().into_iter().find(|r| r.contains("command=tar&command=-xf"));
     assert!(stdin_exec.is_some_and(|r| r.contains("stdin=true")), "the archive goes over stdin");
 }
 

@@ -15,7 +15,8 @@
 //! server answers `101` with `v5.channel.k8s.io` and speaks the channel
 //! protocol: stdin frames on channel 0 until the `[255, 0]` close, then
 //! stdout on 1, stderr on 2 and the exit status on 3, as a [`Runner`]
-//! says.
+//! says. [`Fake::start_in_docker`] runs the Pods as Docker containers
+//! (`kubelet.rs`) and its exec is `docker exec` in them.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -24,6 +25,8 @@ use http::{Request, Response};
 use kube::Client;
 use kube::client::Body;
 use serde_json::{Value, json};
+
+use crate::kubelet::DockerKubelet;
 
 /// What the fake does wrong.
 #[derive(Debug, Clone, Default)]
@@ -53,10 +56,20 @@ pub(crate) struct State {
     pub(crate) events: Vec<Value>,
     faults: Faults,
     serial: u64,
+    /// The kubelet running Pods as Docker containers, if any (else Pods only look ready).
+    docker: Option<Arc<DockerKubelet>>,
 }
 
-/// What an exec in the fake's Pods does: `(argv, stdin)` → `(stdout, stderr, exit code)`.
-pub(crate) type Runner = Arc<dyn Fn(&[String], &[u8]) -> (Vec<u8>, Vec<u8>, i32) + Send + Sync>;
+/// Where an exec runs: the namespace, the Pod and its container.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ExecIn {
+    pub(crate) namespace: String,
+    pub(crate) pod: String,
+    pub(crate) container: String,
+}
+
+/// What an exec in the fake's Pods does: `(where, argv, stdin)` → `(stdout, stderr, exit code)`.
+pub(crate) type Runner = Arc<dyn Fn(&ExecIn, &[String], &[u8]) -> (Vec<u8>, Vec<u8>, i32) + Send + Sync>;
 
 /// A handle on the fake server.
 #[derive(Debug, Clone)]
@@ -65,14 +78,17 @@ pub(crate) struct Fake(pub(crate) Arc<Mutex<State>>);
 impl Fake {
     /// A client whose requests this fake serves, and the fake.
     pub(crate) fn start(faults: Faults) -> (Client, Fake) {
-        let (service, fake) = Fake::serving(faults);
+        let (service, fake) = Fake::serving(faults, None);
         (Client::new(service, "default"), fake)
     }
 
     /// The mock service whose requests a new fake with `faults` serves, and the fake.
-    fn serving(faults: Faults) -> (tower_test::mock::Mock<Request<Body>, Response<Body>>, Fake) {
+    fn serving(
+        faults: Faults,
+        docker: Option<Arc<DockerKubelet>>,
+    ) -> (tower_test::mock::Mock<Request<Body>, Response<Body>>, Fake) {
         let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let fake = Fake(Arc::new(Mutex::new(State { faults, ..State::default() })));
+        let fake = Fake(Arc::new(Mutex::new(State { faults, docker, ..State::default() })));
         let server = fake.clone();
         tokio::spawn(async move {
             let mut handle = std::pin::pin!(handle);
@@ -87,8 +103,23 @@ impl Fake {
 
     /// Like [`Fake::start`], with exec requests served over a WebSocket by `runner`.
     pub(crate) fn start_with_exec(faults: Faults, runner: Runner) -> (Client, Fake) {
+        Fake::routed(faults, runner, None)
+    }
+
+    /// Like [`Fake::start_with_exec`], with each Pod run as Docker containers
+    /// by `kubelet` and exec a `docker exec` in them.
+    pub(crate) fn start_in_docker(faults: Faults, kubelet: Arc<DockerKubelet>) -> (Client, Fake) {
+        let execs = Arc::clone(&kubelet);
+        let runner: Runner = Arc::new(move |at: &ExecIn, argv: &[String], stdin: &[u8]| {
+            execs.exec(&at.namespace, &at.pod, &at.container, argv, stdin)
+        });
+        Fake::routed(faults, runner, Some(kubelet))
+    }
+
+    /// The client of a fake whose exec requests `runner` serves.
+    fn routed(faults: Faults, runner: Runner, docker: Option<Arc<DockerKubelet>>) -> (Client, Fake) {
         use tower::ServiceExt as _;
-        let (service, fake) = Fake::serving(faults);
+        let (service, fake) = Fake::serving(faults, docker);
         let recorder = fake.clone();
         let routed = tower::service_fn(move |request: Request<Body>| {
             let (mock, runner, recorder) = (service.clone(), Arc::clone(&runner), recorder.clone());
@@ -261,6 +292,9 @@ impl State {
         };
         let collection = format!("/{}", segments[..at + 3].join("/"));
         let name = segments.get(at + 3).map(|s| s.to_string());
+        if let (Some(name), Some(&"log")) = (&name, segments.get(at + 4)) {
+            return self.log(ns, name, query);
+        }
         match (method, name) {
             ("POST", None) => self.create(&collection, ns, plural, body),
             ("GET", None) if param(query, "watch").as_deref() == Some("true") => self.watch(&collection, query),
@@ -281,6 +315,7 @@ impl State {
             },
             ("DELETE", Some(name)) => match self.objects.remove(&(collection.clone(), name.clone())) {
                 Some(object) => {
+                    self.forget(&(collection.clone(), name.clone()), &object);
                     self.collect_garbage(&object);
                     respond(200, &object)
                 }
@@ -344,6 +379,50 @@ impl State {
             return;
         }
         ready(pod, self.serial);
+        if let Some(docker) = self.docker.clone() {
+            let secrets: BTreeMap<String, Value> = self
+                .objects
+                .iter()
+                .filter(|((c, _), _)| *c == format!("/api/v1/namespaces/{ns}/secrets"))
+                .map(|((_, n), o)| (n.clone(), o.clone()))
+                .collect();
+            match docker.run(ns, pod, &secrets) {
+                Ok(ip) => pod["status"]["podIP"] = json!(ip),
+                Err(why) => {
+                    docker.remove(ns, pod);
+                    self.events.push(json!({ "metadata": { "name": format!("{name}.failed"), "namespace": ns },
+                        "involvedObject": { "kind": "Pod", "name": name, "namespace": ns },
+                        "reason": "Failed", "message": why,
+                        "lastTimestamp": "2026-08-01T00:00:00Z", "type": "Warning" }));
+                    let reason = if why.contains("No such image") { "ErrImagePull" } else { "CreateContainerError" };
+                    pod["status"] = json!({ "phase": "Pending", "containerStatuses": [{
+                        "name": pod["spec"]["containers"][0]["name"], "image": image, "imageID": "", "ready": false,
+                        "restartCount": 0, "state": { "waiting": { "reason": reason, "message": why } } }] });
+                }
+            }
+        }
+    }
+
+    /// pods/log: the container's output so far (`follow` ends there too, as
+    /// for a container that has finished), from Docker; no such Pod is a 404.
+    fn log(&self, ns: &str, pod: &str, query: &str) -> Response<Body> {
+        let key = (format!("/api/v1/namespaces/{ns}/pods"), pod.to_string());
+        let (Some(docker), Some(object)) = (&self.docker, self.objects.get(&key)) else {
+            return status(404, "NotFound", &format!("pods \"{pod}\" not found"));
+        };
+        let first = object["spec"]["containers"][0]["name"].as_str().unwrap_or_default().to_string();
+        let container = param(query, "container").unwrap_or(first);
+        match docker.logs(ns, pod, &container) {
+            Ok(text) => Response::builder().status(200).body(Body::from(text)).expect("response"),
+            Err(why) => status(400, "BadRequest", &why),
+        }
+    }
+
+    /// Object `key` is gone from the store: a Pod's containers go too.
+    fn forget(&self, key: &(String, String), object: &Value) {
+        if let (Some(docker), Some(ns)) = (&self.docker, key.0.strip_suffix("/pods")) {
+            docker.remove(ns.rsplit('/').next().unwrap_or_default(), object);
+        }
     }
 
     fn watch(&mut self, collection: &str, query: &str) -> Response<Body> {
@@ -448,6 +527,7 @@ impl State {
             .collect();
         for key in owned {
             if let Some(object) = self.objects.remove(&key) {
+                self.forget(&key, &object);
                 self.collect_garbage(&object);
             }
         }
@@ -492,6 +572,22 @@ pub(crate) async fn exec_over_websocket(
                 .filter_map(|pair| param(pair, "command"))
                 .collect();
             let stdin = param(&query, "stdin").as_deref() == Some("true");
+            let segments: Vec<&str> = request.uri().path().split('/').collect();
+            let at = ExecIn {
+                namespace: segments
+                    .iter()
+                    .position(|s| *s == "namespaces")
+                    .and_then(|i| segments.get(i + 1))
+                    .map(|s| s.to_string())
+                    .unwrap_or_default(),
+                pod: segments
+                    .iter()
+                    .position(|s| *s == "pods")
+                    .and_then(|i| segments.get(i + 1))
+                    .map(|s| s.to_string())
+                    .unwrap_or_default(),
+                container: param(&query, "container").unwrap_or_default(),
+            };
             let upgrade = hyper::upgrade::on(&mut request);
             tokio::spawn(async move {
                 let Ok(upgraded) = upgrade.await else { return };
@@ -501,7 +597,7 @@ pub(crate) async fn exec_over_websocket(
                     None,
                 )
                 .await;
-                channels(ws, &argv, stdin, runner).await;
+                channels(ws, &at, &argv, stdin, runner).await;
             });
             let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
             Response::builder()
@@ -523,8 +619,13 @@ pub(crate) async fn exec_over_websocket(
 
 /// The channel protocol of one exec: stdin until `[255, 0]` (when asked
 /// for), then stdout, stderr and the status frame.
-async fn channels<S>(mut ws: tokio_tungstenite::WebSocketStream<S>, argv: &[String], stdin: bool, runner: Runner)
-where
+async fn channels<S>(
+    mut ws: tokio_tungstenite::WebSocketStream<S>,
+    at: &ExecIn,
+    argv: &[String],
+    stdin: bool,
+    runner: Runner,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     use futures_util::{SinkExt as _, StreamExt as _};
@@ -540,7 +641,8 @@ where
             }
         }
     }
-    let (stdout, stderr, code) = runner(argv, &input);
+    // The runner blocks (a command runs): off the runtime's threads.
+    let (stdout, stderr, code) = tokio::task::block_in_place(|| runner(at, argv, &input));
     let frame = |channel: u8, bytes: &[u8]| {
         let mut data = vec![channel];
         data.extend_from_slice(bytes);

@@ -4,8 +4,8 @@
 
 use bottle_core::GuestUser;
 
-use crate::World;
 use crate::probe;
+use crate::{Capability, World};
 
 pub(super) async fn exec(world: &World) {
     let running = world.start(&world.spec(world.default_manifest()), &[]).await;
@@ -22,9 +22,11 @@ pub(super) async fn exec(world: &World) {
     assert!(missing.stderr.contains("not found"), "{missing:?}");
 
     assert_eq!(probe::ok(bottle, "id -un").await, "agent\n");
-    assert_eq!(probe::as_user(bottle, "id -un", GuestUser::Root).await.stdout, "root\n");
-    let named = probe::as_user(bottle, "id -un", GuestUser::Named("nobody".into())).await;
-    assert_eq!(named.stdout, "nobody\n", "any user by name: {named:?}");
+    if world.can(Capability::OtherUsers) {
+        assert_eq!(probe::as_user(bottle, "id -un", GuestUser::Root).await.stdout, "root\n");
+        let named = probe::as_user(bottle, "id -un", GuestUser::Named("nobody".into())).await;
+        assert_eq!(named.stdout, "nobody\n", "any user by name: {named:?}");
+    }
     assert_eq!(bottle.agent_user(), "agent");
     assert_eq!(bottle.slug(), running.slug());
 
