@@ -173,6 +173,18 @@ fn kept_off(ip: IpAddr) -> bool {
 /// The render spec of `common`'s bottle in `mode`. `for_reader`: secrets
 /// (the Secret's files, the client token) as placeholders, for printing.
 pub fn spec(common: &CommonPlan, wiring: &Wiring, mode: Mode, for_reader: bool, tags: &ImageTags) -> Result<Spec> {
+    if common.supervise.enabled {
+        // Refused rather than dropped: the agent would be told of tools that are not there.
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "bottle `{}` of agent `{}` says `supervise: true`, which the kubernetes backend does not run yet (its \
+                 queue lives in this host's state folder, out of a Pod's reach); remove it from the bottle, or use \
+                 --backend docker",
+                common.bottle, common.agent
+            ),
+        ));
+    }
     let k = &common.kubernetes;
     let token = common.client_token.expose();
     let mut env = wiring.guest_env(common);

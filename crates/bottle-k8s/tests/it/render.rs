@@ -385,3 +385,14 @@ fn debug_output_holds_no_secret() {
     }
     assert!(printed.contains("Secret/bb-coder-0123abcd-creds"), "{printed}");
 }
+
+#[test]
+fn a_bottle_asking_for_supervise_is_refused_not_run_without_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manifest = "agents:\n  shell:\n    bottle: b\nbottles:\n  b:\n    agent_provider:\n      template: shell\n    supervise: true\n";
+    let common = prepared(dir.path(), Some(manifest), "shell");
+    let wiring = bottle_k8s::plan::wiring(false);
+    let e = bottle_k8s::plan::spec(&common, &wiring, Mode::Native, true, &tags(&common)).expect_err("refused");
+    assert_eq!(e.kind(), bottle_core::ErrorKind::InvalidInput);
+    assert!(e.to_string().contains("does not run yet") && e.to_string().contains("--backend docker"), "{e}");
+}
