@@ -535,6 +535,11 @@ fn concurrent_ref_advertisements_share_one_upstream_fetch_and_a_17th_request_get
     let gate = InProcessGate::start(world.config(vec![world.gate_upstream("project", &repo, agent_policy())]));
     // Once this answers, the gate has prepared its mirror.
     git_ok(world.scratch.path(), &["ls-remote", &format!("{}/project.git", gate.url)]);
+    // A request's permit goes when the gate has sent the last of its body,
+    // which may be just after git has read it: on a loaded machine the
+    // ls-remote's permit was still held as the burst below came in (and a
+    // 16th request was refused). Let it go first; nothing is timed here.
+    std::thread::sleep(Duration::from_secs(1));
     let sessions = world.sshd.sessions();
 
     // Upstream sessions wait until the hold is off: the fetch for the first
