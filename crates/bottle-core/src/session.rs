@@ -350,32 +350,6 @@ enum Either<A, B> {
     Right(B),
 }
 
-/// Runs `a` and `b` together until both finish; both outputs.
-async fn join<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
-    let (mut a, mut b) = (std::pin::pin!(a), std::pin::pin!(b));
-    let (mut left, mut right) = (None, None);
-    std::future::poll_fn(|cx| {
-        if left.is_none()
-            && let std::task::Poll::Ready(out) = a.as_mut().poll(cx)
-        {
-            left = Some(out);
-        }
-        if right.is_none()
-            && let std::task::Poll::Ready(out) = b.as_mut().poll(cx)
-        {
-            right = Some(out);
-        }
-        match (left.take(), right.take()) {
-            (Some(l), Some(r)) => std::task::Poll::Ready((l, r)),
-            (l, r) => {
-                (left, right) = (l, r);
-                std::task::Poll::Pending
-            }
-        }
-    })
-    .await
-}
-
 /// Runs `a` and `b` together; the output of the first to finish (the other is dropped).
 async fn race<A: Future, B: Future>(a: A, b: B) -> Either<A::Output, B::Output> {
     let (mut a, mut b) = (std::pin::pin!(a), std::pin::pin!(b));
@@ -543,8 +517,11 @@ fn remove_tree(path: &std::path::Path) -> Result<()> {
 /// then remove it. Returns what [`save_agent_state`] and the log copies said.
 /// Callers hold the bottle's lock ([`StateRoot::lock`]).
 async fn teardown(bottle: &dyn Bottle, state: &StateRoot) -> Result<Vec<String>> {
-    // The agent's state and the logs come out side by side.
-    let (saved, mut notes) = join(save_agent_state(bottle, state), save_logs(bottle, state)).await;
+    // The agent's state first, then the logs: the sidecars write a line as
+    // a request ends and the engine collects it a moment later, so the logs
+    // are read last (side by side, a line of a request just made was missed).
+    let saved = save_agent_state(bottle, state).await;
+    let mut notes = save_logs(bottle, state).await;
     bottle.close().await?;
     let _ = state.update(bottle.slug(), |m| m.stopped_ms = Some(crate::owner::now_ms()));
     notes.extend(saved?);

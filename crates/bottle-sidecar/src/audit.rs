@@ -6,8 +6,9 @@
 //! that no request can make a line large.
 //!
 //! [`AuditWriter`] takes the writes off the request path: a thread of its
-//! own gathers the lines sent to it for [`LINGER`] and writes them in one
-//! go; dropping the writer (the last request gone, at shutdown) waits
+//! own writes each line as soon as it comes, together with every line that
+//! queued while it was writing (a group commit: no line waits for a timer,
+//! so a log read right after a request holds its line); dropping the writer (the last request gone, at shutdown) waits
 //! until every line sent is written, so none is lost on exit.
 
 use std::borrow::Cow;
@@ -17,7 +18,6 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 /// Size past which an audit file is rotated.
 pub(crate) const MAX_FILE_BYTES: u64 = 10 << 20;
@@ -82,10 +82,7 @@ impl AuditSink {
     }
 }
 
-/// How long the writer thread gathers lines before it writes them.
-pub(crate) const LINGER: Duration = Duration::from_millis(10);
-
-/// Gathered lines written at once past this size, whatever [`LINGER`] says.
+/// The most bytes of queued lines written in one go.
 const BATCH_BYTES: usize = 256 << 10;
 
 /// An [`AuditSink`] written by a thread of its own (see the module doc).
@@ -102,7 +99,6 @@ impl AuditWriter {
             let mut batch = Vec::new();
             while let Ok(first) = received.recv() {
                 append(&mut batch, &first);
-                std::thread::sleep(LINGER);
                 while batch.len() < BATCH_BYTES {
                     match received.try_recv() {
                         Ok(line) => append(&mut batch, &line),

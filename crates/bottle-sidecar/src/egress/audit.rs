@@ -1,5 +1,5 @@
 //! The audit log: one JSON line per request, handed to the audit writer
-//! thread as the request ends (written within [`crate::audit::LINGER`], and
+//! thread as the request ends (written as soon as that thread is free, and
 //! every one before the proxy exits). A line holds what was asked (method, host, path without the
 //! query), what the policy decided and why, the status, byte counts and
 //! duration — never a header value. Fields the agent controls are cut to
