@@ -109,35 +109,7 @@ impl EgressPlan {
     /// `host [methods] [paths] [ports P,…] [auth:scheme from SOURCE[, also over plain http]]`.
     /// Never a credential.
     pub fn route_lines(&self) -> Vec<String> {
-        self.policy
-            .rules
-            .iter()
-            .map(|r| {
-                let mut line = r.host.clone();
-                if !r.methods.is_empty() {
-                    line.push_str(&format!(" {}", r.methods.join(",")));
-                }
-                if !r.paths.is_empty() {
-                    line.push_str(&format!(" {}", r.paths.join(",")));
-                }
-                if !r.ports.is_empty() {
-                    let ports: Vec<String> = r.ports.iter().map(u16::to_string).collect();
-                    line.push_str(&format!(" ports {}", ports.join(",")));
-                }
-                if let Some(inject) = &r.inject {
-                    let value = inject.value.expose();
-                    let scheme = match inject.name.as_str() {
-                        "authorization" if value.starts_with("Bearer ") => "bearer".to_string(),
-                        "authorization" if value.starts_with("Basic ") => "basic".to_string(),
-                        "x-api-key" => "x-api-key".to_string(),
-                        other => format!("header {other}"),
-                    };
-                    let plain = if r.insecure_http { ", also over plain http" } else { "" };
-                    line.push_str(&format!(" [auth:{scheme} from {}{plain}]", inject.source));
-                }
-                line
-            })
-            .collect()
+        self.policy.rules.iter().map(crate::sidecar::EgressRule::line).collect()
     }
 }
 

@@ -173,6 +173,35 @@ pub struct EgressRule {
 }
 
 impl EgressRule {
+    /// The route in one line for a person:
+    /// `host [methods] [paths] [ports P,…] [auth:scheme from SOURCE[, also over plain http]]`.
+    /// Never a credential.
+    pub fn line(&self) -> String {
+        let mut line = self.host.clone();
+        if !self.methods.is_empty() {
+            line.push_str(&format!(" {}", self.methods.join(",")));
+        }
+        if !self.paths.is_empty() {
+            line.push_str(&format!(" {}", self.paths.join(",")));
+        }
+        if !self.ports.is_empty() {
+            let ports: Vec<String> = self.ports.iter().map(u16::to_string).collect();
+            line.push_str(&format!(" ports {}", ports.join(",")));
+        }
+        if let Some(inject) = &self.inject {
+            let value = inject.value.expose();
+            let scheme = match inject.name.as_str() {
+                "authorization" if value.starts_with("Bearer ") => "bearer".to_string(),
+                "authorization" if value.starts_with("Basic ") => "basic".to_string(),
+                "x-api-key" => "x-api-key".to_string(),
+                other => format!("header {other}"),
+            };
+            let plain = if self.insecure_http { ", also over plain http" } else { "" };
+            line.push_str(&format!(" [auth:{scheme} from {}{plain}]", inject.source));
+        }
+        line
+    }
+
     /// A route to `host` allowing every method, path and port, without a credential.
     pub fn open(host: impl Into<String>) -> Self {
         EgressRule {

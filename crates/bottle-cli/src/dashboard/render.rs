@@ -438,17 +438,7 @@ fn wrap(line: &str, width: usize) -> Vec<String> {
 
 /// A live grant as a route line: `host METHODS PATHS ports P` or `push BRANCHES`.
 fn grant_line(grant: &bot_bottle::supervise::Grant) -> String {
-    let mut line = if grant.is_push() { format!("push {}", grant.branches.join(",")) } else { grant.host.clone() };
-    for part in [grant.methods.join(","), grant.paths.join(",")].iter().filter(|_| !grant.is_push()) {
-        if !part.is_empty() {
-            line.push(' ');
-            line.push_str(part);
-        }
-    }
-    if !grant.ports.is_empty() {
-        let ports: Vec<String> = grant.ports.iter().map(u16::to_string).collect();
-        line.push_str(&format!(" ports {}", ports.join(",")));
-    }
+    let line = if grant.is_push() { format!("push {}", grant.branches.join(",")) } else { grant.rule().line() };
     let by = if grant.id == bot_bottle::supervise::OPERATOR_GRANT {
         "by the operator".to_string()
     } else {
