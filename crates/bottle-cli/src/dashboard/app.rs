@@ -447,9 +447,9 @@ impl App {
                         Edited::Submit => {
                             let label = Some(label.trim().to_string()).filter(|l| !l.is_empty());
                             let color = (color > 0).then(|| COLORS[color].to_string());
-                            let named = label.as_ref().map_or(String::new(), |l| format!(" ({l})"));
-                            self.starting.push(format!("{agent}{named}"));
-                            self.message = Some(format!("starting {agent}{named}…"));
+                            let what = start_name(&agent, label.as_deref());
+                            self.message = Some(format!("starting {what}…"));
+                            self.starting.push(what);
                             return Some(Action::Start { agent, label, color });
                         }
                         Edited::Changed => {}
@@ -695,6 +695,12 @@ impl App {
         }
         Some(Action::Decide { slug: entry.request.bottle.clone(), id: entry.request.id.clone(), verdict })
     }
+}
+
+/// What the status line and [`App::starting`] call a start of `agent`
+/// labelled `label`: `shell (PR 42)`, or `shell`.
+pub(crate) fn start_name(agent: &str, label: Option<&str>) -> String {
+    label.map_or_else(|| agent.to_string(), |l| format!("{agent} ({l})"))
 }
 
 /// What a key did to a window's text input.

@@ -134,7 +134,7 @@ async fn event_loop(
                 terminal.clear().context("while drawing the dashboard")?;
             }
             Some(Action::Start { agent, label, color }) => {
-                let what = format!("{agent}{}", label.as_ref().map_or(String::new(), |l| format!(" ({l})")));
+                let what = app::start_name(&agent, label.as_deref());
                 let mut args: Vec<std::ffi::OsString> = vec!["start".into(), agent.into()];
                 args.extend(label.into_iter().flat_map(|l| ["--label".into(), l.into()]));
                 args.extend(color.into_iter().flat_map(|c| ["--color".into(), c.into()]));
